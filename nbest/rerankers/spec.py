@@ -1,0 +1,47 @@
+"""The command line's short form of a reranker (``--reranker TEXT``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from nbest.errors import ConfigError
+from nbest.rerankers.base import Reranker
+from nbest.rerankers.logprob import MeanLogProb
+
+__all__ = ["BUILDERS", "parse_spec"]
+
+BUILDERS: dict[str, Callable[[str], Reranker]] = {
+    "logprob": lambda arg: MeanLogProb(),
+    "mean_logprob": lambda arg: MeanLogProb(),
+}
+"""Short name -> builder taking the text after ``name:`` (may be empty)."""
+
+
+def parse_spec(text: str) -> tuple[Reranker, float]:
+    """Parse ``NAME[:ARG][=WEIGHT]`` into a reranker and its weight.
+
+    >>> r, w = parse_spec("logprob=2")
+    >>> r.name, w
+    ('mean_logprob', 2.0)
+
+    Raises:
+        ConfigError: unknown name (the message lists the known ones) or a bad weight.
+    """
+    body, _, weight_text = text.strip().partition("=")
+    weight = 1.0
+    if weight_text:
+        try:
+            weight = float(weight_text)
+        except ValueError:
+            raise ConfigError(f"--reranker {text!r}: weight must be a number", parameter="reranker", value=text) from None
+        if weight < 0:
+            raise ConfigError(f"--reranker {text!r}: weight must be >= 0", parameter="reranker", value=text)
+    name, _, arg = body.partition(":")
+    builder = BUILDERS.get(name)
+    if builder is None:
+        raise ConfigError(
+            f"--reranker: unknown reranker {name!r}; known: {', '.join(sorted(BUILDERS))}",
+            parameter="reranker",
+            value=text,
+        )
+    return builder(arg), weight
