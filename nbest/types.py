@@ -30,6 +30,7 @@ __all__ = [
     "CandidateSpec",
     "CandidateUpdate",
     "ChatMessage",
+    "Diversity",
     "NbestModel",
     "Prompt",
     "Request",
@@ -357,6 +358,19 @@ class Timings(NbestModel):
     rerank_s: float = 0.0
 
 
+class Diversity(NbestModel):
+    """How different a set of candidates is from itself (higher: more diverse)."""
+
+    distinct_1: float
+    """Distinct unigrams / all unigrams, over all candidates."""
+    distinct_2: float
+    """Distinct bigrams / all bigrams, over all candidates."""
+    self_bleu: float | None = None
+    """Mean BLEU of each candidate against the others (0-100; lower: more diverse)."""
+    embedding_distance: float | None = None
+    """Mean pairwise cosine distance of the candidates' embeddings."""
+
+
 class Result(NbestModel):
     """Every candidate of a request, ranked, with the best one and the answers."""
 
@@ -376,6 +390,8 @@ class Result(NbestModel):
     timings: Timings = Field(default_factory=Timings)
     warnings: list[str] = Field(default_factory=list)
     """Non-fatal problems, e.g. a reranker that failed on this request."""
+    diversity: Diversity | None = None
+    """Diversity of the candidates, when asked for."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """The request's metadata."""
 
