@@ -1,12 +1,48 @@
-"""Rerankers that read the engine's log-probabilities."""
+"""Rerankers that read the engine's log-probabilities.
+
+Three views of the same numbers, from the candidate's sampled tokens
+``t_1 .. t_T`` with log-probabilities ``l_1 .. l_T``:
+
+* :class:`SumLogProb` — ``sum(l)``, the log-probability of the whole text.
+  Not length-normalised: every extra token lowers it, so it favours short
+  candidates. Use it when the answers have about the same length.
+* :class:`MeanLogProb` — ``sum(l) / T``, the per-token average. Length-normalised:
+  a long and a short candidate that are equally fluent score the same.
+* :class:`Perplexity` — ``exp(-sum(l) / T)``, the usual per-token perplexity,
+  scored as its negative (``-exp(-mean)``) so that higher is still better.
+  Also length-normalised; it ranks exactly like MeanLogProb, but the combined
+  score spreads differently under ``zscore`` or ``minmax`` normalisation.
+
+Candidates without log-probabilities (or without tokens) score None.
+"""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 from nbest.types import Candidate, Request, Score
 
-__all__ = ["MeanLogProb"]
+__all__ = ["MeanLogProb", "Perplexity", "SumLogProb"]
+
+
+def _sum_logprob(c: Candidate) -> float | None:
+    if c.cumulative_logprob is not None:
+        return c.cumulative_logprob
+    if c.token_logprobs is not None:
+        return math.fsum(c.token_logprobs)
+    if c.mean_logprob is not None and c.num_tokens > 0:
+        return c.mean_logprob * c.num_tokens
+    return None
+
+
+def _mean_logprob(c: Candidate) -> float | None:
+    if c.mean_logprob is not None:
+        return c.mean_logprob
+    total = _sum_logprob(c)
+    if total is None or c.num_tokens <= 0:
+        return None
+    return total / c.num_tokens
 
 
 class MeanLogProb:
@@ -26,4 +62,49 @@ class MeanLogProb:
     name = "mean_logprob"
 
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
-        return [Score(value=c.mean_logprob) for c in candidates]
+        return [Score(value=_mean_logprob(c)) for c in candidates]
+
+
+class SumLogProb:
+    """Log-probability of the whole text: ``cumulative_logprob`` (not length-normalised).
+
+    >>> import anyio
+    >>> from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
+    >>> spec = CandidateSpec(index=0, params=SamplingParams())
+    >>> c = Candidate(index=0, spec=spec, text="Paris", num_tokens=2, cumulative_logprob=-0.5)
+    >>> anyio.run(SumLogProb().score, Request(prompt="?"), [c])[0].value
+    -0.5
+    """
+
+    name = "sum_logprob"
+
+    async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
+        return [Score(value=_sum_logprob(c)) for c in candidates]
+
+
+class Perplexity:
+    """Per-token perplexity ``exp(-mean_logprob)``, scored as its negative (higher is better).
+
+    The perplexity itself is in ``details["perplexity"]``.
+
+    >>> import anyio
+    >>> from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
+    >>> spec = CandidateSpec(index=0, params=SamplingParams())
+    >>> c = Candidate(index=0, spec=spec, text="Paris", num_tokens=2, mean_logprob=-math.log(4))
+    >>> s = anyio.run(Perplexity().score, Request(prompt="?"), [c])[0]
+    >>> round(s.value, 6), round(s.details["perplexity"], 6)
+    (-4.0, 4.0)
+    """
+
+    name = "perplexity"
+
+    async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
+        scores = []
+        for c in candidates:
+            mean = _mean_logprob(c)
+            if mean is None:
+                scores.append(Score(value=None))
+                continue
+            ppl = math.exp(min(-mean, 700.0))  # keep it finite for absurd inputs
+            scores.append(Score(value=-ppl, details={"perplexity": ppl}))
+        return scores

@@ -6,13 +6,17 @@ from collections.abc import Callable
 
 from nbest.errors import ConfigError
 from nbest.rerankers.base import Reranker
-from nbest.rerankers.logprob import MeanLogProb
+from nbest.rerankers.logprob import MeanLogProb, Perplexity, SumLogProb
 
 __all__ = ["BUILDERS", "parse_spec"]
 
 BUILDERS: dict[str, Callable[[str], Reranker]] = {
     "logprob": lambda arg: MeanLogProb(),
     "mean_logprob": lambda arg: MeanLogProb(),
+    "sumlogprob": lambda arg: SumLogProb(),
+    "sum_logprob": lambda arg: SumLogProb(),
+    "ppl": lambda arg: Perplexity(),
+    "perplexity": lambda arg: Perplexity(),
 }
 """Short name -> builder taking the text after ``name:`` (may be empty)."""
 
