@@ -104,6 +104,11 @@ class Orchestrator:
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> Orchestrator:
+        """Start engines that have a ``start()`` (e.g. load the model), then accept work."""
+        for engine in {id(e): e for e in self.engines.values()}.values():
+            start = getattr(engine, "start", None)
+            if start is not None:
+                await start()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol, runtime_checkable
 
-from nbest.types import Candidate, Request, Score
+from nbest.types import Answer, Candidate, Request, Score
 
-__all__ = ["Reranker"]
+__all__ = ["AnswerGrouper", "Reranker"]
 
 
 @runtime_checkable
@@ -24,3 +24,15 @@ class Reranker(Protocol):
     name: str
 
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]: ...
+
+
+@runtime_checkable
+class AnswerGrouper(Protocol):
+    """Groups ranked candidates into distinct answers (``Result.answers``).
+
+    Used by the Ranker when no reranker extracted answers. ``group`` receives
+    the successful candidates best first, with their confidences, and returns
+    the answers most confident first.
+    """
+
+    async def group(self, request: Request, candidates: Sequence[Candidate]) -> list[Answer]: ...

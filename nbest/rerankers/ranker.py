@@ -9,6 +9,12 @@ succeeded: a probability-like share that sums to 1, read as "how much of the
 ranker's belief this candidate holds". ``temperature`` is the calibration knob
 (lower: sharper). A candidate a reranker could not score (None) gets that
 reranker's worst normalised score.
+
+Answers (``Result.answers``) are grouped by the answer a vote reranker
+extracted (confidence: the answer's vote share), else by the ``group``
+callable (e.g. :class:`~nbest.rerankers.embedding.NearDuplicates`), else by
+normalised text; see :mod:`nbest.rerankers.answers`. The temperature can be
+fitted on labelled data with :mod:`nbest.rerankers.calibrate`.
 """
 
 from __future__ import annotations
@@ -20,8 +26,8 @@ from typing import Literal
 import anyio
 
 from nbest.errors import ConfigError
-from nbest.rerankers.answers import group_answers
-from nbest.rerankers.base import Reranker
+from nbest.rerankers.answers import group_answers, group_extracted
+from nbest.rerankers.base import AnswerGrouper, Reranker
 from nbest.types import Answer, Candidate, Request, Score
 
 __all__ = ["Normalize", "Ranked", "Ranker", "normalize", "softmax"]
@@ -80,7 +86,9 @@ def normalize(values: Sequence[float | None], method: Normalize) -> list[float]:
             i = j + 1
         top = len(filled) - 1
         return [0.0 if top == 0 else r / top for r in ranks]
-    raise ConfigError(f"normalize: unknown method {method!r}; use zscore, minmax, rank or none", parameter="normalize", value=method)
+    raise ConfigError(
+        f"normalize: unknown method {method!r}; use zscore, minmax, rank or none", parameter="normalize", value=method
+    )
 
 
 class Ranked:
@@ -107,6 +115,7 @@ class Ranker:
         weights: Sequence[float] | None = None,
         normalize: Normalize = "auto",
         temperature: float = 1.0,
+        group: AnswerGrouper | None = None,
     ) -> None:
         if not rerankers:
             raise ConfigError("rerankers: give at least one reranker", parameter="rerankers")
@@ -125,15 +134,24 @@ class Ranker:
                 value=list(weights),
             )
         if any(not math.isfinite(w) or w < 0 for w in weights) or sum(weights) <= 0:
-            raise ConfigError("weights: must be finite, non-negative and sum to a positive number", parameter="weights", value=list(weights))
+            raise ConfigError(
+                "weights: must be finite, non-negative and sum to a positive number", parameter="weights", value=list(weights)
+            )
         if normalize not in ("auto", "none", "zscore", "minmax", "rank"):
-            raise ConfigError(f"normalize: unknown method {normalize!r}; use auto, zscore, minmax, rank or none", parameter="normalize", value=normalize)
+            raise ConfigError(
+                f"normalize: unknown method {normalize!r}; use auto, zscore, minmax, rank or none",
+                parameter="normalize",
+                value=normalize,
+            )
         if not (temperature > 0 and math.isfinite(temperature)):
             raise ConfigError("temperature: must be a positive number", parameter="temperature", value=temperature)
         self.rerankers = list(rerankers)
         self.weights = [float(w) for w in weights]
         self.normalize: Normalize = normalize
         self.temperature = temperature
+        if group is not None and not isinstance(group, AnswerGrouper):
+            raise ConfigError(f"group: {group!r} is not an AnswerGrouper (needs async .group)", parameter="group")
+        self.group = group
 
     async def rank(self, request: Request, candidates: Sequence[Candidate]) -> Ranked:
         """Score the successful candidates with every reranker (concurrently),
@@ -149,7 +167,7 @@ class Ranker:
                 if len(scores) != len(ok):
                     raise ValueError(f"returned {len(scores)} scores for {len(ok)} candidates")
                 results[reranker.name] = scores
-            except Exception as exc:  # noqa: BLE001 - one reranker must not sink the request
+            except Exception as exc:  # one reranker must not sink the request
                 results[reranker.name] = None
                 warnings.append(f"reranker {reranker.name} failed: {type(exc).__name__}: {exc}")
 
@@ -183,4 +201,26 @@ class Ranker:
             scored.append(cand.model_copy(update={"score": combined[i], "confidence": confidences[i], "scores": raw}))
         scored.sort(key=lambda c: (-(c.score or 0.0), c.index))
         ranked = [c.model_copy(update={"rank": r}) for r, c in enumerate(scored, start=1)]
-        return Ranked(ranked + failed, group_answers(ranked), warnings)
+        answers = await self._answers(request, ranked, ok, results, warnings)
+        return Ranked(ranked + failed, answers, warnings)
+
+    async def _answers(
+        self,
+        request: Request,
+        ranked: list[Candidate],
+        ok: list[Candidate],
+        results: dict[str, list[Score] | None],
+        warnings: list[str],
+    ) -> list[Answer]:
+        for reranker in self.rerankers:
+            scores = results.get(reranker.name)
+            if scores and all("answer" in s.details for s in scores):
+                keys = {c.index: s.details["answer"] for c, s in zip(ok, scores, strict=True)}
+                shares = {c.index: float(s.details["share"]) for c, s in zip(ok, scores, strict=True) if "share" in s.details}
+                return group_extracted(ranked, keys, shares if len(shares) == len(ok) else None)
+        if self.group is not None and ranked:
+            try:
+                return await self.group.group(request, ranked)
+            except Exception as exc:  # grouping is a nicety: fall back to text
+                warnings.append(f"answer grouping failed: {type(exc).__name__}: {exc}")
+        return group_answers(ranked)

@@ -4,18 +4,54 @@ A strategy turns a :class:`~nbest.types.Request` into ``request.n``
 :class:`~nbest.types.CandidateSpec` s. Built-in strategies are pydantic models
 with a ``kind`` field, registered under that kind, so a plan can be written in
 a config file, loaded with :func:`from_config` and printed back with
-``model_dump()``.
+``model_dump()``. Strategies that hold other strategies (``inner``, mixture
+components, composite parts) declare them as :data:`NestedStrategy`, which
+loads a nested config by its ``kind`` too, so the whole tree round-trips::
+
+    >>> from nbest.strategies import PromptVariants, TemperatureLadder
+    >>> plan = PromptVariants(["Be brief."], TemperatureLadder(0.2, 1.0))
+    >>> from_config(plan.model_dump()) == plan
+    True
+
+Seeds: candidate ``i`` gets seed ``request.params.seed + i`` (None when the
+request has no seed); strategies that draw at random seed their generator from
+the request seed, so the same request always gives the same plan.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, ClassVar, Protocol, TypeVar, runtime_checkable
+import json
+import os
+import random
+import tomllib
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Annotated, Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
+
+from pydantic import BeforeValidator, SerializeAsAny, ValidationError
 
 from nbest.errors import ConfigError
-from nbest.types import CandidateSpec, NbestModel, Request
+from nbest.types import CandidateSpec, NbestModel, Request, SamplingParams, config_error
 
-__all__ = ["Strategy", "StrategyConfig", "from_config", "register", "registered"]
+__all__ = [
+    "NestedStrategy",
+    "SamplingStrategy",
+    "Strategy",
+    "StrategyConfig",
+    "check_weights",
+    "derive",
+    "from_config",
+    "load_config",
+    "overrides",
+    "place",
+    "positional",
+    "register",
+    "registered",
+    "seed_for",
+    "seeded_rng",
+    "spec_label",
+    "sub_request",
+]
 
 
 @runtime_checkable
@@ -33,10 +69,34 @@ class StrategyConfig(NbestModel):
     """Base of the built-in strategies: a validated config with a ``kind``."""
 
     kind: str
+    """Which strategy this is (the registry key)."""
     registry_kind: ClassVar[str] = ""
 
     def plan(self, request: Request) -> list[CandidateSpec]:
         raise NotImplementedError
+
+    @classmethod
+    def from_config(cls, data: Mapping[str, Any] | str | os.PathLike[str]) -> Self:
+        """Load a strategy from a config mapping or a YAML/JSON/TOML file.
+
+        Called on a concrete class, the config must be of that kind.
+
+        Raises:
+            ConfigError: unknown kind, wrong kind, bad field, unreadable file.
+        """
+        strategy = from_config(data)
+        if not isinstance(strategy, cls):
+            raise ConfigError(
+                f"kind: expected {cls.registry_kind!r}, got {strategy.kind!r}", parameter="kind", value=strategy.kind
+            )
+        return strategy
+
+
+class SamplingStrategy(StrategyConfig):
+    """Base of the strategies that set sampling parameters themselves (no inner strategy)."""
+
+    engine: str = "default"
+    """The engine (route) every candidate goes to."""
 
 
 _REGISTRY: dict[str, type[StrategyConfig]] = {}
@@ -62,19 +122,169 @@ def registered() -> dict[str, type[StrategyConfig]]:
     return dict(_REGISTRY)
 
 
-def from_config(data: dict[str, Any]) -> StrategyConfig:
-    """Build a strategy from its config dict (``{"kind": "fixed", ...}``).
+def from_config(data: Mapping[str, Any] | str | os.PathLike[str]) -> StrategyConfig:
+    """Build a strategy from its config mapping (``{"kind": "fixed", ...}``)
+    or from a YAML, JSON or TOML file holding one. Nested strategies load by
+    their own ``kind``.
 
     Raises:
-        ConfigError: unknown ``kind`` (the message lists the known ones) or a bad field.
+        ConfigError: unknown ``kind`` (the message lists the known ones), a bad
+            field (named with its path, e.g. ``components.1.strategy.top_p``),
+            or a file that is missing or unreadable.
 
     >>> from_config({"kind": "fixed"}).kind
     'fixed'
     """
-    if not isinstance(data, dict) or "kind" not in data:
-        raise ConfigError(f"a strategy config is a mapping with a 'kind' (one of {sorted(_REGISTRY)})", parameter="kind")
+    if isinstance(data, (str, os.PathLike)):
+        data = load_config(Path(data))
+    if not isinstance(data, Mapping) or "kind" not in data:
+        raise ConfigError(f"a strategy config is a mapping with a 'kind' (one of {', '.join(sorted(_REGISTRY))})", parameter="kind")
     kind = data["kind"]
-    cls = _REGISTRY.get(kind)
+    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
     if cls is None:
-        raise ConfigError(f"unknown strategy kind {kind!r}; known: {', '.join(sorted(_REGISTRY))}", parameter="kind", value=kind)
-    return cls.parse(data)
+        raise ConfigError(f"kind: unknown strategy {kind!r}; known: {', '.join(sorted(_REGISTRY))}", parameter="kind", value=kind)
+    return cls.parse(dict(data))
+
+
+def load_config(path: Path) -> dict[str, Any]:
+    """Read a strategy config file: ``.yaml``/``.yml``, ``.json`` or ``.toml``.
+
+    Raises:
+        ConfigError: the file is missing, has another suffix, does not parse,
+            or does not hold a mapping.
+    """
+    if not path.is_file():
+        raise ConfigError(f"strategy file not found: {path}", parameter="strategy", value=str(path))
+    suffix = path.suffix.lower()
+    raw = path.read_text(encoding="utf-8")
+    data: Any
+    if suffix in (".yaml", ".yml"):
+        import yaml
+
+        try:
+            data = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path} is not valid YAML ({exc})".replace("\n", " "), parameter="strategy") from None
+    elif suffix == ".json":
+        try:
+            data = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise ConfigError(f"{path} is not valid JSON ({exc})", parameter="strategy") from None
+    elif suffix == ".toml":
+        try:
+            data = tomllib.loads(raw)
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path} is not valid TOML ({exc})", parameter="strategy") from None
+    else:
+        raise ConfigError(f"{path}: a strategy file ends in .yaml, .yml, .json or .toml", parameter="strategy", value=str(path))
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping with a 'kind'", parameter="strategy")
+    return data
+
+
+def _nested(value: Any) -> Any:
+    if isinstance(value, StrategyConfig):
+        return value
+    if isinstance(value, Mapping):
+        return from_config(value)
+    raise ValueError(f"a strategy is a mapping with a 'kind' (one of {', '.join(sorted(_REGISTRY))})")
+
+
+NestedStrategy = Annotated[SerializeAsAny[StrategyConfig], BeforeValidator(_nested)]
+"""A field holding a strategy: accepts a built-in strategy or its config
+mapping (loaded by ``kind``); ``model_dump()`` writes the full config back."""
+
+
+# -- helpers for writing strategies ---------------------------------------------
+
+
+def derive(params: SamplingParams, **update: Any) -> SamplingParams:
+    """``params`` with ``update`` applied, validated (``model_copy`` is not).
+
+    Raises:
+        ConfigError: the result is invalid (e.g. a temperature below 0.01).
+    """
+    if not update:
+        return params
+    try:
+        return SamplingParams.model_validate({**params.model_dump(), **update})
+    except ValidationError as exc:
+        raise config_error(exc) from None
+
+
+def overrides(model: NbestModel, names: Sequence[str]) -> dict[str, Any]:
+    """The sampling fields among ``names`` that ``model`` sets (not None),
+    checked against :class:`~nbest.types.SamplingParams`' rules.
+
+    Raises:
+        ConfigError: naming the first invalid field.
+    """
+    values = {name: getattr(model, name) for name in names if getattr(model, name) is not None}
+    derive(SamplingParams(), **values)
+    return values
+
+
+def seed_for(params: SamplingParams, i: int) -> int | None:
+    """Candidate ``i``'s seed: ``params.seed + i``, or None without a seed."""
+    return None if params.seed is None else params.seed + i
+
+
+def sub_request(request: Request, n: int, offset: int) -> Request:
+    """The part of ``request`` an inner strategy plans: ``n`` candidates whose
+    seeds start at ``seed + offset``."""
+    seed = request.params.seed
+    params = request.params if seed is None else request.params.model_copy(update={"seed": seed + offset})
+    return request.model_copy(update={"n": n, "params": params})
+
+
+def place(spec: CandidateSpec, index: int, base_seed: int | None, label: str) -> CandidateSpec:
+    """Move an inner strategy's spec to ``index`` of the outer plan, with seed
+    ``base_seed + index`` (kept None when the inner spec has none) and ``label``."""
+    params = spec.params
+    if params.seed is not None and base_seed is not None:
+        params = params.model_copy(update={"seed": base_seed + index})
+    return spec.model_copy(update={"index": index, "params": params, "strategy": label})
+
+
+def seeded_rng(request: Request, salt: str) -> random.Random:
+    """A random generator seeded from the request seed and ``salt`` (the same
+    request gives the same draws; a request without a seed still plans
+    deterministically)."""
+    return random.Random(f"nbest.{salt}:{request.params.seed}")
+
+
+def check_weights(weights: Sequence[float], field: str) -> list[float]:
+    """Weights must be finite, non-negative and sum to a positive number.
+
+    Raises:
+        ConfigError: naming ``field``.
+    """
+    values = list(weights)
+    if not values:
+        raise ConfigError(f"{field}: give at least one weight", parameter=field, value=values)
+    if any(w < 0 for w in values) or not sum(values) > 0:
+        raise ConfigError(
+            f"{field}: weights must be >= 0 and sum to a positive number (got {values})", parameter=field, value=values
+        )
+    return values
+
+
+def positional(data: dict[str, Any], **given: Any) -> dict[str, Any]:
+    """Merge positional constructor arguments (those not None) into ``data``.
+
+    Raises:
+        TypeError: an argument given both ways.
+    """
+    for name, value in given.items():
+        if value is None:
+            continue
+        if name in data:
+            raise TypeError(f"{name} given both positionally and by keyword")
+        data[name] = value
+    return data
+
+
+def spec_label(value: float) -> str:
+    """A number as it appears in spec labels: ``0.6`` -> ``"0.60"``, ``40`` -> ``"40"``."""
+    return str(value) if isinstance(value, int) else f"{value:.2f}"
+

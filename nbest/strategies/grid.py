@@ -1,0 +1,91 @@
+"""``Grid``: the Cartesian product of sampling settings, cycled or sampled to fill N."""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any, Literal, Self
+
+from pydantic import model_validator
+
+from nbest.errors import ConfigError
+from nbest.strategies.base import SamplingStrategy, derive, register, seed_for, seeded_rng
+from nbest.types import CandidateSpec, Request, SamplingParams
+
+__all__ = ["Grid"]
+
+_AXES = ("temperature", "top_p", "top_k", "min_p")
+_SHORT = {"temperature": "t", "top_p": "p", "top_k": "k", "min_p": "m"}
+
+
+@register("grid")
+class Grid(SamplingStrategy):
+    """Every combination of the given values (``temperature`` varies slowest,
+    ``min_p`` fastest); settings left out keep the request's value.
+
+    ``fill="cycle"`` walks the combinations in order and starts over;
+    ``fill="sample"`` draws them without replacement in an order seeded from
+    the request seed, every combination once before any repeats.
+
+    >>> from nbest.types import Request, SamplingParams
+    >>> plan = Grid(temperature=[0.5, 1.0], top_p=[0.9, 1.0]).plan(Request(prompt="Hi", n=5, params=SamplingParams(seed=0)))
+    >>> [s.strategy for s in plan]
+    ['grid[t=0.50,p=0.90]', 'grid[t=0.50,p=1.00]', 'grid[t=1.00,p=0.90]', 'grid[t=1.00,p=1.00]', 'grid[t=0.50,p=0.90]']
+
+    Raises:
+        ConfigError: no axis given, an empty axis, or a value out of range.
+    """
+
+    kind: Literal["grid"] = "grid"
+    temperature: list[float] | None = None
+    """Temperatures to try (0 is greedy)."""
+    top_p: list[float] | None = None
+    """top_p values to try, each in (0, 1]."""
+    top_k: list[int] | None = None
+    """top_k values to try (-1 = off)."""
+    min_p: list[float] | None = None
+    """min_p values to try, each in [0, 1]."""
+    fill: Literal["cycle", "sample"] = "cycle"
+    """How the combinations fill N candidates: in order (``cycle``) or in a
+    seeded random order without replacement (``sample``)."""
+
+    @model_validator(mode="after")
+    def _check(self) -> Self:
+        given = [axis for axis in _AXES if getattr(self, axis) is not None]
+        if not given:
+            raise ConfigError("grid: give at least one of temperature, top_p, top_k, min_p", parameter="grid")
+        for axis in given:
+            values = getattr(self, axis)
+            if not values:
+                raise ConfigError(f"{axis}: an empty grid axis; give at least one value or leave it out", parameter=axis, value=values)
+            for i, value in enumerate(values):
+                try:
+                    SamplingParams(**{axis: value})
+                except ConfigError as exc:
+                    raise ConfigError(f"{axis}[{i}]{str(exc).removeprefix(axis)}", parameter=f"{axis}[{i}]", value=value) from None
+        return self
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """The grid's points, in cycle order."""
+        axes = [axis for axis in _AXES if getattr(self, axis) is not None]
+        return [dict(zip(axes, point, strict=True)) for point in itertools.product(*(getattr(self, a) for a in axes))]
+
+    def plan(self, request: Request) -> list[CandidateSpec]:
+        points = self.combinations()
+        if self.fill == "cycle":
+            order = [points[i % len(points)] for i in range(request.n)]
+        else:
+            rng = seeded_rng(request, "grid")
+            order = []
+            while len(order) < request.n:
+                order += rng.sample(points, len(points))
+            order = order[: request.n]
+        base = request.params
+        return [
+            CandidateSpec(index=i, engine=self.engine, params=derive(base, **point, seed=seed_for(base, i)), strategy=_label(point))
+            for i, point in enumerate(order)
+        ]
+
+
+def _label(point: dict[str, Any]) -> str:
+    parts = [f"{_SHORT[axis]}={value}" if axis == "top_k" else f"{_SHORT[axis]}={value:.2f}" for axis, value in point.items()]
+    return f"grid[{','.join(parts)}]"
