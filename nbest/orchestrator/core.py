@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import secrets
 import time
 from collections.abc import AsyncIterator, Mapping, Sequence
@@ -253,8 +254,9 @@ class Orchestrator:
         ...     print(candidate.index, candidate.text)
         """
         request = self.request(prompt, n, system=system, **sampling)
-        async for candidate in self.stream_request(request, strategy=strategy, timeout=timeout):
-            yield candidate
+        async with contextlib.aclosing(self.stream_request(request, strategy=strategy, timeout=timeout)) as candidates:
+            async for candidate in candidates:
+                yield candidate
 
     async def run(
         self,
