@@ -2,10 +2,31 @@
 
 from __future__ import annotations
 
-from nbest.rerankers.answers import group_answers, normalize_text
-from nbest.rerankers.base import Reranker
+from nbest.rerankers import extract
+from nbest.rerankers.answers import group_answers, group_extracted, normalize_text
+from nbest.rerankers.base import AnswerGrouper, Reranker
+from nbest.rerankers.extract import get_extractor, normalize_answer
 from nbest.rerankers.logprob import MeanLogProb, Perplexity, SumLogProb
-from nbest.rerankers.ranker import Ranked, Ranker, softmax
+from nbest.rerankers.ranker import Ranked, Ranker, normalize, softmax
 from nbest.rerankers.spec import parse_spec
+from nbest.rerankers.vote import MajorityVote
 
-__all__ = ["MeanLogProb", "Perplexity", "SumLogProb", "Ranked", "Ranker", "Reranker", "group_answers", "normalize_text", "parse_spec", "softmax"]
+__all__ = [
+    "AnswerGrouper",
+    "MajorityVote",
+    "MeanLogProb",
+    "Perplexity",
+    "Ranked",
+    "Ranker",
+    "Reranker",
+    "SumLogProb",
+    "extract",
+    "get_extractor",
+    "group_answers",
+    "group_extracted",
+    "normalize",
+    "normalize_answer",
+    "normalize_text",
+    "parse_spec",
+    "softmax",
+]

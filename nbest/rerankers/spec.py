@@ -7,6 +7,7 @@ from collections.abc import Callable
 from nbest.errors import ConfigError
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb, Perplexity, SumLogProb
+from nbest.rerankers.vote import MajorityVote
 
 __all__ = ["BUILDERS", "parse_spec"]
 
@@ -17,6 +18,7 @@ BUILDERS: dict[str, Callable[[str], Reranker]] = {
     "sum_logprob": lambda arg: SumLogProb(),
     "ppl": lambda arg: Perplexity(),
     "perplexity": lambda arg: Perplexity(),
+    "vote": lambda arg: MajorityVote(extract=arg or "auto"),
 }
 """Short name -> builder taking the text after ``name:`` (may be empty)."""
 

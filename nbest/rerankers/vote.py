@@ -62,7 +62,9 @@ class MajorityVote:
         name: str = "vote",
     ) -> None:
         if weight not in ("uniform", "prob", "seq_prob"):
-            raise ConfigError(f"weight: unknown vote weight {weight!r}; use uniform, prob or seq_prob", parameter="weight", value=weight)
+            raise ConfigError(
+                f"weight: unknown vote weight {weight!r}; use uniform, prob or seq_prob", parameter="weight", value=weight
+            )
         self.extract: Extractor = get_extractor(extract)
         self.normalize = normalize
         self.weight: VoteWeight = weight
