@@ -41,6 +41,7 @@ __all__ = [
     "check_weights",
     "derive",
     "from_config",
+    "inner_plan",
     "load_config",
     "overrides",
     "place",
@@ -138,7 +139,9 @@ def from_config(data: Mapping[str, Any] | str | os.PathLike[str]) -> StrategyCon
     if isinstance(data, (str, os.PathLike)):
         data = load_config(Path(data))
     if not isinstance(data, Mapping) or "kind" not in data:
-        raise ConfigError(f"a strategy config is a mapping with a 'kind' (one of {', '.join(sorted(_REGISTRY))})", parameter="kind")
+        raise ConfigError(
+            f"a strategy config is a mapping with a 'kind' (one of {', '.join(sorted(_REGISTRY))})", parameter="kind"
+        )
     kind = data["kind"]
     cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
     if cls is None:
@@ -187,7 +190,9 @@ def _nested(value: Any) -> Any:
         return value
     if isinstance(value, Mapping):
         return from_config(value)
-    raise ValueError(f"a strategy is a mapping with a 'kind' (one of {', '.join(sorted(_REGISTRY))})")
+    if isinstance(value, str) and value in _REGISTRY:
+        return from_config({"kind": value})
+    raise ValueError(f"a strategy is a kind name or a mapping with a 'kind' (one of {', '.join(sorted(_REGISTRY))})")
 
 
 NestedStrategy = Annotated[SerializeAsAny[StrategyConfig], BeforeValidator(_nested)]
@@ -235,6 +240,22 @@ def sub_request(request: Request, n: int, offset: int) -> Request:
     seed = request.params.seed
     params = request.params if seed is None else request.params.model_copy(update={"seed": seed + offset})
     return request.model_copy(update={"n": n, "params": params})
+
+
+def inner_plan(strategy: Strategy, request: Request) -> list[CandidateSpec]:
+    """``strategy``'s plan for ``request``, sorted by index and checked.
+
+    Raises:
+        ConfigError: the plan's indices are not 0 .. n-1.
+    """
+    specs = sorted(strategy.plan(request), key=lambda s: s.index)
+    if [s.index for s in specs] != list(range(request.n)):
+        name = getattr(strategy, "kind", type(strategy).__name__)
+        raise ConfigError(
+            f"strategy {name} planned indices {[s.index for s in specs]} for n={request.n}; need 0..{request.n - 1}",
+            parameter="strategy",
+        )
+    return specs
 
 
 def place(spec: CandidateSpec, index: int, base_seed: int | None, label: str) -> CandidateSpec:
@@ -287,4 +308,3 @@ def positional(data: dict[str, Any], **given: Any) -> dict[str, Any]:
 def spec_label(value: float) -> str:
     """A number as it appears in spec labels: ``0.6`` -> ``"0.60"``, ``40`` -> ``"40"``."""
     return str(value) if isinstance(value, int) else f"{value:.2f}"
-

@@ -47,7 +47,11 @@ class GreedyPlusSamples(SamplingStrategy):
     def plan(self, request: Request) -> list[CandidateSpec]:
         base = request.params
         sampled = overrides(self, _SAMPLE_FIELDS)
-        specs = [CandidateSpec(index=0, engine=self.engine, params=derive(base, temperature=0.0, seed=seed_for(base, 0)), strategy="greedy")]
+        specs = [
+            CandidateSpec(
+                index=0, engine=self.engine, params=derive(base, temperature=0.0, seed=seed_for(base, 0)), strategy="greedy"
+            )
+        ]
         specs += [
             CandidateSpec(index=i, engine=self.engine, params=derive(base, **sampled, seed=seed_for(base, i)), strategy="sample")
             for i in range(1, request.n)

@@ -56,12 +56,16 @@ class Grid(SamplingStrategy):
         for axis in given:
             values = getattr(self, axis)
             if not values:
-                raise ConfigError(f"{axis}: an empty grid axis; give at least one value or leave it out", parameter=axis, value=values)
+                raise ConfigError(
+                    f"{axis}: an empty grid axis; give at least one value or leave it out", parameter=axis, value=values
+                )
             for i, value in enumerate(values):
                 try:
                     SamplingParams(**{axis: value})
                 except ConfigError as exc:
-                    raise ConfigError(f"{axis}[{i}]{str(exc).removeprefix(axis)}", parameter=f"{axis}[{i}]", value=value) from None
+                    raise ConfigError(
+                        f"{axis}[{i}]{str(exc).removeprefix(axis)}", parameter=f"{axis}[{i}]", value=value
+                    ) from None
         return self
 
     def combinations(self) -> list[dict[str, Any]]:
@@ -81,7 +85,9 @@ class Grid(SamplingStrategy):
             order = order[: request.n]
         base = request.params
         return [
-            CandidateSpec(index=i, engine=self.engine, params=derive(base, **point, seed=seed_for(base, i)), strategy=_label(point))
+            CandidateSpec(
+                index=i, engine=self.engine, params=derive(base, **point, seed=seed_for(base, i)), strategy=_label(point)
+            )
             for i, point in enumerate(order)
         ]
 

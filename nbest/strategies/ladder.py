@@ -50,7 +50,9 @@ class TemperatureLadder(SamplingStrategy):
         for name in ("low", "high"):
             value = getattr(self, name)
             if 0.0 < value < MIN_TEMPERATURE:
-                raise ConfigError(f"{name}: must be 0 (greedy) or at least {MIN_TEMPERATURE} (got {value})", parameter=name, value=value)
+                raise ConfigError(
+                    f"{name}: must be 0 (greedy) or at least {MIN_TEMPERATURE} (got {value})", parameter=name, value=value
+                )
         if self.low > self.high:
             raise ConfigError(f"low: must be <= high (got low={self.low}, high={self.high})", parameter="low", value=self.low)
         if self.spacing == "geometric" and self.low == 0.0:
