@@ -5,6 +5,7 @@ from __future__ import annotations
 from nbest.rerankers import extract
 from nbest.rerankers.answers import group_answers, group_extracted, normalize_text
 from nbest.rerankers.base import AnswerGrouper, Reranker
+from nbest.rerankers.calibrate import Calibration, fit_temperature
 from nbest.rerankers.embedding import Embedder, EmbeddingConsensus, NearDuplicates, SourceSimilarity, default_embedding_model
 from nbest.rerankers.extract import get_extractor, normalize_answer
 from nbest.rerankers.logprob import MeanLogProb, Perplexity, SumLogProb
@@ -16,6 +17,7 @@ from nbest.rerankers.vote import MajorityVote
 __all__ = [
     "MBR",
     "AnswerGrouper",
+    "Calibration",
     "Embedder",
     "EmbeddingConsensus",
     "MajorityVote",
@@ -29,6 +31,7 @@ __all__ = [
     "SumLogProb",
     "default_embedding_model",
     "extract",
+    "fit_temperature",
     "get_extractor",
     "group_answers",
     "group_extracted",
