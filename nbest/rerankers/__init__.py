@@ -6,11 +6,13 @@ from nbest.rerankers import extract
 from nbest.rerankers.answers import group_answers, group_extracted, normalize_text
 from nbest.rerankers.base import AnswerGrouper, Reranker
 from nbest.rerankers.calibrate import Calibration, fit_temperature
+from nbest.rerankers.crossencoder import CrossEncoder
 from nbest.rerankers.embedding import Embedder, EmbeddingConsensus, NearDuplicates, SourceSimilarity, default_embedding_model
 from nbest.rerankers.extract import get_extractor, normalize_answer
 from nbest.rerankers.logprob import MeanLogProb, Perplexity, SumLogProb
 from nbest.rerankers.mbr import MBR
 from nbest.rerankers.ranker import Ranked, Ranker, normalize, softmax
+from nbest.rerankers.reward import RewardModel
 from nbest.rerankers.spec import parse_spec
 from nbest.rerankers.vote import MajorityVote
 
@@ -18,6 +20,7 @@ __all__ = [
     "MBR",
     "AnswerGrouper",
     "Calibration",
+    "CrossEncoder",
     "Embedder",
     "EmbeddingConsensus",
     "MajorityVote",
@@ -27,6 +30,7 @@ __all__ = [
     "Ranked",
     "Ranker",
     "Reranker",
+    "RewardModel",
     "SourceSimilarity",
     "SumLogProb",
     "default_embedding_model",

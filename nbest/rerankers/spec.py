@@ -6,9 +6,11 @@ from collections.abc import Callable
 
 from nbest.errors import ConfigError
 from nbest.rerankers.base import Reranker
-from nbest.rerankers.embedding import EmbeddingConsensus
+from nbest.rerankers.crossencoder import CrossEncoder
+from nbest.rerankers.embedding import EmbeddingConsensus, SourceSimilarity
 from nbest.rerankers.logprob import MeanLogProb, Perplexity, SumLogProb
 from nbest.rerankers.mbr import MBR
+from nbest.rerankers.reward import RewardModel
 from nbest.rerankers.vote import MajorityVote
 
 __all__ = ["BUILDERS", "parse_spec"]
@@ -23,8 +25,17 @@ BUILDERS: dict[str, Callable[[str], Reranker]] = {
     "vote": lambda arg: MajorityVote(extract=arg or "auto"),
     "embed": lambda arg: EmbeddingConsensus(model=arg or None),
     "mbr": lambda arg: _mbr(arg),
+    "source": lambda arg: SourceSimilarity(model=arg or None),
+    "cross": lambda arg: CrossEncoder(_model(arg, "cross")),
+    "reward": lambda arg: RewardModel(_model(arg, "reward")),
 }
 """Short name -> builder taking the text after ``name:`` (may be empty)."""
+
+
+def _model(arg: str, name: str) -> str:
+    if not arg:
+        raise ConfigError(f"--reranker {name}: name the model, e.g. {name}:path/to/model", parameter="reranker", value=name)
+    return arg
 
 
 def _mbr(arg: str) -> Reranker:

@@ -1,0 +1,120 @@
+"""Cross-encoder relevance: a model reads (query, candidate) together and scores the pair.
+
+The query is ``request.source`` when the request has one (translation quality
+estimation with a QE cross-encoder), else the prompt (QA relevance with an
+MS MARCO-style model). Any sentence-transformers ``CrossEncoder`` name or
+folder works; the model loads once, on first use, and scores every pair in
+batches off the event loop.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any, Literal
+
+import anyio.to_thread
+
+from nbest.errors import ConfigError
+from nbest.rerankers.embedding import _require, check_model
+from nbest.types import Candidate, ChatMessage, Request, Score
+
+__all__ = ["CrossEncoder", "query_text"]
+
+
+def query_text(request: Request, use: Literal["auto", "prompt", "source"] = "auto") -> str:
+    """The text a candidate is judged against: the source (translation) or the prompt.
+
+    For a chat prompt, the last user message.
+
+    >>> query_text(Request(prompt="Translate to French", source="Hello"))
+    'Hello'
+    """
+    if use == "source" or (use == "auto" and request.source is not None):
+        if request.source is None:
+            raise ConfigError("query: the request has no source", parameter="source")
+        return request.source
+    prompt = request.prompt
+    if isinstance(prompt, str):
+        return prompt
+    users = [m.content for m in prompt if isinstance(m, ChatMessage) and m.role == "user"]
+    return users[-1] if users else prompt[-1].content
+
+
+class CrossEncoder:
+    """Score = the cross-encoder's output for (query, candidate).
+
+    Args:
+        model: a sentence-transformers CrossEncoder name or folder.
+        query: ``"auto"`` (source if the request has one, else the prompt),
+            ``"prompt"`` or ``"source"``.
+        batch_size: pairs per forward pass.
+        max_length: truncate pairs to this many tokens (None: the model's limit).
+        device: torch device; None lets sentence-transformers choose.
+        name: the reranker's name (``"cross_encoder"``).
+
+    A model with several output labels is read at its last label (the
+    "relevant" / positive class of binary classifiers).
+
+    Raises:
+        ConfigError: sentence-transformers missing, a folder that is not a
+            model, a bad option; (from :meth:`load`) a model that cannot load.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        query: Literal["auto", "prompt", "source"] = "auto",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        device: str | None = None,
+        name: str = "cross_encoder",
+    ) -> None:
+        _require("sentence_transformers", "sentence-transformers")
+        if query not in ("auto", "prompt", "source"):
+            raise ConfigError(f"query: unknown {query!r}; use auto, prompt or source", parameter="query", value=query)
+        if batch_size < 1:
+            raise ConfigError("batch_size: must be at least 1", parameter="batch_size", value=batch_size)
+        self.model = check_model(model)
+        self.query: Literal["auto", "prompt", "source"] = query
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = device
+        self.name = name
+        self._model: Any = None
+        self._lock = threading.Lock()
+
+    def load(self) -> Any:
+        """The loaded sentence-transformers CrossEncoder.
+
+        Raises:
+            ConfigError: the model cannot be loaded.
+        """
+        with self._lock:
+            if self._model is None:
+                from sentence_transformers import CrossEncoder as STCrossEncoder
+
+                try:
+                    self._model = STCrossEncoder(self.model, max_length=self.max_length, device=self.device)
+                except Exception as exc:
+                    raise ConfigError(f"model: cannot load cross-encoder {self.model!r}: {exc}", parameter="model",
+                                      value=self.model) from exc
+            return self._model
+
+    def predict_sync(self, pairs: list[tuple[str, str]]) -> list[float]:
+        """One score per (query, candidate) pair (blocking)."""
+        import numpy as np
+
+        if not pairs:
+            return []
+        raw = np.asarray(self.load().predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
+                                             convert_to_numpy=True), dtype=np.float64)
+        if raw.ndim == 2:
+            raw = raw[:, -1]
+        return [float(v) for v in raw.reshape(-1)]
+
+    async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
+        query = query_text(request, self.query)
+        values = await anyio.to_thread.run_sync(self.predict_sync, [(query, c.text) for c in candidates])
+        return [Score(value=v) for v in values]

@@ -1,0 +1,122 @@
+"""Reward models: a Hugging Face sequence classifier scores the (prompt, candidate) chat.
+
+Each candidate becomes the conversation ``[user: prompt, assistant: candidate]``
+(with the request's system prompt first, when it has one), rendered with the
+reward model's chat template; a tokenizer without a template gets the prompt
+and the candidate as a text pair. The score is the model's logit: the only one
+for a single-output reward head, the last one (the "preferred" class)
+otherwise. Examples: ``Skywork/Skywork-Reward-V2-Qwen3-0.6B``,
+``OpenAssistant/reward-model-deberta-v3-large-v2``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+import anyio.to_thread
+
+from nbest.errors import ConfigError
+from nbest.rerankers.embedding import _require, check_model
+from nbest.types import Candidate, ChatMessage, Request, Score
+
+__all__ = ["RewardModel"]
+
+
+class RewardModel:
+    """Score = a sequence-classification reward model's logit for (prompt, candidate).
+
+    Args:
+        model: a Hugging Face model id or folder (AutoModelForSequenceClassification).
+        batch_size: conversations per forward pass.
+        max_length: truncate each conversation to this many tokens.
+        device: torch device (``"cpu"``, ``"cuda"``).
+        name: the reranker's name (``"reward"``).
+
+    Raises:
+        ConfigError: transformers/torch missing, a folder that is not a model,
+            a bad option; (from :meth:`load`) a model that cannot load.
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        batch_size: int = 8,
+        max_length: int = 2048,
+        device: str = "cpu",
+        name: str = "reward",
+    ) -> None:
+        _require("transformers", "transformers")
+        _require("torch", "torch")
+        if batch_size < 1:
+            raise ConfigError("batch_size: must be at least 1", parameter="batch_size", value=batch_size)
+        if max_length < 8:
+            raise ConfigError("max_length: must be at least 8", parameter="max_length", value=max_length)
+        self.model = check_model(model)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.device = device
+        self.name = name
+        self._loaded: tuple[Any, Any] | None = None
+        self._lock = threading.Lock()
+
+    def load(self) -> tuple[Any, Any]:
+        """The (tokenizer, model) pair, loaded once.
+
+        Raises:
+            ConfigError: the model cannot be loaded.
+        """
+        with self._lock:
+            if self._loaded is None:
+                from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+                try:
+                    tokenizer = AutoTokenizer.from_pretrained(self.model)
+                    net = AutoModelForSequenceClassification.from_pretrained(self.model).to(self.device).eval()
+                except Exception as exc:
+                    raise ConfigError(f"model: cannot load reward model {self.model!r}: {exc}", parameter="model",
+                                      value=self.model) from exc
+                if tokenizer.pad_token is None:
+                    tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+                if net.config.pad_token_id is None:
+                    net.config.pad_token_id = tokenizer.pad_token_id
+                self._loaded = (tokenizer, net)
+            return self._loaded
+
+    @staticmethod
+    def conversation(request: Request, text: str) -> list[dict[str, str]]:
+        """The chat a candidate is judged as: (system,) user prompt, assistant candidate."""
+        prompt = request.rendered() if request.chat else [ChatMessage(role="user", content=str(request.prompt))]
+        messages = [{"role": m.role, "content": m.content} for m in prompt] if isinstance(prompt, list) else [
+            {"role": "user", "content": prompt}]
+        return [*messages, {"role": "assistant", "content": text}]
+
+    def score_sync(self, request: Request, texts: Sequence[str]) -> list[float]:
+        """One reward per candidate text (blocking)."""
+        import torch
+
+        tokenizer, net = self.load()
+        scores: list[float] = []
+        for start in range(0, len(texts), self.batch_size):
+            batch = texts[start : start + self.batch_size]
+            if getattr(tokenizer, "chat_template", None):
+                chats = [tokenizer.apply_chat_template(self.conversation(request, t), tokenize=False) for t in batch]
+                enc = tokenizer(chats, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
+                                add_special_tokens=False)
+            else:
+                prompt = "\n".join(m["content"] for m in self.conversation(request, "")[:-1])
+                enc = tokenizer([prompt] * len(batch), list(batch), padding=True, truncation=True,
+                                max_length=self.max_length, return_tensors="pt")
+            with torch.inference_mode():
+                logits = net(**{k: v.to(self.device) for k, v in enc.items()}).logits
+            column = logits[:, -1] if logits.ndim == 2 else logits.reshape(-1)
+            scores.extend(float(v) for v in column.float().cpu())
+        return scores
+
+    async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
+        if not candidates:
+            return []
+        values = await anyio.to_thread.run_sync(self.score_sync, request, [c.text for c in candidates])
+        return [Score(value=v) for v in values]
