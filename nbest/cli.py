@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(2)
         _fail(exc.format_message(), 2)
     except click.Abort:
-        _fail("aborted", 130)
+        _fail("interrupted", 130)
     except ConfigError as exc:
         _fail(str(exc), 2)
     except (EngineError, NbestError) as exc:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 
+import psutil
 import pytest
 import pytest_asyncio
 
@@ -16,15 +18,40 @@ def scripted() -> ScriptedEngine:
     return ScriptedEngine()
 
 
+def engine_processes(root: psutil.Process | None = None) -> list[psutil.Process]:
+    """vLLM engine processes below ``root`` (this process by default)."""
+    found = []
+    for proc in (root or psutil.Process()).children(recursive=True):
+        try:
+            text = proc.name() + " " + " ".join(proc.cmdline())
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+        if "EngineCore" in text or "vllm" in text.lower():
+            found.append(proc)
+    return found
+
+
+def wait_gone(procs: list[psutil.Process], timeout: float = 15.0) -> list[psutil.Process]:
+    """Wait until ``procs`` exit; the ones still alive after ``timeout``."""
+    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    return alive
+
+
 @pytest_asyncio.fixture(scope="session", loop_scope="session")
 async def vllm_engine() -> AsyncIterator[VLLMEngine]:
     """The embedded default model on the real vLLM engine, started once.
 
     Tests must not close it; build orchestrators with ``close_engines=False``.
+    On teardown it checks that no engine process outlives the engine.
     """
     engine = VLLMEngine.default()
     await engine.start()
+    procs = engine_processes()
+    assert procs, "vLLM started no engine process: the orphan check below would prove nothing"
     try:
         yield engine
     finally:
+        started = time.perf_counter()
         await engine.aclose()
+        alive = wait_gone(procs)
+        assert not alive, f"engine processes still alive {time.perf_counter() - started:.0f} s after aclose: {alive}"
