@@ -9,6 +9,7 @@ from nbest.rerankers.calibrate import Calibration, fit_temperature
 from nbest.rerankers.crossencoder import CrossEncoder
 from nbest.rerankers.embedding import Embedder, EmbeddingConsensus, NearDuplicates, SourceSimilarity, default_embedding_model
 from nbest.rerankers.extract import get_extractor, normalize_answer
+from nbest.rerankers.judge import LLMJudge
 from nbest.rerankers.logprob import MeanLogProb, Perplexity, SumLogProb
 from nbest.rerankers.mbr import MBR
 from nbest.rerankers.ranker import Ranked, Ranker, normalize, softmax
@@ -23,6 +24,7 @@ __all__ = [
     "CrossEncoder",
     "Embedder",
     "EmbeddingConsensus",
+    "LLMJudge",
     "MajorityVote",
     "MeanLogProb",
     "NearDuplicates",
