@@ -81,7 +81,7 @@ def plan_table(specs: Sequence[CandidateSpec], title: str | None = None) -> Tabl
             str(p.seed),
         ]
         if variants:
-            row.append(prompt_summary(s.prompt))
+            row.append(prompt_summary(s.prompt, width=36))
         table.add_row(*(Text(cell) for cell in row))  # Text: labels like "ladder[t=0.20]" are not markup
     return table
 
