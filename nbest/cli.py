@@ -16,6 +16,7 @@ from typing import Any, NoReturn
 import click
 
 from nbest.errors import ConfigError, EngineError, NbestError
+from nbest.strategies.cli import plan_command
 from nbest.types import DEFAULT_MAX_N, Request, Result, SamplingParams
 
 __all__ = ["cli", "main"]
@@ -47,6 +48,9 @@ def _stdout_to_stderr() -> Iterator[None]:
 @click.version_option(package_name="nbest")
 def cli() -> None:
     """nbest: N candidates per prompt on vLLM, reranked, with a confidence."""
+
+
+cli.add_command(plan_command)
 
 
 def _sampling_options(func: Any) -> Any:
