@@ -25,7 +25,11 @@ def generate(prompt: Prompt, n: int = 8, *, model: str | None = None, **kwargs: 
     async def main() -> Result:
         engine = VLLMEngine.default() if model is None else VLLMEngine(model)
         async with Orchestrator(engine) as orch:
-            request = orch.request(prompt, n, **{k: v for k, v in kwargs.items() if k not in ("strategy", "rerankers", "timeout")})
-            return await orch.run(request, strategy=kwargs.get("strategy"), rerankers=kwargs.get("rerankers"), timeout=kwargs.get("timeout"))
+            request = orch.request(
+                prompt, n, **{k: v for k, v in kwargs.items() if k not in ("strategy", "rerankers", "timeout")}
+            )
+            return await orch.run(
+                request, strategy=kwargs.get("strategy"), rerankers=kwargs.get("rerankers"), timeout=kwargs.get("timeout")
+            )
 
     return anyio.run(main, backend="asyncio")

@@ -7,7 +7,6 @@ stderr and exit with status 2, before any model loads; engine failures exit 1.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 from collections.abc import Iterator
@@ -147,7 +146,11 @@ def prepare(name: str | None, force: bool) -> None:
     from nbest.engines.models import DEFAULT_MODEL, prepare_default_model
 
     if name not in (None, DEFAULT_MODEL):
-        raise ConfigError(f"models prepare: only the embedded default {DEFAULT_MODEL!r} needs preparing (got {name!r})", parameter="name", value=name)
+        raise ConfigError(
+            f"models prepare: only the embedded default {DEFAULT_MODEL!r} needs preparing (got {name!r})",
+            parameter="name",
+            value=name,
+        )
     os.environ.setdefault("TQDM_DISABLE", "1")
     with _stdout_to_stderr():
         path = prepare_default_model(force=force)

@@ -271,6 +271,9 @@ class CandidateUpdate(NbestModel):
     """Sum of the sampled tokens' log-probabilities, if the engine reports them."""
     token_logprobs: list[float] | None = None
     """Each sampled token's log-probability, if the engine reports them."""
+    top_logprobs: list[dict[str, float]] | None = None
+    """Per generated token, the most likely alternatives (decoded text -> log-probability,
+    the sampled token included), when ``SamplingParams.top_logprobs`` > 0."""
     finish_reason: str | None = None
     """Why generation stopped ("stop", "length", ...); None while running."""
     finished: bool = False
@@ -306,6 +309,8 @@ class Candidate(NbestModel):
     """cumulative_logprob / num_tokens: the length-normalised log-probability."""
     token_logprobs: list[float] | None = Field(default=None, repr=False)
     """Each sampled token's log-probability."""
+    top_logprobs: list[dict[str, float]] | None = Field(default=None, repr=False)
+    """Per token, the most likely alternatives (text -> log-probability), when asked for."""
     latency_s: float | None = None
     """Seconds from sending the request to its last token."""
     error: str | None = None

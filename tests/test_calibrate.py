@@ -78,8 +78,12 @@ async def test_calibrate_runs_the_ranker() -> None:
     for r in range(200):
         logits = [rng.gauss(0, 1) for _ in range(4)]
         correct = rng.choices(range(4), weights=softmax(logits))[0]
-        cands = [Candidate(index=i, spec=CandidateSpec(index=i, params=SamplingParams()), text=f"t{i}",
-                           mean_logprob=4 * v, num_tokens=1) for i, v in enumerate(logits)]
+        cands = [
+            Candidate(
+                index=i, spec=CandidateSpec(index=i, params=SamplingParams()), text=f"t{i}", mean_logprob=4 * v, num_tokens=1
+            )
+            for i, v in enumerate(logits)
+        ]
         labelled.append((Request(prompt=f"q{r}"), cands, {correct}))
     fit = await calibrate(Ranker([MeanLogProb()]), labelled)
     assert fit.examples == 200

@@ -15,7 +15,9 @@ pytestmark_async = pytest.mark.asyncio(loop_scope="session")
 
 
 def cand(index: int, text: str, mean: float | None, error: str | None = None) -> Candidate:
-    return Candidate(index=index, text=text, mean_logprob=mean, spec=CandidateSpec(index=index, params=SamplingParams()), error=error)
+    return Candidate(
+        index=index, text=text, mean_logprob=mean, spec=CandidateSpec(index=index, params=SamplingParams()), error=error
+    )
 
 
 @pytest.mark.parametrize(

@@ -43,8 +43,10 @@ TABLE = {"a": [1.0, 0.0], "a2": [1.0, 0.0], "b": [0.0, 1.0], "ab": [1.0, 1.0], "
 
 def cands(texts: list[str], confidences: list[float] | None = None) -> list[Candidate]:
     confidences = confidences or [None] * len(texts)  # type: ignore[list-item]
-    return [Candidate(index=i, spec=CandidateSpec(index=i, params=SamplingParams()), text=t, confidence=c)
-            for i, (t, c) in enumerate(zip(texts, confidences, strict=True))]
+    return [
+        Candidate(index=i, spec=CandidateSpec(index=i, params=SamplingParams()), text=t, confidence=c)
+        for i, (t, c) in enumerate(zip(texts, confidences, strict=True))
+    ]
 
 
 @pytest.mark.asyncio
@@ -139,8 +141,12 @@ def minilm() -> Embedder:
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_real_model_prefers_the_consensus_answer(minilm: Embedder) -> None:
-    texts = ["The capital of France is Paris.", "Paris is the capital of France.", "It's Paris.",
-             "Bananas are rich in potassium."]
+    texts = [
+        "The capital of France is Paris.",
+        "Paris is the capital of France.",
+        "It's Paris.",
+        "Bananas are rich in potassium.",
+    ]
     scores = [s.value or 0.0 for s in await EmbeddingConsensus(minilm).score(REQUEST, cands(texts))]
     assert scores.index(min(scores)) == 3
     assert all(-1.0 <= s <= 1.0 for s in scores)

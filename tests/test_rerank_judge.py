@@ -56,11 +56,13 @@ class AlternativesEngine:
 
 @pytest.mark.asyncio
 async def test_expected_rating_from_alternatives_breaks_ties() -> None:
-    engine = AlternativesEngine({
-        "Paris": [{"9": math.log(0.5), "10": math.log(0.3), "8": math.log(0.2)}],
-        "Paris, I think": [{"9": math.log(0.5), "8": math.log(0.5)}],
-        "Lyon": [{"Sure": -0.01}, {"2": math.log(0.9), "3": math.log(0.1)}],
-    })
+    engine = AlternativesEngine(
+        {
+            "Paris": [{"9": math.log(0.5), "10": math.log(0.3), "8": math.log(0.2)}],
+            "Paris, I think": [{"9": math.log(0.5), "8": math.log(0.5)}],
+            "Lyon": [{"Sure": -0.01}, {"2": math.log(0.9), "3": math.log(0.1)}],
+        }
+    )
     scores = await LLMJudge(engine).score(REQUEST, cands(["Paris", "Paris, I think", "Lyon"]))
     assert [s.value for s in scores] == pytest.approx([9.1, 8.5, 2.1])
     assert scores[0].details["method"] == "logprobs"
@@ -125,7 +127,12 @@ async def test_judge_on_the_real_engine(vllm_engine: object) -> None:
     assert rated, [s.details for s in scores]
     assert all(1.0 <= (s.value or 0) <= 10.0 for s in rated)
     async with Orchestrator(vllm_engine, close_engines=False) as orch:  # type: ignore[arg-type]
-        result = await orch.generate("What is the capital of France? Answer in one word.", n=3, max_tokens=8, seed=1,
-                                     rerankers=Ranker([judge, MeanLogProb()]))
+        result = await orch.generate(
+            "What is the capital of France? Answer in one word.",
+            n=3,
+            max_tokens=8,
+            seed=1,
+            rerankers=Ranker([judge, MeanLogProb()]),
+        )
     assert len(result.candidates) == 3
     assert all("judge" in c.scores for c in result.candidates if c.ok)

@@ -12,11 +12,19 @@ from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
 REQUEST = Request(prompt="q")
 
 
-def cand(index: int, *, tokens: int = 0, cum: float | None = None, mean: float | None = None,
-         token_logprobs: list[float] | None = None) -> Candidate:
+def cand(
+    index: int, *, tokens: int = 0, cum: float | None = None, mean: float | None = None, token_logprobs: list[float] | None = None
+) -> Candidate:
     spec = CandidateSpec(index=index, params=SamplingParams())
-    return Candidate(index=index, spec=spec, text=f"c{index}", num_tokens=tokens, cumulative_logprob=cum,
-                     mean_logprob=mean, token_logprobs=token_logprobs)
+    return Candidate(
+        index=index,
+        spec=spec,
+        text=f"c{index}",
+        num_tokens=tokens,
+        cumulative_logprob=cum,
+        mean_logprob=mean,
+        token_logprobs=token_logprobs,
+    )
 
 
 @pytest.mark.asyncio

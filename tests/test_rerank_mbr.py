@@ -122,8 +122,12 @@ def test_bad_mbr_settings() -> None:
 
 @pytest.mark.parametrize(
     ("spec", "name", "method"),
-    [("mbr", "mbr_chrf", "exact"), ("mbr:chrf", "mbr_chrf", "exact"), ("mbr:bleu=2", "mbr_bleu", "exact"),
-     ("mbr:chrf:aggregate", "mbr_chrf", "aggregate")],
+    [
+        ("mbr", "mbr_chrf", "exact"),
+        ("mbr:chrf", "mbr_chrf", "exact"),
+        ("mbr:bleu=2", "mbr_bleu", "exact"),
+        ("mbr:chrf:aggregate", "mbr_chrf", "aggregate"),
+    ],
 )
 def test_cli_short_forms(spec: str, name: str, method: str) -> None:
     reranker, _ = parse_spec(spec)

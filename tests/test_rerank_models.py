@@ -22,8 +22,15 @@ def build_tiny(folder: Path, *, num_labels: int, chat_template: str | None = Non
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(default_embedding_model())
-    config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, max_position_embeddings=128, num_labels=num_labels)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size,
+        hidden_size=16,
+        num_hidden_layers=1,
+        num_attention_heads=2,
+        intermediate_size=32,
+        max_position_embeddings=128,
+        num_labels=num_labels,
+    )
     BertForSequenceClassification(config).eval().save_pretrained(folder)
     if chat_template is not None:
         tokenizer.chat_template = chat_template

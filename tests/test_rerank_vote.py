@@ -20,8 +20,16 @@ def cands(texts: list[str], means: list[float | None] | None = None) -> list[Can
     out = []
     for i, (t, m) in enumerate(zip(texts, means, strict=True)):
         spec = CandidateSpec(index=i, params=SamplingParams())
-        out.append(Candidate(index=i, spec=spec, text=t, num_tokens=4 if m is not None else 0, mean_logprob=m,
-                             cumulative_logprob=None if m is None else 4 * m))
+        out.append(
+            Candidate(
+                index=i,
+                spec=spec,
+                text=t,
+                num_tokens=4 if m is not None else 0,
+                mean_logprob=m,
+                cumulative_logprob=None if m is None else 4 * m,
+            )
+        )
     return out
 
 
@@ -122,8 +130,15 @@ async def test_orchestrator_result_answers_from_vote() -> None:
 
 @pytest.mark.parametrize(
     ("spec", "name", "weight"),
-    [("vote", "vote", 1.0), ("vote:number=2", "vote", 2.0), ("vote:boxed", "vote", 1.0), ("vote:json:answer=0.5", "vote", 0.5),
-     ("logprob", "mean_logprob", 1.0), ("sumlogprob", "sum_logprob", 1.0), ("ppl=3", "perplexity", 3.0)],
+    [
+        ("vote", "vote", 1.0),
+        ("vote:number=2", "vote", 2.0),
+        ("vote:boxed", "vote", 1.0),
+        ("vote:json:answer=0.5", "vote", 0.5),
+        ("logprob", "mean_logprob", 1.0),
+        ("sumlogprob", "sum_logprob", 1.0),
+        ("ppl=3", "perplexity", 3.0),
+    ],
 )
 def test_cli_short_forms(spec: str, name: str, weight: float) -> None:
     reranker, w = parse_spec(spec)

@@ -46,7 +46,9 @@ class ShortThenLong:
 
     def plan(self, request: Request) -> list[CandidateSpec]:
         specs = strategies.Fixed().plan(request)
-        return [s.model_copy(update={"params": s.params.model_copy(update={"max_tokens": 2 if s.index == 0 else 96})}) for s in specs]
+        return [
+            s.model_copy(update={"params": s.params.model_copy(update={"max_tokens": 2 if s.index == 0 else 96})}) for s in specs
+        ]
 
 
 async def test_stream_yields_the_first_candidate_before_the_last_finishes(vllm_engine: VLLMEngine) -> None:
@@ -83,7 +85,9 @@ async def test_timeout_returns_the_finished_candidates(vllm_engine: VLLMEngine) 
 async def test_chat_template_and_raw_prompts(vllm_engine: VLLMEngine) -> None:
     async with Orchestrator(vllm_engine, close_engines=False) as orch:
         chat = await orch.generate("What is 2 + 2? Answer with a number.", n=1, temperature=0, max_tokens=16)
-        raw = await orch.run(Request(prompt="The capital of France is", n=1, chat=False, params=SamplingParams(temperature=0, max_tokens=8)))
+        raw = await orch.run(
+            Request(prompt="The capital of France is", n=1, chat=False, params=SamplingParams(temperature=0, max_tokens=8))
+        )
     assert chat.best is not None and "4" in chat.best.text
     assert raw.best is not None and "Paris" in raw.best.text
     # the chat template adds its own tokens: the chat prompt is longer than the bare question
@@ -93,7 +97,9 @@ async def test_chat_template_and_raw_prompts(vllm_engine: VLLMEngine) -> None:
 async def test_large_seeded_batch_survives(vllm_engine: VLLMEngine) -> None:
     """48 prompts x 9 seeded candidates at once: on the CPU build this killed
     the engine while chunked prefill was on ("CPU Generator does not use offset")."""
-    prompts = [f"Question {i}: in one short sentence, describe the colour number {i} of a rainbow and why it appears." for i in range(48)]
+    prompts = [
+        f"Question {i}: in one short sentence, describe the colour number {i} of a rainbow and why it appears." for i in range(48)
+    ]
     async with Orchestrator(vllm_engine, close_engines=False, max_in_flight=512) as orch:
         results = await orch.generate_many(prompts, n=9, max_tokens=4, seed=11, concurrency=48)
     assert len(results) == 48

@@ -107,7 +107,7 @@ def _convert(gguf: Path, out: Path) -> None:
     # vLLM would look for GGUF weights. The tensors are dequantized already.
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
-    model.hf_quantizer = None
+    model.hf_quantizer = None  # type: ignore[assignment]
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))
 
@@ -128,7 +128,9 @@ def resolve_model(model: str | os.PathLike[str] | None, home: Path | None = None
     path = Path(text).expanduser()
     if path.exists():
         if not path.is_dir() and path.suffix != ".gguf":
-            raise ConfigError(f"model: {text} is a file; give a model folder, a .gguf file or a Hugging Face id", parameter="model", value=text)
+            raise ConfigError(
+                f"model: {text} is a file; give a model folder, a .gguf file or a Hugging Face id", parameter="model", value=text
+            )
         return str(path.resolve())
     if text.startswith((".", "/", "~")) or not _HF_ID.match(text):
         raise ConfigError(

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio
+import anyio.lowlevel
 
 from nbest.engines.models import DEFAULT_MODEL, default_model_path, resolve_model
 from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError
@@ -35,7 +36,7 @@ CPU_DEFAULTS: dict[str, Any] = {
 }
 """Engine arguments set on the CPU platform unless the caller sets them."""
 
-DEFAULT_KV_CACHE_GIB = "4"
+DEFAULT_KV_CACHE_GIB = "2"
 """KV-cache size on CPU (``VLLM_CPU_KVCACHE_SPACE``) unless the environment sets one."""
 
 
@@ -144,7 +145,7 @@ class VLLMEngine:
             if handler is not None:
                 handler.cancel()
                 with anyio.CancelScope(shield=True):
-                    await anyio.sleep(0)
+                    await anyio.lowlevel.checkpoint()
             await anyio.to_thread.run_sync(llm.shutdown)
 
     async def __aenter__(self) -> VLLMEngine:
@@ -215,15 +216,19 @@ class VLLMEngine:
     def _update(out: Any) -> CandidateUpdate:
         completion = out.outputs[0]
         token_ids = list(completion.token_ids)
-        token_logprobs = None
+        token_logprobs = top_logprobs = None
         if completion.logprobs is not None:
-            token_logprobs = [float(lp[tid].logprob) for tid, lp in zip(token_ids, completion.logprobs, strict=False) if tid in lp]
+            positions = list(completion.logprobs)
+            token_logprobs = [float(lp[tid].logprob) for tid, lp in zip(token_ids, positions, strict=False) if tid in lp]
+            if any(len(lp) > 1 for lp in positions):
+                top_logprobs = [{str(alt.decoded_token): float(alt.logprob) for alt in lp.values()} for lp in positions]
         return CandidateUpdate(
             text=completion.text,
             num_tokens=len(token_ids),
             prompt_tokens=len(out.prompt_token_ids or ()),
             cumulative_logprob=completion.cumulative_logprob,
             token_logprobs=token_logprobs,
+            top_logprobs=top_logprobs,
             finish_reason=completion.finish_reason,
             finished=bool(out.finished),
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
@@ -19,6 +19,7 @@ from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb
 from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import Strategy
+from nbest.strategies.diversity import add_diversity
 from nbest.strategies.fixed import Fixed
 from nbest.types import DEFAULT_MAX_N, Candidate, CandidateSpec, Prompt, Request, Result, SamplingParams, Timings, Usage
 
@@ -62,6 +63,8 @@ class Orchestrator:
         max_n: largest ``n`` accepted.
         timeout: default per-request deadline in seconds (None: none).
         close_engines: close the engines on exit.
+        embedder: sentence-transformers model (or texts -> vectors callable)
+            for the embedding distance of ``diversity=True``.
 
     Raises:
         ConfigError: no engine, bad limits.
@@ -77,6 +80,7 @@ class Orchestrator:
         max_n: int = DEFAULT_MAX_N,
         timeout: float | None = None,
         close_engines: bool = True,
+        embedder: Any = None,
     ) -> None:
         if isinstance(engines, Mapping):
             named = dict(engines)
@@ -99,6 +103,7 @@ class Orchestrator:
         self.max_n = max_n
         self.timeout = timeout
         self.close_engines = close_engines
+        self.embedder = embedder
         self._limiter = anyio.CapacityLimiter(max_in_flight)
         self._tg: TaskGroup | None = None
 
@@ -115,9 +120,7 @@ class Orchestrator:
         self._tg = tg
         return self
 
-    async def __aexit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    async def __aexit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         tg, self._tg = self._tg, None
         try:
             if tg is not None:
@@ -186,18 +189,23 @@ class Orchestrator:
         specs = strategy.plan(request)
         label = type(strategy).__name__
         if sorted(s.index for s in specs) != list(range(request.n)):
-            raise ConfigError(f"strategy {label} planned indices {[s.index for s in specs]} for n={request.n}; need 0..{request.n - 1}", parameter="strategy")
+            raise ConfigError(
+                f"strategy {label} planned indices {[s.index for s in specs]} for n={request.n}; need 0..{request.n - 1}",
+                parameter="strategy",
+            )
         for spec in specs:
             if spec.engine not in self.engines:
                 known = ", ".join(sorted(self.engines))
-                raise ConfigError(f"strategy {label}: unknown engine {spec.engine!r}; known: {known}", parameter="engine", value=spec.engine)
+                raise ConfigError(
+                    f"strategy {label}: unknown engine {spec.engine!r}; known: {known}", parameter="engine", value=spec.engine
+                )
         return request, sorted(specs, key=lambda s: s.index)
 
     # -- generating ----------------------------------------------------------
 
     async def stream_request(
         self, request: Request, *, strategy: Strategy | None = None, timeout: float | None = None
-    ) -> AsyncIterator[Candidate]:
+    ) -> AsyncGenerator[Candidate, None]:
         """Yield the request's candidates as each finishes (unranked).
 
         Leaving the loop early, or being cancelled, aborts the engine requests
@@ -220,7 +228,7 @@ class Orchestrator:
             try:
                 with scope:
                     await fan_out(request, specs, self.engines, send, self._limiter, timeout)
-            except Exception as exc:  # noqa: BLE001 - handed to the consumer below
+            except Exception as exc:
                 failure.append(exc)
             finally:
                 send.close()
@@ -265,13 +273,21 @@ class Orchestrator:
         strategy: Strategy | None = None,
         rerankers: Rerankers | None = None,
         timeout: float | None = None,
+        diversity: bool = False,
     ) -> Result:
-        """Generate, rerank and return the ranked Result of a Request."""
+        """Generate, rerank and return the ranked Result of a Request.
+
+        ``diversity=True`` fills ``Result.diversity`` (distinct-n, self-BLEU,
+        and embedding distance when the orchestrator has an ``embedder``).
+        """
         ranker = _ranker(rerankers) if rerankers is not None else self.ranker
         self.check(request)
         started = time.perf_counter()
         candidates = [c async for c in self.stream_request(request, strategy=strategy, timeout=timeout)]
-        return await self.rank(request, candidates, ranker=ranker, generate_s=time.perf_counter() - started)
+        result = await self.rank(request, candidates, ranker=ranker, generate_s=time.perf_counter() - started)
+        if diversity:
+            result = await add_diversity(result, embedder=self.embedder)
+        return result
 
     async def generate(
         self,
@@ -282,6 +298,7 @@ class Orchestrator:
         rerankers: Rerankers | None = None,
         timeout: float | None = None,
         system: str | None = None,
+        diversity: bool = False,
         **sampling: Unpack[SamplingKwargs],
     ) -> Result:
         """Generate ``n`` candidates for ``prompt`` and return them ranked.
@@ -294,7 +311,7 @@ class Orchestrator:
             EngineDeadError: an engine died.
         """
         request = self.request(prompt, n, system=system, **sampling)
-        return await self.run(request, strategy=strategy, rerankers=rerankers, timeout=timeout)
+        return await self.run(request, strategy=strategy, rerankers=rerankers, timeout=timeout, diversity=diversity)
 
     async def generate_many(
         self,
@@ -306,6 +323,7 @@ class Orchestrator:
         timeout: float | None = None,
         concurrency: int = 8,
         system: str | None = None,
+        diversity: bool = False,
         **sampling: Unpack[SamplingKwargs],
     ) -> list[Result]:
         """Results for many prompts, in order, with at most ``concurrency``
@@ -328,7 +346,7 @@ class Orchestrator:
 
         async def one(i: int, request: Request) -> None:
             async with limiter:
-                results[i] = await self.run(request, strategy=strategy, rerankers=ranker, timeout=timeout)
+                results[i] = await self.run(request, strategy=strategy, rerankers=ranker, timeout=timeout, diversity=diversity)
 
         async with anyio.create_task_group() as tg:
             for i, request in enumerate(requests):

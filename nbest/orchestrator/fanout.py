@@ -3,6 +3,7 @@ candidate sent on as it finishes."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Mapping
 
@@ -30,6 +31,7 @@ def _candidate(spec: CandidateSpec, update: CandidateUpdate, latency_s: float) -
         cumulative_logprob=update.cumulative_logprob,
         mean_logprob=mean,
         token_logprobs=update.token_logprobs,
+        top_logprobs=update.top_logprobs,
         latency_s=latency_s,
     )
 
@@ -86,13 +88,12 @@ async def fan_out(
                 raise
             except EngineDeadError:
                 raise
-            except Exception as exc:  # noqa: BLE001 - recorded on the candidate, never dropped
+            except Exception as exc:
                 cand = _failed(spec, f"{type(exc).__name__}: {exc}", "error", time.perf_counter() - t0)
         pending.pop(spec.index, None)
-        try:
+        # the caller may have stopped listening: then the fan-out is being cancelled
+        with contextlib.suppress(anyio.BrokenResourceError, anyio.ClosedResourceError):
             await send.send(cand)
-        except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            pass  # the caller stopped listening; the fan-out is being cancelled
 
     async with send:
         with anyio.CancelScope(deadline=started + timeout if timeout is not None else float("inf")) as scope:

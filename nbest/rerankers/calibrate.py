@@ -82,8 +82,11 @@ def _usable(examples: Sequence[Example]) -> list[Example]:
     usable = []
     for i, ex in enumerate(examples):
         if any(not 0 <= c < len(ex.scores) for c in ex.correct):
-            raise ConfigError(f"examples[{i}]: correct positions {sorted(ex.correct)} outside 0..{len(ex.scores) - 1}",
-                              parameter="correct", value=sorted(ex.correct))
+            raise ConfigError(
+                f"examples[{i}]: correct positions {sorted(ex.correct)} outside 0..{len(ex.scores) - 1}",
+                parameter="correct",
+                value=sorted(ex.correct),
+            )
         if any(not math.isfinite(s) for s in ex.scores):
             raise ConfigError(f"examples[{i}]: scores must be finite", parameter="scores")
         if ex.correct:
@@ -134,8 +137,12 @@ def fit_temperature(examples: Sequence[Example], *, bounds: tuple[float, float] 
         raise ConfigError("examples: need at least one example with a correct candidate", parameter="examples")
     from scipy.optimize import minimize_scalar  # type: ignore[import-untyped]
 
-    result = minimize_scalar(lambda log_t: log_loss(usable, math.exp(log_t)), bounds=(math.log(lo), math.log(hi)),
-                             method="bounded", options={"xatol": 1e-6})
+    result = minimize_scalar(
+        lambda log_t: log_loss(usable, math.exp(log_t)),
+        bounds=(math.log(lo), math.log(hi)),
+        method="bounded",
+        options={"xatol": 1e-6},
+    )
     before = log_loss(usable, 1.0)
     temperature, after = math.exp(float(result.x)), float(result.fun)
     if before <= after:  # the search never does worse than the default

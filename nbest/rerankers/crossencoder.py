@@ -98,8 +98,9 @@ class CrossEncoder:
                 try:
                     self._model = STCrossEncoder(self.model, max_length=self.max_length, device=self.device)
                 except Exception as exc:
-                    raise ConfigError(f"model: cannot load cross-encoder {self.model!r}: {exc}", parameter="model",
-                                      value=self.model) from exc
+                    raise ConfigError(
+                        f"model: cannot load cross-encoder {self.model!r}: {exc}", parameter="model", value=self.model
+                    ) from exc
             return self._model
 
     def predict_sync(self, pairs: list[tuple[str, str]]) -> list[float]:
@@ -108,8 +109,10 @@ class CrossEncoder:
 
         if not pairs:
             return []
-        raw = np.asarray(self.load().predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
-                                             convert_to_numpy=True), dtype=np.float64)
+        raw = np.asarray(
+            self.load().predict(pairs, batch_size=self.batch_size, show_progress_bar=False, convert_to_numpy=True),
+            dtype=np.float64,
+        )
         if raw.ndim == 2:
             raw = raw[:, -1]
         return [float(v) for v in raw.reshape(-1)]

@@ -128,8 +128,9 @@ class Embedder:
                 try:
                     self._model = SentenceTransformer(self.model, device=self.device)
                 except Exception as exc:
-                    raise ConfigError(f"model: cannot load embedding model {self.model!r}: {exc}", parameter="model",
-                                      value=self.model) from exc
+                    raise ConfigError(
+                        f"model: cannot load embedding model {self.model!r}: {exc}", parameter="model", value=self.model
+                    ) from exc
             return self._model
 
     def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
@@ -138,8 +139,9 @@ class Embedder:
 
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
-        vectors = self.load().encode(list(texts), batch_size=self.batch_size, convert_to_numpy=True,
-                                     normalize_embeddings=True, show_progress_bar=False)
+        vectors = self.load().encode(
+            list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
+        )
         return np.asarray(vectors, dtype=np.float32)
 
     async def encode(self, texts: Sequence[str]) -> np.ndarray:

@@ -269,8 +269,9 @@ def json_field(field: str) -> Extractor:
         ConfigError: an empty field name.
     """
     if not field or any(not part for part in field.split(".")):
-        raise ConfigError(f"extract: bad JSON field {field!r}; use a name like 'answer' or 'result.answer'",
-                          parameter="extract", value=field)
+        raise ConfigError(
+            f"extract: bad JSON field {field!r}; use a name like 'answer' or 'result.answer'", parameter="extract", value=field
+        )
     path = field.split(".")
 
     def extract(text: str) -> str | None:

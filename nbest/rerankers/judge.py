@@ -120,8 +120,7 @@ class LLMJudge:
         """What the judge is sent for one candidate."""
         question = query_text(request)
         label = "Source text" if request.source is not None else "Question"
-        body = (f"{label}:\n{question}\n\nAnswer:\n{candidate}\n\n"
-                "Rate the answer from 1 to 10. Reply with the number only.")
+        body = f"{label}:\n{question}\n\nAnswer:\n{candidate}\n\nRate the answer from 1 to 10. Reply with the number only."
         if not self.chat:
             return f"{self.rubric}\n\n{body}\n\nRating:"
         return [ChatMessage(role="system", content=self.rubric), ChatMessage(role="user", content=body)]

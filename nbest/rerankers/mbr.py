@@ -217,8 +217,11 @@ class MBR:
             from importlib.util import find_spec
 
             if find_spec("sacrebleu") is None:
-                raise ConfigError(f"utility: MBR with {utility} needs the package sacrebleu (pip install sacrebleu)",
-                                  parameter="utility", value=utility)
+                raise ConfigError(
+                    f"utility: MBR with {utility} needs the package sacrebleu (pip install sacrebleu)",
+                    parameter="utility",
+                    value=utility,
+                )
         self.name = name or f"mbr_{utility}"
 
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:

@@ -76,8 +76,9 @@ class RewardModel:
                     tokenizer = AutoTokenizer.from_pretrained(self.model)
                     net = AutoModelForSequenceClassification.from_pretrained(self.model).to(self.device).eval()
                 except Exception as exc:
-                    raise ConfigError(f"model: cannot load reward model {self.model!r}: {exc}", parameter="model",
-                                      value=self.model) from exc
+                    raise ConfigError(
+                        f"model: cannot load reward model {self.model!r}: {exc}", parameter="model", value=self.model
+                    ) from exc
                 if tokenizer.pad_token is None:
                     tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
                 if net.config.pad_token_id is None:
@@ -89,8 +90,11 @@ class RewardModel:
     def conversation(request: Request, text: str) -> list[dict[str, str]]:
         """The chat a candidate is judged as: (system,) user prompt, assistant candidate."""
         prompt = request.rendered() if request.chat else [ChatMessage(role="user", content=str(request.prompt))]
-        messages = [{"role": m.role, "content": m.content} for m in prompt] if isinstance(prompt, list) else [
-            {"role": "user", "content": prompt}]
+        messages = (
+            [{"role": m.role, "content": m.content} for m in prompt]
+            if isinstance(prompt, list)
+            else [{"role": "user", "content": prompt}]
+        )
         return [*messages, {"role": "assistant", "content": text}]
 
     def score_sync(self, request: Request, texts: Sequence[str]) -> list[float]:
@@ -103,12 +107,24 @@ class RewardModel:
             batch = texts[start : start + self.batch_size]
             if getattr(tokenizer, "chat_template", None):
                 chats = [tokenizer.apply_chat_template(self.conversation(request, t), tokenize=False) for t in batch]
-                enc = tokenizer(chats, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt",
-                                add_special_tokens=False)
+                enc = tokenizer(
+                    chats,
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                    add_special_tokens=False,
+                )
             else:
                 prompt = "\n".join(m["content"] for m in self.conversation(request, "")[:-1])
-                enc = tokenizer([prompt] * len(batch), list(batch), padding=True, truncation=True,
-                                max_length=self.max_length, return_tensors="pt")
+                enc = tokenizer(
+                    [prompt] * len(batch),
+                    list(batch),
+                    padding=True,
+                    truncation=True,
+                    max_length=self.max_length,
+                    return_tensors="pt",
+                )
             with torch.inference_mode():
                 logits = net(**{k: v.to(self.device) for k, v in enc.items()}).logits
             column = logits[:, -1] if logits.ndim == 2 else logits.reshape(-1)

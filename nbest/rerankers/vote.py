@@ -109,6 +109,10 @@ class MajorityVote:
         scores = []
         for answer in answers:
             share = mass[answer] / total if answer is not None and total > 0 else 0.0
-            scores.append(Score(value=share, details={"answer": answer, "share": share,
-                                                      "votes": votes.get(answer, 0) if answer else 0, "weight": how}))
+            scores.append(
+                Score(
+                    value=share,
+                    details={"answer": answer, "share": share, "votes": votes.get(answer, 0) if answer else 0, "weight": how},
+                )
+            )
         return scores
