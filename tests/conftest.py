@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import AsyncIterator
 
@@ -11,6 +12,10 @@ import pytest_asyncio
 
 from nbest import VLLMEngine
 from tests.scripted import ScriptedEngine
+
+# The embedded model is small: 1 GiB of KV cache holds ~45k tokens, and keeps
+# several engines (the in-process one, vllm serve processes) within memory.
+os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
 
 @pytest.fixture
