@@ -33,8 +33,9 @@ def _settings(c: Candidate) -> str:
     return " ".join(parts)
 
 
-def result_table(result: Result) -> Table:
-    """The candidates, best first: rank, confidence bar, score, settings, text."""
+def result_table(result: Result, max_chars: int = 300) -> Table:
+    """The candidates, best first: rank, confidence bar, score, settings, text
+    (cut at ``max_chars``; the Result keeps it whole)."""
     table = Table(title=f"{len(result.candidates)} candidates", show_lines=True, expand=True)
     table.add_column("#", justify="right", no_wrap=True)
     table.add_column("confidence", no_wrap=True)
@@ -44,7 +45,10 @@ def result_table(result: Result) -> Table:
     for c in result.candidates:
         rank = str(c.rank) if c.rank is not None else "✗"
         score = f"{c.score:.3f}" if c.score is not None else "-"
-        text = Text(c.text.strip()) if c.ok else Text(f"[{c.finish_reason}] {c.error}", style="red")
+        body = c.text.strip()
+        if len(body) > max_chars:
+            body = body[: max_chars - 1].rstrip() + "…"
+        text = Text(body) if c.ok else Text(f"[{c.finish_reason}] {c.error}", style="red")
         table.add_row(rank, _bar(c.confidence), score, _settings(c), text)
     return table
 

@@ -126,6 +126,8 @@ class SamplingParams(NbestModel):
     """Penalise tokens by how often they appeared (OpenAI semantics)."""
     repetition_penalty: float = Field(default=1.0, gt=0.0)
     """Multiplicative penalty on repeated tokens (1 = off)."""
+    ignore_eos: bool = False
+    """Keep generating past the end-of-sequence token, up to max_tokens (for benchmarks)."""
     top_logprobs: int = Field(default=0, ge=0, le=20)
     """How many alternatives to return with each token's log-probability (0: the sampled token only)."""
 

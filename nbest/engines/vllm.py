@@ -187,6 +187,7 @@ class VLLMEngine:
             frequency_penalty=params.frequency_penalty,
             repetition_penalty=params.repetition_penalty,
             logprobs=params.top_logprobs,
+            ignore_eos=params.ignore_eos,
             output_kind=RequestOutputKind.CUMULATIVE if self.stream_tokens else RequestOutputKind.FINAL_ONLY,
         )
 
