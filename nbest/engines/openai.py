@@ -1,0 +1,413 @@
+"""``OpenAIEngine``: candidates from one or many OpenAI-compatible servers.
+
+A fleet of vLLM servers (``python -m vllm.entrypoints.openai.api_server`` /
+``vllm serve``, each with its own tensor/pipeline/data parallelism) behind
+nbest's balancer (:mod:`nbest.engines.fleet`): least outstanding requests per
+endpoint, a concurrency cap and a weight per endpoint, failover of a failed
+endpoint's requests to a healthy one, and a background probe that brings a
+down endpoint back. Text prompts go to ``/completions``, chat prompts to
+``/chat/completions``; vLLM's extra sampling fields (``top_k``, ``min_p``,
+``repetition_penalty``) travel in the request body.
+
+    >>> engine = OpenAIEngine(["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"], model="Qwen/Qwen2.5-7B-Instruct")
+    >>> engine.name
+    'Qwen2.5-7B-Instruct'
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import anyio
+import httpx
+
+from nbest.engines.fleet import Endpoint, Fleet
+from nbest.errors import ConfigError, EngineError, GenerationError
+from nbest.types import CandidateUpdate, ChatMessage, Prompt, SamplingParams
+
+__all__ = ["EndpointFailure", "OpenAIEngine"]
+
+RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+"""HTTP statuses that mark an endpoint down and send the request elsewhere."""
+
+
+class EndpointFailure(Exception):
+    """The endpoint (not the request) failed: connection, timeout, 5xx."""
+
+
+@dataclass
+class _Attempt:
+    endpoint: Endpoint
+    scope: anyio.CancelScope
+    moved: bool = False
+    aborted: bool = False
+
+
+class OpenAIEngine:
+    """Generates candidates on OpenAI-compatible servers, balanced and failed over.
+
+    Args:
+        endpoints: base URLs (``http://host:8000/v1``; ``/v1`` is added to a
+            bare host), or :class:`~nbest.engines.fleet.Endpoint` s with their
+            own weight and cap, or dicts of their fields.
+        model: the served model name; None uses the one model the servers
+            serve (checked at :meth:`start`).
+        name: the engine's name (default: the model's last path part).
+        api_key: sent as a bearer token.
+        chat: the servers offer ``/chat/completions``; False rejects chat
+            prompts (completion-only servers, base models).
+        request_timeout: seconds one HTTP request may take before its endpoint
+            counts as failed; ``connect_timeout`` for connecting and probing.
+        max_attempts: endpoints one candidate is tried on before it fails.
+        max_concurrency: default per-endpoint cap on requests in flight.
+        backoff, max_backoff: probe delays of a down endpoint (exponential, jittered).
+        down_timeout: how long a request waits when every endpoint is down
+            before :class:`~nbest.errors.EngineDeadError`.
+        extra_body: fields added to every request body.
+        transport: an httpx transport (tests use ``httpx.MockTransport``).
+
+    Raises:
+        ConfigError: a bad URL or setting.
+    """
+
+    def __init__(
+        self,
+        endpoints: Sequence[str | Endpoint | Mapping[str, Any]] | str,
+        model: str | None = None,
+        *,
+        name: str | None = None,
+        api_key: str | None = None,
+        chat: bool = True,
+        request_timeout: float = 600.0,
+        connect_timeout: float = 5.0,
+        max_attempts: int = 3,
+        max_concurrency: int = 64,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        down_timeout: float = 10.0,
+        extra_body: Mapping[str, Any] | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
+    ) -> None:
+        if isinstance(endpoints, str):
+            endpoints = [endpoints]
+        eps: list[Endpoint] = []
+        for item in endpoints:
+            if isinstance(item, Endpoint):
+                eps.append(item)
+            elif isinstance(item, str):
+                eps.append(Endpoint(item, max_concurrency=max_concurrency))
+            else:
+                eps.append(Endpoint(**{"max_concurrency": max_concurrency, **dict(item)}))
+        for value, label in ((request_timeout, "request_timeout"), (connect_timeout, "connect_timeout")):
+            if not value > 0:
+                raise ConfigError(f"{label}: must be a positive number of seconds", parameter=label, value=value)
+        if max_attempts < 1:
+            raise ConfigError("max_attempts: must be at least 1", parameter="max_attempts", value=max_attempts)
+        self.model = model
+        self.name = name or (model.rstrip("/").split("/")[-1] if model else "openai")
+        self.fleet = Fleet(eps, backoff=backoff, max_backoff=max_backoff, down_timeout=down_timeout, name=self.name)
+        self.api_key = api_key
+        self.chat = chat
+        self.request_timeout = request_timeout
+        self.connect_timeout = connect_timeout
+        self.max_attempts = max_attempts
+        self.extra_body = dict(extra_body or {})
+        self._transport = transport
+        self._client: httpx.AsyncClient | None = None
+        self._probe: asyncio.Task[None] | None = None
+        self._attempts: dict[str, _Attempt] = {}
+        self._closed = False
+
+    @property
+    def endpoints(self) -> list[Endpoint]:
+        """The endpoints with their live state (in flight, sent, health)."""
+        return self.fleet.endpoints
+
+    # -- lifecycle -----------------------------------------------------------
+
+    @property
+    def started(self) -> bool:
+        """True between :meth:`start` and :meth:`aclose`."""
+        return self._client is not None
+
+    async def start(self) -> None:
+        """Ask every endpoint what it serves, check the model, start the health probe.
+
+        Unreachable endpoints start down (the probe brings them back).
+
+        Raises:
+            ConfigError: a server does not serve ``model`` (the message lists
+                what it serves), or ``model`` is None and the servers do not
+                serve exactly one model.
+            EngineError: no endpoint answered.
+        """
+        if self._client is not None:
+            return
+        if self._closed:
+            raise EngineError(f"engine {self.name} is closed", engine=self.name)
+        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
+        total = sum(e.max_concurrency for e in self.endpoints)
+        client = httpx.AsyncClient(
+            transport=self._transport,
+            headers=headers,
+            timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout),
+            limits=httpx.Limits(max_connections=total + len(self.endpoints), max_keepalive_connections=total),
+        )
+        try:
+            await self._check_models(client)
+        except BaseException:
+            await client.aclose()
+            raise
+        self._client = client
+        self._probe = asyncio.create_task(self._probe_loop(), name=f"nbest-probe-{self.name}")
+
+    async def _check_models(self, client: httpx.AsyncClient) -> None:
+        served: dict[str, list[str]] = {}
+
+        async def ask(endpoint: Endpoint) -> None:
+            try:
+                served[endpoint.url] = await self._models(client, endpoint)
+            except EndpointFailure as exc:
+                self.fleet.mark_down(endpoint, str(exc))
+
+        async with anyio.create_task_group() as tg:
+            for endpoint in self.endpoints:
+                tg.start_soon(ask, endpoint)
+        if not served:
+            raise EngineError(f"engine {self.name}: no endpoint answered: {self.fleet.describe()}", engine=self.name)
+        if self.model is None:
+            names = {name for models in served.values() for name in models}
+            if len(names) != 1:
+                raise ConfigError(
+                    f"model: the endpoints serve {sorted(names)}; name one with model=... (--model)", parameter="model"
+                )
+            self.model = names.pop()
+            if self.name == "openai":
+                self.name = self.fleet.name = self.model.rstrip("/").split("/")[-1]
+        for url, models in served.items():
+            if self.model not in models:
+                raise ConfigError(
+                    f"model: {url} does not serve {self.model!r}; it serves {', '.join(map(repr, models)) or 'nothing'}",
+                    parameter="model",
+                    value=self.model,
+                )
+
+    async def _models(self, client: httpx.AsyncClient, endpoint: Endpoint) -> list[str]:
+        """The model ids ``endpoint`` serves (``GET /models``)."""
+        try:
+            response = await client.get(f"{endpoint.url}/models", timeout=self.connect_timeout)
+        except httpx.HTTPError as exc:
+            raise EndpointFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        if response.status_code != 200:
+            raise EndpointFailure(f"GET /models: HTTP {response.status_code}: {response.text[:200]}")
+        try:
+            models = [str(m["id"]) for m in response.json()["data"]]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise EndpointFailure(f"GET /models: not an OpenAI model list: {response.text[:200]}") from exc
+        endpoint.served = models
+        return models
+
+    async def _probe_loop(self) -> None:
+        """Probe down endpoints when their backoff has passed; mark them up when they answer."""
+        while True:
+            await anyio.sleep(min(self.fleet.next_due_in(1.0), 1.0))
+            client = self._client
+            if client is None:
+                return
+            for endpoint in self.fleet.due():
+                try:
+                    models = await self._models(client, endpoint)
+                except EndpointFailure as exc:
+                    self.fleet.mark_down(endpoint, str(exc))
+                    continue
+                if self.model in models:
+                    self.fleet.mark_up(endpoint)
+                else:
+                    self.fleet.mark_down(endpoint, f"no longer serves {self.model!r} (serves {models})")
+
+    async def aclose(self) -> None:
+        """Stop the probe and close every connection. Idempotent."""
+        self._closed = True
+        probe, self._probe = self._probe, None
+        if probe is not None:
+            probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await probe
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def __aenter__(self) -> OpenAIEngine:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
+
+    # -- requests ------------------------------------------------------------
+
+    def body(self, prompt: Prompt, params: SamplingParams) -> tuple[str, dict[str, Any]]:
+        """The path (``/completions`` or ``/chat/completions``) and JSON body for one candidate.
+
+        Raises:
+            GenerationError: a chat prompt on an engine built with ``chat=False``.
+        """
+        body: dict[str, Any] = {
+            "model": self.model,
+            "n": 1,
+            "max_tokens": params.max_tokens,
+            "temperature": params.temperature,
+            "top_p": params.top_p,
+            "presence_penalty": params.presence_penalty,
+            "frequency_penalty": params.frequency_penalty,
+        }
+        if params.seed is not None:
+            body["seed"] = params.seed
+        if params.stop:
+            body["stop"] = list(params.stop)
+        if params.top_k != -1:
+            body["top_k"] = params.top_k
+        if params.min_p != 0.0:
+            body["min_p"] = params.min_p
+        if params.repetition_penalty != 1.0:
+            body["repetition_penalty"] = params.repetition_penalty
+        if isinstance(prompt, str):
+            body.update(prompt=prompt, logprobs=params.top_logprobs)
+            path = "/completions"
+        else:
+            if not self.chat:
+                raise GenerationError(f"engine {self.name} was built with chat=False; send a text prompt", engine=self.name)
+            messages = [m.model_dump() if isinstance(m, ChatMessage) else dict(m) for m in prompt]
+            body.update(messages=messages, logprobs=True, top_logprobs=params.top_logprobs)
+            path = "/chat/completions"
+        body.update(self.extra_body)
+        return path, body
+
+    async def generate(self, prompt: Prompt, params: SamplingParams, request_id: str) -> AsyncIterator[CandidateUpdate]:
+        """Generate one candidate on the least loaded healthy endpoint; see
+        :class:`~nbest.engines.base.Engine`.
+
+        A failure of the endpoint (connection, timeout, 5xx) marks it down and
+        sends the request to another one; the candidate is reported once.
+
+        Raises:
+            GenerationError: the server rejected the request (4xx), it was
+                aborted, or it failed on ``max_attempts`` endpoints.
+            EngineDeadError: every endpoint stayed down for ``down_timeout`` s.
+        """
+        await self.start()
+        path, body = self.body(prompt, params)
+        failures: list[str] = []
+        data: dict[str, Any] | None = None
+        while data is None:
+            if len(failures) >= self.max_attempts:
+                raise GenerationError(f"failed on {len(failures)} attempt(s): {'; '.join(failures)}", engine=self.name)
+            async with self.fleet.acquire() as endpoint:
+                attempt = _Attempt(endpoint, anyio.CancelScope())
+                self._attempts[request_id] = attempt
+                try:
+                    with attempt.scope:
+                        data = await self._post(endpoint, path, body)
+                except EndpointFailure as exc:
+                    failures.append(f"{endpoint.url}: {exc}")
+                    self._endpoint_failed(endpoint, str(exc))
+                finally:
+                    self._attempts.pop(request_id, None)
+            if attempt.aborted:
+                raise GenerationError(f"request {request_id} was aborted", engine=self.name)
+            # moved: its endpoint failed under another request; try elsewhere without counting it
+        yield _update(data, path, params)
+
+    def _endpoint_failed(self, endpoint: Endpoint, error: str) -> None:
+        """Mark ``endpoint`` down and move its other requests to healthy endpoints."""
+        self.fleet.mark_down(endpoint, error)
+        for attempt in self._attempts.values():
+            if attempt.endpoint is endpoint and not attempt.scope.cancel_called:
+                attempt.moved = True
+                attempt.scope.cancel()
+
+    async def _post(self, endpoint: Endpoint, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        client = self._client
+        if client is None:
+            raise EngineError(f"engine {self.name} is closed", engine=self.name)
+        try:
+            response = await client.post(f"{endpoint.url}{path}", json=body)
+        except httpx.HTTPError as exc:
+            raise EndpointFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        if response.status_code in RETRY_STATUS:
+            raise EndpointFailure(f"HTTP {response.status_code}: {_message(response)}")
+        if response.status_code != 200:
+            raise GenerationError(f"{endpoint.url}{path}: HTTP {response.status_code}: {_message(response)}", engine=self.name)
+        try:
+            data = response.json()
+            data["choices"][0]
+        except (ValueError, KeyError, IndexError, TypeError) as exc:
+            raise GenerationError(f"{endpoint.url}{path}: not an OpenAI response: {response.text[:200]}") from exc
+        if not isinstance(data, dict):
+            raise GenerationError(f"{endpoint.url}{path}: not an OpenAI response: {response.text[:200]}")
+        return data
+
+    async def abort(self, request_id: str) -> None:
+        """Close the HTTP request of ``request_id`` (the server then aborts it); no-op when unknown."""
+        attempt = self._attempts.get(request_id)
+        if attempt is not None:
+            attempt.aborted = True
+            attempt.scope.cancel()
+
+
+def _message(response: httpx.Response) -> str:
+    """The error message of an OpenAI-style error body, or the start of the body."""
+    try:
+        error = response.json().get("error", {})
+        message = error.get("message") if isinstance(error, dict) else error
+        if message:
+            return str(message)[:500]
+    except (ValueError, AttributeError):
+        pass
+    return response.text[:200]
+
+
+def _update(data: dict[str, Any], path: str, params: SamplingParams) -> CandidateUpdate:
+    """A final CandidateUpdate from an OpenAI (chat) completion response."""
+    choice = data["choices"][0]
+    usage = data.get("usage") or {}
+    tokens: list[str] = []
+    token_logprobs: list[float] | None = None
+    top: list[dict[str, float]] | None = None
+    logprobs = choice.get("logprobs")
+    if path == "/chat/completions":
+        text = (choice.get("message") or {}).get("content") or ""
+        content = (logprobs or {}).get("content")
+        if content is not None:
+            tokens = [str(item["token"]) for item in content]
+            token_logprobs = [float(item["logprob"]) for item in content]
+            top = [{str(alt["token"]): float(alt["logprob"]) for alt in item.get("top_logprobs") or ()} for item in content]
+    else:
+        text = choice.get("text") or ""
+        if logprobs is not None and logprobs.get("token_logprobs") is not None:
+            tokens = [str(t) for t in logprobs.get("tokens") or ()]
+            token_logprobs = [float(lp) for lp in logprobs["token_logprobs"] if lp is not None]
+            top = [{str(k): float(v) for k, v in (alts or {}).items()} for alts in logprobs.get("top_logprobs") or ()]
+    if params.top_logprobs > 0 and top is not None and token_logprobs is not None:
+        # like the in-process engine: the sampled token is among the alternatives
+        for alts, token, lp in zip(top, tokens, token_logprobs, strict=False):
+            alts.setdefault(token, lp)
+    else:
+        top = None
+    num_tokens = usage.get("completion_tokens")
+    if num_tokens is None:
+        num_tokens = len(token_logprobs or ())
+    return CandidateUpdate(
+        text=text,
+        num_tokens=int(num_tokens),
+        prompt_tokens=int(usage.get("prompt_tokens") or 0),
+        cumulative_logprob=sum(token_logprobs) if token_logprobs is not None else None,
+        token_logprobs=token_logprobs,
+        top_logprobs=top,
+        finish_reason=choice.get("finish_reason"),
+        finished=True,
+    )
