@@ -1,0 +1,111 @@
+"""The FastAPI app: ``create_app(orchestrator or factory, settings)``.
+
+    app = create_app(lambda: Orchestrator(VLLMEngine.default()), ServerSettings(max_n=16))
+    uvicorn.run(app, host="127.0.0.1", port=8000)
+
+Given an open :class:`~nbest.orchestrator.Orchestrator`, the app uses it as is
+(the caller opens and closes it). Given a factory, the app opens the
+orchestrator when it starts (the engine loads then) and closes it on shutdown.
+
+Routes: ``/v1/nbest`` and ``/v1/nbest/stream`` (native), ``/v1/chat/completions``,
+``/v1/completions``, ``/v1/models`` (OpenAI-compatible), ``/v1/choices``
+(preference log), ``/`` (the choice page), ``/healthz``, ``/metrics``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Callable
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.exceptions import RequestValidationError
+from starlette.exceptions import HTTPException
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response
+
+from nbest.errors import ConfigError, NbestError
+from nbest.orchestrator import Orchestrator
+from nbest.server import choices, native, openai_api, ui
+from nbest.server.errors import ApiError, error_body, error_response, from_config_error
+from nbest.server.guard import Guard
+from nbest.server.metrics import CONTENT_TYPE_LATEST
+from nbest.server.prefs import PreferenceStore
+from nbest.server.service import Service
+from nbest.server.settings import ServerSettings
+
+__all__ = ["create_app"]
+
+
+def create_app(
+    orchestrator: Orchestrator | Callable[[], Orchestrator],
+    settings: ServerSettings | None = None,
+    *,
+    prefs: PreferenceStore | None = None,
+) -> FastAPI:
+    """Build the HTTP app around an orchestrator (or a factory of one).
+
+    Args:
+        orchestrator: an open orchestrator, or a callable returning a new one
+            (opened on startup, closed on shutdown).
+        settings: limits and options (defaults: :class:`ServerSettings`).
+        prefs: the preference store (default: opened on first use at
+            ``settings.preferences``).
+    """
+    settings = settings or ServerSettings()
+    given = orchestrator if isinstance(orchestrator, Orchestrator) else None
+    service = Service(given, settings, prefs)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if given is not None:
+            yield
+            return
+        assert callable(orchestrator)
+        async with orchestrator() as orch:
+            service.orchestrator = orch
+            try:
+                yield
+            finally:
+                service.orchestrator = None
+
+    app = FastAPI(title="nbest", summary="N candidates per prompt, reranked, with a confidence", lifespan=lifespan)
+    app.state.service = service
+    for module in (native, openai_api, choices, ui):
+        app.include_router(module.router)
+
+    @app.get("/healthz", summary="Liveness and readiness")
+    async def healthz() -> JSONResponse:
+        ready = service.orchestrator is not None
+        return JSONResponse(
+            {"status": "ok" if ready else "starting", "model": settings.model_name}, status_code=200 if ready else 503
+        )
+
+    @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(service.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+    @app.exception_handler(ApiError)
+    async def api_error(request: HttpRequest, exc: ApiError) -> JSONResponse:
+        return error_response(exc)
+
+    @app.exception_handler(ConfigError)
+    async def config_error(request: HttpRequest, exc: ConfigError) -> JSONResponse:
+        return error_response(from_config_error(exc))
+
+    @app.exception_handler(NbestError)
+    async def nbest_error(request: HttpRequest, exc: NbestError) -> JSONResponse:
+        return JSONResponse(error_body(502, f"{type(exc).__name__}: {exc}"), status_code=502)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: HttpRequest, exc: RequestValidationError) -> JSONResponse:
+        first: dict[str, Any] = exc.errors()[0] if exc.errors() else {}
+        loc = ".".join(str(p) for p in first.get("loc", ())[1:]) or None
+        return JSONResponse(error_body(422, f"{loc}: {first.get('msg', 'invalid')}", loc), status_code=422)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(request: HttpRequest, exc: HTTPException) -> JSONResponse:
+        return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
+
+    app.add_middleware(Guard, settings=settings, metrics=service.metrics)
+    return app

@@ -1,0 +1,81 @@
+"""``POST /v1/choices`` (log a person's choice) and ``GET /v1/choices`` (paged)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+from fastapi import APIRouter
+from pydantic import Field, model_validator
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse
+
+from nbest.errors import ConfigError
+from nbest.server.errors import ApiError, from_config_error
+from nbest.server.service import Service, read_json
+from nbest.types import NbestModel, Result
+
+__all__ = ["ChoiceBody", "router"]
+
+router = APIRouter()
+
+
+class ChoiceBody(NbestModel):
+    """A person's choice among a Result's candidates."""
+
+    result_id: str | None = None
+    """Id of a Result this server produced recently (give this or ``result``)."""
+    result: Result | None = None
+    """The whole Result (for apps that generated it elsewhere)."""
+    chosen: int = Field(ge=0)
+    """Index of the chosen candidate."""
+    ranking: list[int] | None = None
+    """The person's ranking, best first (candidate indices), if they ranked them."""
+    edited_text: str | None = None
+    """The chosen text as the person edited it."""
+    user: str | None = Field(default=None, max_length=200)
+    """Who chose."""
+
+    @model_validator(mode="after")
+    def _one_source(self) -> ChoiceBody:
+        if (self.result_id is None) == (self.result is None):
+            raise ValueError("give exactly one of result_id or result")
+        return self
+
+
+@router.post("/v1/choices", summary="Log which candidate a person chose", status_code=201)
+async def post_choice(http: HttpRequest) -> JSONResponse:
+    service: Service = http.app.state.service
+    try:
+        body = ChoiceBody.parse(read_json(await http.body()))
+    except ConfigError as exc:
+        raise from_config_error(exc) from None
+    result = body.result
+    if result is None:
+        result = service.results.get(body.result_id or "")
+        if result is None:
+            raise ApiError(
+                404, f"result_id: no recent result {body.result_id!r}; send the whole result instead", param="result_id"
+            )
+    store = service.prefs
+    try:
+        choice_id = await anyio.to_thread.run_sync(
+            lambda: store.record(result, chosen=body.chosen, ranking=body.ranking, edited_text=body.edited_text, user=body.user)
+        )
+    except ConfigError as exc:
+        raise from_config_error(exc) from None
+    service.metrics.choices.inc()
+    return JSONResponse({"id": choice_id, "request_id": result.id, "chosen": body.chosen}, status_code=201)
+
+
+@router.get("/v1/choices", summary="Logged choices, oldest first, paged")
+async def get_choices(http: HttpRequest, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+    service: Service = http.app.state.service
+    if offset < 0:
+        raise ApiError(422, "offset: must not be negative", param="offset")
+    if not 1 <= limit <= 500:
+        raise ApiError(422, "limit: must be between 1 and 500", param="limit")
+    store = service.prefs
+    total = await anyio.to_thread.run_sync(store.count)
+    page = await anyio.to_thread.run_sync(lambda: store.page(offset, limit))
+    return {"object": "list", "total": total, "offset": offset, "limit": limit, "data": [c.model_dump(mode="json") for c in page]}

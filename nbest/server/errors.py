@@ -1,0 +1,50 @@
+"""HTTP errors in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from starlette.responses import JSONResponse
+
+from nbest.errors import ConfigError
+
+__all__ = ["ApiError", "error_body", "error_response", "from_config_error"]
+
+_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    404: "not_found_error",
+    413: "invalid_request_error",
+    422: "invalid_request_error",
+    429: "rate_limit_error",
+    500: "server_error",
+    502: "server_error",
+    503: "server_error",
+}
+
+
+class ApiError(Exception):
+    """An error answered as JSON with ``status``; ``param`` names the offending field."""
+
+    def __init__(self, status: int, message: str, *, param: str | None = None, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.headers = headers or {}
+
+
+def error_body(status: int, message: str, param: str | None = None) -> dict[str, Any]:
+    return {"error": {"message": message, "type": _TYPES.get(status, "invalid_request_error"), "param": param, "code": status}}
+
+
+def error_response(exc: ApiError) -> JSONResponse:
+    return JSONResponse(error_body(exc.status, exc.message, exc.param), status_code=exc.status, headers=exc.headers)
+
+
+def from_config_error(exc: ConfigError, prefix: str = "") -> ApiError:
+    """422 naming the field a ConfigError points at."""
+    param = exc.parameter
+    if prefix and param:
+        param = f"{prefix}.{param}"
+    return ApiError(422, str(exc), param=param)

@@ -1,0 +1,87 @@
+"""The native API: ``POST /v1/nbest`` (a Request in, the Result out) and
+``POST /v1/nbest/stream`` (SSE: a ``candidate`` event per finished candidate,
+then one ``ranked`` event with the Result)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import APIRouter
+from starlette.requests import Request as HttpRequest
+from starlette.responses import Response
+
+from nbest.errors import ConfigError, NbestError
+from nbest.server.errors import error_body, from_config_error
+from nbest.server.service import Options, Service, read_json
+from nbest.server.sse import EventStream, format_event
+from nbest.types import Candidate, Request
+
+__all__ = ["NbestBody", "router"]
+
+router = APIRouter()
+
+
+class NbestBody(Request):
+    """A Request plus how to plan and rank it."""
+
+    strategy: str | dict[str, Any] | None = None
+    """A strategy short form or config object; None: the server's."""
+    rerankers: list[str] | None = None
+    """Reranker short forms ``NAME[:ARG][=WEIGHT]``; None: the server's."""
+    timeout: float | None = None
+    """Seconds before unfinished candidates are dropped."""
+
+    def split(self) -> tuple[Request, Options]:
+        data = self.model_dump(exclude={"strategy", "rerankers", "timeout"})
+        return Request(**data), Options(strategy=self.strategy, rerankers=self.rerankers, timeout=self.timeout)
+
+
+async def _body(http: HttpRequest, service: Service) -> tuple[Request, Options]:
+    data = read_json(await http.body())
+    try:
+        request, options = NbestBody.parse(data).split()
+    except ConfigError as exc:
+        raise from_config_error(exc) from None
+    service.check(request)
+    return request, options
+
+
+@router.post("/v1/nbest", summary="Generate N candidates and return the ranked Result", response_model=None)
+async def nbest(http: HttpRequest) -> Response:
+    service: Service = http.app.state.service
+    request, options = await _body(http, service)
+    try:
+        result = await service.run(request, options)
+    except ConfigError as exc:
+        raise from_config_error(exc) from None
+    return Response(result.model_dump_json(), media_type="application/json")
+
+
+@router.post("/v1/nbest/stream", summary="Stream candidates as Server-Sent Events, then the ranked Result", response_model=None)
+async def nbest_stream(http: HttpRequest) -> EventStream:
+    service: Service = http.app.state.service
+    request, options = await _body(http, service)
+    strategy = service.strategy(options.strategy)
+    ranker = service.ranker(options.rerankers)
+    try:
+        request, _ = service.orch.plan(request, strategy)  # plan errors answer 422 before streaming starts
+    except ConfigError as exc:
+        raise from_config_error(exc) from None
+
+    async def events() -> AsyncIterator[bytes]:
+        started = time.perf_counter()
+        candidates: list[Candidate] = []
+        try:
+            yield format_event({"id": request.id, "n": request.n}, "start")
+            async for candidate in service.stream(request, options, strategy):
+                candidates.append(candidate)
+                yield format_event(candidate.model_dump_json(), "candidate")
+            result = await service.finish(request, candidates, ranker, time.perf_counter() - started)
+            yield format_event(result.model_dump_json(), "ranked")
+        except NbestError as exc:
+            status = 422 if isinstance(exc, ConfigError) else 502
+            yield format_event(error_body(status, str(exc)), "error")
+
+    return EventStream(events())

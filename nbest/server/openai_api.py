@@ -1,0 +1,292 @@
+"""OpenAI-compatible routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
+
+The usual fields (``n``, ``temperature``, ``top_p``, ``max_tokens``, ``seed``,
+``stop``, ``logprobs``, ``stream``) mean what they mean to OpenAI. The extra
+body field ``nbest`` picks the strategy and rerankers and what comes back:
+``"return": "all"`` (the default) gives every successful candidate as a choice,
+best first; ``"return": "best"`` gives only the top-ranked one (best-of-N as a
+drop-in). Every choice carries ``nbest``: its rank, score, confidence, each
+reranker's score and the spec that made it.
+
+When streaming, each candidate's text arrives as one chunk when it finishes
+(choice ``index`` = the candidate's index), then a last chunk per choice with
+its ``finish_reason`` and ``nbest`` ranking, then ``[DONE]``.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any, Literal
+
+from fastapi import APIRouter
+from pydantic import ConfigDict, Field
+from starlette.requests import Request as HttpRequest
+from starlette.responses import JSONResponse, Response
+
+from nbest.errors import ConfigError, NbestError
+from nbest.server.errors import ApiError, error_body, from_config_error
+from nbest.server.service import Options, Service, read_json
+from nbest.server.sse import EventStream, format_event
+from nbest.types import Candidate, ChatMessage, NbestModel, Request, Result, SamplingParams
+
+__all__ = ["ChatBody", "CompletionBody", "NbestOptions", "router"]
+
+router = APIRouter()
+
+
+class NbestOptions(Options):
+    """The ``nbest`` extra field of an OpenAI-style body."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    return_: Literal["best", "all"] = Field(default="all", alias="return")
+    """``all``: every candidate as a choice, best first; ``best``: only the top one."""
+
+
+class _Common(NbestModel):
+    model: str | None = None
+    """The served model's id (see ``/v1/models``)."""
+    n: int = Field(default=1, ge=1)
+    """How many candidates to generate."""
+    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    top_p: float | None = None
+    max_tokens: int | None = Field(default=None, ge=1)
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    stream: bool = False
+    stream_options: dict[str, Any] | None = None
+    presence_penalty: float | None = None
+    frequency_penalty: float | None = None
+    user: str | None = None
+    nbest: NbestOptions = Field(default_factory=NbestOptions)
+    """nbest's own options: strategy, rerankers, return."""
+
+    def sampling(self, top_logprobs: int) -> SamplingParams:
+        given: dict[str, Any] = {
+            "temperature": self.temperature,
+            "top_p": self.top_p,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "stop": self.stop,
+            "presence_penalty": self.presence_penalty,
+            "frequency_penalty": self.frequency_penalty,
+        }
+        given = {k: v for k, v in given.items() if v is not None}
+        given["top_logprobs"] = top_logprobs
+        return SamplingParams(**given)
+
+
+class ChatBody(_Common):
+    """``POST /v1/chat/completions``."""
+
+    messages: list[ChatMessage] = Field(min_length=1)
+    max_completion_tokens: int | None = Field(default=None, ge=1)
+    logprobs: bool = False
+    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+
+    def request(self) -> Request:
+        params = self.sampling(self.top_logprobs or 0)
+        if self.max_completion_tokens is not None:
+            params = params.model_copy(update={"max_tokens": self.max_completion_tokens})
+        return Request(prompt=self.messages, n=self.n, params=params, chat=True)
+
+
+class CompletionBody(_Common):
+    """``POST /v1/completions``."""
+
+    prompt: str | list[str]
+    logprobs: int | None = Field(default=None, ge=0, le=20)
+    echo: bool = False
+
+    def request(self) -> Request:
+        prompt = self.prompt
+        if isinstance(prompt, list):
+            if len(prompt) != 1:
+                raise ConfigError(f"prompt: give one prompt per request (got {len(prompt)})", parameter="prompt")
+            prompt = prompt[0]
+        if self.echo:
+            raise ConfigError("echo: not supported", parameter="echo", value=True)
+        return Request(prompt=prompt, n=self.n, params=self.sampling(self.logprobs or 0), chat=False)
+
+
+@router.get("/v1/models", summary="The served model")
+async def models(http: HttpRequest) -> dict[str, Any]:
+    service: Service = http.app.state.service
+    return {
+        "object": "list",
+        "data": [{"id": service.settings.model_name, "object": "model", "created": int(service.started), "owned_by": "nbest"}],
+    }
+
+
+def _nbest_meta(c: Candidate) -> dict[str, Any]:
+    return {
+        "index": c.index,
+        "rank": c.rank,
+        "score": c.score,
+        "confidence": c.confidence,
+        "scores": c.scores,
+        "spec": c.spec.model_dump(mode="json"),
+        "num_tokens": c.num_tokens,
+    }
+
+
+def _chat_logprobs(c: Candidate) -> dict[str, Any] | None:
+    if c.token_logprobs is None:
+        return None
+    tops = c.top_logprobs or []
+    content = []
+    for i, lp in enumerate(c.token_logprobs):
+        alternatives = tops[i] if i < len(tops) else {}
+        token = min(alternatives, key=lambda t: abs(alternatives[t] - lp), default="")
+        content.append(
+            {
+                "token": token,
+                "logprob": lp,
+                "bytes": list(token.encode()),
+                "top_logprobs": [{"token": t, "logprob": v, "bytes": list(t.encode())} for t, v in alternatives.items()],
+            }
+        )
+    return {"content": content}
+
+
+def _completion_logprobs(c: Candidate) -> dict[str, Any] | None:
+    if c.token_logprobs is None:
+        return None
+    tops = c.top_logprobs or []
+    tokens = [
+        min(t, key=lambda k: abs(t[k] - lp), default="") if t else "" for t, lp in zip(tops, c.token_logprobs, strict=False)
+    ]
+    tokens += [""] * (len(c.token_logprobs) - len(tokens))
+    return {"tokens": tokens, "token_logprobs": c.token_logprobs, "top_logprobs": tops or None, "text_offset": None}
+
+
+def _choices(result: Result, body: ChatBody | CompletionBody) -> list[Candidate]:
+    ok = [c for c in result.candidates if c.ok]
+    if not ok:
+        first = result.candidates[0].error if result.candidates else "no candidates"
+        raise ApiError(502, f"all {len(result.candidates)} candidates failed; first error: {first}")
+    return ok[:1] if body.nbest.return_ == "best" else ok
+
+
+def _choice(position: int, c: Candidate, body: ChatBody | CompletionBody, chat: bool) -> dict[str, Any]:
+    choice: dict[str, Any] = {"index": position, "finish_reason": c.finish_reason}
+    if chat:
+        choice["message"] = {"role": "assistant", "content": c.text}
+        choice["logprobs"] = _chat_logprobs(c) if isinstance(body, ChatBody) and body.logprobs else None
+    else:
+        choice["text"] = c.text
+        choice["logprobs"] = _completion_logprobs(c) if isinstance(body, CompletionBody) and body.logprobs is not None else None
+    choice["nbest"] = _nbest_meta(c)
+    return choice
+
+
+def _envelope(kind: str, model: str, created: int, ident: str) -> dict[str, Any]:
+    return {"id": ident, "object": kind, "created": created, "model": model}
+
+
+def _usage(result: Result) -> dict[str, int]:
+    u = result.usage
+    return {
+        "prompt_tokens": u.prompt_tokens,
+        "completion_tokens": u.completion_tokens,
+        "total_tokens": u.prompt_tokens + u.completion_tokens,
+    }
+
+
+def _result_meta(result: Result) -> dict[str, Any]:
+    return {
+        "id": result.id,
+        "answers": [a.model_dump() for a in result.answers],
+        "warnings": result.warnings,
+        "failed": [{"index": c.index, "error": c.error} for c in result.failed],
+    }
+
+
+async def _serve(http: HttpRequest, chat: bool) -> Response | EventStream:
+    service: Service = http.app.state.service
+    data = read_json(await http.body())
+    try:
+        body: ChatBody | CompletionBody = ChatBody.parse(data) if chat else CompletionBody.parse(data)
+        request = body.request()
+    except ConfigError as exc:
+        raise from_config_error(exc) from None
+    model = service.settings.model_name
+    if body.model is not None and body.model != model:
+        raise ApiError(404, f"model: {body.model!r} is not served here; use {model!r} (see /v1/models)", param="model")
+    service.check(request)
+    strategy = service.strategy(body.nbest.strategy, "nbest.strategy")
+    ranker = service.ranker(body.nbest.rerankers, "nbest.rerankers")
+    try:
+        request, _ = service.orch.plan(request, strategy)
+    except ConfigError as exc:
+        raise from_config_error(exc) from None
+    prefix = "chatcmpl-" if chat else "cmpl-"
+    ident, created = prefix + uuid.uuid4().hex[:24], int(time.time())
+    options = Options(strategy=None, rerankers=None, timeout=body.nbest.timeout)
+    if not body.stream:
+        started = time.perf_counter()
+        candidates = [c async for c in service.stream(request, options, strategy)]
+        result = await service.finish(request, candidates, ranker, time.perf_counter() - started)
+        reply = _envelope("chat.completion" if chat else "text_completion", model, created, ident)
+        reply["choices"] = [_choice(i, c, body, chat) for i, c in enumerate(_choices(result, body))]
+        reply["usage"] = _usage(result)
+        reply["nbest"] = _result_meta(result)
+        return JSONResponse(reply)
+    return EventStream(_stream(service, request, options, strategy, ranker, body, chat, ident, created))
+
+
+async def _stream(
+    service: Service,
+    request: Request,
+    options: Options,
+    strategy: Any,
+    ranker: Any,
+    body: ChatBody | CompletionBody,
+    chat: bool,
+    ident: str,
+    created: int,
+) -> AsyncIterator[bytes]:
+    envelope = _envelope("chat.completion.chunk" if chat else "text_completion", service.settings.model_name, created, ident)
+
+    def chunk(index: int, text: str | None, finish: str | None, extra: dict[str, Any] | None = None) -> bytes:
+        choice: dict[str, Any] = {"index": index, "finish_reason": finish, "logprobs": None}
+        if chat:
+            choice["delta"] = {} if text is None else {"role": "assistant", "content": text}
+        else:
+            choice["text"] = text or ""
+        choice.update(extra or {})
+        return format_event({**envelope, "choices": [choice]})
+
+    best_only = body.nbest.return_ == "best"
+    started = time.perf_counter()
+    candidates: list[Candidate] = []
+    try:
+        async for candidate in service.stream(request, options, strategy):
+            candidates.append(candidate)
+            if not best_only and candidate.ok:
+                yield chunk(candidate.index, candidate.text, None)
+        result = await service.finish(request, candidates, ranker, time.perf_counter() - started)
+        for position, c in enumerate(_choices(result, body)):
+            index = 0 if best_only else c.index
+            if best_only:
+                yield chunk(index, c.text, None)
+            yield chunk(index, None, c.finish_reason, {"nbest": _nbest_meta(c), "rank_position": position})
+        if (body.stream_options or {}).get("include_usage"):
+            yield format_event({**envelope, "choices": [], "usage": _usage(result), "nbest": _result_meta(result)})
+    except ApiError as exc:
+        yield format_event(error_body(exc.status, exc.message, exc.param))
+    except NbestError as exc:
+        yield format_event(error_body(502, str(exc)))
+    yield format_event("[DONE]")
+
+
+@router.post("/v1/chat/completions", summary="OpenAI-compatible chat completions with N ranked candidates", response_model=None)
+async def chat_completions(http: HttpRequest) -> Response | EventStream:
+    return await _serve(http, chat=True)
+
+
+@router.post("/v1/completions", summary="OpenAI-compatible text completions with N ranked candidates", response_model=None)
+async def completions(http: HttpRequest) -> Response | EventStream:
+    return await _serve(http, chat=False)

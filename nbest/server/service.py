@@ -1,0 +1,170 @@
+"""What the routes share: the orchestrator, options parsed from HTTP bodies,
+recent Results (so a choice can name one by id), metrics and the preference log."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import OrderedDict
+from collections.abc import AsyncIterator
+from typing import Any
+
+from pydantic import Field
+
+from nbest import rerankers as rerankers_mod
+from nbest import strategies as strategies_mod
+from nbest.errors import ConfigError
+from nbest.orchestrator import Orchestrator
+from nbest.rerankers.ranker import Ranker
+from nbest.server.errors import ApiError, from_config_error
+from nbest.server.metrics import Metrics
+from nbest.server.prefs import PreferenceStore
+from nbest.server.settings import ServerSettings
+from nbest.strategies.base import Strategy
+from nbest.types import Candidate, NbestModel, Request, Result
+
+__all__ = ["Options", "Service", "read_json"]
+
+
+class Options(NbestModel):
+    """How candidates are planned and ranked: the ``nbest`` part of a body."""
+
+    strategy: str | dict[str, Any] | None = None
+    """A strategy short form (``ladder:0.3-1.2``) or config object (``{"kind": ...}``); None: the server's."""
+    rerankers: list[str] | None = None
+    """Reranker short forms ``NAME[:ARG][=WEIGHT]``; None: the server's."""
+    timeout: float | None = Field(default=None, gt=0)
+    """Seconds before unfinished candidates are dropped."""
+
+
+def read_json(body: bytes) -> Any:
+    """The parsed body, or 400 saying where the JSON broke."""
+    if not body.strip():
+        raise ApiError(400, "request body is empty: send a JSON object", param="body")
+    try:
+        data = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
+        raise ApiError(400, f"malformed JSON{where}: {exc}", param="body") from None
+    if not isinstance(data, dict):
+        raise ApiError(400, f"request body must be a JSON object, not {type(data).__name__}", param="body")
+    return data
+
+
+def _prompt_chars(request: Request) -> int:
+    prompt = request.prompt
+    if isinstance(prompt, str):
+        return len(prompt)
+    return sum(len(m.content) for m in prompt) + len(request.system or "")
+
+
+class Service:
+    """Shared state of one app."""
+
+    def __init__(self, orchestrator: Orchestrator | None, settings: ServerSettings, prefs: PreferenceStore | None) -> None:
+        self.orchestrator = orchestrator
+        self.settings = settings
+        self.metrics = Metrics()
+        self._prefs = prefs
+        self.results: OrderedDict[str, Result] = OrderedDict()
+        self.started = time.time()
+
+    @property
+    def orch(self) -> Orchestrator:
+        if self.orchestrator is None:
+            raise ApiError(503, "the engine is not ready yet")
+        return self.orchestrator
+
+    @property
+    def prefs(self) -> PreferenceStore:
+        if self._prefs is None:
+            self._prefs = PreferenceStore(self.settings.preferences)
+        return self._prefs
+
+    # -- validation ------------------------------------------------------------
+
+    def check(self, request: Request, prefix: str = "") -> None:
+        """Apply the server's limits (422 naming the field)."""
+        p = f"{prefix}." if prefix else ""
+        cap = min(self.settings.max_n, self.orch.max_n)
+        if request.n > cap:
+            raise ApiError(422, f"{p}n: at most {cap} candidates per request (got {request.n})", param=f"{p}n")
+        chars = _prompt_chars(request)
+        if chars > self.settings.max_prompt_chars:
+            raise ApiError(
+                422, f"{p}prompt: at most {self.settings.max_prompt_chars} characters (got {chars})", param=f"{p}prompt"
+            )
+
+    def strategy(self, spec: str | dict[str, Any] | None, param: str = "strategy") -> Strategy | None:
+        if spec is None:
+            return None
+        try:
+            if isinstance(spec, dict):
+                return strategies_mod.from_config(spec)
+            if spec.strip().startswith("@"):
+                raise ConfigError(
+                    f"{param}: config files (@FILE) are not read over HTTP; send the config object", parameter=param
+                )
+            return strategies_mod.parse_spec(spec)
+        except ConfigError as exc:
+            raise ApiError(422, f"{param}: {exc}" if not str(exc).startswith(param) else str(exc), param=param) from None
+
+    def ranker(self, specs: list[str] | None, param: str = "rerankers") -> Ranker | None:
+        if specs is None:
+            return None
+        if not specs:
+            raise ApiError(422, f"{param}: give at least one reranker, or leave it out for the server's", param=param)
+        allowed = self.settings.rerankers_allowed
+        parsed = []
+        for i, text in enumerate(specs):
+            name, _, arg = text.partition("=")[0].partition(":")
+            if name.strip() not in allowed or (arg and name.strip() in ("embed", "source")):
+                raise ApiError(
+                    422,
+                    f"{param}[{i}]: reranker {text!r} is not offered here; allowed: {', '.join(allowed)}",
+                    param=f"{param}[{i}]",
+                )
+            try:
+                parsed.append(rerankers_mod.parse_spec(text))
+            except ConfigError as exc:
+                raise ApiError(422, f"{param}[{i}]: {exc}", param=f"{param}[{i}]") from None
+        try:
+            return Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
+        except ConfigError as exc:
+            raise from_config_error(exc, param) from None
+
+    # -- running ---------------------------------------------------------------
+
+    def remember(self, result: Result) -> None:
+        if self.settings.remember_results == 0:
+            return
+        self.results[result.id] = result
+        self.results.move_to_end(result.id)
+        while len(self.results) > self.settings.remember_results:
+            self.results.popitem(last=False)
+
+    async def run(self, request: Request, options: Options) -> Result:
+        strategy = self.strategy(options.strategy)
+        ranker = self.ranker(options.rerankers)
+        started = time.perf_counter()
+        candidates = [c async for c in self.stream(request, options, strategy)]
+        return await self.finish(request, candidates, ranker, time.perf_counter() - started)
+
+    async def stream(self, request: Request, options: Options, strategy: Strategy | None) -> AsyncIterator[Candidate]:
+        """Candidates as they finish; closing this generator aborts the rest."""
+        orch = self.orch
+        timeout = options.timeout or self.settings.timeout_s
+        gen = orch.stream_request(request, strategy=strategy, timeout=timeout)
+        try:
+            async for candidate in gen:
+                self.metrics.candidate(candidate)
+                yield candidate
+        finally:
+            await gen.aclose()
+
+    async def finish(
+        self, request: Request, candidates: list[Candidate], ranker: Ranker | None, generate_s: float = 0.0
+    ) -> Result:
+        result = await self.orch.rank(request, candidates, ranker=ranker, generate_s=generate_s)
+        self.remember(result)
+        return result

@@ -1,0 +1,45 @@
+"""Limits and options of the HTTP server, as one validated model.
+
+The CLI (``nbest serve``) builds it from flags and environment variables; the
+app itself never reads the environment.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+
+from nbest.types import DEFAULT_MAX_N, NbestModel
+
+__all__ = ["DEFAULT_RERANKERS", "ServerSettings"]
+
+DEFAULT_RERANKERS = ("logprob", "mean_logprob", "sumlogprob", "sum_logprob", "ppl", "perplexity", "vote", "mbr", "embed")
+"""Reranker short names a caller may ask for over HTTP (no model paths: those load files)."""
+
+
+class ServerSettings(NbestModel):
+    """What the server accepts and how much work it takes on at once."""
+
+    model_name: str = "nbest"
+    """The model id reported by ``/v1/models`` and in OpenAI responses."""
+    max_body_bytes: int = Field(default=1_000_000, ge=1)
+    """Largest request body accepted (413 beyond)."""
+    max_n: int = Field(default=DEFAULT_MAX_N, ge=1)
+    """Largest ``n`` (candidates per prompt) accepted."""
+    max_prompt_chars: int = Field(default=32_000, ge=1)
+    """Longest prompt accepted, in characters (all chat messages together)."""
+    max_concurrent: int = Field(default=16, ge=1)
+    """Most generation requests served at once; more get 429 with Retry-After."""
+    retry_after_s: int = Field(default=1, ge=1)
+    """The Retry-After given with a 429."""
+    api_key: str | None = None
+    """When set, every route but ``/healthz`` needs ``Authorization: Bearer KEY`` (or ``X-API-Key``)."""
+    timeout_s: float | None = Field(default=None, gt=0)
+    """Per-request deadline for generation (None: the orchestrator's)."""
+    rerankers_allowed: tuple[str, ...] = DEFAULT_RERANKERS
+    """Reranker short names callers may choose (see ``nbest.rerankers.parse_spec``)."""
+    preferences: Path | None = None
+    """The preference database; None: ``$NBEST_HOME/preferences.db``."""
+    remember_results: int = Field(default=1024, ge=0)
+    """How many recent Results the server keeps so a choice can name one by id."""
