@@ -14,6 +14,7 @@ from typing import Any, NoReturn
 
 import click
 
+from nbest.batch.command import make_batch_command
 from nbest.errors import ConfigError, EngineError, NbestError
 from nbest.strategies.cli import plan_command
 from nbest.types import DEFAULT_MAX_N, Request, Result, SamplingParams
@@ -79,6 +80,9 @@ def _build_request(prompt: str, n: int, system: str | None, **sampling: Any) -> 
     if request.n > DEFAULT_MAX_N:
         raise ConfigError(f"-n: at most {DEFAULT_MAX_N} candidates per prompt (got {request.n})", parameter="n", value=request.n)
     return request
+
+
+cli.add_command(make_batch_command(_sampling_options))
 
 
 @cli.command()

@@ -1,0 +1,178 @@
+"""Reading a batch input file: one JSON object per line.
+
+Each line holds an ``id`` (a string or an integer; the line number,
+``"line-N"``, when left out), a ``prompt`` (text) or ``messages`` (chat
+messages), and optional per-line overrides of the run's settings::
+
+    {"id": "q1", "prompt": "What is 17 * 3?"}
+    {"id": "q2", "messages": [{"role": "user", "content": "Hi"}], "n": 4, "temperature": 0.7}
+
+A line that is not valid JSON, or that fails validation, is a *bad line*: it
+is reported with its line number and the reason, and the other lines still
+run. Two lines with the same id are a user error for the whole file
+(:class:`~nbest.errors.ConfigError`), found before anything is generated.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import Field, field_validator, model_validator
+
+from nbest.errors import ConfigError
+from nbest.types import ChatMessage, NbestModel, Prompt, Request, SamplingParams
+
+__all__ = ["BadLine", "BatchLine", "ParsedInput", "read_input"]
+
+_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "seed", "stop")
+"""Sampling settings a line may override (besides ``n`` and ``system``)."""
+
+
+class BatchLine(NbestModel):
+    """One line of a batch input file."""
+
+    id: str
+    """Identifies the prompt; a rerun skips ids already in the output."""
+    prompt: str | None = None
+    """The prompt as text (give this or ``messages``)."""
+    messages: list[ChatMessage] | None = None
+    """The prompt as chat messages (give this or ``prompt``)."""
+    n: int | None = Field(default=None, ge=1)
+    """Candidates for this prompt (overrides ``-n``)."""
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: str | list[str] | None = None
+    system: str | None = None
+    """System prompt for this line (overrides ``--system``)."""
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    """Carried into the Result's ``metadata`` untouched."""
+
+    @field_validator("id", mode="before")
+    @classmethod
+    def _id_text(cls, value: Any) -> Any:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return str(value)
+        return value
+
+    @field_validator("id")
+    @classmethod
+    def _id_not_empty(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be empty")
+        return value
+
+    @model_validator(mode="after")
+    def _one_prompt(self) -> Self:
+        if (self.prompt is None) == (self.messages is None):
+            raise ValueError("give exactly one of 'prompt' (text) or 'messages' (chat)")
+        return self
+
+    @property
+    def the_prompt(self) -> Prompt:
+        """The prompt, text or messages."""
+        return self.prompt if self.prompt is not None else list(self.messages or [])
+
+    def request(self, base: Request) -> Request:
+        """``base`` (the run's settings) with this line's prompt and overrides.
+
+        Raises:
+            ConfigError: an override out of range.
+        """
+        sampling = {k: v for k in _SAMPLING if (v := getattr(self, k)) is not None}
+        params = SamplingParams(**{**base.params.model_dump(), **sampling}) if sampling else base.params
+        return Request(
+            id=self.id,
+            prompt=self.the_prompt,
+            n=self.n if self.n is not None else base.n,
+            params=params,
+            system=self.system if self.system is not None else base.system,
+            chat=base.chat,
+            source=base.source,
+            metadata={**base.metadata, **self.metadata},
+        )
+
+
+class BadLine(NbestModel):
+    """A line that could not be used, and why."""
+
+    line: int
+    """1-based line number in the input file."""
+    reason: str
+    """What was wrong."""
+    text: str
+    """The line as read (cut to 200 characters)."""
+
+
+class ParsedInput(NbestModel):
+    """Every usable request of an input file, and the bad lines."""
+
+    requests: list[Request]
+    bad: list[BadLine]
+
+
+def _lines(path: Path) -> Iterator[tuple[int, str]]:
+    try:
+        with path.open(encoding="utf-8") as f:
+            yield from enumerate(f, start=1)
+    except FileNotFoundError:
+        raise ConfigError(f"input: no such file: {path}", parameter="input", value=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"input: {path} is not UTF-8 text ({exc.reason})", parameter="input", value=str(path)) from None
+
+
+def parse_line(text: str, lineno: int, base: Request, max_n: int) -> Request:
+    """One input line as a Request (see the module docs).
+
+    Raises:
+        ConfigError: the line is not a JSON object or does not validate.
+    """
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a JSON object, got {type(data).__name__}")
+    data.setdefault("id", f"line-{lineno}")
+    request = BatchLine.parse(data).request(base)
+    if request.n > max_n:
+        raise ConfigError(f"n: at most {max_n} candidates per prompt (got {request.n})", parameter="n", value=request.n)
+    return request
+
+
+def read_input(path: Path, base: Request, *, max_n: int) -> ParsedInput:
+    """Parse every line of ``path`` against the run's settings ``base``.
+
+    Blank lines are skipped. Bad lines are collected, not raised.
+
+    Raises:
+        ConfigError: the file is missing or not text, or two lines share an id
+            (the message names both line numbers).
+    """
+    requests: list[Request] = []
+    bad: list[BadLine] = []
+    seen: dict[str, int] = {}
+    for lineno, raw in _lines(path):
+        text = raw.strip()
+        if not text:
+            continue
+        try:
+            request = parse_line(text, lineno, base, max_n)
+        except ConfigError as exc:
+            bad.append(BadLine(line=lineno, reason=str(exc), text=text[:200]))
+            continue
+        if request.id in seen:
+            raise ConfigError(
+                f"input: duplicate id {request.id!r} on lines {seen[request.id]} and {lineno}; ids must be unique",
+                parameter="id",
+                value=request.id,
+            )
+        seen[request.id] = lineno
+        requests.append(request)
+    return ParsedInput(requests=requests, bad=bad)

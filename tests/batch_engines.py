@@ -1,0 +1,22 @@
+"""Engine factories for ``NBEST_ENGINE_FACTORY`` in the batch/eval CLI tests.
+
+``slow_scripted`` answers every candidate with "answer <seed>" after
+``$NBEST_TEST_DELAY`` seconds (default 0), so a test can kill the command
+while prompts are in flight.
+"""
+
+from __future__ import annotations
+
+import os
+
+from nbest.types import Prompt, SamplingParams
+from tests.scripted import ScriptedEngine, Step
+
+
+def slow_scripted() -> ScriptedEngine:
+    delay = float(os.environ.get("NBEST_TEST_DELAY", "0"))
+
+    def respond(prompt: Prompt, params: SamplingParams, request_id: str) -> Step:
+        return Step(text=f"answer {params.seed}", delay=delay, tokens=5)
+
+    return ScriptedEngine(respond=respond)

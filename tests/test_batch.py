@@ -1,0 +1,251 @@
+"""``nbest batch``: input parsing, resumable output, errors file, progress, crash recovery."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from nbest.batch import open_output, read_input, run_batch, scan_output
+from nbest.cli import main
+from nbest.errors import ConfigError
+from nbest.orchestrator import Orchestrator
+from nbest.types import Request, SamplingParams
+from tests.scripted import ScriptedEngine
+
+ROOT = Path(__file__).resolve().parent.parent
+FACTORY = "tests.batch_engines:slow_scripted"
+BASE = Request(prompt="(per line)", n=3, params=SamplingParams(temperature=0.7, max_tokens=32))
+
+
+def write_lines(path: Path, lines: list[object]) -> Path:
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
+    return path
+
+
+def read_results(path: Path) -> list[dict[str, object]]:
+    text = path.read_text()
+    assert text.endswith("\n")
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def test_lines_become_requests_with_their_overrides(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "in.jsonl",
+        [
+            {"id": "a", "prompt": "What is 2+2?"},
+            "",
+            {
+                "id": 7,
+                "messages": [{"role": "user", "content": "Hi"}],
+                "n": 5,
+                "temperature": 0.2,
+                "seed": 3,
+                "system": "Be brief",
+            },
+            {"prompt": "no id", "stop": "\n", "metadata": {"gold": "4"}},
+        ],
+    )
+    parsed = read_input(path, BASE, max_n=64)
+    assert parsed.bad == []
+    a, b, c = parsed.requests
+    assert (a.id, a.prompt, a.n, a.params.temperature, a.params.max_tokens) == ("a", "What is 2+2?", 3, 0.7, 32)
+    assert (b.id, b.n, b.params.temperature, b.params.seed, b.system) == ("7", 5, 0.2, 3, "Be brief")
+    assert b.params.max_tokens == 32  # not overridden: the run's setting
+    assert (c.id, c.params.stop, c.metadata) == ("line-4", ["\n"], {"gold": "4"})
+
+
+BAD_LINES = [
+    ("{not json", "invalid JSON"),
+    ("[1, 2]", "expected a JSON object"),
+    (json.dumps({"id": "x"}), "give exactly one of 'prompt'"),
+    (json.dumps({"id": "x", "prompt": "p", "messages": [{"role": "user", "content": "p"}]}), "give exactly one of"),
+    (json.dumps({"id": "x", "prompt": "   "}), "prompt must not be empty"),
+    (json.dumps({"id": "x", "prompt": "p", "temperature": -1}), "temperature"),
+    (json.dumps({"id": "x", "prompt": "p", "n": 65}), "at most 64"),
+    (json.dumps({"id": "x", "prompt": "p", "colour": "red"}), "colour"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), BAD_LINES)
+def test_bad_lines_are_reported_with_number_and_reason(tmp_path: Path, line: str, reason: str) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [{"id": "ok", "prompt": "fine"}, line, {"id": "ok2", "prompt": "fine"}])
+    parsed = read_input(path, BASE, max_n=64)
+    assert [r.id for r in parsed.requests] == ["ok", "ok2"]
+    assert len(parsed.bad) == 1
+    assert parsed.bad[0].line == 2
+    assert reason in parsed.bad[0].reason
+
+
+def test_duplicate_ids_are_rejected_naming_both_lines(tmp_path: Path) -> None:
+    path = write_lines(
+        tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}, {"id": "a", "prompt": "z"}]
+    )
+    with pytest.raises(ConfigError, match=r"duplicate id 'a' on lines 1 and 3"):
+        read_input(path, BASE, max_n=64)
+
+
+def _result_line(ident: str) -> str:
+    return json.dumps({"id": ident, "prompt": "p", "n": 1, "candidates": []})
+
+
+def test_a_torn_last_line_is_dropped_and_cut_off(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    good = _result_line("a") + "\n" + _result_line("b") + "\n"
+    out.write_text(good + _result_line("c")[:17])
+    resume = scan_output(out)
+    assert (resume.done, resume.torn, resume.good_bytes) == ({"a", "b"}, True, len(good.encode()))
+    log, resume = open_output(out)
+    log.close()
+    assert out.read_text() == good
+
+
+def test_an_unterminated_last_line_is_torn_even_if_it_parses(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(_result_line("a") + "\n" + _result_line("b"))
+    resume = scan_output(out)
+    assert (resume.done, resume.torn) == ({"a"}, True)
+
+
+def test_a_corrupt_line_before_the_last_is_refused(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(_result_line("a") + "\n" + "garbage\n" + _result_line("b") + "\n")
+    with pytest.raises(ConfigError, match=r"line 2 of .* is not an nbest result"):
+        open_output(out)
+
+
+@pytest.mark.asyncio
+async def test_run_batch_appends_every_result_once(tmp_path: Path, scripted: ScriptedEngine) -> None:
+    requests = [Request(id=f"q{i}", prompt=f"p{i}", n=2, params=SamplingParams(seed=10 * i)) for i in range(6)]
+    out = tmp_path / "out.jsonl"
+    log, _ = open_output(out)
+    seen: list[int] = []
+    with log:
+        async with Orchestrator(scripted) as orch:
+            stats = await run_batch(orch, requests, log, concurrency=2, on_result=lambda r, s: seen.append(s.done))
+    results = read_results(out)
+    assert sorted(str(r["id"]) for r in results) == [f"q{i}" for i in range(6)]
+    assert (stats.done, stats.candidates, stats.tokens) == (6, 12, 6 * 2 * 4)
+    assert seen == [1, 2, 3, 4, 5, 6]
+    by_id = {r["id"]: r for r in results}
+    assert {c["text"] for c in by_id["q3"]["candidates"]} == {"answer 30", "answer 31"}  # type: ignore[index, union-attr]
+
+
+def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    monkeypatch.setenv("NBEST_ENGINE_FACTORY", FACTORY)
+    monkeypatch.setenv("NBEST_TEST_DELAY", "0")
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+        raise SystemExit(0)
+    return int(info.value.code or 0)
+
+
+def test_cli_duplicate_ids_exit_2_with_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}, {"id": "a", "prompt": "y"}])
+    code = _cli(["batch", str(inp), "-o", str(tmp_path / "out.jsonl")], monkeypatch)
+    out, err = capsys.readouterr()
+    assert code == 2
+    assert out == ""
+    assert err.strip().splitlines() == ["nbest: error: input: duplicate id 'a' on lines 1 and 2; ids must be unique"]
+    assert not (tmp_path / "out.jsonl").exists()
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        (["--temperature", "-1"], "temperature"),
+        (["--reranker", "nope"], "unknown reranker 'nope'"),
+        (["--concurrency", "0"], "--concurrency: must be at least 1"),
+        (["-n", "65"], "at most 64"),
+    ],
+)
+def test_cli_bad_options_exit_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], extra: list[str], fragment: str
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}])
+    code = _cli(["batch", str(inp), "-o", str(tmp_path / "out.jsonl"), *extra], monkeypatch)
+    _, err = capsys.readouterr()
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and fragment in err
+
+
+def test_cli_missing_input_exits_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    code = _cli(["batch", str(tmp_path / "nope.jsonl"), "-o", str(tmp_path / "out.jsonl")], monkeypatch)
+    assert code == 2
+    assert "no such file" in capsys.readouterr().err
+
+
+def test_cli_writes_results_errors_file_and_progress(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines: list[object] = [{"id": f"q{i}", "prompt": f"what is {i}?"} for i in range(5)]
+    lines[2] = "{broken"
+    inp = write_lines(tmp_path / "in.jsonl", [*lines, {"id": "hot", "prompt": "x", "top_p": 3}])
+    out = tmp_path / "out.jsonl"
+    code = _cli(["batch", str(inp), "-o", str(out), "-n", "2", "--seed", "1"], monkeypatch)
+    _, err = capsys.readouterr()
+    assert code == 0, err
+    assert sorted(str(r["id"]) for r in read_results(out)) == ["q0", "q1", "q3", "q4"]
+    errors = [json.loads(line) for line in (tmp_path / "out.jsonl.errors.jsonl").read_text().splitlines()]
+    assert [(e["line"], e["reason"].split(" ")[0]) for e in errors] == [(3, "invalid"), (6, "top_p:")]
+    assert "2 bad input line(s) skipped" in err
+    assert "nbest batch: 4/4 prompts" in err and "candidates/s" in err and "tokens/s" in err and "ETA" in err
+    # a rerun finds everything done
+    assert _cli(["batch", str(inp), "-o", str(out)], monkeypatch) == 0
+    assert "4 prompt(s) already in" in capsys.readouterr().err
+    assert len(read_results(out)) == 4
+
+
+def _spawn(inp: Path, out: Path, delay: float) -> subprocess.Popen[str]:
+    env = {**os.environ, "NBEST_ENGINE_FACTORY": FACTORY, "NBEST_TEST_DELAY": str(delay), "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "nbest.cli", "batch", str(inp), "-o", str(out), "-n", "2", "--concurrency", "3"]
+    return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_lines(out: Path, count: int, proc: subprocess.Popen[str], limit: float = 60) -> None:
+    deadline = time.monotonic() + limit
+    while time.monotonic() < deadline:
+        if out.exists() and out.read_text().count("\n") >= count:
+            return
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.02)
+    raise AssertionError(f"no {count} lines in {out} after {limit} s")
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_killed_run_resumes_without_duplicate_missing_or_corrupt_lines(tmp_path: Path, sig: signal.Signals) -> None:
+    ids = [f"q{i}" for i in range(30)]
+    inp = write_lines(tmp_path / "in.jsonl", [{"id": i, "prompt": f"question {i}"} for i in ids])
+    out = tmp_path / "out.jsonl"
+    proc = _spawn(inp, out, delay=0.1)
+    _wait_for_lines(out, 4, proc)
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == (-signal.SIGKILL if sig == signal.SIGKILL else 130), err
+    first = read_results(out)  # every line complete: the kill lost only prompts in flight
+    assert 4 <= len(first) < len(ids)
+    if sig == signal.SIGKILL:
+        assert err == ""
+        # a crash in the middle of a write leaves a torn line; simulate one
+        with out.open("a") as f:
+            f.write(_result_line("q29")[:25])
+    else:
+        assert err.strip().endswith("nbest: error: interrupted")
+    proc = _spawn(inp, out, delay=0.0)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert f"{len(first)} prompt(s) already in" in err
+    assert ("torn last line" in err) == (sig == signal.SIGKILL)
+    results = read_results(out)
+    got = [str(r["id"]) for r in results]
+    assert sorted(got) == sorted(ids)  # none missing, none twice
+    assert got[: len(first)] == [r["id"] for r in first]  # the first run's lines untouched
+    assert all(len(r["candidates"]) == 2 for r in results)  # type: ignore[arg-type]
