@@ -1,0 +1,103 @@
+"""A fake fleet of OpenAI-compatible servers behind one ``httpx.MockTransport``.
+
+Each host (``a:8000``, ``b:8000`` ...) is a :class:`FakeServer` whose
+behaviour a test sets (``down``, ``delay``, ``status``, ``models``); every
+completion it finished is kept in ``served`` (by seed), requests cancelled
+under it are counted in ``cancelled``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import anyio
+import httpx
+
+MODEL = "fake-model"
+
+
+async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
+    """Wait until ``predicate()`` holds; ``timeout`` only guards against a hang."""
+    with anyio.fail_after(timeout):
+        while not predicate():
+            await anyio.sleep(0.01)  # noqa: ASYNC110 - polls state that a fake server or the probe changes
+
+
+@dataclass
+class FakeServer:
+    host: str
+    delay: float = 0.0
+    down: bool = False
+    status: int = 200
+    fail_after_delay: bool = False
+    """Drop the connection at the end of ``delay`` (a server that dies mid-request)."""
+    models: list[str] = field(default_factory=lambda: [MODEL])
+    served: list[int | None] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    cancelled: int = 0
+    bodies: list[dict[str, object]] = field(default_factory=list)
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}/v1"
+
+
+class FakeFleet:
+    def __init__(self, *hosts: str) -> None:
+        self.servers = {host: FakeServer(host) for host in hosts}
+        self.transport = httpx.MockTransport(self.handle)
+
+    def __getitem__(self, host: str) -> FakeServer:
+        return self.servers[host]
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.url for s in self.servers.values()]
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        server = self.servers[request.url.netloc.decode()]
+        if server.down:
+            raise httpx.ConnectError("connection refused", request=request)
+        if request.url.path == "/v1/models":
+            return httpx.Response(200, json={"object": "list", "data": [{"id": m, "object": "model"} for m in server.models]})
+        body = json.loads(request.content)
+        server.bodies.append(body)
+        server.in_flight += 1
+        server.max_in_flight = max(server.max_in_flight, server.in_flight)
+        try:
+            await anyio.sleep(server.delay)
+        except anyio.get_cancelled_exc_class():
+            server.cancelled += 1
+            raise
+        finally:
+            server.in_flight -= 1
+        if server.down or server.fail_after_delay:
+            raise httpx.ReadError("connection reset by peer", request=request)
+        if server.status != 200:
+            return httpx.Response(server.status, json={"error": {"message": f"{server.host} says {server.status}"}})
+        if body.get("model") not in server.models:
+            return httpx.Response(404, json={"error": {"message": f"model {body.get('model')} does not exist"}})
+        seed = body.get("seed")
+        server.served.append(seed)
+        text = f"{server.host} seed={seed}"
+        tokens = text.split(" ")
+        lps = [-0.5] * len(tokens)
+        usage = {"prompt_tokens": 7, "completion_tokens": len(tokens)}
+        if request.url.path == "/v1/chat/completions":
+            content = [
+                {
+                    "token": t,
+                    "logprob": lp,
+                    "top_logprobs": [{"token": "alt", "logprob": -3.0}] * int(body.get("top_logprobs") or 0),
+                }
+                for t, lp in zip(tokens, lps, strict=True)
+            ]
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": {"content": content}}
+            return httpx.Response(200, json={"choices": [{**choice, "finish_reason": "stop"}], "usage": usage})
+        top = [{"alt": -3.0} for _ in tokens] if body.get("logprobs") else [{t: lp} for t, lp in zip(tokens, lps, strict=True)]
+        logprobs = {"tokens": tokens, "token_logprobs": lps, "top_logprobs": top}
+        choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": "length"}
+        return httpx.Response(200, json={"choices": [choice], "usage": usage})
