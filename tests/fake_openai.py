@@ -21,8 +21,9 @@ MODEL = "fake-model"
 async def until(predicate: Callable[[], bool], timeout: float = 20.0) -> None:
     """Wait until ``predicate()`` holds; ``timeout`` only guards against a hang."""
     with anyio.fail_after(timeout):
-        while not predicate():
-            await anyio.sleep(0.01)  # noqa: ASYNC110 - polls state that a fake server or the probe changes
+        # polls state that a fake server or the probe changes
+        while not predicate():  # noqa: ASYNC110
+            await anyio.sleep(0.01)
 
 
 @dataclass
