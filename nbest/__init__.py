@@ -11,7 +11,7 @@ from nbest import rerankers, strategies
 from nbest._sync import generate
 from nbest.engines import Engine, VLLMEngine
 from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError, NbestError, RerankerError
-from nbest.orchestrator import Orchestrator
+from nbest.orchestrator import Orchestrator, stopping
 from nbest.types import (
     Answer,
     Candidate,
@@ -48,5 +48,6 @@ __all__ = [
     "__version__",
     "generate",
     "rerankers",
+    "stopping",
     "strategies",
 ]

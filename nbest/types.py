@@ -399,6 +399,11 @@ class Result(NbestModel):
     """Non-fatal problems, e.g. a reranker that failed on this request."""
     diversity: Diversity | None = None
     """Diversity of the candidates, when asked for."""
+    samples_used: int | None = None
+    """With adaptive early stopping (``stop=`` and ``wave=``): how many of the
+    ``n`` planned candidates were generated and are listed here before the
+    rule stopped sampling (at most ``n``). None when every planned candidate
+    was generated without a stopping rule."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """The request's metadata."""
 

@@ -14,7 +14,9 @@ from anyio.abc import TaskGroup
 
 from nbest.engines.base import Engine
 from nbest.errors import ConfigError, NbestError
+from nbest.orchestrator.adaptive import check_adaptive, run_adaptive
 from nbest.orchestrator.fanout import fan_out
+from nbest.orchestrator.stopping import StoppingRule
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb
 from nbest.rerankers.ranker import Ranker
@@ -28,8 +30,8 @@ __all__ = ["Orchestrator", "SamplingKwargs"]
 Rerankers = Sequence[Reranker] | Ranker
 
 
-class SamplingKwargs(TypedDict, total=False):
-    """Base sampling settings accepted by ``generate``/``stream``/``generate_many``."""
+class _Sampling(TypedDict, total=False):
+    """Base sampling settings but ``stop`` (``generate`` takes that one itself)."""
 
     temperature: float
     top_p: float
@@ -37,11 +39,16 @@ class SamplingKwargs(TypedDict, total=False):
     min_p: float
     seed: int | None
     max_tokens: int
-    stop: str | list[str] | None
     presence_penalty: float
     frequency_penalty: float
     repetition_penalty: float
     top_logprobs: int
+
+
+class SamplingKwargs(_Sampling, total=False):
+    """Base sampling settings accepted by ``generate``/``stream``/``generate_many``."""
+
+    stop: str | list[str] | None
 
 
 class Orchestrator:
@@ -274,14 +281,31 @@ class Orchestrator:
         rerankers: Rerankers | None = None,
         timeout: float | None = None,
         diversity: bool = False,
+        stop: StoppingRule | None = None,
+        wave: int | None = None,
     ) -> Result:
         """Generate, rerank and return the ranked Result of a Request.
 
         ``diversity=True`` fills ``Result.diversity`` (distinct-n, self-BLEU,
         and embedding distance when the orchestrator has an ``embedder``).
+
+        With a stopping rule (``stop=stopping.Beta(0.95)``) the plan is
+        generated in waves of ``wave`` candidates (default 4), ranked after
+        each, until the rule is satisfied; the rest is cancelled and
+        ``Result.samples_used`` says how many were generated (see
+        :mod:`nbest.orchestrator.adaptive`).
         """
         ranker = _ranker(rerankers) if rerankers is not None else self.ranker
         self.check(request)
+        wave = check_adaptive(stop, wave)
+        _check_timeout(timeout)
+        if stop is not None and wave is not None:
+            self._require_open()
+            timeout = self.timeout if timeout is None else timeout
+            result = await run_adaptive(
+                self, request, rule=stop, wave=wave, ranker=ranker, limiter=self._limiter, strategy=strategy, timeout=timeout
+            )
+            return await add_diversity(result, embedder=self.embedder) if diversity else result
         started = time.perf_counter()
         candidates = [c async for c in self.stream_request(request, strategy=strategy, timeout=timeout)]
         result = await self.rank(request, candidates, ranker=ranker, generate_s=time.perf_counter() - started)
@@ -299,19 +323,33 @@ class Orchestrator:
         timeout: float | None = None,
         system: str | None = None,
         diversity: bool = False,
-        **sampling: Unpack[SamplingKwargs],
+        stop: StoppingRule | str | list[str] | None = None,
+        wave: int | None = None,
+        **sampling: Unpack[_Sampling],
     ) -> Result:
         """Generate ``n`` candidates for ``prompt`` and return them ranked.
 
         A candidate that fails is kept with its ``error``; ``result.best`` is
-        None only when every candidate failed.
+        None only when every candidate failed. With ``stop`` (a stopping rule,
+        :mod:`nbest.orchestrator.stopping`) candidates come in waves of
+        ``wave`` and sampling ends once the rule is satisfied::
+
+            result = await orch.generate(q, n=32, stop=stopping.Beta(0.95), wave=4)
+            result.samples_used  # e.g. 8: two waves were enough
+
+        ``stop`` is either that rule or, as in the other methods, the stop
+        strings that end each candidate's text (a string or a list of them).
 
         Raises:
             ConfigError: bad input, before any generation.
             EngineDeadError: an engine died.
         """
-        request = self.request(prompt, n, system=system, **sampling)
-        return await self.run(request, strategy=strategy, rerankers=rerankers, timeout=timeout, diversity=diversity)
+        rule = stop if isinstance(stop, StoppingRule) else None
+        strings = None if isinstance(stop, StoppingRule) else stop
+        request = self.request(prompt, n, system=system, stop=strings, **sampling)
+        return await self.run(
+            request, strategy=strategy, rerankers=rerankers, timeout=timeout, diversity=diversity, stop=rule, wave=wave
+        )
 
     async def generate_many(
         self,

@@ -1,0 +1,153 @@
+"""Adaptive sampling: generate the plan in waves, stop once the answer is clear.
+
+The strategy plans all ``n`` candidates as usual; they are generated in
+waves of ``wave`` candidates, in plan order. After each wave every candidate
+so far is ranked and the stopping rule (:mod:`nbest.orchestrator.stopping`)
+reads that Result. The next wave generates while the current one is ranked,
+so the engine stays busy; when the rule says stop, that wave is cancelled
+(its engine requests aborted, its candidates dropped) and the Result of the
+waves that were ranked is returned, with ``samples_used`` = how many
+candidates it holds. The deadline (``timeout``) covers all waves; when it
+passes, the waves ranked so far are returned.
+
+Because waves follow plan order, a seeded request stops after the same wave
+every time the engine reproduces its texts.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import anyio
+from anyio.abc import TaskGroup
+
+from nbest.errors import ConfigError
+from nbest.orchestrator.fanout import fan_out
+from nbest.orchestrator.stopping import StoppingRule
+from nbest.rerankers.ranker import Ranker
+from nbest.strategies.base import Strategy
+from nbest.types import Candidate, CandidateSpec, Request, Result
+
+if TYPE_CHECKING:
+    from nbest.orchestrator.core import Orchestrator
+
+__all__ = ["DEFAULT_WAVE", "check_adaptive", "run_adaptive"]
+
+DEFAULT_WAVE = 4
+"""Candidates per wave when a stopping rule is given without ``wave``."""
+
+
+def check_adaptive(stop: StoppingRule | None, wave: int | None) -> int | None:
+    """Validate ``stop``/``wave``; the wave size to use (None: not adaptive).
+
+    Raises:
+        ConfigError: ``wave`` below 1, ``wave`` without ``stop``, or a ``stop``
+            that is not a stopping rule.
+    """
+    if wave is not None and (isinstance(wave, bool) or not isinstance(wave, int) or wave < 1):
+        raise ConfigError(f"wave: must be a whole number >= 1 (got {wave!r})", parameter="wave", value=wave)
+    if stop is None:
+        if wave is not None:
+            raise ConfigError("wave: only used with a stopping rule (stop=stopping.Beta(0.95))", parameter="wave", value=wave)
+        return None
+    if not isinstance(stop, StoppingRule):
+        raise ConfigError(
+            f"stop: {stop!r} is not a stopping rule (use stopping.Beta, stopping.Dirichlet or stopping.Confidence)",
+            parameter="stop",
+        )
+    return DEFAULT_WAVE if wave is None else wave
+
+
+@dataclass
+class _Wave:
+    """One wave's fan-out, run in the background; its candidates when done."""
+
+    specs: list[CandidateSpec]
+    scope: anyio.CancelScope = field(default_factory=anyio.CancelScope)
+    done: anyio.Event = field(default_factory=anyio.Event)
+    candidates: list[Candidate] = field(default_factory=list)
+    error: Exception | None = None
+
+    async def run(self, orch: Orchestrator, request: Request, limiter: anyio.CapacityLimiter, timeout: float | None) -> None:
+        send, receive = anyio.create_memory_object_stream[Candidate](len(self.specs))
+        try:
+            with self.scope:
+                await fan_out(request, self.specs, orch.engines, send, limiter, timeout)
+        except Exception as exc:  # an engine died: the caller re-raises it
+            self.error = exc
+        finally:
+            send.close()
+            with receive:
+                while True:
+                    try:
+                        self.candidates.append(receive.receive_nowait())
+                    except (anyio.WouldBlock, anyio.EndOfStream):
+                        break
+            self.done.set()
+
+
+async def run_adaptive(
+    orch: Orchestrator,
+    request: Request,
+    *,
+    rule: StoppingRule,
+    wave: int,
+    ranker: Ranker,
+    limiter: anyio.CapacityLimiter,
+    strategy: Strategy | None = None,
+    timeout: float | None = None,
+) -> Result:
+    """Generate ``request``'s plan in waves of ``wave``; stop when ``rule`` says so.
+
+    Raises:
+        ConfigError: bad request or plan (before anything is generated).
+        EngineDeadError: an engine died; the running waves are cancelled.
+    """
+    request, specs = orch.plan(request, strategy)
+    waves = [specs[i : i + wave] for i in range(0, len(specs), wave)]
+    started = time.perf_counter()
+    deadline = None if timeout is None else started + timeout
+    collected: list[Candidate] = []
+    rerank_s = 0.0
+    result: Result | None = None
+
+    def launch(tg: TaskGroup, k: int) -> _Wave | None:
+        if k >= len(waves):
+            return None
+        remaining = None if deadline is None else deadline - time.perf_counter()
+        if remaining is not None and remaining <= 0 and k > 0:
+            return None  # past the deadline: return the waves ranked so far
+        if remaining is not None:
+            remaining = max(remaining, 1e-3)
+        job = _Wave(waves[k])
+        tg.start_soon(job.run, orch, request, limiter, remaining)
+        return job
+
+    error: Exception | None = None
+    async with anyio.create_task_group() as tg:
+        current, ahead = launch(tg, 0), launch(tg, 1)
+        k = 0
+        try:
+            while current is not None:
+                await current.done.wait()
+                error = current.error or (ahead.error if ahead is not None else None)
+                if error is not None:
+                    break
+                collected.extend(sorted(current.candidates, key=lambda c: c.index))
+                generate_s = time.perf_counter() - started
+                result = await orch.rank(request, collected, ranker=ranker, generate_s=generate_s)
+                rerank_s += result.timings.rerank_s
+                if rule.check(result).stop:
+                    break
+                k += 1
+                current, ahead = ahead, launch(tg, k + 1)
+        finally:
+            if ahead is not None:
+                ahead.scope.cancel()  # fan_out aborts its engine requests
+    if error is not None:
+        raise error
+    assert result is not None  # the first wave always runs
+    timings = result.timings.model_copy(update={"rerank_s": rerank_s})
+    return result.model_copy(update={"samples_used": len(collected), "timings": timings})

@@ -1,0 +1,161 @@
+"""Adaptive-Consistency stopping rules on known vote counts (hand-checked values)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from nbest import ConfigError, stopping
+from nbest.types import Answer, Candidate, CandidateSpec, Result, SamplingParams
+
+
+def result_with(votes: list[int], confidences: list[float] | None = None) -> Result:
+    """A Result whose answers have ``votes`` supporting candidates each."""
+    spec = CandidateSpec(index=0, params=SamplingParams())
+    answers, index = [], 0
+    confidences = confidences or [v / max(1, sum(votes)) for v in votes]
+    for k, (count, conf) in enumerate(zip(votes, confidences, strict=True)):
+        answers.append(Answer(answer=f"a{k}", confidence=conf, support=list(range(index, index + count))))
+        index += count
+    cands = [Candidate(index=i, spec=spec, text="t", rank=i + 1, confidence=1 / max(index, 1)) for i in range(index)]
+    return Result(id="r", prompt="q", n=32, candidates=cands, best=cands[0] if cands else None, answers=answers)
+
+
+# P(Beta(a+1, b+1) > 1/2) = sum_{k<=a} C(a+b+1, k) / 2^(a+b+1), by hand:
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [
+        (0, 0, 1 / 2),  # C(1,0)/2
+        (1, 0, 3 / 4),  # (1+2)/4
+        (2, 0, 7 / 8),
+        (3, 0, 15 / 16),
+        (4, 0, 31 / 32),
+        (2, 1, 11 / 16),  # (1+4+6)/16
+        (3, 1, 26 / 32),  # (1+5+10+10)/32
+        (3, 3, 1 / 2),  # a tie is a coin flip
+        (4, 1, 57 / 64),  # (1+6+15+20+15)/64
+        (5, 1, 120 / 128),  # (1+7+21+35+35+21)/128
+        (1, 3, 6 / 32),  # (1+5)/32: the "leader" is behind
+    ],
+)
+def test_beta_probability_on_known_counts(a: int, b: int, expected: float) -> None:
+    assert stopping.beta_probability(a, b) == pytest.approx(expected, abs=1e-15)
+
+
+@pytest.mark.parametrize(
+    ("votes", "threshold", "stop"),
+    [
+        ([3], 0.95, False),  # 15/16 = 0.9375
+        ([4], 0.95, True),  # 31/32 = 0.96875
+        ([5, 1], 0.95, False),  # 0.9375
+        ([6, 1], 0.95, True),  # 247/256 = 0.9648
+        ([3, 1], 0.8, True),  # 0.8125
+        ([3, 1, 1], 0.8, True),  # Beta looks at the two leading answers only
+        ([2, 2], 0.5, True),  # exactly 1/2 reaches 0.5
+        ([], 0.5, False),  # nothing to judge yet
+    ],
+)
+def test_beta_decision_on_a_result(votes: list[int], threshold: float, stop: bool) -> None:
+    decision = stopping.Beta(threshold).check(result_with(votes))
+    assert decision.stop is stop
+    if votes:
+        assert decision.answer == "a0"
+        assert decision.probability == pytest.approx(stopping.beta_probability(votes[0], votes[1] if len(votes) > 1 else 0))
+    else:
+        assert decision.probability is None and decision.answer is None
+
+
+# P(G_1 > max_j G_j) for independent G_i ~ Gamma(c_i + 1), by hand:
+@pytest.mark.parametrize(
+    ("counts", "expected"),
+    [
+        ([0, 0], 1 / 2),
+        ([0, 0, 0], 1 / 3),  # symmetry
+        ([0, 0, 0, 0, 0], 1 / 5),
+        ([1, 0, 0], 11 / 18),  # ∫ x e^-x (1 - e^-x)^2 dx = 1 - 2/4 + 1/9
+        ([0, 0, 1], 7 / 36),  # ∫ e^-x (1 - e^-x)(1 - e^-x - x e^-x) dx = 1 - 1 - 1/4 + 1/3 + 1/9
+        ([4], 31 / 32),  # one answer seen: paired with an unseen one, as Beta
+        ([3, 1], 26 / 32),  # two answers: equals Beta
+        ([2, 1], 11 / 16),
+    ],
+)
+def test_dirichlet_probability_on_known_counts(counts: list[int], expected: float) -> None:
+    assert stopping.dirichlet_probability(counts) == pytest.approx(expected, abs=1e-9)
+
+
+def test_dirichlet_probabilities_of_all_leaders_sum_to_one() -> None:
+    counts = [5, 3, 2, 1]
+    total = sum(stopping.dirichlet_probability([counts[i], *counts[:i], *counts[i + 1 :]]) for i in range(len(counts)))
+    assert total == pytest.approx(1.0, abs=1e-8)
+
+
+def test_dirichlet_is_more_cautious_than_beta_with_more_answers() -> None:
+    result = result_with([4, 1, 1])
+    beta, dirichlet = stopping.Beta(0.85).check(result), stopping.Dirichlet(0.85).check(result)
+    assert beta.probability is not None and dirichlet.probability is not None
+    assert dirichlet.probability < beta.probability  # another rival can only lower the leader's chance
+    assert beta.probability == 57 / 64  # (1+6+15+20+15)/64 = 0.8906
+    assert beta.stop and not dirichlet.stop  # Dirichlet: 0.8128
+
+
+def test_dirichlet_stays_exact_for_large_counts() -> None:
+    assert stopping.dirichlet_probability([40, 0]) == pytest.approx(1 - 2.0**-41, abs=1e-9)
+    assert stopping.dirichlet_probability([20, 20, 3]) == pytest.approx(0.5, abs=1e-3)  # two equal leaders
+
+
+@pytest.mark.parametrize(
+    ("rule", "stop", "probability"),
+    [
+        (stopping.Confidence(0.6), True, 0.75),  # the top answer's confidence
+        (stopping.Confidence(0.8), False, 0.75),
+        (stopping.Confidence(0.2, on="candidate"), True, 0.25),  # the best candidate's (1/4 each)
+        (stopping.Confidence(0.3, on="candidate"), False, 0.25),
+    ],
+)
+def test_confidence_rule(rule: stopping.Confidence, stop: bool, probability: float) -> None:
+    decision = rule.check(result_with([3, 1], [0.75, 0.25]))
+    assert decision.stop is stop and decision.probability == pytest.approx(probability)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("beta:0.95", "Beta(threshold=0.95)"),
+        ("Dirichlet:0.9", "Dirichlet(threshold=0.9)"),
+        ("confidence:0.8", "Confidence(threshold=0.8, on='answer')"),
+        ("confidence:0.5:candidate", "Confidence(threshold=0.5, on='candidate')"),
+    ],
+)
+def test_parse_rule(text: str, expected: str) -> None:
+    assert stopping.is_rule_text(text)
+    assert repr(stopping.parse_rule(text)) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ("beta:", "threshold must be a number"),
+        ("beta:high", "threshold must be a number"),
+        ("beta:1.5", "(0, 1)"),
+        ("dirichlet:0", "(0, 1)"),
+        ("beta:0.9:answer", "only a threshold"),
+        ("confidence:0.9:best", "answer or candidate"),
+        ("gamma:0.9", "unknown stopping rule 'gamma'"),
+    ],
+)
+def test_parse_rule_rejects_bad_text(text: str, message: str) -> None:
+    with pytest.raises(ConfigError, match="--stop") as info:
+        stopping.parse_rule(text)
+    assert message in str(info.value)
+
+
+@pytest.mark.parametrize("threshold", [0.0, 1.0, -0.1, math.nan])
+def test_threshold_must_be_a_probability(threshold: float) -> None:
+    with pytest.raises(ConfigError, match="threshold"):
+        stopping.Beta(threshold)
+
+
+def test_stop_strings_are_not_rules() -> None:
+    assert not stopping.is_rule_text("\n")
+    assert not stopping.is_rule_text("Answer:")
