@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from nbest import rerankers, strategies
 from nbest._sync import generate
-from nbest.engines import Engine, VLLMEngine
+from nbest.engines import Engine, OpenAIEngine, VLLMEngine
 from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError, NbestError, RerankerError
 from nbest.orchestrator import Orchestrator, stopping
 from nbest.types import (
@@ -38,6 +38,7 @@ __all__ = [
     "EngineError",
     "GenerationError",
     "NbestError",
+    "OpenAIEngine",
     "Orchestrator",
     "Request",
     "RerankerError",
