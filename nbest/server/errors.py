@@ -44,7 +44,7 @@ def error_response(exc: ApiError) -> JSONResponse:
 
 def from_config_error(exc: ConfigError, prefix: str = "") -> ApiError:
     """422 naming the field a ConfigError points at."""
-    param = exc.parameter
+    param = exc.parameter or None
     if prefix and param:
         param = f"{prefix}.{param}"
     return ApiError(422, str(exc), param=param)

@@ -1,0 +1,269 @@
+"""The HTTP API through httpx's ASGI transport, on the scripted engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+
+from nbest import Orchestrator
+from nbest.server import PreferenceStore, ServerSettings, create_app
+from tests.scripted import ScriptedEngine, Step
+from tests.serving import by_index
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+KEY = "s3cret-key"
+
+
+@contextlib.asynccontextmanager
+async def serving(engine: ScriptedEngine, settings: ServerSettings | None = None) -> AsyncIterator[httpx.AsyncClient]:
+    """The app on an open orchestrator, and a client talking to it in-process."""
+    settings = settings or ServerSettings(max_n=8, max_body_bytes=20_000, max_prompt_chars=500)
+    async with Orchestrator(engine, max_n=32) as orch:
+        app = create_app(orch, settings, prefs=PreferenceStore(":memory:"))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://nbest.test") as c:
+            c.app = app  # type: ignore[attr-defined]
+            yield c
+
+
+async def test_native_result_json(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        scripted.respond = by_index(
+            {0: Step("four", mean_logprob=-2.0), 1: Step("4", mean_logprob=-0.5), 2: Step("4", mean_logprob=-1.0)}
+        )
+        r = await client.post("/v1/nbest", json={"prompt": "2+2?", "n": 3, "params": {"seed": 7, "max_tokens": 9}})
+        assert r.status_code == 200, r.text
+        result = r.json()
+        assert result["n"] == 3 and result["prompt"] == "2+2?"
+        assert [c["index"] for c in result["candidates"]] == [1, 2, 0]  # mean log-prob, best first
+        assert [c["rank"] for c in result["candidates"]] == [1, 2, 3]
+        assert result["best"]["text"] == "4"
+        assert result["candidates"][0]["spec"]["params"]["seed"] == 8  # seed + index
+        assert {c.params.max_tokens for c in scripted.history} == {9}
+        assert result["usage"] == {"prompt_tokens": 9, "completion_tokens": 12}
+        assert abs(sum(c["confidence"] for c in result["candidates"]) - 1) < 1e-9
+
+
+async def test_native_strategy_and_rerankers(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        scripted.respond = by_index({0: Step("A"), 1: Step("B"), 2: Step("B"), 3: Step("B")})
+        r = await client.post(
+            "/v1/nbest", json={"prompt": "pick", "n": 4, "strategy": "ladder:0.2-1.0", "rerankers": ["vote=2", "logprob"]}
+        )
+        assert r.status_code == 200, r.text
+        result = r.json()
+        temps = sorted(c["spec"]["params"]["temperature"] for c in result["candidates"])
+        assert temps[0] == pytest.approx(0.2) and temps[-1] == pytest.approx(1.0)
+        assert set(result["best"]["scores"]) == {"vote", "mean_logprob"}
+        assert result["best"]["text"] == "B"
+        assert result["answers"][0]["support"] == [1, 2, 3]
+
+
+async def test_chat_completions_all_and_best(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        scripted.respond = by_index({0: Step("low", mean_logprob=-3.0), 1: Step("high", mean_logprob=-0.1)})
+        body = {
+            "model": "nbest",
+            "messages": [{"role": "user", "content": "hi"}],
+            "n": 2,
+            "temperature": 0.7,
+            "seed": 1,
+            "stop": "\n",
+        }
+        r = await client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        data = r.json()
+        assert data["object"] == "chat.completion"
+        assert [c["message"]["content"] for c in data["choices"]] == ["high", "low"]
+        assert [c["index"] for c in data["choices"]] == [0, 1]
+        meta = data["choices"][0]["nbest"]
+        assert meta["rank"] == 1 and meta["index"] == 1 and meta["spec"]["params"]["temperature"] == 0.7
+        assert 0.5 < meta["confidence"] <= 1
+        assert scripted.history[-1].params.stop == ["\n"]
+        assert data["usage"]["total_tokens"] == data["usage"]["prompt_tokens"] + data["usage"]["completion_tokens"] > 0
+
+        r = await client.post("/v1/chat/completions", json={**body, "nbest": {"return": "best"}})
+        assert [c["message"]["content"] for c in r.json()["choices"]] == ["high"]
+
+
+async def test_completions_with_logprobs(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        scripted.respond = by_index({}, Step("text", tokens=3, mean_logprob=-0.5))
+        r = await client.post("/v1/completions", json={"prompt": "Once", "n": 2, "max_tokens": 5, "logprobs": 1})
+        assert r.status_code == 200, r.text
+        choice = r.json()["choices"][0]
+        assert choice["text"] == "text"
+        assert choice["logprobs"]["token_logprobs"] == [-0.5, -0.5, -0.5]
+        call = scripted.history[-1]
+        assert call.prompt == "Once"  # completion style: the text verbatim, no chat template
+        assert call.params.max_tokens == 5 and call.params.top_logprobs == 1
+
+
+async def test_models_health_metrics(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        r = await client.get("/v1/models")
+        assert r.json()["data"][0]["id"] == "nbest"
+        assert (await client.get("/healthz")).json()["status"] == "ok"
+        await client.post("/v1/nbest", json={"prompt": "x", "n": 2})
+        text = (await client.get("/metrics")).text
+        assert 'nbest_requests_total{route="/v1/nbest",status="200"}' in text
+        assert 'nbest_candidates_total{outcome="ok"}' in text
+        assert "nbest_request_latency_seconds_bucket" in text
+        assert "nbest_in_flight_requests 0.0" in text
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "status", "param", "words"),
+    [
+        ("/v1/nbest", b"{not json", 400, "body", "malformed JSON"),
+        ("/v1/nbest", b"[1, 2]", 400, "body", "JSON object"),
+        ("/v1/nbest", b"", 400, "body", "empty"),
+        ("/v1/nbest", b'{"prompt": "x", "n": 0}', 422, "n", "greater than or equal to 1"),
+        ("/v1/nbest", b'{"prompt": "x", "n": 9}', 422, "n", "at most 8"),
+        ("/v1/nbest", b'{"prompt": "x", "n": "many"}', 422, "n", "valid integer"),
+        ("/v1/nbest", b'{"prompt": "x", "params": {"temperature": "hot"}}', 422, "params.temperature", "valid number"),
+        ("/v1/nbest", b'{"prompt": "x", "params": {"temperature": 0.001}}', 422, "params.temperature", "at least 0.01"),
+        ("/v1/nbest", b'{"prompt": "x", "colour": "red"}', 422, "colour", "Extra inputs"),
+        ("/v1/nbest", json.dumps({"prompt": "x" * 501}).encode(), 422, "prompt", "at most 500 characters"),
+        ("/v1/nbest", b'{"prompt": "x", "strategy": "zigzag"}', 422, "strategy", "unknown strategy"),
+        ("/v1/nbest", b'{"prompt": "x", "strategy": "@/etc/passwd"}', 422, "strategy", "not read over HTTP"),
+        ("/v1/nbest", b'{"prompt": "x", "rerankers": ["cross:/tmp/model"]}', 422, "rerankers[0]", "not offered"),
+        ("/v1/nbest/stream", b'{"prompt": "x", "n": -1}', 422, "n", "greater than or equal to 1"),
+        ("/v1/chat/completions", b'{"messages": []}', 422, "messages", "at least 1"),
+        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "n": 100}', 422, "n", "at most 8"),
+        ("/v1/chat/completions", b'{"model": "gpt-9", "messages": [{"role": "user", "content": "x"}]}', 404, "model",
+         "not served"),
+        ("/v1/chat/completions", b'{"messages": [{"role": "user", "content": "x"}], "nbest": {"return": "some"}}', 422,
+         "nbest.return", "'best' or 'all'"),
+        ("/v1/completions", b'{"prompt": "x", "temperature": 3}', 422, "temperature", "less than or equal to 2"),
+        ("/v1/choices", b'{"chosen": 0}', 422, None, "exactly one of result_id or result"),
+        ("/v1/choices", b'{"result_id": "nope", "chosen": 0}', 404, "result_id", "no recent result"),
+    ],
+)  # fmt: skip
+async def test_bad_input(scripted: ScriptedEngine, path: str, body: bytes, status: int, param: str | None, words: str) -> None:
+    async with serving(scripted) as client:
+        r = await client.post(path, content=body, headers={"content-type": "application/json"})
+        assert r.status_code == status, r.text
+        error = r.json()["error"]
+        assert words in error["message"]
+        assert error["param"] == param
+        # the server keeps serving
+        ok = await client.post("/v1/nbest", json={"prompt": "still there?", "n": 1})
+        assert ok.status_code == 200
+
+
+async def test_oversize_body(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        r = await client.post("/v1/nbest", json={"prompt": "x" * 30_000})
+        assert r.status_code == 413
+        assert "at most 20000 bytes" in r.json()["error"]["message"]
+
+        async def chunks() -> AsyncIterator[bytes]:  # no content-length: counted while reading
+            for _ in range(30):
+                yield b" " * 1000
+
+        r = await client.post("/v1/nbest", content=chunks())
+        assert r.status_code == 413
+        assert (await client.post("/v1/nbest", json={"prompt": "ok", "n": 1})).status_code == 200
+
+
+async def test_api_key(scripted: ScriptedEngine) -> None:
+    async with serving(scripted, ServerSettings(api_key=KEY)) as c:
+        assert (await c.get("/healthz")).status_code == 200  # open
+        for headers in ({}, {"authorization": "Bearer wrong"}, {"x-api-key": "wrong"}):
+            for method, path in (("POST", "/v1/nbest"), ("GET", "/v1/models"), ("GET", "/metrics"), ("GET", "/"),
+                                 ("GET", "/v1/choices")):  # fmt: skip
+                r = await c.request(method, path, headers=headers, json={"prompt": "x"})
+                assert r.status_code == 401, (path, headers)
+                assert "API key" in r.json()["error"]["message"]
+                assert r.headers["www-authenticate"] == "Bearer"
+        r = await c.post("/v1/nbest", json={"prompt": "x", "n": 1}, headers={"authorization": f"Bearer {KEY}"})
+        assert r.status_code == 200
+        assert (await c.get("/v1/models", headers={"x-api-key": KEY})).status_code == 200
+
+
+async def test_too_many_concurrent_requests() -> None:
+    gate, both_waiting = asyncio.Event(), asyncio.Event()
+    waiting: list[str] = []
+
+    class Gated(ScriptedEngine):
+        async def generate(self, prompt, params, request_id):  # type: ignore[no-untyped-def, override]
+            waiting.append(request_id)
+            if len(waiting) == 2:
+                both_waiting.set()
+            await gate.wait()
+            async for update in super().generate(prompt, params, request_id):
+                yield update
+
+    async with serving(Gated(), ServerSettings(max_concurrent=2, retry_after_s=3)) as c:
+        busy = [asyncio.create_task(c.post("/v1/nbest", json={"prompt": "x", "n": 1})) for _ in range(2)]
+        await both_waiting.wait()
+        r = await c.post("/v1/nbest", json={"prompt": "x", "n": 1})
+        assert r.status_code == 429
+        assert r.headers["retry-after"] == "3"
+        assert "busy" in r.json()["error"]["message"]
+        assert (await c.get("/healthz")).status_code == 200  # not counted
+        gate.set()
+        assert [t.status_code for t in await asyncio.gather(*busy)] == [200, 200]
+        assert (await c.post("/v1/nbest", json={"prompt": "x", "n": 1})).status_code == 200
+
+
+async def test_failed_candidates_are_reported(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        scripted.respond = by_index({0: Step(error=RuntimeError("boom"))}, Step("fine"))
+        r = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "n": 2})
+        data = r.json()
+        assert [c["message"]["content"] for c in data["choices"]] == ["fine"]
+        assert data["nbest"]["failed"][0]["index"] == 0 and "boom" in data["nbest"]["failed"][0]["error"]
+
+        scripted.respond = by_index({}, Step(error=RuntimeError("down")))
+        r = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "x"}], "n": 2})
+        assert r.status_code == 502 and "all 2 candidates failed" in r.json()["error"]["message"]
+
+
+async def test_choices_post_and_page(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        result = (await client.post("/v1/nbest", json={"prompt": "q", "n": 3})).json()
+        r = await client.post("/v1/choices", json={"result_id": result["id"], "chosen": 2, "ranking": [2, 0, 1], "user": "ana"})
+        assert r.status_code == 201, r.text
+        r = await client.post("/v1/choices", json={"result": result, "chosen": 0, "edited_text": "better"})
+        assert r.status_code == 201
+        r = await client.post("/v1/choices", json={"result": result, "chosen": 7})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "chosen"
+        r = await client.post("/v1/choices", json={"result": result, "chosen": 2, "ranking": [2, 2]})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "ranking"
+        page = (await client.get("/v1/choices", params={"limit": 1})).json()
+        assert page["total"] == 2 and len(page["data"]) == 1
+        first = page["data"][0]
+        assert (first["chosen"], first["ranking"], first["user"]) == (2, [2, 0, 1], "ana")
+        second = (await client.get("/v1/choices", params={"offset": 1})).json()["data"][0]
+        assert second["edited_text"] == "better" and second["result"]["id"] == result["id"]
+        r = await client.get("/v1/choices", params={"limit": "lots"})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "limit"
+
+
+async def test_fifty_concurrent_choices(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        result = (await client.post("/v1/nbest", json={"prompt": "q", "n": 4})).json()
+        posts = [
+            client.post("/v1/choices", json={"result_id": result["id"], "chosen": i % 4, "user": f"u{i}"}) for i in range(50)
+        ]
+        replies = await asyncio.gather(*posts)
+        assert [r.status_code for r in replies] == [201] * 50
+        assert len({r.json()["id"] for r in replies}) == 50
+        page = (await client.get("/v1/choices", params={"limit": 500})).json()
+        assert page["total"] == 50
+        assert sorted(c["user"] for c in page["data"]) == sorted(f"u{i}" for i in range(50))
+
+
+async def test_page_is_served(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        r = await client.get("/")
+        assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+        assert 'id="prompt"' in r.text and "/v1/nbest/stream" in r.text
+        assert "innerHTML" not in r.text
