@@ -1,0 +1,94 @@
+"""Server-Sent Events over a real socket: incremental events, and a client that
+disconnects aborts its engine requests."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+
+from nbest import Orchestrator
+from nbest.server import PreferenceStore, ServerSettings, create_app
+from tests.scripted import ScriptedEngine, Step
+from tests.serving import by_index, running
+
+
+def _events(lines: list[str]) -> tuple[str, dict]:  # type: ignore[type-arg]
+    name = next((line[7:] for line in lines if line.startswith("event: ")), "message")
+    data = "\n".join(line[6:] for line in lines if line.startswith("data: "))
+    return name, json.loads(data)
+
+
+def read_events(response: httpx.Response):  # type: ignore[no-untyped-def]
+    """Yield (event, data) as each event's blank line arrives."""
+    block: list[str] = []
+    for line in response.iter_lines():
+        if line:
+            block.append(line)
+        elif block:
+            yield _events(block)
+            block = []
+
+
+def _app(engine: ScriptedEngine, tmp_path):  # type: ignore[no-untyped-def]
+    return create_app(
+        lambda: Orchestrator(engine, close_engines=False), ServerSettings(), prefs=PreferenceStore(tmp_path / "p.db")
+    )
+
+
+def test_candidates_arrive_before_the_slow_one_finishes(scripted: ScriptedEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    scripted.respond = by_index({0: Step("fast"), 1: Step("quick"), 2: Step("slow", delay=4.0)})
+    with running(_app(scripted, tmp_path)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        seen = []
+        with client.stream("POST", "/v1/nbest/stream", json={"prompt": "go", "n": 3}) as r:
+            assert r.headers["content-type"].startswith("text/event-stream")
+            for name, data in read_events(r):
+                if name == "candidate" and not seen:
+                    # the first candidate is on the wire while the slow one still generates
+                    assert any(rid.endswith("-2") for rid in scripted.running)
+                    assert not any(rid.endswith("-2") for rid in scripted.finished)
+                seen.append((name, data))
+        names = [name for name, _ in seen]
+        assert names == ["start", "candidate", "candidate", "candidate", "ranked"]
+        assert seen[3][1]["text"] == "slow"
+        assert {seen[1][1]["text"], seen[2][1]["text"]} == {"fast", "quick"}
+        ranked = seen[-1][1]
+        assert [c["rank"] for c in ranked["candidates"]] == [1, 2, 3]
+        assert scripted.aborted == []
+        # the ranked result is remembered: a choice can name it
+        r = client.post("/v1/choices", json={"result_id": ranked["id"], "chosen": 2})
+        assert r.status_code == 201
+
+
+def test_disconnect_aborts_engine_requests(scripted: ScriptedEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    scripted.respond = by_index({0: Step("first")}, Step("never", delay=120.0))
+    with running(_app(scripted, tmp_path)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        with client.stream("POST", "/v1/nbest/stream", json={"prompt": "go", "n": 4}) as r:
+            for name, data in read_events(r):
+                if name == "candidate":
+                    assert data["text"] == "first"
+                    break  # leaving the block closes the connection mid-stream
+        deadline = time.monotonic() + 20
+        while len(scripted.aborted) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(rid.rsplit("-", 1)[1] for rid in scripted.aborted) == ["1", "2", "3"]
+        assert not scripted.running
+        assert client.get("/healthz").status_code == 200  # still serving
+        metrics = client.get("/metrics").text
+        assert "nbest_in_flight_requests 0.0" in metrics
+
+
+def test_openai_stream_over_socket(scripted: ScriptedEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    scripted.respond = by_index({0: Step("a", mean_logprob=-2.0), 1: Step("b", mean_logprob=-0.2)})
+    body = {"messages": [{"role": "user", "content": "x"}], "n": 2, "stream": True, "stream_options": {"include_usage": True}}
+    with running(_app(scripted, tmp_path)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        with client.stream("POST", "/v1/chat/completions", json=body) as r:
+            lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "[DONE]"
+        chunks = [json.loads(line) for line in lines[:-1]]
+        texts = {c["choices"][0]["index"]: c["choices"][0]["delta"]["content"] for c in chunks[:2]}
+        assert texts == {0: "a", 1: "b"}
+        finals = [c["choices"][0] for c in chunks[2:4]]
+        assert [(f["index"], f["nbest"]["rank"], f["finish_reason"]) for f in finals] == [(1, 1, "stop"), (0, 2, "stop")]
+        assert chunks[-1]["usage"]["completion_tokens"] == 8
