@@ -89,6 +89,8 @@ cli.add_command(make_batch_command(_sampling_options))
 @click.argument("prompt")
 @_sampling_options
 @click.option("--model", "-m", default=None, help="Model: a Hugging Face id, a folder, or the embedded default.")
+@click.option("--endpoint", "endpoints", multiple=True, help="OpenAI-compatible server URL (repeatable; key: $OPENAI_API_KEY).")
+@click.option("--engines", "engines_file", default=None, help="Engines file (.yaml/.json/.toml) naming local and remote engines.")
 @click.option("--timeout", type=float, default=None, help="Seconds before unfinished candidates are dropped.")
 @click.option("--json", "as_json", is_flag=True, help="Print the Result as JSON.")
 def run(
@@ -98,6 +100,8 @@ def run(
     strategy_text: str | None,
     reranker_texts: tuple[str, ...],
     model: str | None,
+    endpoints: tuple[str, ...],
+    engines_file: str | None,
     timeout: float | None,
     as_json: bool,
     **sampling: Any,
@@ -106,7 +110,7 @@ def run(
     import anyio
 
     from nbest import rerankers, strategies
-    from nbest.engines.vllm import VLLMEngine
+    from nbest.engines.config import engines_from_options
     from nbest.orchestrator import Orchestrator
 
     # everything is validated before the engine starts
@@ -118,7 +122,7 @@ def run(
         ranker = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
     if timeout is not None and timeout <= 0:
         raise ConfigError("--timeout: must be a positive number of seconds", parameter="timeout", value=timeout)
-    engine = VLLMEngine.default() if model is None else VLLMEngine(model)
+    engine = engines_from_options(model, endpoints, engines_file, os.environ)
 
     async def main() -> Result:
         async with Orchestrator(engine, rerankers=ranker) as orch:
