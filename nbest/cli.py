@@ -93,6 +93,7 @@ cli.add_command(make_batch_command(_sampling_options))
 @click.option("--engines", "engines_file", default=None, help="Engines file (.yaml/.json/.toml) naming local and remote engines.")
 @click.option("--timeout", type=float, default=None, help="Seconds before unfinished candidates are dropped.")
 @click.option("--json", "as_json", is_flag=True, help="Print the Result as JSON.")
+@click.option("--wave", type=int, default=None, help="Adaptive sampling: candidates per wave, with --stop RULE [default: 4].")
 def run(
     prompt: str,
     n: int,
@@ -104,29 +105,42 @@ def run(
     engines_file: str | None,
     timeout: float | None,
     as_json: bool,
+    wave: int | None,
     **sampling: Any,
 ) -> None:
-    """Generate N candidates for PROMPT, rerank them, print them ranked."""
+    """Generate N candidates for PROMPT, rerank them, print them ranked.
+
+    --stop beta:P, dirichlet:P or confidence:P[:candidate] is an early-stopping
+    rule (sample in waves of --wave, stop once the answer is clear); any other
+    --stop is a stop string.
+    """
     import anyio
 
-    from nbest import rerankers, strategies
+    from nbest import rerankers, stopping, strategies
     from nbest.engines.config import engines_from_options
     from nbest.orchestrator import Orchestrator
+    from nbest.orchestrator.adaptive import check_adaptive
 
     # everything is validated before the engine starts
+    rules = [stopping.parse_rule(s) for s in sampling.get("stop", ()) if stopping.is_rule_text(s)]
+    if len(rules) > 1:
+        raise ConfigError("--stop: give at most one stopping rule", parameter="stop")
+    sampling["stop"] = tuple(s for s in sampling.get("stop", ()) if not stopping.is_rule_text(s))
+    rule = rules[0] if rules else None
+    wave = check_adaptive(rule, wave)
     request = _build_request(prompt, n, system, **sampling)
     strategy = strategies.parse_spec(strategy_text) if strategy_text else None
+    engine = engines_from_options(model, endpoints, engines_file, os.environ)
     ranker = None
     if reranker_texts:
-        parsed = [rerankers.parse_spec(text) for text in reranker_texts]
+        parsed = [rerankers.parse_spec(text, engine=engine) for text in reranker_texts]
         ranker = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
     if timeout is not None and timeout <= 0:
         raise ConfigError("--timeout: must be a positive number of seconds", parameter="timeout", value=timeout)
-    engine = engines_from_options(model, endpoints, engines_file, os.environ)
 
     async def main() -> Result:
         async with Orchestrator(engine, rerankers=ranker) as orch:
-            return await orch.run(request, strategy=strategy, timeout=timeout)
+            return await orch.run(request, strategy=strategy, timeout=timeout, stop=rule, wave=wave)
 
     _quiet_vllm()
     with _stdout_to_stderr():

@@ -1,0 +1,69 @@
+"""`nbest run --wave W --stop RULE` and `--reranker judge` on the command line."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from nbest import ConfigError, rerankers
+from nbest.cli import main
+from tests.scripted import ScriptedEngine
+
+BAD_INPUT = [
+    (["run", "hi", "--stop", "beta:"], "--stop 'beta:': the threshold must be a number"),
+    (["run", "hi", "--stop", "beta:sure"], "the threshold must be a number"),
+    (["run", "hi", "--stop", "beta:1.2"], "must be a probability in (0, 1)"),
+    (["run", "hi", "--stop", "dirichlet:0.9:x"], "dirichlet takes only a threshold"),
+    (["run", "hi", "--stop", "confidence:0.9:most"], "use answer or candidate"),
+    (["run", "hi", "--stop", "beta:0.9", "--stop", "confidence:0.8"], "at most one stopping rule"),
+    (["run", "hi", "--wave", "4"], "wave: only used with a stopping rule"),
+    (["run", "hi", "--wave", "4", "--stop", "\n"], "wave: only used with a stopping rule"),
+    (["run", "hi", "--wave", "0", "--stop", "beta:0.9"], "wave: must be a whole number >= 1"),
+    (["run", "hi", "--wave", "x", "--stop", "beta:0.9"], "'x' is not a valid integer"),
+    (["run", "hi", "--reranker", "judgee"], "unknown reranker 'judgee'"),
+]
+
+
+@pytest.mark.parametrize(("argv", "fragment"), BAD_INPUT)
+def test_bad_stopping_input_is_one_line_and_exit_2(argv: list[str], fragment: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+    assert info.value.code == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert err.count("\n") == 1 and err.startswith("nbest: error: ")
+    assert fragment in err
+
+
+def test_judge_spec_uses_the_engine_it_is_given() -> None:
+    engine = ScriptedEngine()
+    judge, weight = rerankers.parse_spec("judge=0.5", engine=engine)
+    assert isinstance(judge, rerankers.LLMJudge) and judge.engine is engine and weight == 0.5
+    custom, _ = rerankers.parse_spec("judge:Grade the arithmetic only.", engine=engine)
+    assert isinstance(custom, rerankers.LLMJudge) and custom.rubric == "Grade the arithmetic only."
+    with pytest.raises(ConfigError, match="judge: needs an engine"):
+        rerankers.parse_spec("judge")
+
+
+@pytest.mark.slow
+def test_adaptive_run_with_a_judge_on_the_real_engine() -> None:
+    argv = [
+        sys.executable, "-m", "nbest.cli", "run", "What is 2 + 2? Answer with the number.",
+        "-n", "16", "--wave", "4", "--stop", "beta:0.9", "-t", "0.2", "--seed", "0", "--max-tokens", "16",
+        "--reranker", "vote:number=2", "--reranker", "judge", "--json",
+    ]  # fmt: skip
+    env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"}
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout)
+    assert result["n"] == 16
+    assert 4 <= result["samples_used"] < 16  # stopped early
+    assert len(result["candidates"]) == result["samples_used"]
+    best = result["best"]
+    assert set(best["scores"]) == {"vote", "judge"}
+    assert all(1.0 <= c["scores"]["judge"] <= 10.0 for c in result["candidates"] if c["scores"]["judge"] is not None)
+    assert result["answers"][0]["answer"] == "4"
