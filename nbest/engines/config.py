@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import json
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -39,7 +39,15 @@ from nbest.engines.vllm import VLLMEngine
 from nbest.errors import ConfigError
 from nbest.types import NbestModel
 
-__all__ = ["EndpointConfig", "EnginesFile", "OpenAIEngineConfig", "VLLMEngineConfig", "build_engines", "load_engines"]
+__all__ = [
+    "EndpointConfig",
+    "EnginesFile",
+    "OpenAIEngineConfig",
+    "VLLMEngineConfig",
+    "build_engines",
+    "engines_from_options",
+    "load_engines",
+]
 
 
 class VLLMEngineConfig(NbestModel):
@@ -182,3 +190,26 @@ def load_engines(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         return build_engines(EnginesFile.parse(data), environ)
     except ConfigError as exc:
         raise ConfigError(f"engines file {path}: {exc}", parameter=exc.parameter, value=exc.value) from None
+
+
+def engines_from_options(
+    model: str | None,
+    endpoints: Sequence[str],
+    engines_file: str | Path | None,
+    environ: Mapping[str, str] | None = None,
+) -> Engine | dict[str, Engine]:
+    """The engine(s) the command line asks for: ``--engines FILE``, or
+    ``--endpoint URL`` (repeatable; ``OPENAI_API_KEY`` from ``environ`` is the
+    bearer token), or the in-process vLLM engine for ``--model``.
+
+    Raises:
+        ConfigError: conflicting options, a bad URL or engines file.
+    """
+    environ = environ or {}
+    if engines_file is not None:
+        if endpoints or model is not None:
+            raise ConfigError("--engines: the file names the engines; drop --endpoint/--model", parameter="engines")
+        return load_engines(engines_file, environ)
+    if endpoints:
+        return OpenAIEngine(list(endpoints), model, api_key=environ.get("OPENAI_API_KEY") or None)
+    return VLLMEngine.default() if model is None else VLLMEngine(model)
