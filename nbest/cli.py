@@ -130,16 +130,18 @@ def run(
     wave = check_adaptive(rule, wave)
     request = _build_request(prompt, n, system, **sampling)
     strategy = strategies.parse_spec(strategy_text) if strategy_text else None
-    engine = engines_from_options(model, endpoints, engines_file, os.environ)
+    engines = engines_from_options(model, endpoints, engines_file, os.environ)
+    engine = next(iter(engines.values()))  # the first is the orchestrator's "default" route
     ranker = None
     if reranker_texts:
-        parsed = [rerankers.parse_spec(text, engine=engine) for text in reranker_texts]
+        judge_engine = next(iter(engine.values())) if isinstance(engine, dict) else engine  # the default route
+        parsed = [rerankers.parse_spec(text, engine=judge_engine) for text in reranker_texts]
         ranker = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
     if timeout is not None and timeout <= 0:
         raise ConfigError("--timeout: must be a positive number of seconds", parameter="timeout", value=timeout)
 
     async def main() -> Result:
-        async with Orchestrator(engine, rerankers=ranker) as orch:
+        async with Orchestrator(engines, rerankers=ranker) as orch:
             return await orch.run(request, strategy=strategy, timeout=timeout, stop=rule, wave=wave)
 
     _quiet_vllm()
