@@ -86,9 +86,9 @@ def test_missing_file_and_unknown_suffix(tmp_path: Path) -> None:
 
 
 def test_command_line_options_choose_the_engine(tmp_path: Path) -> None:
-    remote = engines_from_options(None, ["http://127.0.0.1:9"], None, {"OPENAI_API_KEY": "k"})
+    remote = engines_from_options(None, ["http://127.0.0.1:9"], None, {"OPENAI_API_KEY": "k"})["default"]
     assert isinstance(remote, OpenAIEngine) and remote.model is None and remote.api_key == "k"
-    assert isinstance(engines_from_options(None, [], None), VLLMEngine)
+    assert isinstance(engines_from_options(None, [], None)["default"], VLLMEngine)
     path = tmp_path / "e.yaml"
     path.write_text(YAML)
     with pytest.raises(ConfigError, match="drop --endpoint/--model"):

@@ -197,10 +197,11 @@ def engines_from_options(
     endpoints: Sequence[str],
     engines_file: str | Path | None,
     environ: Mapping[str, str] | None = None,
-) -> Engine | dict[str, Engine]:
-    """The engine(s) the command line asks for: ``--engines FILE``, or
-    ``--endpoint URL`` (repeatable; ``OPENAI_API_KEY`` from ``environ`` is the
-    bearer token), or the in-process vLLM engine for ``--model``.
+) -> dict[str, Engine]:
+    """The engines the command line asks for, by route: those of ``--engines
+    FILE``, or ``{"default": ...}``: an OpenAIEngine over ``--endpoint URL``
+    (repeatable; ``OPENAI_API_KEY`` from ``environ`` is the bearer token), or
+    the in-process vLLM engine for ``--model``.
 
     Raises:
         ConfigError: conflicting options, a bad URL or engines file.
@@ -211,5 +212,5 @@ def engines_from_options(
             raise ConfigError("--engines: the file names the engines; drop --endpoint/--model", parameter="engines")
         return load_engines(engines_file, environ)
     if endpoints:
-        return OpenAIEngine(list(endpoints), model, api_key=environ.get("OPENAI_API_KEY") or None)
-    return VLLMEngine.default() if model is None else VLLMEngine(model)
+        return {"default": OpenAIEngine(list(endpoints), model, api_key=environ.get("OPENAI_API_KEY") or None)}
+    return {"default": VLLMEngine.default() if model is None else VLLMEngine(model)}
