@@ -16,6 +16,7 @@ import click
 
 from nbest.batch.command import make_batch_command
 from nbest.errors import ConfigError, EngineError, NbestError
+from nbest.server.cli import prefs_group, serve_command
 from nbest.strategies.cli import plan_command
 from nbest.types import DEFAULT_MAX_N, Request, Result, SamplingParams
 
@@ -51,6 +52,8 @@ def cli() -> None:
 
 
 cli.add_command(plan_command)
+cli.add_command(serve_command)
+cli.add_command(prefs_group)
 
 
 def _sampling_options(func: Any) -> Any:

@@ -1,0 +1,198 @@
+"""``nbest serve`` and ``nbest prefs`` (export, stats, fit).
+
+Both read the environment (``NBEST_API_KEY``, ``NBEST_HOME``) here, and only
+here; the app gets everything as :class:`ServerSettings`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import click
+
+from nbest.errors import ConfigError
+
+__all__ = ["prefs_group", "serve_command"]
+
+
+@click.command("serve")
+@click.option("--model", "-m", default=None, help="Model: a Hugging Face id, a folder, or the embedded default.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port.")
+@click.option(
+    "--api-key",
+    envvar="NBEST_API_KEY",
+    default=None,
+    help="Require this key (Bearer) on every route but /healthz [env: NBEST_API_KEY].",
+)
+@click.option("--max-n", type=int, default=None, help="Largest n accepted [default: 64].")
+@click.option("--max-concurrent", type=int, default=None, help="Generation requests served at once; more get 429 [default: 16].")
+@click.option("--max-body-bytes", type=int, default=None, help="Largest request body [default: 1000000].")
+@click.option("--max-prompt-chars", type=int, default=None, help="Longest prompt, in characters [default: 32000].")
+@click.option("--timeout", type=float, default=None, help="Seconds before unfinished candidates are dropped.")
+@click.option("--strategy", "strategy_text", default=None, help="Default strategy: a name, JSON, or @file.yaml.")
+@click.option("--reranker", "reranker_texts", multiple=True, help="Default reranker NAME[:ARG][=WEIGHT] (repeatable).")
+@click.option(
+    "--ranker", "ranker_file", default=None, type=click.Path(dir_okay=False), help="Ranker config (from `nbest prefs fit`)."
+)
+@click.option("--db", "db", default=None, help="Preference database [default: $NBEST_HOME/preferences.db].")
+def serve_command(
+    model: str | None,
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_n: int | None,
+    max_concurrent: int | None,
+    max_body_bytes: int | None,
+    max_prompt_chars: int | None,
+    timeout: float | None,
+    strategy_text: str | None,
+    reranker_texts: tuple[str, ...],
+    ranker_file: str | None,
+    db: str | None,
+) -> None:
+    """Serve the HTTP API (OpenAI-compatible and native) and the choice page at /."""
+    import uvicorn
+
+    from nbest import rerankers, strategies
+    from nbest.engines.models import DEFAULT_MODEL
+    from nbest.orchestrator import Orchestrator
+    from nbest.server.app import create_app
+    from nbest.server.fit import RankerConfig
+    from nbest.server.prefs import PreferenceStore
+    from nbest.server.settings import ServerSettings
+
+    given: dict[str, Any] = {
+        "max_n": max_n, "max_concurrent": max_concurrent, "max_body_bytes": max_body_bytes,
+        "max_prompt_chars": max_prompt_chars, "timeout_s": timeout, "preferences": db,
+    }  # fmt: skip
+    try:
+        settings = ServerSettings(model_name=model or DEFAULT_MODEL, api_key=api_key or None,
+                                  **{k: v for k, v in given.items() if v is not None})  # fmt: skip
+    except ConfigError as exc:
+        raise ConfigError(f"--{str(exc.parameter).replace('_s', '').replace('_', '-')}: {exc}", parameter=exc.parameter) from None
+    strategy = strategies.parse_spec(strategy_text) if strategy_text else None
+    if ranker_file and reranker_texts:
+        raise ConfigError("give --ranker or --reranker, not both", parameter="ranker")
+    ranker = None
+    if ranker_file:
+        ranker = RankerConfig.load(ranker_file).to_ranker()
+    elif reranker_texts:
+        parsed = [rerankers.parse_spec(text) for text in reranker_texts]
+        ranker = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
+    prefs = PreferenceStore(settings.preferences)
+    if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        click.echo(f"nbest: warning: serving on {host} without --api-key: anyone who reaches it can generate", err=True)
+
+    def orchestrator() -> Orchestrator:
+        from nbest.engines.vllm import VLLMEngine
+
+        engine = VLLMEngine.default() if model is None else VLLMEngine(model)
+        return Orchestrator(engine, strategy=strategy, rerankers=ranker, max_n=settings.max_n)
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    app = create_app(orchestrator, settings, prefs=prefs)
+    click.echo(f"nbest: serving {settings.model_name} on http://{host}:{port}/ (preferences: {prefs.path})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
+
+
+_DB = click.option("--db", "db", default=None, help="Preference database [default: $NBEST_HOME/preferences.db].")
+
+
+def _store(db: str | None) -> Any:
+    from nbest.server.prefs import PreferenceStore, default_path
+
+    path = Path(db).expanduser() if db else default_path()
+    if not str(db or "").startswith("sqlite:") and not path.is_file():
+        raise ConfigError(f"--db: no preference database at {path}", parameter="db", value=str(path))
+    return PreferenceStore(db or path)
+
+
+@click.group("prefs")
+def prefs_group() -> None:
+    """The preference log: export, statistics, learning the ranker's weights."""
+
+
+@prefs_group.command("export")
+@click.argument("out", type=click.Path(dir_okay=False, allow_dash=True))
+@click.option("--format", "fmt", type=click.Choice(["dpo", "jsonl"]), default="dpo", show_default=True,
+              help="dpo: one {prompt, chosen, rejected} pair per rejected candidate; jsonl: one line per choice.")  # fmt: skip
+@_DB
+def export(out: str, fmt: str, db: str | None) -> None:
+    """Write the logged choices to OUT (- for stdout)."""
+    from nbest.server.export import dpo_pairs, jsonl_rows
+
+    rows = 0
+    with _store(db) as store, click.open_file(out, "w", encoding="utf-8") as fh:
+        for row in dpo_pairs(store) if fmt == "dpo" else jsonl_rows(store):
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+            rows += 1
+    click.echo(f"nbest: wrote {rows} {'pairs' if fmt == 'dpo' else 'choices'} to {out}", err=True)
+
+
+@prefs_group.command("stats")
+@_DB
+@click.option("--json", "as_json", is_flag=True, help="Print the numbers as JSON.")
+def stats(db: str | None, as_json: bool) -> None:
+    """How often the top-ranked candidate was the one people chose."""
+    with _store(db) as store:
+        choices = list(store)
+    total = len(choices)
+    ranked = [c.chosen_rank for c in choices if c.chosen_rank is not None]
+    by_strategy = Counter(next(x.spec.strategy for x in c.result.candidates if x.index == c.chosen) for c in choices)
+    numbers = {
+        "choices": total,
+        "agreement": sum(r == 1 for r in ranked) / len(ranked) if ranked else None,
+        "mean_chosen_rank": sum(ranked) / len(ranked) if ranked else None,
+        "mean_candidates": sum(len(c.result.candidates) for c in choices) / total if total else None,
+        "edited": sum(c.edited_text is not None for c in choices),
+        "users": len({c.user for c in choices if c.user}),
+        "chosen_by_strategy": dict(by_strategy.most_common()),
+    }
+    if as_json:
+        click.echo(json.dumps(numbers, indent=2))
+        return
+    if not total:
+        click.echo("no choices logged yet")
+        return
+    click.echo(f"choices            {total}")
+    click.echo(f"ranker agreement   {numbers['agreement']:.1%}  (the top-ranked candidate was the one chosen)")
+    click.echo(f"mean chosen rank   {numbers['mean_chosen_rank']:.2f}  of {numbers['mean_candidates']:.1f} candidates")
+    click.echo(f"edited             {numbers['edited']}")
+    click.echo(f"users              {numbers['users']}")
+    for strategy, count in by_strategy.most_common():
+        click.echo(f"chosen from        {strategy}: {count}")
+
+
+@prefs_group.command("fit")
+@_DB
+@click.option(
+    "--out", "-o", default="ranker.json", show_default=True, type=click.Path(dir_okay=False), help="Where to write the config."
+)
+@click.option("--holdout", default=0.2, show_default=True, type=float, help="Fraction of choices held out to measure agreement.")
+@click.option("--seed", default=0, show_default=True, type=int, help="Seed of the train/held-out split.")
+def fit(db: str | None, out: str, holdout: float, seed: int) -> None:
+    """Fit the Ranker's weights on logged choices (Bradley–Terry); write a ranker config."""
+    from nbest.server.fit import fit_choices
+
+    with _store(db) as store:
+        report = fit_choices(list(store), holdout=holdout, seed=seed)
+    config = report.config()
+    Path(out).write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
+
+    def pct(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.1%}"
+
+    click.echo(f"fitted on {report.train} choices, {report.test} held out ({report.skipped} skipped)")
+    for name in report.rerankers:
+        click.echo(f"  weight {name:<16} {report.weights[name]:.3f}")
+    click.echo(f"  temperature      {report.temperature:.3f}")
+    click.echo(f"held-out agreement: logged ranking {pct(report.agreement_logged)}, equal weights "
+               f"{pct(report.agreement_equal)}, fitted {pct(report.agreement_fitted)}")  # fmt: skip
+    for note in report.notes:
+        click.echo(f"note: {note}")
+    click.echo(f"wrote {out}  (use it with: nbest serve --ranker {out})")
