@@ -1,0 +1,115 @@
+"""The choice page in a real browser (Playwright driving the machine's Chromium)
+against a real uvicorn server with the scripted engine."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nbest import Orchestrator
+from nbest.server import PreferenceStore, ServerSettings, create_app
+from tests.scripted import ScriptedEngine, Step
+from tests.serving import by_index, running
+
+CHROMIUM = "/usr/bin/chromium"
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-breakpad",
+    "--disable-crash-reporter",
+]
+XSS = "<img src=x onerror=alert(1)>"
+
+playwright_sync = pytest.importorskip("playwright.sync_api", reason="pip install playwright")
+pytestmark = pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs {CHROMIUM} (make browser)")
+
+
+def _subreaper(on: bool) -> None:
+    """While on, the browser's double-forked helpers (crashpad, zygotes) are adopted here, so they can be reaped."""
+    ctypes.CDLL(None, use_errno=True).prctl(36, int(on), 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+
+
+def _reap_browser_leftovers() -> list[psutil.Process]:
+    """Wait for the browser processes adopted by this process; the ones still running."""
+    leftovers = [p for p in psutil.Process().children() if "chrom" in p.name()]
+    _, alive = psutil.wait_procs(leftovers, timeout=10)
+    return alive
+
+
+@pytest.fixture
+def browser() -> Iterator[object]:
+    _subreaper(True)
+    try:
+        with playwright_sync.sync_playwright() as pw:
+            chromium = pw.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+            try:
+                yield chromium
+            finally:
+                chromium.close()
+        assert _reap_browser_leftovers() == []
+    finally:
+        _subreaper(False)
+
+
+def test_choose_a_candidate_in_the_page(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(
+        respond=by_index(
+            {
+                0: Step("The answer is 4.", mean_logprob=-0.4, delay=0.2),
+                1: Step(XSS, mean_logprob=-0.1, delay=0.4),
+                2: Step("Here:\n```python\nprint(2 + 2)\n```\nIt prints 4.", mean_logprob=-0.9, delay=2.0),
+            }
+        )
+    )
+    db = tmp_path / "prefs.db"
+    app = create_app(lambda: Orchestrator(engine, close_engines=False), ServerSettings(), prefs=PreferenceStore(db))
+    with running(app) as url:
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        dialogs: list[str] = []
+        page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
+        page.goto(url + "/")
+        page.fill("#prompt", "What is 2 + 2?")
+        page.fill("#n", "3")
+        page.select_option("#strategy", "ladder:0.3-1.2")
+        page.click("#go")
+        # cards stream in before the slow candidate finishes, unranked ...
+        page.wait_for_selector(".card", timeout=20_000)
+        assert page.locator(".card[data-rank]").count() == 0
+        assert "Generating" in page.locator("#status").inner_text()
+        # ... then all carry their rank
+        page.wait_for_selector('.card[data-rank="3"]', timeout=20_000)
+        cards = page.locator(".card")
+        assert cards.count() == 3
+        # reordered by rank: the XSS text has the best log-prob
+        assert [cards.nth(i).get_attribute("data-index") for i in range(3)] == ["1", "0", "2"]
+        assert [cards.nth(i).get_attribute("data-rank") for i in range(3)] == ["1", "2", "3"]
+        # model text shows as text, never as markup
+        assert cards.nth(0).locator(".body").inner_text() == XSS
+        assert page.locator("#cards img").count() == 0
+        assert cards.nth(2).locator("pre").inner_text() == "print(2 + 2)\n"
+        assert cards.nth(1).locator(".spec").inner_text().startswith("ladder[t=0.30] T=0.3")
+        assert "confidence" in cards.nth(0).locator(".meta").inner_text()
+        if os.environ.get("NBEST_SCREENSHOT"):
+            page.screenshot(path=os.environ["NBEST_SCREENSHOT"], full_page=True)
+        # edit the second-ranked one and choose it
+        second = cards.nth(1)
+        second.locator("button.edit").click()
+        second.locator("textarea.edited").fill("4")
+        second.locator("button.choose").click()
+        page.wait_for_selector(".card.chosen", timeout=10_000)
+        assert "Saved choice 1" in page.locator("#status").inner_text()
+        assert dialogs == []
+        page.close()
+    rows = sqlite3.connect(db).execute("SELECT chosen, chosen_rank, edited_text, prompt FROM choices").fetchall()
+    assert rows == [(0, 2, "4", '"What is 2 + 2?"')]
+    texts = dict(sqlite3.connect(db).execute("SELECT idx, text FROM candidates").fetchall())
+    assert texts[1] == XSS
