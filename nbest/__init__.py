@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from nbest import rerankers, strategies
+from nbest import rerankers, strategies, tasks
 from nbest._sync import generate
 from nbest.engines import Engine, OpenAIEngine, VLLMEngine
 from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError, NbestError, RerankerError
@@ -51,4 +51,5 @@ __all__ = [
     "rerankers",
     "stopping",
     "strategies",
+    "tasks",
 ]
