@@ -16,6 +16,7 @@ import click
 
 from nbest.batch.command import make_batch_command
 from nbest.errors import ConfigError, EngineError, NbestError
+from nbest.evaluation.command import make_eval_command
 from nbest.server.cli import prefs_group, serve_command
 from nbest.strategies.cli import plan_command
 from nbest.types import DEFAULT_MAX_N, Request, Result, SamplingParams
@@ -86,6 +87,7 @@ def _build_request(prompt: str, n: int, system: str | None, **sampling: Any) -> 
 
 
 cli.add_command(make_batch_command(_sampling_options))
+cli.add_command(make_eval_command(_sampling_options))
 
 
 @cli.command()

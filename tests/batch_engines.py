@@ -20,3 +20,12 @@ def slow_scripted() -> ScriptedEngine:
         return Step(text=f"answer {params.seed}", delay=delay, tokens=5)
 
     return ScriptedEngine(respond=respond)
+
+
+def seed_answers() -> ScriptedEngine:
+    """Candidate with seed s answers "The answer is <s mod 3>." (tokens: 5, mean log-prob -1)."""
+
+    def respond(prompt: Prompt, params: SamplingParams, request_id: str) -> Step:
+        return Step(text=f"The answer is {(params.seed or 0) % 3}.", tokens=5)
+
+    return ScriptedEngine(respond=respond)

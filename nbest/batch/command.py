@@ -15,8 +15,8 @@ The sampling, strategy and reranker options are those of ``nbest run``
 (``make_batch_command`` takes its option decorator, so both stay the same).
 
 ``NBEST_ENGINE_FACTORY=module:callable`` (read here, for tests) makes the
-command build its engine by calling ``callable()`` instead of loading
-``--model`` with vLLM; the test suite uses it to run the command in a
+command build its engine by calling ``callable()`` instead of the engines of
+``--model``/``--endpoint``/``--engines``; the test suite uses it to run the command in a
 subprocess on a scripted engine.
 """
 
@@ -39,7 +39,7 @@ from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import Strategy
 from nbest.types import DEFAULT_MAX_N
 
-__all__ = ["ENGINE_FACTORY_ENV", "build_engine", "build_ranker", "build_strategy", "make_batch_command"]
+__all__ = ["ENGINE_FACTORY_ENV", "build_engines", "build_ranker", "build_strategy", "engine_options", "make_batch_command"]
 
 ENGINE_FACTORY_ENV = "NBEST_ENGINE_FACTORY"
 """Environment variable naming a ``module:callable`` that returns the engine (for tests)."""
@@ -47,11 +47,13 @@ ENGINE_FACTORY_ENV = "NBEST_ENGINE_FACTORY"
 Decorator = Callable[[Any], Any]
 
 
-def build_engine(model: str | None) -> Engine:
-    """The engine the command runs on: ``$NBEST_ENGINE_FACTORY`` if set, else vLLM with ``model``.
+def build_engines(model: str | None, endpoints: tuple[str, ...] = (), engines_file: str | None = None) -> dict[str, Engine]:
+    """The engines the command runs on, by route: ``{"default": factory()}`` when
+    ``$NBEST_ENGINE_FACTORY`` is set, else those of ``--engines``/``--endpoint``/``--model``
+    (as for ``nbest run``).
 
     Raises:
-        ConfigError: a factory that cannot be imported, or a bad model name.
+        ConfigError: a factory that cannot be imported, conflicting options, a bad model name.
     """
     factory_path = os.environ.get(ENGINE_FACTORY_ENV)
     if factory_path:
@@ -67,10 +69,19 @@ def build_engine(model: str | None) -> Engine:
         engine = factory()
         if not isinstance(engine, Engine):
             raise ConfigError(f"{ENGINE_FACTORY_ENV}: {factory_path} did not return an Engine", parameter=ENGINE_FACTORY_ENV)
-        return engine
-    from nbest.engines.vllm import VLLMEngine
+        return {"default": engine}
+    from nbest.engines.config import engines_from_options
 
-    return VLLMEngine.default() if model is None else VLLMEngine(model)
+    return engines_from_options(model, endpoints, engines_file, os.environ)
+
+
+def engine_options(func: Any) -> Any:
+    """``--model``, ``--endpoint`` and ``--engines``, as ``nbest run`` has them."""
+    func = click.option("--engines", "engines_file", default=None,
+                        help="Engines file (.yaml/.json/.toml) naming local and remote engines.")(func)  # fmt: skip
+    func = click.option("--endpoint", "endpoints", multiple=True,
+                        help="OpenAI-compatible server URL (repeatable; key: $OPENAI_API_KEY).")(func)  # fmt: skip
+    return click.option("--model", "-m", default=None, help="Model: a Hugging Face id, a folder, or the embedded default.")(func)
 
 
 def build_strategy(text: str | None) -> Strategy | None:
@@ -80,13 +91,14 @@ def build_strategy(text: str | None) -> Strategy | None:
     return strategies.parse_spec(text) if text else None
 
 
-def build_ranker(texts: tuple[str, ...]) -> Ranker | None:
-    """``--reranker`` options as a Ranker (None: the orchestrator's default)."""
+def build_ranker(texts: tuple[str, ...], engine: Engine | None = None) -> Ranker | None:
+    """``--reranker`` options as a Ranker (None: the orchestrator's default);
+    ``engine`` serves a judge reranker."""
     if not texts:
         return None
     from nbest import rerankers
 
-    parsed = [rerankers.parse_spec(text) for text in texts]
+    parsed = [rerankers.parse_spec(text, engine=engine) for text in texts]
     return rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
 
 
@@ -104,7 +116,7 @@ def make_batch_command(sampling_options: Decorator) -> click.Command:
     @click.option("-o", "--output", "output_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
                   help="Results, one JSON line per prompt (appended; ids already there are skipped).")  # fmt: skip
     @sampling_options
-    @click.option("--model", "-m", default=None, help="Model: a Hugging Face id, a folder, or the embedded default.")
+    @engine_options
     @click.option("--timeout", type=float, default=None, help="Seconds before a prompt's unfinished candidates are dropped.")
     @click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once.")
     @click.option("--max-in-flight", type=int, default=64, show_default=True, help="Candidates generating at once.")
@@ -118,6 +130,8 @@ def make_batch_command(sampling_options: Decorator) -> click.Command:
         strategy_text: str | None,
         reranker_texts: tuple[str, ...],
         model: str | None,
+        endpoints: tuple[str, ...],
+        engines_file: str | None,
         timeout: float | None,
         concurrency: int,
         max_in_flight: int,
@@ -140,7 +154,8 @@ def make_batch_command(sampling_options: Decorator) -> click.Command:
         # everything is validated before the engine starts
         base = _build_request("(per line)", n, system, **sampling)
         strategy = build_strategy(strategy_text)
-        ranker = build_ranker(reranker_texts)
+        engines = build_engines(model, endpoints, engines_file)
+        ranker = build_ranker(reranker_texts, engine=next(iter(engines.values())))
         if timeout is not None and timeout <= 0:
             raise ConfigError("--timeout: must be a positive number of seconds", parameter="timeout", value=timeout)
         for name, value in (("--concurrency", concurrency), ("--max-in-flight", max_in_flight)):
@@ -164,11 +179,10 @@ def make_batch_command(sampling_options: Decorator) -> click.Command:
             log.close()
             click.echo(f"nbest batch: nothing to do ({len(parsed.requests)} prompt(s) done)", err=True)
             return
-        engine = build_engine(model)
         stats_box: list[BatchStats] = []
 
         async def main() -> None:
-            async with Orchestrator(engine, rerankers=ranker, max_in_flight=max_in_flight) as orch:
+            async with Orchestrator(engines, rerankers=ranker, max_in_flight=max_in_flight) as orch:
                 with BatchProgress(len(todo)) as progress:
                     stats = await run_batch(
                         orch, todo, log, strategy=strategy, timeout=timeout, concurrency=concurrency, on_result=progress.update

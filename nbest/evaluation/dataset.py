@@ -1,0 +1,119 @@
+"""Reading an evaluation set: JSONL, one item per line, with a gold field.
+
+Which fields hold what is configurable (:class:`Fields`): the prompt (text, or
+a list of chat messages), the gold answer (a string, a number, or a list of
+acceptable answers) for accuracy tasks, the reference translation for
+translation tasks, an optional source text (``Request.source``), and an
+optional id (default: ``line-N``). Other fields are ignored.
+
+Unlike ``nbest batch``, an evaluation set must be clean: a bad line raises
+:class:`~nbest.errors.ConfigError` naming its line number, because a metric
+over a silently shortened set would mislead.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from nbest.errors import ConfigError
+from nbest.types import ChatMessage, NbestModel, Prompt
+
+__all__ = ["EvalItem", "Fields", "read_dataset"]
+
+
+class EvalItem(NbestModel):
+    """One prompt of an evaluation set and what a right answer is."""
+
+    id: str
+    prompt: Prompt
+    gold: list[str] | None = None
+    """Acceptable answers (accuracy tasks); any one of them counts as right."""
+    reference: str | None = None
+    """The reference translation (translation tasks)."""
+    source: str | None = None
+    """Task context carried into ``Request.source`` (e.g. the sentence to translate)."""
+
+
+@dataclass(frozen=True)
+class Fields:
+    """Names of the dataset's fields."""
+
+    prompt: str = "prompt"
+    answer: str | None = "answer"
+    reference: str | None = None
+    source: str | None = None
+    id: str = "id"
+
+
+def _text(value: Any, field: str) -> str:
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        raise ConfigError(f"field {field!r} must be text or a number, got {type(value).__name__}")
+    return str(value)
+
+
+def _item(data: Any, lineno: int, fields: Fields) -> EvalItem:
+    if not isinstance(data, dict):
+        raise ConfigError(f"expected a JSON object, got {type(data).__name__}")
+    if fields.prompt not in data:
+        raise ConfigError(f"no prompt field {fields.prompt!r} (use --prompt-field)")
+    raw_prompt = data[fields.prompt]
+    prompt: Prompt = (
+        [ChatMessage.parse(m) for m in raw_prompt] if isinstance(raw_prompt, list) else _text(raw_prompt, fields.prompt)
+    )
+    gold = reference = source = None
+    if fields.answer is not None:
+        if fields.answer not in data:
+            raise ConfigError(f"no answer field {fields.answer!r} (use --answer-field)")
+        raw = data[fields.answer]
+        gold = [_text(v, fields.answer) for v in raw] if isinstance(raw, list) else [_text(raw, fields.answer)]
+        if not gold:
+            raise ConfigError(f"field {fields.answer!r} holds no answer")
+    if fields.reference is not None:
+        if fields.reference not in data:
+            raise ConfigError(f"no reference field {fields.reference!r} (use --reference-field)")
+        reference = _text(data[fields.reference], fields.reference)
+    if fields.source is not None:
+        if fields.source not in data:
+            raise ConfigError(f"no source field {fields.source!r} (use --source-field)")
+        source = _text(data[fields.source], fields.source)
+    ident = _text(data[fields.id], fields.id) if fields.id in data else f"line-{lineno}"
+    return EvalItem(id=ident, prompt=prompt, gold=gold, reference=reference, source=source)
+
+
+def read_dataset(path: Path, fields: Fields, *, limit: int | None = None) -> list[EvalItem]:
+    """The items of ``path`` (the first ``limit`` when given).
+
+    Raises:
+        ConfigError: a missing file, a bad line (with its number), duplicate ids,
+            neither an answer nor a reference field, or no items.
+    """
+    if fields.answer is None and fields.reference is None:
+        raise ConfigError("eval: give --answer-field (accuracy) or --reference-field (translation)", parameter="answer_field")
+    if limit is not None and limit < 1:
+        raise ConfigError(f"--limit: must be at least 1 (got {limit})", parameter="limit", value=limit)
+    items: list[EvalItem] = []
+    seen: dict[str, int] = {}
+    try:
+        with path.open(encoding="utf-8") as f:
+            for lineno, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    item = _item(json.loads(raw), lineno, fields)
+                except (json.JSONDecodeError, ConfigError) as exc:
+                    why = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+                    raise ConfigError(f"{path}: line {lineno}: {why}", parameter="dataset", value=lineno) from None
+                if item.id in seen:
+                    raise ConfigError(f"{path}: duplicate id {item.id!r} on lines {seen[item.id]} and {lineno}", parameter="id")
+                seen[item.id] = lineno
+                items.append(item)
+                if limit is not None and len(items) >= limit:
+                    break
+    except FileNotFoundError:
+        raise ConfigError(f"dataset: no such file: {path}", parameter="dataset", value=str(path)) from None
+    if not items:
+        raise ConfigError(f"dataset: {path} holds no items", parameter="dataset", value=str(path))
+    return items

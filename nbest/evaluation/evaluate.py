@@ -1,0 +1,296 @@
+"""Generate N candidates per prompt once, then measure every reranker at N = 1, 2, 4, ...
+
+Generation (:func:`generate_samples`) and measurement (:func:`score_samples`)
+are separate, so metrics can be computed on candidates made earlier (or by
+hand, as the tests do). For each N (powers of two below the generated ``n``,
+then ``n``) each prompt's candidates are sub-sampled
+(:func:`~nbest.evaluation.metrics.subsets`) and every reranker ranks each
+subset on its own:
+
+- accuracy tasks: accuracy of the top-ranked candidate, oracle@N (some
+  candidate in the subset is right), expected calibration error of the
+  confidence of the top candidate's answer (its vote share for ``vote``, the
+  summed softmax confidence of the candidates giving it otherwise);
+- translation tasks: corpus chrF and BLEU of the top-ranked candidates, and of
+  the oracle (per prompt, the candidate with the best sentence chrF);
+- both: distinct-1/2 and self-BLEU of the subset
+  (:mod:`nbest.strategies.diversity`).
+
+A single random sample's score is exact: the mean over every candidate
+position. Greedy is scored when a greedy candidate was generated.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from statistics import fmean
+from typing import Literal
+
+import anyio
+
+from nbest.errors import ConfigError
+from nbest.evaluation.dataset import EvalItem
+from nbest.evaluation.matching import Matcher
+from nbest.evaluation.metrics import (
+    corpus_bleu,
+    corpus_chrf,
+    expected_calibration_error,
+    reliability,
+    sentence_chrf,
+    subsets,
+)
+from nbest.evaluation.report import DiversityLevel, EvalReport, ItemReport, Level, Quality, RerankerLevel
+from nbest.orchestrator import Orchestrator
+from nbest.rerankers.ranker import Ranker
+from nbest.strategies.base import Strategy
+from nbest.strategies.diversity import distinct_n, self_bleu
+from nbest.strategies.fixed import Fixed
+from nbest.types import Candidate, Request, SamplingParams
+
+__all__ = ["EvalSample", "generate_samples", "levels_for", "score_samples"]
+
+
+@dataclass
+class EvalSample:
+    """One item with its generated candidates (and greedy candidate)."""
+
+    item: EvalItem
+    request: Request
+    candidates: list[Candidate]
+    greedy: Candidate | None = None
+
+
+def levels_for(n: int) -> list[int]:
+    """N = 1, 2, 4, ... below ``n``, then ``n``.
+
+    >>> levels_for(8), levels_for(6), levels_for(1)
+    ([1, 2, 4, 8], [1, 2, 4, 6], [1])
+    """
+    out, k = [], 1
+    while k < n:
+        out.append(k)
+        k *= 2
+    return [*out, n]
+
+
+async def generate_samples(
+    orch: Orchestrator,
+    items: Sequence[EvalItem],
+    *,
+    n: int,
+    params: SamplingParams,
+    strategy: Strategy | None = None,
+    system: str | None = None,
+    greedy: bool = False,
+    concurrency: int = 8,
+    on_done: Callable[[EvalSample], None] | None = None,
+) -> list[EvalSample]:
+    """Generate ``n`` candidates per item (plus a greedy one, alongside, when asked).
+
+    Without a seed in ``params`` the run uses seed 0, so it can be repeated.
+
+    Raises:
+        ConfigError: bad settings (before anything is generated).
+        EngineDeadError: an engine died.
+    """
+    if concurrency < 1:
+        raise ConfigError("concurrency: must be at least 1", parameter="concurrency", value=concurrency)
+    if params.seed is None:
+        params = params.model_copy(update={"seed": 0})
+    requests = [
+        orch.request(item.prompt, n, system=system, source=item.source, params=params).model_copy(update={"id": item.id})
+        for item in items
+    ]
+    greedy_params = params.model_copy(update={"temperature": 0.0})
+    samples: list[EvalSample | None] = [None] * len(items)
+    limiter = anyio.CapacityLimiter(concurrency)
+
+    async def one(i: int) -> None:
+        request = requests[i]
+        found: dict[str, list[Candidate]] = {}
+
+        async def collect(key: str, req: Request, strat: Strategy | None) -> None:
+            found[key] = [c async for c in orch.stream_request(req, strategy=strat)]
+
+        async with limiter:
+            async with anyio.create_task_group() as tg:
+                tg.start_soon(collect, "samples", request, strategy)
+                if greedy:
+                    greedy_request = request.model_copy(update={"n": 1, "params": greedy_params, "id": f"{request.id}-greedy"})
+                    tg.start_soon(collect, "greedy", greedy_request, Fixed())
+            sample = EvalSample(
+                item=items[i],
+                request=request,
+                candidates=sorted(found["samples"], key=lambda c: c.index),
+                greedy=found["greedy"][0] if greedy else None,
+            )
+        samples[i] = sample
+        if on_done is not None:
+            on_done(sample)
+
+    async with anyio.create_task_group() as tg:
+        for i in range(len(items)):
+            tg.start_soon(one, i)
+    return [s for s in samples if s is not None]
+
+
+def _confidence(ranked_answers: Sequence[object], best: Candidate) -> float:
+    for answer in ranked_answers:
+        support = getattr(answer, "support", [])
+        if best.index in support:
+            return float(getattr(answer, "confidence", 0.0))
+    return best.confidence or 0.0
+
+
+async def _top(ranker: Ranker, request: Request, cands: list[Candidate]) -> tuple[Candidate | None, float]:
+    ranked = await ranker.rank(request, cands)
+    ok = [c for c in ranked.candidates if c.ok]
+    if not ok:
+        return None, 0.0
+    return ok[0], min(1.0, max(0.0, _confidence(ranked.answers, ok[0])))
+
+
+def _task(samples: Sequence[EvalSample]) -> Literal["accuracy", "translation"]:
+    if all(s.item.gold is not None for s in samples):
+        return "accuracy"
+    if all(s.item.reference is not None for s in samples):
+        return "translation"
+    raise ConfigError("eval: every item needs a gold answer (accuracy) or every item a reference (translation)")
+
+
+def _text(candidate: Candidate | None) -> str:
+    return candidate.text if candidate is not None and candidate.ok else ""
+
+
+def _best_by_chrf(texts: list[str], reference: str, subset: tuple[int, ...]) -> int:
+    return max(subset, key=lambda j: sentence_chrf(texts[j], reference))
+
+
+def _diversity(texts_per_subset: list[list[str]]) -> DiversityLevel:
+    bleus = [b for texts in texts_per_subset if (b := self_bleu(texts)) is not None]
+    return DiversityLevel(
+        distinct_1=fmean(distinct_n(t, 1) for t in texts_per_subset),
+        distinct_2=fmean(distinct_n(t, 2) for t in texts_per_subset),
+        self_bleu=fmean(bleus) if bleus else None,
+    )
+
+
+def _translation_quality(hyps_per_draw: list[list[str]], refs: list[str]) -> Quality:
+    return Quality(
+        chrf=fmean(corpus_chrf(h, refs) for h in hyps_per_draw),
+        bleu=fmean(corpus_bleu(h, refs) for h in hyps_per_draw),
+    )
+
+
+async def score_samples(
+    samples: Sequence[EvalSample],
+    rankers: Mapping[str, Ranker],
+    *,
+    matcher: Matcher | None = None,
+    subsamples: int = 5,
+    seed: int = 0,
+    bins: int = 10,
+    dataset: str | None = None,
+) -> EvalReport:
+    """Measure every ranker at every N on already generated candidates (see the module docs).
+
+    All samples must have the same number of candidates.
+
+    Raises:
+        ConfigError: no samples or rankers, unequal candidate counts, missing gold/references.
+    """
+    if not samples:
+        raise ConfigError("eval: no samples to score", parameter="samples")
+    if not rankers:
+        raise ConfigError("eval: give at least one reranker", parameter="rerankers")
+    if subsamples < 1:
+        raise ConfigError(f"--subsamples: must be at least 1 (got {subsamples})", parameter="subsamples", value=subsamples)
+    m = len(samples[0].candidates)
+    if m < 1 or any(len(s.candidates) != m for s in samples):
+        raise ConfigError("eval: every prompt needs the same number (>= 1) of candidates", parameter="samples")
+    task = _task(samples)
+    matcher = matcher or Matcher()
+    texts = [[c.text if c.ok else "" for c in s.candidates] for s in samples]
+    refs = [s.item.reference or "" for s in samples]
+    correct: list[list[bool]] = []
+    position = [{c.index: p for p, c in enumerate(s.candidates)} for s in samples]
+    if task == "accuracy":
+        correct = [[c.ok and matcher.correct(c.text, s.item.gold or []) for c in s.candidates] for s in samples]
+
+    levels: list[Level] = []
+    for k in levels_for(m):
+        draws = [subsets(m, k, subsamples, f"{seed}:{i}:{k}") for i in range(len(samples))]
+        count = len(draws[0])
+        sub_texts = [[texts[i][j] for j in sub if samples[i].candidates[j].ok] for i, subs in enumerate(draws) for sub in subs]
+        diversity = _diversity(sub_texts)
+        if task == "accuracy":
+            oracle = Quality(
+                accuracy=fmean(fmean(any(correct[i][j] for j in sub) for sub in subs) for i, subs in enumerate(draws))
+            )
+        else:
+            picks = [[_best_by_chrf(texts[i], refs[i], sub) for sub in subs] for i, subs in enumerate(draws)]
+            oracle = _translation_quality([[texts[i][picks[i][d]] for i in range(len(samples))] for d in range(count)], refs)
+        per_ranker: dict[str, RerankerLevel] = {}
+        for name, ranker in rankers.items():
+            tops: list[list[tuple[Candidate | None, float]]] = []
+            for i, subs in enumerate(draws):
+                s = samples[i]
+                tops.append([await _top(ranker, s.request, [s.candidates[j] for j in sub]) for sub in subs])
+            if task == "accuracy":
+                hits = [
+                    [best is not None and correct[i][position[i][best.index]] for best, _ in row] for i, row in enumerate(tops)
+                ]
+                confs = [conf for row in tops for _, conf in row]
+                flat = [h for row in hits for h in row]
+                per_ranker[name] = RerankerLevel(
+                    quality=Quality(accuracy=fmean(fmean(row) for row in hits)),
+                    ece=expected_calibration_error(confs, flat, bins),
+                    reliability=reliability(confs, flat, bins),
+                )
+            else:
+                hyps = [[_text(tops[i][d][0]) for i in range(len(samples))] for d in range(count)]
+                per_ranker[name] = RerankerLevel(quality=_translation_quality(hyps, refs))
+        levels.append(Level(n=k, subsets=count, oracle=oracle, diversity=diversity, rerankers=per_ranker))
+
+    with_greedy = all(s.greedy is not None for s in samples)
+    greedy_texts = [s.greedy.text if s.greedy is not None and s.greedy.ok else "" for s in samples]
+    if task == "accuracy":
+        random_q = Quality(accuracy=fmean(fmean(row) for row in correct))
+        greedy_hits = [
+            s.greedy is not None and s.greedy.ok and matcher.correct(s.greedy.text, s.item.gold or []) for s in samples
+        ]
+        greedy_q = Quality(accuracy=fmean(greedy_hits)) if with_greedy else None
+    else:
+        random_q = _translation_quality([[texts[i][j] for i in range(len(samples))] for j in range(m)], refs)
+        greedy_q = _translation_quality([greedy_texts], refs) if with_greedy else None
+        greedy_hits = []
+
+    items = [
+        ItemReport(
+            id=s.item.id,
+            gold=s.item.gold,
+            reference=s.item.reference,
+            answers=[matcher.answer(t) for t in texts[i]] if task == "accuracy" and matcher.mode == "exact" else [],
+            correct=correct[i] if task == "accuracy" else [],
+            greedy_text=s.greedy.text if s.greedy is not None else None,
+            greedy_correct=greedy_hits[i] if with_greedy and task == "accuracy" else None,
+            failed=sum(not c.ok for c in s.candidates),
+        )
+        for i, s in enumerate(samples)
+    ]
+    return EvalReport(
+        dataset=dataset,
+        task=task,
+        prompts=len(samples),
+        n=m,
+        match=matcher.mode if task == "accuracy" else None,
+        extract=matcher.extract_name if task == "accuracy" and matcher.mode == "exact" else None,
+        subsamples=subsamples,
+        seed=seed,
+        random=random_q,
+        greedy=greedy_q,
+        levels=levels,
+        items=items,
+        completion_tokens=sum(c.num_tokens for s in samples for c in [*s.candidates, *([s.greedy] if s.greedy else [])]),
+    )

@@ -1,0 +1,91 @@
+"""PNG plots of an evaluation report (matplotlib, Agg backend: no display needed).
+
+- ``quality_vs_n.png``: accuracy (or chrF) of each reranker's top candidate vs
+  N, with oracle@N and the random and greedy baselines;
+- ``reliability.png`` (accuracy tasks): each reranker's reliability diagram at
+  the largest N: accuracy per confidence bin against the diagonal.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from nbest.errors import ConfigError
+from nbest.evaluation.report import EvalReport, Quality
+
+__all__ = ["write_plots"]
+
+
+def _value(q: Quality | None, task: str) -> float | None:
+    if q is None:
+        return None
+    return q.accuracy if task == "accuracy" else q.chrf
+
+
+def _values(qs: list[Quality], task: str) -> list[float]:
+    return [v if (v := _value(q, task)) is not None else float("nan") for q in qs]
+
+
+def write_plots(report: EvalReport, folder: Path) -> list[Path]:
+    """Write the plots into ``folder`` (created if needed); return their paths.
+
+    Raises:
+        ConfigError: ``folder`` exists and is not a folder.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--plots: {folder} is not a folder", parameter="plots", value=str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    label = "accuracy" if report.task == "accuracy" else "chrF"
+    ns = [level.n for level in report.levels]
+    written: list[Path] = []
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    for name in report.levels[0].rerankers:
+        ys = _values([level.rerankers[name].quality for level in report.levels], report.task)
+        ax.plot(ns, ys, marker="o", label=name)
+    ax.plot(ns, _values([level.oracle for level in report.levels], report.task), linestyle="--", color="grey", label="oracle@N")
+    for baseline, q, style in (("random sample", report.random, ":"), ("greedy", report.greedy, "-.")):
+        y = _value(q, report.task)
+        if y is not None:
+            ax.axhline(y, linestyle=style, color="black", linewidth=1, label=baseline)
+    ax.set_xscale("log", base=2)
+    ax.set_xticks(ns, [str(n) for n in ns])
+    ax.set_xlabel("N (candidates per prompt)")
+    ax.set_ylabel(label)
+    ax.set_title(f"{label} vs N · {report.prompts} prompts")
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    path = folder / "quality_vs_n.png"
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+    written.append(path)
+
+    if report.task == "accuracy":
+        top = report.levels[-1]
+        fig, ax = plt.subplots(figsize=(5.2, 5.2))
+        ax.plot([0, 1], [0, 1], linestyle="--", color="grey", label="perfect calibration")
+        for name, result in top.rerankers.items():
+            points = [
+                (b.confidence, b.accuracy) for b in result.reliability if b.confidence is not None and b.accuracy is not None
+            ]
+            if points:
+                ax.plot([p[0] for p in points], [p[1] for p in points], marker="o", label=f"{name} (ECE {result.ece:.3f})")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1)
+        ax.set_xlabel("confidence of the top answer")
+        ax.set_ylabel("accuracy")
+        ax.set_title(f"reliability · N = {top.n}")
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize="small")
+        fig.tight_layout()
+        path = folder / "reliability.png"
+        fig.savefig(path, format="png", dpi=100)
+        plt.close(fig)
+        written.append(path)
+    return written

@@ -1,0 +1,101 @@
+"""The typed evaluation report (``--report PATH`` writes it as JSON)."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from nbest.evaluation.metrics import ReliabilityBin
+from nbest.types import NbestModel
+
+__all__ = ["DiversityLevel", "EvalReport", "ItemReport", "Level", "Quality", "RerankerLevel"]
+
+
+class Quality(NbestModel):
+    """How good the chosen candidates are: accuracy for answer tasks, chrF/BLEU for translation."""
+
+    accuracy: float | None = None
+    """Fraction of prompts answered right (0-1)."""
+    chrf: float | None = None
+    """Corpus chrF against the references (0-100)."""
+    bleu: float | None = None
+    """Corpus BLEU against the references (0-100)."""
+
+
+class RerankerLevel(NbestModel):
+    """One reranker choosing among N candidates."""
+
+    quality: Quality
+    """Of its top-ranked candidate, averaged over the subsets."""
+    ece: float | None = None
+    """Expected calibration error of the top answer's confidence (accuracy tasks)."""
+    reliability: list[ReliabilityBin] = Field(default_factory=list)
+    """The reliability diagram behind ``ece``."""
+
+
+class DiversityLevel(NbestModel):
+    """Diversity of N candidates, averaged over prompts and subsets."""
+
+    distinct_1: float
+    distinct_2: float
+    self_bleu: float | None = None
+    """0-100, lower is more diverse; None for N = 1."""
+
+
+class Level(NbestModel):
+    """Everything measured with N candidates per prompt."""
+
+    n: int
+    """Candidates per prompt."""
+    subsets: int
+    """Subsets of N candidates looked at per prompt (all of them, or that many seeded random ones)."""
+    oracle: Quality
+    """If a perfect reranker picked: accuracy = some candidate is right; chrF/BLEU of the
+    candidate with the best sentence chrF."""
+    diversity: DiversityLevel
+    rerankers: dict[str, RerankerLevel]
+    """By reranker name (``combined``: all of them with their weights)."""
+
+
+class ItemReport(NbestModel):
+    """One prompt's candidates, as judged."""
+
+    id: str
+    gold: list[str] | None = None
+    reference: str | None = None
+    answers: list[str | None] = Field(default_factory=list)
+    """Each candidate's extracted, normalised answer (exact matching)."""
+    correct: list[bool] = Field(default_factory=list)
+    """Whether each candidate is right (accuracy tasks)."""
+    greedy_text: str | None = None
+    greedy_correct: bool | None = None
+    failed: int = 0
+    """Candidates that failed to generate (counted as wrong)."""
+
+
+class EvalReport(NbestModel):
+    """Best-of-N quality, calibration and diversity over a dataset."""
+
+    dataset: str | None = None
+    task: Literal["accuracy", "translation"]
+    prompts: int
+    n: int
+    """Candidates generated per prompt."""
+    match: str | None = None
+    """Answer matching (accuracy tasks): ``exact`` or ``contains``."""
+    extract: str | None = None
+    """Answer extractor of exact matching."""
+    subsamples: int
+    """Most subsets of N candidates per prompt and level."""
+    seed: int
+    """Seed of the subset draws."""
+    random: Quality
+    """A single random candidate (the mean over every candidate position)."""
+    greedy: Quality | None = None
+    """The greedy candidate, when one was generated."""
+    levels: list[Level]
+    """N = 1, 2, 4, ... up to ``n``."""
+    items: list[ItemReport]
+    completion_tokens: int = 0
+    generate_s: float = 0.0

@@ -1,0 +1,288 @@
+"""``nbest eval``: metrics on hand-made candidates (hand-checked numbers), plots, the CLI."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+
+from nbest.cli import main
+from nbest.engines.vllm import VLLMEngine
+from nbest.errors import ConfigError
+from nbest.evaluation import (
+    EvalItem,
+    EvalReport,
+    EvalSample,
+    Fields,
+    Matcher,
+    expected_calibration_error,
+    generate_samples,
+    read_dataset,
+    score_samples,
+    subsets,
+    write_plots,
+)
+from nbest.evaluation.metrics import corpus_bleu, corpus_chrf
+from nbest.orchestrator import Orchestrator
+from nbest.rerankers import MajorityVote, MeanLogProb, Ranker
+from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
+
+PNG = b"\x89PNG\r\n\x1a\n"
+DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
+
+
+def cand(index: int, text: str, mean_logprob: float, temperature: float = 1.0) -> Candidate:
+    spec = CandidateSpec(index=index, params=SamplingParams(temperature=temperature, seed=index))
+    return Candidate(
+        index=index, spec=spec, text=text, num_tokens=4, mean_logprob=mean_logprob, cumulative_logprob=4 * mean_logprob
+    )
+
+
+def sample(ident: str, gold: str, cands: list[tuple[str, float]], greedy: str | None = None) -> EvalSample:
+    item = EvalItem(id=ident, prompt=f"question {ident}", gold=[gold])
+    return EvalSample(
+        item=item,
+        request=Request(id=ident, prompt=item.prompt, n=len(cands)),
+        candidates=[cand(i, t, lp) for i, (t, lp) in enumerate(cands)],
+        greedy=None if greedy is None else cand(0, greedy, -0.1, temperature=0.0),
+    )
+
+
+# Prompt A (gold 51): right, right, wrong with the best log-prob, no number.
+# Prompt B (gold 7): right with the best log-prob, wrong, wrong, right.
+SAMPLES = [
+    sample("A", "51", [("It is 51.", -0.5), ("51", -1.0), ("52", -0.2), ("no idea", -2.0)], greedy="51"),
+    sample("B", "7", [("7", -0.3), ("8", -0.4), ("8", -0.6), ("7", -0.9)], greedy="8"),
+]
+RANKERS = {"mean_logprob": Ranker([MeanLogProb()]), "vote": Ranker([MajorityVote(extract="number")])}
+
+
+@pytest.fixture(scope="module")
+def report() -> EvalReport:
+    import anyio
+
+    # subsamples=10 >= C(4, k) for every k: every subset is looked at, so the numbers are exact
+    return anyio.run(lambda: score_samples(SAMPLES, RANKERS, matcher=Matcher("exact", "number"), subsamples=10, seed=0))
+
+
+def test_levels_and_baselines(report: EvalReport) -> None:
+    assert (report.task, report.prompts, report.n) == ("accuracy", 2, 4)
+    assert [(lv.n, lv.subsets) for lv in report.levels] == [(1, 4), (2, 6), (4, 1)]
+    assert report.random.accuracy == 0.5  # 2 of 4 right in both prompts
+    assert report.greedy is not None and report.greedy.accuracy == 0.5  # A's greedy right, B's wrong
+    assert [it.correct for it in report.items] == [[True, True, False, False], [True, False, False, True]]
+    assert report.items[0].answers == ["51", "51", "52", None]
+
+
+# (N, reranker, accuracy, oracle@N), worked out by hand over every subset:
+# N=2, prompt A: log-prob picks the higher one: (0,1)✓ (0,2)✗ (0,3)✓ (1,2)✗ (1,3)✓ (2,3)✗ = 3/6;
+#   vote: ties go to the lower index, an answer beats no answer: only (2,3) is wrong = 5/6.
+# N=2, prompt B: log-prob (0,x)✓ ×3, (1,2) (1,3) (2,3) ✗ = 3/6; vote: the same 3/6.
+# N=4: log-prob picks "52" in A (✗) and "7" in B (✓); vote: 51 has 2 of 4 votes in A (✓), 7 ties 8 in B and the
+# lower index wins (✓).
+ACCURACY = [
+    (1, "mean_logprob", 0.5, 0.5),
+    (1, "vote", 0.5, 0.5),
+    (2, "mean_logprob", 0.5, 5 / 6),
+    (2, "vote", (5 / 6 + 3 / 6) / 2, 5 / 6),
+    (4, "mean_logprob", 0.5, 1.0),
+    (4, "vote", 1.0, 1.0),
+]
+
+
+@pytest.mark.parametrize(("n", "name", "accuracy", "oracle"), ACCURACY)
+def test_accuracy_and_oracle_by_hand(report: EvalReport, n: int, name: str, accuracy: float, oracle: float) -> None:
+    level = next(lv for lv in report.levels if lv.n == n)
+    assert level.rerankers[name].quality.accuracy == pytest.approx(accuracy, abs=1e-12)
+    assert level.oracle.accuracy == pytest.approx(oracle, abs=1e-12)
+
+
+def test_calibration_error_at_full_n(report: EvalReport) -> None:
+    top = report.levels[-1]
+    # vote: both top answers hold half the votes and both are right -> |1 - 0.5|
+    assert top.rerankers["vote"].ece == pytest.approx(0.5)
+    # log-prob: softmax confidences; A's top answer "52" alone (wrong), B's "7" = b0 + b3 (right); both in bin [0.4, 0.5)
+    conf_a = math.exp(-0.2) / sum(math.exp(v) for v in (-0.5, -1.0, -0.2, -2.0))
+    conf_b = (math.exp(-0.3) + math.exp(-0.9)) / sum(math.exp(v) for v in (-0.3, -0.4, -0.6, -0.9))
+    assert 0.4 <= conf_a < 0.5 and 0.4 <= conf_b < 0.5
+    assert top.rerankers["mean_logprob"].ece == pytest.approx(abs(0.5 - (conf_a + conf_b) / 2))
+    bins = top.rerankers["mean_logprob"].reliability
+    assert [b.count for b in bins] == [0, 0, 0, 0, 2, 0, 0, 0, 0, 0]
+
+
+def test_diversity_at_full_n(report: EvalReport) -> None:
+    d = report.levels[-1].diversity
+    # A: it is 51 . / 51 / 52 / no idea -> 7 distinct of 8 tokens; B: 7 8 8 7 -> 2 of 4
+    assert d.distinct_1 == pytest.approx((7 / 8 + 2 / 4) / 2)
+    assert report.levels[0].diversity.self_bleu is None  # one candidate: no self-BLEU
+    assert d.self_bleu is not None and 0 <= d.self_bleu <= 100
+
+
+ECE_TABLE = [
+    ([0.9, 0.9, 0.6, 0.6], [True, False, True, True], 0.4),
+    ([1.0, 1.0], [True, True], 0.0),
+    ([0.25, 0.75], [False, True], 0.25),
+    ([], [], None),
+]
+
+
+@pytest.mark.parametrize(("confidences", "correct", "ece"), ECE_TABLE)
+def test_expected_calibration_error(confidences: list[float], correct: list[bool], ece: float | None) -> None:
+    assert expected_calibration_error(confidences, correct) == (None if ece is None else pytest.approx(ece))
+
+
+def test_subsets_are_all_or_seeded_draws() -> None:
+    assert subsets(4, 4, 5, "s") == [(0, 1, 2, 3)]
+    drawn = subsets(16, 4, 5, "s")
+    assert len(drawn) == 5 == len(set(drawn))
+    assert drawn == subsets(16, 4, 5, "s") != subsets(16, 4, 5, "t")
+
+
+MATCH_TABLE = [
+    ("exact", "number", "So it costs $1,000.00 in all.", ["1000"], True),
+    ("exact", "number", "12 apples, 13 pears", ["12"], False),  # the last number counts
+    ("exact", "auto", r"\boxed{3/4}", ["0.75"], True),
+    ("exact", "text", " Paris. ", ["paris", "Paris, France"], True),
+    ("contains", "auto", "The capital is New York, of course.", ["new york"], True),
+    ("contains", "auto", "It is 123.", ["12"], False),
+    ("contains", "auto", "no answer", ["yes"], False),
+]
+
+
+@pytest.mark.parametrize(("mode", "extract", "text", "gold", "right"), MATCH_TABLE)
+def test_answer_matching(mode: str, extract: str, text: str, gold: list[str], right: bool) -> None:
+    assert Matcher(mode, extract).correct(text, gold) is right  # type: ignore[arg-type]
+
+
+def test_translation_scores_against_references() -> None:
+    import anyio
+
+    refs = ["Le chat dort.", "Il pleut."]
+    cands = [[("Le chat dort.", -0.1), ("Un chien court.", -0.5)], [("Il neige.", -0.2), ("Il pleut.", -0.4)]]
+    samples = [
+        EvalSample(
+            item=EvalItem(id=str(i), prompt="translate", reference=refs[i]),
+            request=Request(prompt="translate", n=2),
+            candidates=[cand(j, t, lp) for j, (t, lp) in enumerate(cs)],
+        )
+        for i, cs in enumerate(cands)
+    ]
+    report = anyio.run(lambda: score_samples(samples, {"mean_logprob": Ranker([MeanLogProb()])}, subsamples=4))
+    assert report.task == "translation"
+    top = report.levels[-1]
+    assert top.oracle.chrf == pytest.approx(100.0) and top.oracle.bleu == pytest.approx(100.0)
+    picked = ["Le chat dort.", "Il neige."]  # the higher log-prob in each
+    assert top.rerankers["mean_logprob"].quality.chrf == pytest.approx(corpus_chrf(picked, refs))
+    assert top.rerankers["mean_logprob"].quality.bleu == pytest.approx(corpus_bleu(picked, refs))
+    columns = [[cands[0][j][0], cands[1][j][0]] for j in range(2)]
+    assert report.random.chrf == pytest.approx((corpus_chrf(columns[0], refs) + corpus_chrf(columns[1], refs)) / 2)
+    assert top.rerankers["mean_logprob"].ece is None
+
+
+def test_plots_are_png_files(report: EvalReport, tmp_path: Path) -> None:
+    paths = write_plots(report, tmp_path / "plots")
+    assert [p.name for p in paths] == ["quality_vs_n.png", "reliability.png"]
+    for path in paths:
+        data = path.read_bytes()
+        assert data.startswith(PNG) and len(data) > 1000
+
+
+def test_dataset_fields_and_bad_lines(tmp_path: Path) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_text(
+        json.dumps({"question": "2+2?", "answer": 4})
+        + "\n\n"
+        + json.dumps({"id": "x", "question": "1+1?", "answer": ["2", "two"]})
+        + "\n"
+    )
+    items = read_dataset(path, Fields(prompt="question"))
+    assert [(it.id, it.prompt, it.gold) for it in items] == [("line-1", "2+2?", ["4"]), ("x", "1+1?", ["2", "two"])]
+    path.write_text(json.dumps({"prompt": "2+2?"}) + "\n")
+    with pytest.raises(ConfigError, match=r"line 1: no answer field 'answer' \(use --answer-field\)"):
+        read_dataset(path, Fields())
+
+
+def test_shipped_example_sets_load() -> None:
+    root = Path(__file__).resolve().parent.parent / "examples" / "data"
+    arithmetic = read_dataset(root / "arithmetic.jsonl", Fields())
+    assert len(arithmetic) == 20 and all(it.gold and it.gold[0].isdigit() for it in arithmetic)
+    translation = read_dataset(root / "translation_en_fr.jsonl", Fields(answer=None, reference="reference", source="source"))
+    assert len(translation) == 6 and all(it.reference and it.source for it in translation)
+
+
+def test_cli_eval_on_a_scripted_engine(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    data = tmp_path / "set.jsonl"
+    data.write_text("".join(json.dumps({"id": f"g{g}", "prompt": f"pick {g}", "answer": g}) + "\n" for g in range(3)))
+    monkeypatch.setenv("NBEST_ENGINE_FACTORY", "tests.batch_engines:seed_answers")
+    argv = ["eval", str(data), "--answer-field", "answer", "-n", "4", "--greedy", "--subsamples", "6", "--seed", "0",
+            "--report", str(tmp_path / "report.json"), "--plots", str(tmp_path / "plots")]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(argv)
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    assert "oracle@N" in out and "vote" in out
+    report = EvalReport.model_validate_json((tmp_path / "report.json").read_text())
+    # candidate i answers i mod 3 -> answers 0, 1, 2, 0: gold 0 has 2 of 4 right, gold 1 and 2 one each
+    assert report.random.accuracy == pytest.approx((2 / 4 + 1 / 4 + 1 / 4) / 3)
+    assert report.greedy is not None and report.greedy.accuracy == pytest.approx(1 / 3)  # greedy = seed 0 -> "0"
+    assert [lv.n for lv in report.levels] == [1, 2, 4]
+    assert report.levels[-1].oracle.accuracy == 1.0
+    assert set(report.levels[0].rerankers) == {"mean_logprob", "vote", "combined"}
+    assert (tmp_path / "plots" / "reliability.png").read_bytes().startswith(PNG)
+
+
+@pytest.mark.parametrize(
+    ("extra", "fragment"),
+    [
+        ([], "give --answer-field (accuracy) or --reference-field"),
+        (["--answer-field", "answer", "--reference-field", "ref"], "not both"),
+        (["--answer-field", "gold"], "line 1: no answer field 'gold'"),
+        (["--answer-field", "answer", "--match", "fuzzy"], "'fuzzy' is not one of"),
+        (["--answer-field", "answer", "--extract", "nope"], "unknown extractor 'nope'"),
+        (["--answer-field", "answer", "--subsamples", "0"], "--subsamples"),
+    ],
+)
+def test_cli_eval_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], fragment: str) -> None:
+    data = tmp_path / "set.jsonl"
+    data.write_text(json.dumps({"prompt": "2+2?", "answer": 4}) + "\n")
+    with pytest.raises(SystemExit) as info:
+        main(["eval", str(data), *extra])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_end_to_end_eval_on_the_real_engine(vllm_engine: VLLMEngine, tmp_path: Path) -> None:
+    items = read_dataset(DATA / "arithmetic.jsonl", Fields(), limit=5)
+    async with Orchestrator(vllm_engine, close_engines=False) as orch:
+        samples = await generate_samples(
+            orch, items, n=4, params=SamplingParams(temperature=0.8, max_tokens=48, seed=1), greedy=True, concurrency=5
+        )
+    assert [s.item.id for s in samples] == [f"arith-{i:02d}" for i in range(1, 6)]
+    for s in samples:
+        assert len(s.candidates) == 4 and all(c.ok and c.text for c in s.candidates)
+        assert s.greedy is not None and s.greedy.spec.params.temperature == 0.0
+        assert len({c.spec.params.seed for c in s.candidates}) == 4
+    rankers = {"mean_logprob": Ranker([MeanLogProb()]), "vote": Ranker([MajorityVote(extract="number")])}
+    report = await score_samples(samples, rankers, matcher=Matcher("exact", "number"), subsamples=6)
+    assert [lv.n for lv in report.levels] == [1, 2, 4]
+    assert report.greedy is not None and report.greedy.accuracy is not None
+    for level in report.levels:  # every subset is looked at (C(4, k) <= 6): exact expectations
+        assert level.oracle.accuracy is not None
+        for result in level.rerankers.values():
+            assert result.quality.accuracy is not None and result.quality.accuracy <= level.oracle.accuracy + 1e-12
+            assert result.ece is not None and 0.0 <= result.ece <= 1.0
+    first = report.levels[0]
+    assert all(r.quality.accuracy == pytest.approx(report.random.accuracy) for r in first.rerankers.values())
+    oracles = [lv.oracle.accuracy for lv in report.levels]
+    assert oracles == sorted(oracles)  # more candidates, more chances
+    assert report.completion_tokens > 0
+    paths = write_plots(report, tmp_path)
+    assert all(p.read_bytes().startswith(PNG) for p in paths)
