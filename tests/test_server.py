@@ -129,6 +129,7 @@ async def test_models_health_metrics(scripted: ScriptedEngine) -> None:
         ("/v1/nbest", b'{"prompt": "x", "params": {"temperature": "hot"}}', 422, "params.temperature", "valid number"),
         ("/v1/nbest", b'{"prompt": "x", "params": {"temperature": 0.001}}', 422, "params.temperature", "at least 0.01"),
         ("/v1/nbest", b'{"prompt": "x", "colour": "red"}', 422, "colour", "Extra inputs"),
+        ("/v1/nbest", b'{"prompt": 5}', 422, "prompt", "prompt: Input should be a valid string"),
         ("/v1/nbest", json.dumps({"prompt": "x" * 501}).encode(), 422, "prompt", "at most 500 characters"),
         ("/v1/nbest", b'{"prompt": "x", "strategy": "zigzag"}', 422, "strategy", "unknown strategy"),
         ("/v1/nbest", b'{"prompt": "x", "strategy": "@/etc/passwd"}', 422, "strategy", "not read over HTTP"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from starlette.responses import JSONResponse
@@ -42,9 +43,20 @@ def error_response(exc: ApiError) -> JSONResponse:
     return JSONResponse(error_body(exc.status, exc.message, exc.param), status_code=exc.status, headers=exc.headers)
 
 
+# pydantic names the member of a union that failed ("prompt.str"); callers know the field as "prompt"
+_UNION_MEMBER = re.compile(r"\.(?:str|int|float|bool|list\[[^\]]*\]|dict\[[^\]]*\])(?=[.:\[]|$)")
+
+
 def from_config_error(exc: ConfigError, prefix: str = "") -> ApiError:
-    """422 naming the field a ConfigError points at."""
-    param = exc.parameter or None
+    """422 naming the field a ConfigError points at.
+
+    >>> from_config_error(ConfigError("prompt.str: Input should be a valid string", parameter="prompt.str")).param
+    'prompt'
+    """
+    param = _UNION_MEMBER.sub("", exc.parameter) if exc.parameter else None
+    message = str(exc)
+    if exc.parameter and param != exc.parameter and message.startswith(exc.parameter):
+        message = str(param) + message[len(exc.parameter) :]
     if prefix and param:
         param = f"{prefix}.{param}"
-    return ApiError(422, str(exc), param=param)
+    return ApiError(422, message, param=param)
