@@ -186,6 +186,10 @@ async def test_api_key(scripted: ScriptedEngine) -> None:
         r = await c.post("/v1/nbest", json={"prompt": "x", "n": 1}, headers={"authorization": f"Bearer {KEY}"})
         assert r.status_code == 200
         assert (await c.get("/v1/models", headers={"x-api-key": KEY})).status_code == 200
+        # the page opens with the key in its address (a browser sends no header); only the page does
+        assert (await c.get("/", params={"api_key": KEY})).status_code == 200
+        assert (await c.get("/", params={"api_key": "wrong"})).status_code == 401
+        assert (await c.get("/v1/models", params={"api_key": KEY})).status_code == 401
 
 
 async def test_too_many_concurrent_requests() -> None:

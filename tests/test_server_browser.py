@@ -60,7 +60,8 @@ def browser() -> Iterator[object]:
         _subreaper(False)
 
 
-def test_choose_a_candidate_in_the_page(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("api_key", [None, "k-42"])
+def test_choose_a_candidate_in_the_page(browser, tmp_path: Path, api_key: str | None) -> None:  # type: ignore[no-untyped-def]
     engine = ScriptedEngine(
         respond=by_index(
             {
@@ -71,12 +72,15 @@ def test_choose_a_candidate_in_the_page(browser, tmp_path: Path) -> None:  # typ
         )
     )
     db = tmp_path / "prefs.db"
-    app = create_app(lambda: Orchestrator(engine, close_engines=False), ServerSettings(), prefs=PreferenceStore(db))
+    app = create_app(
+        lambda: Orchestrator(engine, close_engines=False), ServerSettings(api_key=api_key), prefs=PreferenceStore(db)
+    )
     with running(app) as url:
         page = browser.new_page(viewport={"width": 1200, "height": 800})
         dialogs: list[str] = []
         page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
-        page.goto(url + "/")
+        page.goto(url + (f"/?api_key={api_key}" if api_key else "/"))
+        assert page.url == url + "/"  # the key leaves the address bar
         page.fill("#prompt", "What is 2 + 2?")
         page.fill("#n", "3")
         page.select_option("#strategy", "ladder:0.3-1.2")

@@ -1,6 +1,8 @@
 """ASGI middleware in front of every route: API key, body size, concurrency.
 
-It reads a request's body once (refusing more than ``max_body_bytes`` with
+The page at ``/`` also takes the key as ``?api_key=KEY`` (a browser cannot
+send a header when it opens a page); the page then sends it as a header. It
+reads a request's body once (refusing more than ``max_body_bytes`` with
 413), checks the API key (401; ``/healthz`` is open), and admits at most
 ``max_concurrent`` generation requests at once (429 with Retry-After). A
 streaming response counts as in flight until its last event is sent.
@@ -15,6 +17,7 @@ import json
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
+from urllib.parse import parse_qsl
 
 from nbest.server.errors import error_body
 from nbest.server.metrics import Metrics
@@ -135,6 +138,8 @@ def _header(scope: Scope, name: bytes) -> str | None:
 
 def _authorised(scope: Scope, key: str) -> bool:
     given = _header(scope, b"x-api-key")
+    if scope["path"] == "/" and scope["method"] == "GET":  # a browser opening the page cannot send headers
+        given = dict(parse_qsl(bytes(scope.get("query_string", b"")).decode("latin-1"))).get("api_key", given)
     auth = _header(scope, b"authorization")
     if auth is not None and auth[:7].lower() == "bearer ":
         given = auth[7:].strip()

@@ -4,6 +4,7 @@ recent Results (so a choice can name one by id), metrics and the preference log.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator
@@ -66,6 +67,7 @@ class Service:
         self.settings = settings
         self.metrics = Metrics()
         self._prefs = prefs
+        self._prefs_lock = threading.Lock()
         self.results: OrderedDict[str, Result] = OrderedDict()
         self.started = time.time()
 
@@ -77,9 +79,10 @@ class Service:
 
     @property
     def prefs(self) -> PreferenceStore:
-        if self._prefs is None:
-            self._prefs = PreferenceStore(self.settings.preferences)
-        return self._prefs
+        with self._prefs_lock:
+            if self._prefs is None:
+                self._prefs = PreferenceStore(self.settings.preferences)
+            return self._prefs
 
     # -- validation ------------------------------------------------------------
 
