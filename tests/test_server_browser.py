@@ -110,10 +110,19 @@ def test_choose_a_candidate_in_the_page(browser, tmp_path: Path, api_key: str | 
         second.locator("textarea.edited").fill("4")
         second.locator("button.choose").click()
         page.wait_for_selector(".card.chosen", timeout=10_000)
-        assert "Saved choice 1" in page.locator("#status").inner_text()
+        assert "Saved choice 1: candidate 0" in page.locator("#status").inner_text()
         assert dialogs == []
+
+        # a second round: rank all three by moving cards, then submit the order
+        page.click("#go")
+        page.wait_for_selector('.card[data-rank="3"]', timeout=20_000)
+        cards.nth(2).locator("button.up").click()  # 1, 0, 2 -> 1, 2, 0
+        cards.nth(0).locator("button.down").click()  # -> 2, 1, 0
+        page.click("#submit-ranking")
+        page.wait_for_selector(".card.chosen", timeout=10_000)
+        assert "ranking 2 > 1 > 0" in page.locator("#status").inner_text()
         page.close()
-    rows = sqlite3.connect(db).execute("SELECT chosen, chosen_rank, edited_text, prompt FROM choices").fetchall()
-    assert rows == [(0, 2, "4", '"What is 2 + 2?"')]
+    rows = sqlite3.connect(db).execute("SELECT chosen, chosen_rank, edited_text, prompt, ranking FROM choices").fetchall()
+    assert rows == [(0, 2, "4", '"What is 2 + 2?"', None), (2, 3, None, '"What is 2 + 2?"', "[2, 1, 0]")]
     texts = dict(sqlite3.connect(db).execute("SELECT idx, text FROM candidates").fetchall())
     assert texts[1] == XSS
