@@ -272,3 +272,14 @@ async def test_page_is_served(scripted: ScriptedEngine) -> None:
         assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
         assert 'id="prompt"' in r.text and "/v1/nbest/stream" in r.text
         assert "innerHTML" not in r.text
+
+
+async def test_openapi_describes_the_bodies(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        doc = (await client.get("/openapi.json")).json()
+        body = doc["paths"]["/v1/chat/completions"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+        assert body == {"$ref": "#/components/schemas/ChatBody"}
+        schemas = doc["components"]["schemas"]
+        assert "nbest" in schemas["ChatBody"]["properties"] and "prompt" in schemas["NbestBody"]["properties"]
+        assert schemas["SamplingParams"]["properties"]["top_p"]["description"].startswith("Nucleus sampling")
+        assert (await client.get("/docs")).status_code == 200

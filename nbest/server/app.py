@@ -31,6 +31,7 @@ from nbest.server.errors import ApiError, error_body, error_response, from_confi
 from nbest.server.guard import Guard
 from nbest.server.metrics import CONTENT_TYPE_LATEST
 from nbest.server.prefs import PreferenceStore
+from nbest.server.schema import install_openapi
 from nbest.server.service import Service
 from nbest.server.settings import ServerSettings
 
@@ -107,5 +108,6 @@ def create_app(
     async def http_error(request: HttpRequest, exc: HTTPException) -> JSONResponse:
         return JSONResponse(error_body(exc.status_code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers)
 
+    install_openapi(app)
     app.add_middleware(Guard, settings=settings, metrics=service.metrics)
     return app
