@@ -92,3 +92,24 @@ def test_openai_stream_over_socket(scripted: ScriptedEngine, tmp_path) -> None: 
         finals = [c["choices"][0] for c in chunks[2:4]]
         assert [(f["index"], f["nbest"]["rank"], f["finish_reason"]) for f in finals] == [(1, 1, "stop"), (0, 2, "stop")]
         assert chunks[-1]["usage"]["completion_tokens"] == 8
+
+
+def test_client_gone_before_a_plain_reply_aborts_too(scripted: ScriptedEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    scripted.respond = by_index({0: Step("quick")}, Step("never", delay=120.0))
+    with running(_app(scripted, tmp_path)) as url:
+        for path, body in (
+            ("/v1/nbest", {"prompt": "go", "n": 3}),
+            ("/v1/chat/completions", {"messages": [{"role": "user", "content": "go"}], "n": 3}),
+        ):
+            before = len(scripted.aborted)
+            with httpx.Client(base_url=url, timeout=httpx.Timeout(30, read=1.0)) as client:
+                try:
+                    client.post(path, json=body)
+                    raise AssertionError("the reply should not have come")
+                except httpx.ReadTimeout:
+                    pass  # the client gives up and closes the connection
+            deadline = time.monotonic() + 20
+            while len(scripted.aborted) < before + 2 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert len(scripted.aborted) == before + 2, path
+        assert not scripted.running

@@ -14,7 +14,7 @@ from starlette.responses import Response
 
 from nbest.errors import ConfigError, NbestError
 from nbest.server.errors import error_body, from_config_error
-from nbest.server.service import Options, Service, read_json
+from nbest.server.service import Options, Service, read_json, until_disconnect
 from nbest.server.sse import EventStream, format_event
 from nbest.types import Candidate, Request
 
@@ -53,9 +53,11 @@ async def nbest(http: HttpRequest) -> Response:
     service: Service = http.app.state.service
     request, options = await _body(http, service)
     try:
-        result = await service.run(request, options)
+        result = await until_disconnect(http, lambda: service.run(request, options))
     except ConfigError as exc:
         raise from_config_error(exc) from None
+    if result is None:  # the client went away; nobody reads this
+        return Response(status_code=499)
     return Response(result.model_dump_json(), media_type="application/json")
 
 

@@ -27,7 +27,7 @@ from starlette.responses import JSONResponse, Response
 
 from nbest.errors import ConfigError, NbestError
 from nbest.server.errors import ApiError, error_body, from_config_error
-from nbest.server.service import Options, Service, read_json
+from nbest.server.service import Options, Service, read_json, until_disconnect
 from nbest.server.sse import EventStream, format_event
 from nbest.types import Candidate, ChatMessage, NbestModel, Request, Result, SamplingParams
 
@@ -227,7 +227,13 @@ async def _serve(http: HttpRequest, chat: bool) -> Response | EventStream:
     options = Options(strategy=None, rerankers=None, timeout=body.nbest.timeout)
     if not body.stream:
         started = time.perf_counter()
-        candidates = [c async for c in service.stream(request, options, strategy)]
+
+        async def generate() -> list[Candidate]:
+            return [c async for c in service.stream(request, options, strategy)]
+
+        candidates = await until_disconnect(http, generate)
+        if candidates is None:  # the client went away; nobody reads this
+            return Response(status_code=499)
         result = await service.finish(request, candidates, ranker, time.perf_counter() - started)
         reply = _envelope("chat.completion" if chat else "text_completion", model, created, ident)
         reply["choices"] = [_choice(i, c, body, chat) for i, c in enumerate(_choices(result, body))]

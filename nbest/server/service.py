@@ -7,10 +7,12 @@ import json
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
 
+import anyio
 from pydantic import Field
+from starlette.requests import Request as HttpRequest
 
 from nbest import rerankers as rerankers_mod
 from nbest import strategies as strategies_mod
@@ -24,7 +26,9 @@ from nbest.server.settings import ServerSettings
 from nbest.strategies.base import Strategy
 from nbest.types import Candidate, NbestModel, Request, Result
 
-__all__ = ["Options", "Service", "read_json"]
+__all__ = ["Options", "Service", "read_json", "until_disconnect"]
+
+T = TypeVar("T")
 
 
 class Options(NbestModel):
@@ -50,6 +54,29 @@ def read_json(body: bytes) -> Any:
     if not isinstance(data, dict):
         raise ApiError(400, f"request body must be a JSON object, not {type(data).__name__}", param="body")
     return data
+
+
+async def until_disconnect(http: HttpRequest, work: Callable[[], Awaitable[T]]) -> T | None:
+    """Run ``work``; cancel it (aborting its engine requests) if the client
+    disconnects first, and return None then. Errors of ``work`` propagate as they are."""
+    result: list[T] = []
+    failure: list[Exception] = []
+    async with anyio.create_task_group() as tg:
+
+        async def watch() -> None:
+            while (await http.receive())["type"] != "http.disconnect":
+                pass
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(watch)
+        try:
+            result.append(await work())
+        except Exception as exc:  # re-raised below, outside the task group (no ExceptionGroup)
+            failure.append(exc)
+        tg.cancel_scope.cancel()
+    if failure:
+        raise failure[0]
+    return result[0] if result else None
 
 
 def _prompt_chars(request: Request) -> int:
