@@ -283,3 +283,15 @@ async def test_openapi_describes_the_bodies(scripted: ScriptedEngine) -> None:
         assert "nbest" in schemas["ChatBody"]["properties"] and "prompt" in schemas["NbestBody"]["properties"]
         assert schemas["SamplingParams"]["properties"]["top_p"]["description"].startswith("Nucleus sampling")
         assert (await client.get("/docs")).status_code == 200
+
+
+async def test_rerankers_are_built_once(scripted: ScriptedEngine) -> None:
+    async with serving(scripted) as client:
+        service = client.app.state.service  # type: ignore[attr-defined]
+        for _ in range(2):
+            r = await client.post("/v1/nbest", json={"prompt": "x", "n": 2, "rerankers": ["vote", "logprob=2"]})
+            assert r.status_code == 200
+        first = dict(service._rerankers)
+        assert sorted(first) == ["logprob=2", "vote"] and first["logprob=2"][1] == 2.0
+        await client.post("/v1/nbest", json={"prompt": "x", "n": 2, "rerankers": ["vote"]})
+        assert service._rerankers["vote"][0] is first["vote"][0]

@@ -18,6 +18,7 @@ from nbest import rerankers as rerankers_mod
 from nbest import strategies as strategies_mod
 from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
+from nbest.rerankers.base import Reranker
 from nbest.rerankers.ranker import Ranker
 from nbest.server.errors import ApiError, from_config_error
 from nbest.server.metrics import Metrics
@@ -95,6 +96,7 @@ class Service:
         self.metrics = Metrics()
         self._prefs = prefs
         self._prefs_lock = threading.Lock()
+        self._rerankers: dict[str, tuple[Reranker, float]] = {}
         self.results: OrderedDict[str, Result] = OrderedDict()
         self.started = time.time()
 
@@ -155,7 +157,10 @@ class Service:
                     param=f"{param}[{i}]",
                 )
             try:
-                parsed.append(rerankers_mod.parse_spec(text))
+                key = text.strip()
+                if key not in self._rerankers:  # built once: some load a model
+                    self._rerankers[key] = rerankers_mod.parse_spec(key)
+                parsed.append(self._rerankers[key])
             except ConfigError as exc:
                 raise ApiError(422, f"{param}[{i}]: {exc}", param=f"{param}[{i}]") from None
         try:
