@@ -158,8 +158,10 @@ class Service:
                 )
             try:
                 key = text.strip()
-                if key not in self._rerankers:  # built once: some load a model
+                if key not in self._rerankers:  # built once (some load a model); the 64 latest are kept
                     self._rerankers[key] = rerankers_mod.parse_spec(key)
+                    while len(self._rerankers) > 64:
+                        del self._rerankers[next(iter(self._rerankers))]
                 parsed.append(self._rerankers[key])
             except ConfigError as exc:
                 raise ApiError(422, f"{param}[{i}]: {exc}", param=f"{param}[{i}]") from None
