@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any, Literal
 
 import anyio.to_thread
@@ -76,7 +76,32 @@ def _bleu_features(texts: Sequence[str]) -> tuple[Any, list[tuple[Counter[tuple[
     return bleu, [extract_all_word_ngrams(bleu._preprocess_segment(t), 1, bleu.max_ngram_order) for t in texts]
 
 
-def _bleu(bleu: Any, hyp: tuple[Counter[tuple[str, ...]], int], ref_grams: Counter[Any] | Grams, ref_len: float) -> float:
+class _OthersMean(Mapping[Any, float]):
+    """The mean n-gram counts of the *other* candidates, ``(total - own) / (n - 1)``,
+    looked up lazily: building it costs nothing, each lookup O(1)."""
+
+    def __init__(self, total: Counter[Any], own: Counter[Any], n: int) -> None:
+        self.total, self.own, self.n = total, own, n
+
+    def __getitem__(self, gram: Any) -> float:
+        others = self.total[gram] - self.own[gram]
+        if others <= 0:
+            raise KeyError(gram)
+        return others / (self.n - 1)
+
+    def __contains__(self, gram: object) -> bool:
+        return self.total[gram] - self.own[gram] > 0
+
+    def __iter__(self) -> Iterator[Any]:
+        return (g for g in self.total if g in self)
+
+    def __len__(self) -> int:
+        return sum(1 for _ in self)
+
+
+def _bleu(
+    bleu: Any, hyp: tuple[Counter[tuple[str, ...]], int], ref_grams: Counter[Any] | Grams | _OthersMean, ref_len: float
+) -> float:
     grams, hyp_len = hyp
     order = bleu.max_ngram_order
     correct = [0.0] * order
@@ -128,21 +153,34 @@ def _exact(matrix: list[list[float]]) -> list[float | None]:
     return [sum(matrix[i][j] for j in range(n) if j != i) / (n - 1) for i in range(n)]
 
 
-def _average_others(total: Counter[Any], own: Counter[Any], n: int) -> Grams:
-    others = total - own  # drops n-grams only this candidate has
-    return {g: c / (n - 1) for g, c in others.items()}
-
-
 def _chrf_aggregate(texts: Sequence[str]) -> list[float | None]:
+    """chrF of each text against the mean n-gram counts of the others: the same
+    statistics as ``CHRF._get_match_statistics`` with that fractional reference,
+    in O(own n-grams) per text (the reference is never built)."""
     n = len(texts)
     if n < 2:
         return [None] * n
     chrf, feats = _chrf_features(texts)
-    totals = [sum((f[k] for f in feats), Counter()) for k in range(len(feats[0]))]
+    orders = len(feats[0])
+    totals: list[Counter[str]] = [Counter() for _ in range(orders)]
+    for f in feats:
+        for k in range(orders):
+            totals[k].update(f[k])
+    sizes = [sum(t.values()) for t in totals]
     scores: list[float | None] = []
     for f in feats:
-        ref = [_average_others(totals[k], f[k], n) for k in range(len(f))]
-        scores.append(_chrf(chrf, f, ref))
+        stats: list[float] = []
+        for k in range(orders):
+            own, total = f[k], totals[k]
+            own_size = sum(own.values())
+            ref_size = (sizes[k] - own_size) / (n - 1)
+            match = 0.0
+            for gram, count in own.items():
+                others = total[gram] - count
+                if others > 0:
+                    match += min(count, others / (n - 1))
+            stats.extend([own_size if ref_size > 0 else 0, ref_size, match])
+        scores.append(float(chrf._compute_f_score(stats)))
     return scores
 
 
@@ -151,9 +189,11 @@ def _bleu_aggregate(texts: Sequence[str]) -> list[float | None]:
     if n < 2:
         return [None] * n
     bleu, feats = _bleu_features(texts)
-    total: Counter[Any] = sum((g for g, _ in feats), Counter())
+    total: Counter[Any] = Counter()
+    for grams, _ in feats:
+        total.update(grams)
     total_len = sum(length for _, length in feats)
-    return [_bleu(bleu, (g, length), _average_others(total, g, n), (total_len - length) / (n - 1)) for g, length in feats]
+    return [_bleu(bleu, (g, length), _OthersMean(total, g, n), (total_len - length) / (n - 1)) for g, length in feats]
 
 
 def mbr_scores(texts: Sequence[str], utility: Literal["chrf", "bleu"] = "chrf", method: Method = "exact") -> list[float | None]:
