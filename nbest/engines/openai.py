@@ -70,6 +70,10 @@ class OpenAIEngine:
         extra_body: fields added to every request body.
         transport: an httpx transport (tests use ``httpx.MockTransport``).
 
+    The health probe is an asyncio task running from :meth:`start` to
+    :meth:`aclose` (the orchestrator calls both); use the asyncio backend, as
+    for vLLM itself.
+
     Raises:
         ConfigError: a bad URL or setting.
     """
