@@ -49,7 +49,19 @@ lint: install
 	$(BIN)/mypy
 
 bench: install
-	$(BIN)/python benchmarks/fanout_overhead.py
+	@# every benchmark that exists, one after the other; then their last `ratio:` lines as a table
+	@rm -f .bench-summary; \
+	for name in fanout_overhead rerank_cost remote_overhead batch_throughput; do \
+	  script=benchmarks/$$name.py; \
+	  if [ ! -f $$script ]; then echo "== $$name: not present, skipped"; continue; fi; \
+	  echo "== $$name"; \
+	  VLLM_CPU_KVCACHE_SPACE=$${VLLM_CPU_KVCACHE_SPACE:-1} $(BIN)/python $$script | tee .bench-out; \
+	  ratio=$$(grep '^ratio:' .bench-out | tail -n 1 | cut -d' ' -f2); \
+	  echo "$$name $${ratio:-failed}" >> .bench-summary; \
+	done; \
+	echo; printf '%-20s %s\n' benchmark ratio; printf '%-20s %s\n' -------------------- -----; \
+	while read name ratio; do printf '%-20s %s\n' $$name $$ratio; done < .bench-summary; \
+	rm -f .bench-out .bench-summary
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

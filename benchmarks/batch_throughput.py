@@ -1,0 +1,156 @@
+"""Batch throughput: ``Orchestrator.generate_many`` vs vLLM's offline ``LLM.generate``.
+
+The same 256 requests in both arms: 64 chat prompts x N = 4 candidates,
+temperature 0.8, seeds seed + i per candidate, 64 new tokens with
+``ignore_eos`` (so both arms generate exactly the same number of tokens),
+sampled-token log-probabilities on, the same engine arguments (those
+``VLLMEngine.default()`` uses: on CPU ``enforce_eager=True``,
+``enable_chunked_prefill=False``, bfloat16, ``max_model_len=4096``).
+
+  (a) nbest: ``generate_many(prompts, n=4, ...)`` with every prompt in progress
+      at once (``concurrency=64``, ``max_in_flight=256``), each candidate its
+      own engine request, then ranked (MeanLogProb);
+  (b) vLLM: ``LLM.generate`` on the 256 flattened requests (n=1 each).
+
+Each arm runs in its own process, after a short warm-up, so each process's
+peak RSS is its own; engine start-up is not timed. With ``--rounds 2`` (the
+default) the arms run in ABBA order (vLLM, nbest, nbest, vLLM) so a machine
+whose load drifts favours neither. The last line is the ratio of the arms'
+total throughputs a/b (goal >= 0.95).
+
+    python benchmarks/batch_throughput.py [--prompts 64] [--n 4] [--tokens 64] [--rounds 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from typing import Any
+
+PROMPT = "Write a short note about the number {i} and why someone might like it."
+TEMPERATURE = 0.8
+SEED = 1234
+
+
+def _rss() -> dict[str, float]:
+    import psutil
+
+    me = psutil.Process()
+    children = me.children(recursive=True)
+    return {
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "engine_rss_mib": sum(p.memory_info().rss for p in children if p.is_running()) / 2**20,
+    }
+
+
+def run_nbest(prompts: int, n: int, tokens: int) -> dict[str, Any]:
+    import anyio
+
+    from nbest import Orchestrator, VLLMEngine
+
+    texts = [PROMPT.format(i=i) for i in range(prompts)]
+
+    async def main() -> dict[str, Any]:
+        async with Orchestrator(VLLMEngine.default(), max_in_flight=prompts * n) as orch:
+            await orch.generate_many(texts[:2], n=n, temperature=TEMPERATURE, max_tokens=8, seed=SEED)  # warm-up
+            started = time.perf_counter()
+            results = await orch.generate_many(
+                texts, n=n, concurrency=prompts, temperature=TEMPERATURE, max_tokens=tokens, seed=SEED, ignore_eos=True
+            )
+            seconds = time.perf_counter() - started
+            failed = sum(len(r.failed) for r in results)
+            generated = sum(r.usage.completion_tokens for r in results)
+            return {"seconds": seconds, "tokens": generated, "candidates": sum(len(r.candidates) for r in results),
+                    "failed": failed, **_rss()}  # fmt: skip
+
+    return anyio.run(main, backend="asyncio")
+
+
+def run_vllm(prompts: int, n: int, tokens: int) -> dict[str, Any]:
+    from vllm import LLM, SamplingParams
+    from vllm.platforms import current_platform
+
+    from nbest.engines.models import resolve_model
+    from nbest.engines.vllm import CPU_DEFAULTS
+
+    args: dict[str, Any] = {"max_model_len": 4096, "disable_log_stats": True}
+    if current_platform.is_cpu():
+        args.update(CPU_DEFAULTS)
+    llm = LLM(model=resolve_model(None), **args)
+    tok = llm.get_tokenizer()
+    chats = [[{"role": "user", "content": PROMPT.format(i=i)}] for i in range(prompts)]
+    # rendered as VLLMEngine.render does: the chat template, then token ids without extra special tokens
+    rendered = [tok.apply_chat_template(c, tokenize=False, add_generation_prompt=True) for c in chats]
+    ids = [tok.encode(text, add_special_tokens=False) for text in rendered]
+    flat = [{"prompt_token_ids": ids[p]} for p in range(prompts) for _ in range(n)]
+    params = [
+        SamplingParams(n=1, temperature=TEMPERATURE, seed=SEED + j, max_tokens=tokens, ignore_eos=True, logprobs=0)
+        for _ in range(prompts)
+        for j in range(n)
+    ]
+    warm = [SamplingParams(n=1, temperature=TEMPERATURE, seed=SEED + j, max_tokens=8, logprobs=0) for j in range(2 * n)]
+    llm.generate(flat[: 2 * n], warm, use_tqdm=False)
+    started = time.perf_counter()
+    outputs = llm.generate(flat, params, use_tqdm=False)
+    seconds = time.perf_counter() - started
+    generated = sum(len(o.outputs[0].token_ids) for o in outputs)
+    return {"seconds": seconds, "tokens": generated, "candidates": len(outputs), "failed": 0, **_rss()}
+
+
+def _arm(name: str, argv: list[str]) -> dict[str, Any]:
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
+           "VLLM_LOGGING_LEVEL": "WARNING", "TQDM_DISABLE": "1"}  # fmt: skip
+    proc = subprocess.run([sys.executable, __file__, "--arm", name, *argv], env=env, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        sys.stderr.write(proc.stderr[-4000:])
+        raise SystemExit(f"arm {name} failed with status {proc.returncode}")
+    return dict(json.loads(lines[-1]))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--prompts", type=int, default=64)
+    parser.add_argument("--n", type=int, default=4)
+    parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--rounds", type=int, default=2, help="Rounds; the arms alternate (ABBA) [default: 2].")
+    parser.add_argument("--arm", choices=["nbest", "vllm"], default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.arm is not None:
+        run = run_nbest if args.arm == "nbest" else run_vllm
+        print(json.dumps(run(args.prompts, args.n, args.tokens)), flush=True)
+        return
+    argv = ["--prompts", str(args.prompts), "--n", str(args.n), "--tokens", str(args.tokens)]
+    print(f"batch throughput: {args.prompts} prompts x N={args.n}, {args.tokens} tokens each (ignore_eos), "
+          f"temperature {TEMPERATURE}, seeded; one process per arm and round", flush=True)  # fmt: skip
+    runs: dict[str, list[dict[str, Any]]] = {"vllm": [], "nbest": []}
+    for r in range(args.rounds):
+        for name in ("vllm", "nbest") if r % 2 == 0 else ("nbest", "vllm"):
+            arm = _arm(name, argv)
+            runs[name].append(arm)
+            label = "vLLM LLM.generate" if name == "vllm" else "nbest generate_many"
+            print(
+                f"  {label:20s} {arm['candidates']:4d} candidates  {arm['tokens']:6d} tokens  {arm['seconds']:7.2f} s  "
+                f"{arm['tokens'] / arm['seconds']:7.1f} tokens/s  {arm['candidates'] / arm['seconds']:6.2f} candidates/s  "
+                f"peak RSS {arm['peak_rss_mib']:.0f} MiB (+ engine processes {arm['engine_rss_mib']:.0f} MiB)",
+                flush=True,
+            )
+    nbest = runs["nbest"]
+    tokens = {name: sum(a["tokens"] for a in arms) for name, arms in runs.items()}
+    seconds = {name: sum(a["seconds"] for a in arms) for name, arms in runs.items()}
+    if tokens["nbest"] != tokens["vllm"] or any(a["failed"] for a in nbest):
+        print(f"  warning: token counts differ ({tokens['nbest']} vs {tokens['vllm']}) or candidates failed")
+    peak = {name: max(a["peak_rss_mib"] for a in arms) for name, arms in runs.items()}
+    print(f"  peak RSS of the nbest process {peak['nbest']:.0f} MiB vs the vLLM offline process {peak['vllm']:.0f} MiB "
+          f"({peak['nbest'] / peak['vllm']:.2f}x)")  # fmt: skip
+    ratio = (tokens["nbest"] / seconds["nbest"]) / (tokens["vllm"] / seconds["vllm"])
+    print(f"ratio: {ratio:.3f}")
+
+
+if __name__ == "__main__":
+    main()
