@@ -83,7 +83,10 @@ async def main(rounds: int) -> None:
             tb, nb = await run_native(engine, seed=r * 100 + 50)
             ratio = (na / ta) / (nb / tb)
             ratios.append(ratio)
-            print(f"round {r + 1}: orchestrator {na / ta:7.1f} tok/s ({na} tokens)   native n={N} {nb / tb:7.1f} tok/s ({nb} tokens)   a/b {ratio:.3f}")
+            print(
+                f"round {r + 1}: orchestrator {na / ta:7.1f} tok/s ({na} tokens)   "
+                f"native n={N} {nb / tb:7.1f} tok/s ({nb} tokens)   a/b {ratio:.3f}"
+            )
     print(f"median of {rounds} rounds, N={N} x {TOKENS} tokens")
     print(f"ratio: {statistics.median(ratios):.2f}")
 

@@ -1,6 +1,6 @@
 """Best-of-N answering: 8 candidates for a real question, ranked, with a confidence.
 
-    python examples/best_of_n.py
+python examples/best_of_n.py
 """
 
 from __future__ import annotations
