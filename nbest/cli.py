@@ -136,10 +136,9 @@ def run(
     request = _build_request(prompt, n, system, **sampling)
     strategy = strategies.parse_spec(strategy_text) if strategy_text else None
     engines = engines_from_options(model, endpoints, engines_file, os.environ)
-    engine = next(iter(engines.values()))  # the first is the orchestrator's "default" route
+    judge_engine = next(iter(engines.values()))  # the first is the orchestrator's "default" route
     ranker = None
     if reranker_texts:
-        judge_engine = next(iter(engine.values())) if isinstance(engine, dict) else engine  # the default route
         parsed = [rerankers.parse_spec(text, engine=judge_engine) for text in reranker_texts]
         ranker = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
     if timeout is not None and timeout <= 0:
