@@ -31,7 +31,7 @@ $(STAMP): pyproject.toml Makefile
 
 demo: install
 	$(BIN)/nbest models prepare
-	$(BIN)/python examples/best_of_n.py
+	VLLM_LOGGING_LEVEL=WARNING $(BIN)/python examples/best_of_n.py
 
 test: install browser
 	$(BIN)/nbest models prepare >/dev/null

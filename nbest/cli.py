@@ -76,6 +76,25 @@ def _sampling_options(func: Any) -> Any:
     return func
 
 
+def split_stop_rule(sampling: dict[str, Any], wave: int | None) -> tuple[Any, int | None]:
+    """Take an early-stopping rule (``--stop beta:0.95``) out of the ``--stop``
+    values, which stay stop strings; return the rule and the wave size.
+
+    Raises:
+        ConfigError: several rules, a bad rule, or ``--wave`` without a rule.
+    """
+    from nbest import stopping
+    from nbest.orchestrator.adaptive import check_adaptive
+
+    texts = sampling.get("stop", ())
+    rules = [stopping.parse_rule(text) for text in texts if stopping.is_rule_text(text)]
+    if len(rules) > 1:
+        raise ConfigError("--stop: give at most one stopping rule", parameter="stop")
+    sampling["stop"] = tuple(text for text in texts if not stopping.is_rule_text(text))
+    rule = rules[0] if rules else None
+    return rule, check_adaptive(rule, wave)
+
+
 def _build_request(prompt: str, n: int, system: str | None, **sampling: Any) -> Request:
     given = {k: v for k, v in sampling.items() if v is not None and v != ()}
     if "stop" in given:
@@ -121,18 +140,12 @@ def run(
     """
     import anyio
 
-    from nbest import rerankers, stopping, strategies
+    from nbest import rerankers, strategies
     from nbest.engines.config import engines_from_options
     from nbest.orchestrator import Orchestrator
-    from nbest.orchestrator.adaptive import check_adaptive
 
     # everything is validated before the engine starts
-    rules = [stopping.parse_rule(s) for s in sampling.get("stop", ()) if stopping.is_rule_text(s)]
-    if len(rules) > 1:
-        raise ConfigError("--stop: give at most one stopping rule", parameter="stop")
-    sampling["stop"] = tuple(s for s in sampling.get("stop", ()) if not stopping.is_rule_text(s))
-    rule = rules[0] if rules else None
-    wave = check_adaptive(rule, wave)
+    rule, wave = split_stop_rule(sampling, wave)
     request = _build_request(prompt, n, system, **sampling)
     strategy = strategies.parse_spec(strategy_text) if strategy_text else None
     engines = engines_from_options(model, endpoints, engines_file, os.environ)

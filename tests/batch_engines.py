@@ -29,3 +29,8 @@ def seed_answers() -> ScriptedEngine:
         return Step(text=f"The answer is {(params.seed or 0) % 3}.", tokens=5)
 
     return ScriptedEngine(respond=respond)
+
+
+def same_answer() -> ScriptedEngine:
+    """Every candidate answers "The answer is 4." (an easy question for adaptive stopping)."""
+    return ScriptedEngine(respond=lambda prompt, params, request_id: Step(text="The answer is 4.", tokens=5))

@@ -249,3 +249,27 @@ def test_killed_run_resumes_without_duplicate_missing_or_corrupt_lines(tmp_path:
     assert sorted(got) == sorted(ids)  # none missing, none twice
     assert got[: len(first)] == [r["id"] for r in first]  # the first run's lines untouched
     assert all(len(r["candidates"]) == 2 for r in results)  # type: ignore[arg-type]
+
+
+def test_cli_adaptive_stopping_applies_to_every_prompt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": "What is 2 + 2?"} for i in range(3)])
+    out = tmp_path / "out.jsonl"
+    monkeypatch.setenv("NBEST_ENGINE_FACTORY", "tests.batch_engines:same_answer")
+    argv = ["batch", str(inp), "-o", str(out), "-n", "16", "--seed", "1", "--wave", "4", "--stop", "beta:0.9"]
+    with pytest.raises(SystemExit) as info:
+        main([*argv, "--reranker", "vote:number"])
+        raise SystemExit(0)
+    assert info.value.code == 0, capsys.readouterr().err
+    results = read_results(out)
+    assert [r["samples_used"] for r in results] == [4, 4, 4]  # four agreeing votes pass Beta(0.9)
+    assert all(len(r["candidates"]) == 4 for r in results)  # type: ignore[arg-type]
+
+
+def test_cli_wave_without_a_rule_exits_2(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}])
+    assert _cli(["batch", str(inp), "-o", str(tmp_path / "out.jsonl"), "--wave", "4"], monkeypatch) == 2
+    assert "wave" in capsys.readouterr().err

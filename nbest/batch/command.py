@@ -118,6 +118,7 @@ def make_batch_command(sampling_options: Decorator) -> click.Command:
     @sampling_options
     @engine_options
     @click.option("--timeout", type=float, default=None, help="Seconds before a prompt's unfinished candidates are dropped.")
+    @click.option("--wave", type=int, default=None, help="Adaptive sampling: candidates per wave, with --stop RULE [default: 4].")
     @click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once.")
     @click.option("--max-in-flight", type=int, default=64, show_default=True, help="Candidates generating at once.")
     @click.option("--errors", "errors_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -133,6 +134,7 @@ def make_batch_command(sampling_options: Decorator) -> click.Command:
         endpoints: tuple[str, ...],
         engines_file: str | None,
         timeout: float | None,
+        wave: int | None,
         concurrency: int,
         max_in_flight: int,
         errors_path: Path | None,
@@ -148,10 +150,11 @@ def make_batch_command(sampling_options: Decorator) -> click.Command:
 
         from nbest.batch.progress import BatchProgress
         from nbest.batch.runner import BatchStats, run_batch
-        from nbest.cli import _build_request, _quiet_vllm, _stdout_to_stderr
+        from nbest.cli import _build_request, _quiet_vllm, _stdout_to_stderr, split_stop_rule
         from nbest.orchestrator import Orchestrator
 
         # everything is validated before the engine starts
+        rule, wave = split_stop_rule(sampling, wave)
         base = _build_request("(per line)", n, system, **sampling)
         strategy = build_strategy(strategy_text)
         engines = build_engines(model, endpoints, engines_file)
@@ -185,7 +188,15 @@ def make_batch_command(sampling_options: Decorator) -> click.Command:
             async with Orchestrator(engines, rerankers=ranker, max_in_flight=max_in_flight) as orch:
                 with BatchProgress(len(todo)) as progress:
                     stats = await run_batch(
-                        orch, todo, log, strategy=strategy, timeout=timeout, concurrency=concurrency, on_result=progress.update
+                        orch,
+                        todo,
+                        log,
+                        strategy=strategy,
+                        timeout=timeout,
+                        concurrency=concurrency,
+                        stop=rule,
+                        wave=wave,
+                        on_result=progress.update,
                     )
                 stats_box.append(stats)
 

@@ -19,6 +19,7 @@ import anyio
 from nbest.batch.output import OutputLog
 from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
+from nbest.orchestrator.stopping import StoppingRule
 from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import Strategy
 from nbest.types import Request, Result
@@ -65,6 +66,8 @@ async def run_batch(
     timeout: float | None = None,
     concurrency: int = 8,
     diversity: bool = False,
+    stop: StoppingRule | None = None,
+    wave: int | None = None,
     on_result: Callable[[Result, BatchStats], None] | None = None,
 ) -> BatchStats:
     """Run every request, appending each Result to ``log`` as soon as it is ranked.
@@ -86,7 +89,9 @@ async def run_batch(
 
     async def one(request: Request) -> None:
         async with limiter:
-            result = await orch.run(request, strategy=strategy, rerankers=rerankers, timeout=timeout, diversity=diversity)
+            result = await orch.run(
+                request, strategy=strategy, rerankers=rerankers, timeout=timeout, diversity=diversity, stop=stop, wave=wave
+            )
             await log.write(result)
         stats.add(result)
         if on_result is not None:
