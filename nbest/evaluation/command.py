@@ -14,142 +14,136 @@ are those of ``nbest run``. Everything is validated before the engine starts.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
-from nbest.batch.command import engine_options
+from nbest.cli_options import (
+    build_engines,
+    build_request,
+    build_strategy,
+    engine_options,
+    quiet_vllm,
+    sampling_options,
+    stdout_to_stderr,
+)
 from nbest.errors import ConfigError
 
-__all__ = ["make_eval_command"]
+__all__ = ["eval_command"]
 
 
-def make_eval_command(sampling_options: Callable[[Any], Any]) -> click.Command:
-    """The ``eval`` command, with ``nbest run``'s sampling/strategy/reranker options."""
+@click.command("eval")
+@click.argument("dataset", metavar="DATASET.jsonl", type=click.Path(path_type=Path, dir_okay=False))
+@click.option("--answer-field", default=None, help="Field holding the gold answer (accuracy tasks).")
+@click.option("--reference-field", default=None, help="Field holding the reference translation (translation tasks).")
+@click.option("--prompt-field", default="prompt", show_default=True, help="Field holding the prompt (text or chat messages).")
+@click.option("--source-field", default=None, help="Field holding the source text (Request.source, e.g. for --reranker source).")
+@click.option("--id-field", default="id", show_default=True, help="Field holding the item's id (default: its line number).")
+@click.option("--match", "match_mode", type=click.Choice(["exact", "contains"]), default="exact", show_default=True,
+              help="exact: normalised extracted answer equals gold; contains: gold phrase appears in the text.")  # fmt: skip
+@click.option(
+    "--extract", default="auto", show_default=True, help="Answer extractor for --match exact (number, boxed, choice, ...)."
+)
+@sampling_options
+@click.option("--greedy", is_flag=True, help="Also generate one greedy candidate per prompt (the greedy baseline).")
+@click.option("--subsamples", type=int, default=5, show_default=True, help="Most subsets of N candidates averaged per prompt.")
+@click.option("--limit", type=int, default=None, help="Use only the first LIMIT items.")
+@click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="Write the full report as JSON.")  # fmt: skip
+@click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
+              help="Write PNG plots into this folder.")  # fmt: skip
+@engine_options
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once.")
+def eval_command(
+    dataset: Path,
+    answer_field: str | None,
+    reference_field: str | None,
+    prompt_field: str,
+    source_field: str | None,
+    id_field: str,
+    match_mode: str,
+    extract: str,
+    n: int,
+    system: str | None,
+    strategy_text: str | None,
+    reranker_texts: tuple[str, ...],
+    greedy: bool,
+    subsamples: int,
+    limit: int | None,
+    report_path: Path | None,
+    plots_dir: Path | None,
+    model: str | None,
+    endpoints: tuple[str, ...],
+    engines_file: str | None,
+    concurrency: int,
+    **sampling: Any,
+) -> None:
+    """Evaluate best-of-N on DATASET.jsonl: every reranker at N = 1, 2, 4, ... up to -n."""
+    import anyio
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    @click.command("eval")
-    @click.argument("dataset", metavar="DATASET.jsonl", type=click.Path(path_type=Path, dir_okay=False))
-    @click.option("--answer-field", default=None, help="Field holding the gold answer (accuracy tasks).")
-    @click.option("--reference-field", default=None, help="Field holding the reference translation (translation tasks).")
-    @click.option("--prompt-field", default="prompt", show_default=True, help="Field holding the prompt (text or chat messages).")
-    @click.option(
-        "--source-field", default=None, help="Field holding the source text (Request.source, e.g. for --reranker source)."
+    from nbest import rerankers
+    from nbest.evaluation.dataset import Fields, read_dataset
+    from nbest.evaluation.evaluate import EvalSample, generate_samples, score_samples
+    from nbest.evaluation.matching import Matcher
+    from nbest.evaluation.plots import write_plots
+    from nbest.evaluation.table import print_report
+    from nbest.orchestrator import Orchestrator
+
+    # everything is validated before the engine starts
+    if answer_field is None and reference_field is None:
+        raise ConfigError("eval: give --answer-field (accuracy) or --reference-field (translation)", parameter="answer_field")
+    if answer_field is not None and reference_field is not None:
+        raise ConfigError("eval: give --answer-field or --reference-field, not both", parameter="answer_field")
+    if subsamples < 1:
+        raise ConfigError(f"--subsamples: must be at least 1 (got {subsamples})", parameter="subsamples", value=subsamples)
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency: must be at least 1 (got {concurrency})", parameter="concurrency", value=concurrency)
+    base = build_request("(per item)", n, system, **sampling)
+    strategy = build_strategy(strategy_text)
+    matcher = Matcher(match_mode, extract)  # type: ignore[arg-type]  # click.Choice checked it
+    fields = Fields(prompt=prompt_field, answer=answer_field, reference=reference_field, source=source_field, id=id_field)
+    items = read_dataset(dataset, fields, limit=limit)
+    engines = build_engines(model, endpoints, engines_file)
+    default_specs = ("logprob", f"vote:{extract}") if answer_field is not None else ("logprob", "mbr:chrf")
+    parsed = [rerankers.parse_spec(text, engine=next(iter(engines.values()))) for text in (reranker_texts or default_specs)]
+    rankers = {r.name: rerankers.Ranker([r]) for r, _ in parsed}
+    if len(rankers) < len(parsed):
+        raise ConfigError("--reranker: give each reranker once", parameter="reranker")
+    if len(parsed) > 1:
+        rankers["combined"] = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
+    if plots_dir is not None and plots_dir.exists() and not plots_dir.is_dir():
+        raise ConfigError(f"--plots: {plots_dir} is not a folder", parameter="plots", value=str(plots_dir))
+    console = Console(stderr=True)
+
+    async def main() -> tuple[list[EvalSample], float]:
+        async with Orchestrator(engines, max_in_flight=max(64, n)) as orch:
+            with Progress(
+                TextColumn("[bold]nbest eval"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
+                TimeRemainingColumn(), console=console,
+            ) as progress:  # fmt: skip
+                task = progress.add_task("eval", total=len(items))
+                started = anyio.current_time()
+                samples = await generate_samples(
+                    orch, items, n=base.n, params=base.params, strategy=strategy, system=base.system, greedy=greedy,
+                    concurrency=concurrency, on_done=lambda _: progress.advance(task),
+                )  # fmt: skip
+                return samples, anyio.current_time() - started
+
+    quiet_vllm()
+    with stdout_to_stderr():
+        samples, generate_s = anyio.run(main, backend="asyncio")
+    seed = base.params.seed if base.params.seed is not None else 0
+    report = anyio.run(
+        lambda: score_samples(samples, rankers, matcher=matcher, subsamples=subsamples, seed=seed, dataset=dataset.name)
     )
-    @click.option("--id-field", default="id", show_default=True, help="Field holding the item's id (default: its line number).")
-    @click.option("--match", "match_mode", type=click.Choice(["exact", "contains"]), default="exact", show_default=True,
-                  help="exact: normalised extracted answer equals gold; contains: gold phrase appears in the text.")  # fmt: skip
-    @click.option(
-        "--extract", default="auto", show_default=True, help="Answer extractor for --match exact (number, boxed, choice, ...)."
-    )
-    @sampling_options
-    @click.option("--greedy", is_flag=True, help="Also generate one greedy candidate per prompt (the greedy baseline).")
-    @click.option(
-        "--subsamples", type=int, default=5, show_default=True, help="Most subsets of N candidates averaged per prompt."
-    )
-    @click.option("--limit", type=int, default=None, help="Use only the first LIMIT items.")
-    @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-                  help="Write the full report as JSON.")  # fmt: skip
-    @click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
-                  help="Write PNG plots into this folder.")  # fmt: skip
-    @engine_options
-    @click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once.")
-    def eval_command(
-        dataset: Path,
-        answer_field: str | None,
-        reference_field: str | None,
-        prompt_field: str,
-        source_field: str | None,
-        id_field: str,
-        match_mode: str,
-        extract: str,
-        n: int,
-        system: str | None,
-        strategy_text: str | None,
-        reranker_texts: tuple[str, ...],
-        greedy: bool,
-        subsamples: int,
-        limit: int | None,
-        report_path: Path | None,
-        plots_dir: Path | None,
-        model: str | None,
-        endpoints: tuple[str, ...],
-        engines_file: str | None,
-        concurrency: int,
-        **sampling: Any,
-    ) -> None:
-        """Evaluate best-of-N on DATASET.jsonl: every reranker at N = 1, 2, 4, ... up to -n."""
-        import anyio
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-        from nbest import rerankers
-        from nbest.batch.command import build_engines, build_strategy
-        from nbest.cli import _build_request, _quiet_vllm, _stdout_to_stderr
-        from nbest.evaluation.dataset import Fields, read_dataset
-        from nbest.evaluation.evaluate import EvalSample, generate_samples, score_samples
-        from nbest.evaluation.matching import Matcher
-        from nbest.evaluation.plots import write_plots
-        from nbest.evaluation.table import print_report
-        from nbest.orchestrator import Orchestrator
-
-        # everything is validated before the engine starts
-        if answer_field is None and reference_field is None:
-            raise ConfigError("eval: give --answer-field (accuracy) or --reference-field (translation)", parameter="answer_field")
-        if answer_field is not None and reference_field is not None:
-            raise ConfigError("eval: give --answer-field or --reference-field, not both", parameter="answer_field")
-        if subsamples < 1:
-            raise ConfigError(f"--subsamples: must be at least 1 (got {subsamples})", parameter="subsamples", value=subsamples)
-        if concurrency < 1:
-            raise ConfigError(
-                f"--concurrency: must be at least 1 (got {concurrency})", parameter="concurrency", value=concurrency
-            )
-        base = _build_request("(per item)", n, system, **sampling)
-        strategy = build_strategy(strategy_text)
-        matcher = Matcher(match_mode, extract)  # type: ignore[arg-type]  # click.Choice checked it
-        fields = Fields(prompt=prompt_field, answer=answer_field, reference=reference_field, source=source_field, id=id_field)
-        items = read_dataset(dataset, fields, limit=limit)
-        engines = build_engines(model, endpoints, engines_file)
-        default_specs = ("logprob", f"vote:{extract}") if answer_field is not None else ("logprob", "mbr:chrf")
-        parsed = [rerankers.parse_spec(text, engine=next(iter(engines.values()))) for text in (reranker_texts or default_specs)]
-        rankers = {r.name: rerankers.Ranker([r]) for r, _ in parsed}
-        if len(rankers) < len(parsed):
-            raise ConfigError("--reranker: give each reranker once", parameter="reranker")
-        if len(parsed) > 1:
-            rankers["combined"] = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
-        if plots_dir is not None and plots_dir.exists() and not plots_dir.is_dir():
-            raise ConfigError(f"--plots: {plots_dir} is not a folder", parameter="plots", value=str(plots_dir))
-        console = Console(stderr=True)
-
-        async def main() -> tuple[list[EvalSample], float]:
-            async with Orchestrator(engines, max_in_flight=max(64, n)) as orch:
-                with Progress(
-                    TextColumn("[bold]nbest eval"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
-                    TimeRemainingColumn(), console=console,
-                ) as progress:  # fmt: skip
-                    task = progress.add_task("eval", total=len(items))
-                    started = anyio.current_time()
-                    samples = await generate_samples(
-                        orch, items, n=base.n, params=base.params, strategy=strategy, system=base.system, greedy=greedy,
-                        concurrency=concurrency, on_done=lambda _: progress.advance(task),
-                    )  # fmt: skip
-                    return samples, anyio.current_time() - started
-
-        _quiet_vllm()
-        with _stdout_to_stderr():
-            samples, generate_s = anyio.run(main, backend="asyncio")
-        seed = base.params.seed if base.params.seed is not None else 0
-        report = anyio.run(
-            lambda: score_samples(samples, rankers, matcher=matcher, subsamples=subsamples, seed=seed, dataset=dataset.name)
-        )
-        report = report.model_copy(update={"generate_s": generate_s})
-        print_report(report)
-        if report_path is not None:
-            report_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-            click.echo(f"nbest eval: report written to {report_path}", err=True)
-        if plots_dir is not None:
-            for path in write_plots(report, plots_dir):
-                click.echo(f"nbest eval: plot written to {path}", err=True)
-
-    return eval_command
+    report = report.model_copy(update={"generate_s": generate_s})
+    print_report(report)
+    if report_path is not None:
+        report_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        click.echo(f"nbest eval: report written to {report_path}", err=True)
+    if plots_dir is not None:
+        for path in write_plots(report, plots_dir):
+            click.echo(f"nbest eval: plot written to {path}", err=True)
