@@ -375,8 +375,11 @@ class Orchestrator:
         requests = []
         for i, prompt in enumerate(prompts):
             try:
-                requests.append(prompt if isinstance(prompt, Request) else self.request(prompt, n, system=system, **sampling))
-                self.check(requests[-1])
+                if isinstance(prompt, Request):
+                    self.check(prompt)
+                    requests.append(prompt)
+                else:
+                    requests.append(self.request(prompt, n, system=system, **sampling))  # checks it too
             except ConfigError as exc:
                 raise ConfigError(f"prompts[{i}]: {exc}", parameter=f"prompts[{i}].{exc.parameter}", value=exc.value) from None
         results: list[Result | None] = [None] * len(requests)
