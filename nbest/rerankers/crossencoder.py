@@ -9,14 +9,13 @@ batches off the event loop.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any, Literal
 
 import anyio.to_thread
 
 from nbest.errors import ConfigError
-from nbest.rerankers.embedding import _require, check_model
+from nbest.rerankers.embedding import LazyModel, _require, check_model
 from nbest.types import Candidate, ChatMessage, Request, Score
 
 __all__ = ["CrossEncoder", "query_text"]
@@ -82,8 +81,7 @@ class CrossEncoder:
         self.max_length = max_length
         self.device = device
         self.name = name
-        self._model: Any = None
-        self._lock = threading.Lock()
+        self._model = LazyModel("cross-encoder", self.model, self._build)
 
     def load(self) -> Any:
         """The loaded sentence-transformers CrossEncoder.
@@ -91,17 +89,12 @@ class CrossEncoder:
         Raises:
             ConfigError: the model cannot be loaded.
         """
-        with self._lock:
-            if self._model is None:
-                from sentence_transformers import CrossEncoder as STCrossEncoder
+        return self._model.get()
 
-                try:
-                    self._model = STCrossEncoder(self.model, max_length=self.max_length, device=self.device)
-                except Exception as exc:
-                    raise ConfigError(
-                        f"model: cannot load cross-encoder {self.model!r}: {exc}", parameter="model", value=self.model
-                    ) from exc
-            return self._model
+    def _build(self) -> Any:
+        from sentence_transformers import CrossEncoder as STCrossEncoder
+
+        return STCrossEncoder(self.model, max_length=self.max_length, device=self.device)
 
     def predict_sync(self, pairs: list[tuple[str, str]]) -> list[float]:
         """One score per (query, candidate) pair (blocking)."""

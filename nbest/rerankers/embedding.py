@@ -22,9 +22,9 @@ from __future__ import annotations
 
 import importlib.util
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import anyio.to_thread
 
@@ -32,12 +32,15 @@ from nbest.engines.models import embedding_model_path
 from nbest.errors import ConfigError, RerankerError
 from nbest.types import Answer, Candidate, Request, Score
 
+T = TypeVar("T")
+
 if TYPE_CHECKING:
     import numpy as np
 
 __all__ = [
     "Embedder",
     "EmbeddingConsensus",
+    "LazyModel",
     "NearDuplicates",
     "SourceSimilarity",
     "default_embedding_model",
@@ -84,6 +87,36 @@ def _require(module: str, package: str) -> None:
         raise ConfigError(f"model: this reranker needs the package {package} (pip install {package})", parameter="model")
 
 
+class LazyModel(Generic[T]):
+    """A model built on first use, once, safely from several threads.
+
+    A build failure becomes a ``ConfigError`` naming the model, so a reranker
+    whose weights cannot load says so (and the ranker records it) instead of
+    crashing mid-request.
+    """
+
+    def __init__(self, what: str, name: str, build: Callable[[], T]) -> None:
+        self.what, self.name, self._build = what, name, build
+        self._value: T | None = None
+        self._lock = threading.Lock()
+
+    def get(self) -> T:
+        """The model, built now if needed.
+
+        Raises:
+            ConfigError: the model cannot be loaded.
+        """
+        with self._lock:
+            if self._value is None:
+                try:
+                    self._value = self._build()
+                except Exception as exc:
+                    raise ConfigError(
+                        f"model: cannot load {self.what} {self.name!r}: {exc}", parameter="model", value=self.name
+                    ) from exc
+            return self._value
+
+
 class Embedder:
     """A sentence-transformers model, loaded on first use, shared by whoever holds it.
 
@@ -105,8 +138,7 @@ class Embedder:
         self.model = check_model(model) if model is not None else default_embedding_model()
         self.device = device
         self.batch_size = batch_size
-        self._model: Any = None
-        self._lock = threading.Lock()
+        self._model = LazyModel("embedding model", self.model, self._build)
 
     def load(self) -> Any:
         """The loaded SentenceTransformer (loading it now if needed).
@@ -114,17 +146,12 @@ class Embedder:
         Raises:
             ConfigError: the model cannot be loaded.
         """
-        with self._lock:
-            if self._model is None:
-                from sentence_transformers import SentenceTransformer
+        return self._model.get()
 
-                try:
-                    self._model = SentenceTransformer(self.model, device=self.device)
-                except Exception as exc:
-                    raise ConfigError(
-                        f"model: cannot load embedding model {self.model!r}: {exc}", parameter="model", value=self.model
-                    ) from exc
-            return self._model
+    def _build(self) -> Any:
+        from sentence_transformers import SentenceTransformer
+
+        return SentenceTransformer(self.model, device=self.device)
 
     def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length embeddings of ``texts``, one row each (blocking)."""

@@ -11,14 +11,13 @@ otherwise. Examples: ``Skywork/Skywork-Reward-V2-Qwen3-0.6B``,
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Sequence
 from typing import Any
 
 import anyio.to_thread
 
 from nbest.errors import ConfigError
-from nbest.rerankers.embedding import _require, check_model
+from nbest.rerankers.embedding import LazyModel, _require, check_model
 from nbest.types import Candidate, ChatMessage, Request, Score
 
 __all__ = ["RewardModel"]
@@ -59,8 +58,7 @@ class RewardModel:
         self.max_length = max_length
         self.device = device
         self.name = name
-        self._loaded: tuple[Any, Any] | None = None
-        self._lock = threading.Lock()
+        self._loaded = LazyModel("reward model", self.model, self._build)
 
     def load(self) -> tuple[Any, Any]:
         """The (tokenizer, model) pair, loaded once.
@@ -68,23 +66,18 @@ class RewardModel:
         Raises:
             ConfigError: the model cannot be loaded.
         """
-        with self._lock:
-            if self._loaded is None:
-                from transformers import AutoModelForSequenceClassification, AutoTokenizer
+        return self._loaded.get()
 
-                try:
-                    tokenizer = AutoTokenizer.from_pretrained(self.model)
-                    net = AutoModelForSequenceClassification.from_pretrained(self.model).to(self.device).eval()
-                except Exception as exc:
-                    raise ConfigError(
-                        f"model: cannot load reward model {self.model!r}: {exc}", parameter="model", value=self.model
-                    ) from exc
-                if tokenizer.pad_token is None:
-                    tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
-                if net.config.pad_token_id is None:
-                    net.config.pad_token_id = tokenizer.pad_token_id
-                self._loaded = (tokenizer, net)
-            return self._loaded
+    def _build(self) -> tuple[Any, Any]:
+        from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(self.model)
+        net = AutoModelForSequenceClassification.from_pretrained(self.model).to(self.device).eval()
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token or tokenizer.unk_token
+        if net.config.pad_token_id is None:
+            net.config.pad_token_id = tokenizer.pad_token_id
+        return tokenizer, net
 
     @staticmethod
     def conversation(request: Request, text: str) -> list[dict[str, str]]:
