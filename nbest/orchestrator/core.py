@@ -20,7 +20,7 @@ from nbest.orchestrator.stopping import StoppingRule
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb
 from nbest.rerankers.ranker import Ranker
-from nbest.strategies.base import Strategy
+from nbest.strategies.base import Strategy, checked_plan
 from nbest.strategies.diversity import add_diversity
 from nbest.strategies.fixed import Fixed
 from nbest.types import DEFAULT_MAX_N, Candidate, CandidateSpec, Prompt, Request, Result, SamplingParams, Timings, Usage
@@ -193,20 +193,16 @@ class Orchestrator:
             seed = secrets.randbelow(2**31)
             request = request.model_copy(update={"params": request.params.model_copy(update={"seed": seed})})
         strategy = strategy or self.strategy
-        specs = strategy.plan(request)
-        label = type(strategy).__name__
-        if sorted(s.index for s in specs) != list(range(request.n)):
-            raise ConfigError(
-                f"strategy {label} planned indices {[s.index for s in specs]} for n={request.n}; need 0..{request.n - 1}",
-                parameter="strategy",
-            )
+        specs = checked_plan(strategy, request)
         for spec in specs:
             if spec.engine not in self.engines:
                 known = ", ".join(sorted(self.engines))
                 raise ConfigError(
-                    f"strategy {label}: unknown engine {spec.engine!r}; known: {known}", parameter="engine", value=spec.engine
+                    f"strategy {type(strategy).__name__}: unknown engine {spec.engine!r}; known: {known}",
+                    parameter="engine",
+                    value=spec.engine,
                 )
-        return request, sorted(specs, key=lambda s: s.index)
+        return request, specs
 
     # -- generating ----------------------------------------------------------
 

@@ -308,3 +308,20 @@ def positional(data: dict[str, Any], **given: Any) -> dict[str, Any]:
 def spec_label(value: float) -> str:
     """A number as it appears in spec labels: ``0.6`` -> ``"0.60"``, ``40`` -> ``"40"``."""
     return str(value) if isinstance(value, int) else f"{value:.2f}"
+
+
+def checked_plan(strategy: Strategy, request: Request) -> list[CandidateSpec]:
+    """``strategy.plan(request)``, sorted by index, after checking it plans
+    exactly the candidates 0 .. n-1.
+
+    Raises:
+        ConfigError: the plan's size or indices are wrong.
+    """
+    specs = strategy.plan(request)
+    if sorted(s.index for s in specs) != list(range(request.n)):
+        raise ConfigError(
+            f"strategy {type(strategy).__name__} planned indices {[s.index for s in specs]} for n={request.n}; "
+            f"need 0..{request.n - 1}",
+            parameter="strategy",
+        )
+    return sorted(specs, key=lambda s: s.index)

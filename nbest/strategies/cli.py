@@ -20,10 +20,10 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nbest.errors import ConfigError
-from nbest.strategies.base import StrategyConfig
+from nbest.cli_options import build_request
+from nbest.strategies.base import checked_plan
 from nbest.strategies.spec import parse_spec
-from nbest.types import DEFAULT_MAX_N, CandidateSpec, Prompt, Request, SamplingParams
+from nbest.types import CandidateSpec, Prompt, SamplingParams
 
 __all__ = ["plan_command", "plan_table", "prompt_summary"]
 
@@ -86,13 +86,6 @@ def plan_table(specs: Sequence[CandidateSpec], title: str | None = None) -> Tabl
     return table
 
 
-def _checked_plan(strategy: StrategyConfig, request: Request) -> list[CandidateSpec]:
-    specs = sorted(strategy.plan(request), key=lambda s: s.index)
-    if [s.index for s in specs] != list(range(request.n)):
-        raise ConfigError(f"--strategy: {strategy.kind} planned {len(specs)} candidates for -n {request.n}", parameter="strategy")
-    return specs
-
-
 @click.command("plan")
 @click.argument("prompt")
 @click.option("-n", "n", type=int, default=8, show_default=True, help="Candidates per prompt.")
@@ -119,12 +112,8 @@ def plan_command(
     strategy = parse_spec(strategy_text)
     if seed is None:
         seed = secrets.randbelow(2**31)
-    given = {k: v for k, v in sampling.items() if v is not None}
-    params = SamplingParams(**given, seed=seed, stop=list(stop))
-    request = Request(prompt=prompt, n=n, params=params, system=system)
-    if request.n > DEFAULT_MAX_N:
-        raise ConfigError(f"-n: at most {DEFAULT_MAX_N} candidates per prompt (got {request.n})", parameter="n", value=request.n)
-    specs = _checked_plan(strategy, request)
+    request = build_request(prompt, n, system, seed=seed, stop=stop, **sampling)
+    specs = checked_plan(strategy, request)
     if as_json:
         payload = {
             "n": request.n,
