@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from nbest.errors import ConfigError
 from nbest.evaluation.report import EvalReport, Quality
@@ -58,13 +59,7 @@ def write_plots(report: EvalReport, folder: Path) -> list[Path]:
     ax.set_xlabel("N (candidates per prompt)")
     ax.set_ylabel(label)
     ax.set_title(f"{label} vs N · {report.prompts} prompts")
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize="small")
-    fig.tight_layout()
-    path = folder / "quality_vs_n.png"
-    fig.savefig(path, format="png", dpi=100)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save(fig, ax, folder / "quality_vs_n.png"))
 
     if report.task == "accuracy":
         top = report.levels[-1]
@@ -81,11 +76,17 @@ def write_plots(report: EvalReport, folder: Path) -> list[Path]:
         ax.set_xlabel("confidence of the top answer")
         ax.set_ylabel("accuracy")
         ax.set_title(f"reliability · N = {top.n}")
-        ax.grid(True, alpha=0.3)
-        ax.legend(fontsize="small")
-        fig.tight_layout()
-        path = folder / "reliability.png"
-        fig.savefig(path, format="png", dpi=100)
-        plt.close(fig)
-        written.append(path)
+        written.append(_save(fig, ax, folder / "reliability.png"))
     return written
+
+
+def _save(fig: Any, ax: Any, path: Path) -> Path:
+    """Grid, legend, tight layout; write the PNG and free the figure."""
+    import matplotlib.pyplot as plt
+
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, format="png", dpi=100)
+    plt.close(fig)
+    return path
