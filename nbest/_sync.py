@@ -2,34 +2,48 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import anyio
 
+from nbest.rerankers.base import Reranker
+from nbest.rerankers.ranker import Ranker
+from nbest.strategies.base import Strategy
 from nbest.types import Prompt, Result
 
 __all__ = ["generate"]
 
 
-def generate(prompt: Prompt, n: int = 8, *, model: str | None = None, **kwargs: Any) -> Result:
+def generate(
+    prompt: Prompt,
+    n: int = 8,
+    *,
+    model: str | None = None,
+    strategy: Strategy | None = None,
+    rerankers: Sequence[Reranker] | Ranker | None = None,
+    timeout: float | None = None,
+    **kwargs: Any,
+) -> Result:
     """Blocking best-of-N for scripts: start an engine, generate, shut it down.
 
-    Keyword arguments go to :meth:`Orchestrator.generate`. Call it under an
+    Other keyword arguments (sampling settings, ``system``) build the request,
+    which is validated before the model loads. Call it under an
     ``if __name__ == "__main__":`` guard (vLLM starts worker processes).
 
     >>> result = nbest.generate("What is 17 * 3?", n=4)   # doctest: +SKIP
+
+    Raises:
+        ConfigError: bad input, before any engine starts.
     """
     from nbest.engines.vllm import VLLMEngine
     from nbest.orchestrator import Orchestrator
 
+    orch = Orchestrator(VLLMEngine.default() if model is None else VLLMEngine(model))
+    request = orch.request(prompt, n, **kwargs)
+
     async def main() -> Result:
-        engine = VLLMEngine.default() if model is None else VLLMEngine(model)
-        async with Orchestrator(engine) as orch:
-            request = orch.request(
-                prompt, n, **{k: v for k, v in kwargs.items() if k not in ("strategy", "rerankers", "timeout")}
-            )
-            return await orch.run(
-                request, strategy=kwargs.get("strategy"), rerankers=kwargs.get("rerankers"), timeout=kwargs.get("timeout")
-            )
+        async with orch:
+            return await orch.run(request, strategy=strategy, rerankers=rerankers, timeout=timeout)
 
     return anyio.run(main, backend="asyncio")

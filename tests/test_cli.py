@@ -57,3 +57,12 @@ def test_the_installed_script_rejects_bad_input_fast_without_a_traceback() -> No
     assert proc.stderr.strip() == "nbest: error: top_p: Input should be less than or equal to 1 (got 7.0)"
     assert "Traceback" not in proc.stderr
     assert elapsed < 20  # no model was loaded (a start takes ~30 s on CPU)
+
+
+def test_blocking_generate_rejects_bad_input_before_any_engine_starts() -> None:
+    import nbest
+
+    started = time.perf_counter()
+    with pytest.raises(nbest.ConfigError, match="top_p"):
+        nbest.generate("What is 2+2?", n=2, top_p=5)
+    assert time.perf_counter() - started < 5  # no model was loaded
