@@ -50,8 +50,9 @@ async def vllm_engine() -> AsyncIterator[VLLMEngine]:
     On teardown it checks that no engine process outlives the engine.
     """
     engine = VLLMEngine.default()
+    before = {p.pid for p in engine_processes()}  # e.g. a vLLM server another fixture started
     await engine.start()
-    procs = engine_processes()
+    procs = [p for p in engine_processes() if p.pid not in before]
     assert procs, "vLLM started no engine process: the orphan check below would prove nothing"
     try:
         yield engine
