@@ -8,7 +8,7 @@ from __future__ import annotations
 import anyio
 
 from nbest import Orchestrator, VLLMEngine, rerankers, strategies
-from nbest.render import print_result
+from nbest.cli.render import print_result
 
 QUESTION = "A shop sells pens at 3 dollars each. How many dollars do 17 pens cost? Answer with a number."
 

@@ -15,6 +15,8 @@ from rich.console import Console
 from rich.table import Table
 
 from nbest import Orchestrator, VLLMEngine
+from nbest.cli.plan import plan_table
+from nbest.metrics import diversity, load_embedder
 from nbest.strategies import (
     Composite,
     Fixed,
@@ -23,10 +25,7 @@ from nbest.strategies import (
     PromptVariants,
     StrategyConfig,
     TemperatureLadder,
-    diversity,
-    load_embedder,
 )
-from nbest.strategies.cli import plan_table
 
 PROMPT = "Give me a name for a cosy coffee shop."
 N = 6

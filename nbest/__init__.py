@@ -7,7 +7,7 @@
 
 from __future__ import annotations
 
-from nbest import rerankers, strategies, tasks
+from nbest import metrics, rerankers, strategies, tasks
 from nbest._sync import generate
 from nbest.engines import Engine, OpenAIEngine, VLLMEngine
 from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError, NbestError, RerankerError
@@ -48,6 +48,7 @@ __all__ = [
     "VLLMEngine",
     "__version__",
     "generate",
+    "metrics",
     "rerankers",
     "stopping",
     "strategies",

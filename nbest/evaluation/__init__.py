@@ -15,10 +15,11 @@ from __future__ import annotations
 from nbest.evaluation.dataset import EvalItem, Fields, read_dataset
 from nbest.evaluation.evaluate import EvalSample, generate_samples, levels_for, score_samples
 from nbest.evaluation.matching import Matcher
-from nbest.evaluation.metrics import expected_calibration_error, reliability, subsets
+from nbest.evaluation.metrics import subsets
 from nbest.evaluation.plots import write_plots
 from nbest.evaluation.report import EvalReport, Level, Quality, RerankerLevel
 from nbest.evaluation.table import print_report, report_table
+from nbest.metrics.calibration import expected_calibration_error, reliability
 
 __all__ = [
     "EvalItem",

@@ -14,7 +14,7 @@ subset on its own:
 - translation tasks: corpus chrF and BLEU of the top-ranked candidates, and of
   the oracle (per prompt, the candidate with the best sentence chrF);
 - both: distinct-1/2 and self-BLEU of the subset
-  (:mod:`nbest.strategies.diversity`).
+  (:mod:`nbest.metrics.diversity`).
 
 A single random sample's score is exact: the mean over every candidate
 position. Greedy is scored when a greedy candidate was generated.
@@ -32,19 +32,13 @@ import anyio
 from nbest.errors import ConfigError
 from nbest.evaluation.dataset import EvalItem
 from nbest.evaluation.matching import Matcher
-from nbest.evaluation.metrics import (
-    corpus_bleu,
-    corpus_chrf,
-    expected_calibration_error,
-    reliability,
-    sentence_chrf,
-    subsets,
-)
+from nbest.evaluation.metrics import corpus_bleu, corpus_chrf, sentence_chrf, subsets
 from nbest.evaluation.report import DiversityLevel, EvalReport, ItemReport, Level, Quality, RerankerLevel
+from nbest.metrics.calibration import expected_calibration_error, reliability
+from nbest.metrics.diversity import distinct_n, self_bleu
 from nbest.orchestrator import Orchestrator
 from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import Strategy
-from nbest.strategies.diversity import distinct_n, self_bleu
 from nbest.strategies.fixed import Fixed
 from nbest.types import Candidate, Request, SamplingParams
 

@@ -6,7 +6,7 @@ from typing import Literal
 
 from pydantic import Field
 
-from nbest.evaluation.metrics import ReliabilityBin
+from nbest.metrics.calibration import ReliabilityBin
 from nbest.types import NbestModel
 
 __all__ = ["DiversityLevel", "EvalReport", "ItemReport", "Level", "Quality", "RerankerLevel"]

@@ -14,6 +14,7 @@ from anyio.abc import TaskGroup
 
 from nbest.engines.base import Engine
 from nbest.errors import ConfigError, NbestError
+from nbest.metrics.diversity import add_diversity
 from nbest.orchestrator.adaptive import check_adaptive, run_adaptive
 from nbest.orchestrator.fanout import fan_out
 from nbest.orchestrator.stopping import StoppingRule
@@ -21,7 +22,6 @@ from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb
 from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import Strategy, checked_plan
-from nbest.strategies.diversity import add_diversity
 from nbest.strategies.fixed import Fixed
 from nbest.types import DEFAULT_MAX_N, Candidate, CandidateSpec, Prompt, Request, Result, SamplingParams, Timings, Usage
 

@@ -21,14 +21,13 @@ package (offline, English); any sentence-transformers name or folder works
 from __future__ import annotations
 
 import importlib.util
-import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import anyio.to_thread
 
-from nbest.engines.models import embedding_model_path
+from nbest._models import LazyModel, embedding_model_path
 from nbest.errors import ConfigError, RerankerError
 from nbest.types import Answer, Candidate, Request, Score
 
@@ -85,36 +84,6 @@ def check_model(name: str, what: str = "model") -> str:
 def _require(module: str, package: str) -> None:
     if importlib.util.find_spec(module) is None:
         raise ConfigError(f"model: this reranker needs the package {package} (pip install {package})", parameter="model")
-
-
-class LazyModel(Generic[T]):
-    """A model built on first use, once, safely from several threads.
-
-    A build failure becomes a ``ConfigError`` naming the model, so a reranker
-    whose weights cannot load says so (and the ranker records it) instead of
-    crashing mid-request.
-    """
-
-    def __init__(self, what: str, name: str, build: Callable[[], T]) -> None:
-        self.what, self.name, self._build = what, name, build
-        self._value: T | None = None
-        self._lock = threading.Lock()
-
-    def get(self) -> T:
-        """The model, built now if needed.
-
-        Raises:
-            ConfigError: the model cannot be loaded.
-        """
-        with self._lock:
-            if self._value is None:
-                try:
-                    self._value = self._build()
-                except Exception as exc:
-                    raise ConfigError(
-                        f"model: cannot load {self.what} {self.name!r}: {exc}", parameter="model", value=self.name
-                    ) from exc
-            return self._value
 
 
 class Embedder:

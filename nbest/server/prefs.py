@@ -23,7 +23,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from nbest.engines.models import default_home
+from nbest._models import default_home
 from nbest.errors import ConfigError
 from nbest.types import NbestModel, Prompt, Result
 

@@ -20,7 +20,6 @@ from nbest.strategies.base import (
     registered,
 )
 from nbest.strategies.composite import Composite, CompositePart
-from nbest.strategies.diversity import add_diversity, diversity, load_embedder
 from nbest.strategies.fixed import Fixed
 from nbest.strategies.greedy import GreedyPlusSamples
 from nbest.strategies.grid import Grid
@@ -50,11 +49,8 @@ __all__ = [
     "StrategyConfig",
     "TemperatureLadder",
     "TopK",
-    "add_diversity",
-    "diversity",
     "from_config",
     "load_config",
-    "load_embedder",
     "parse_spec",
     "register",
     "registered",

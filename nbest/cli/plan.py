@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nbest.cli_options import build_request
+from nbest.cli.options import build_request
 from nbest.strategies.base import checked_plan
 from nbest.strategies.spec import parse_spec
 from nbest.types import CandidateSpec, Prompt, SamplingParams

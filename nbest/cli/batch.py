@@ -12,7 +12,7 @@ a crash or Ctrl-C finishes the job; see :mod:`nbest.batch.output` for why OUT
 never holds a corrupt line.
 
 The sampling, strategy, reranker and engine options are those of ``nbest run``
-(both take them from :mod:`nbest.cli_options`).
+(both take them from :mod:`nbest.cli.options`).
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import click
 
 from nbest.batch.inputs import BadLine, read_input
 from nbest.batch.output import open_output
-from nbest.cli_options import (
+from nbest.cli.options import (
     build_engines,
     build_ranker,
     build_request,

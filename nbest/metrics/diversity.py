@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any
 
 import anyio.to_thread
 
-from nbest.engines.models import embedding_model_path
+from nbest._models import embedding_model_path
 from nbest.errors import ConfigError
 from nbest.types import Diversity, Result
 

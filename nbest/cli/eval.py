@@ -19,7 +19,7 @@ from typing import Any
 
 import click
 
-from nbest.cli_options import (
+from nbest.cli.options import (
     build_engines,
     build_request,
     build_strategy,

@@ -1,0 +1,61 @@
+"""The ``nbest`` command line.
+
+User mistakes (bad values, unknown names, missing files) print one line on
+stderr and exit with status 2, before any model loads; engine failures exit 1.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import NoReturn
+
+import click
+
+from nbest.cli.batch import batch_command
+from nbest.cli.eval import eval_command
+from nbest.cli.models import models_group
+from nbest.cli.plan import plan_command
+from nbest.cli.prefs import prefs_group
+from nbest.cli.run import run_command
+from nbest.cli.serve import serve_command
+from nbest.errors import ConfigError, EngineError, NbestError
+
+__all__ = ["cli", "main"]
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="nbest")
+def cli() -> None:
+    """nbest: N candidates per prompt on vLLM, reranked, with a confidence."""
+
+
+for command in (run_command, plan_command, batch_command, eval_command, serve_command, prefs_group, models_group):
+    cli.add_command(command)
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    click.echo(f"nbest: error: {message}", err=True)
+    sys.exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``nbest`` script."""
+    try:
+        cli.main(args=argv, prog_name="nbest", standalone_mode=False)
+    except click.UsageError as exc:
+        if type(exc).__name__.startswith("NoArgsIsHelp") and exc.ctx is not None:
+            click.echo(exc.ctx.get_help(), err=True)
+            sys.exit(2)
+        _fail(exc.format_message(), 2)
+    except click.Abort:
+        _fail("interrupted", 130)
+    except ConfigError as exc:
+        _fail(str(exc), 2)
+    except (EngineError, NbestError) as exc:
+        _fail(str(exc), 1)
+    except KeyboardInterrupt:
+        _fail("interrupted", 130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,97 @@
+"""``nbest serve``: the HTTP API and the choice page.
+
+The environment (``NBEST_API_KEY``, ``NBEST_HOME``) is read here, and only
+here; the app gets everything as :class:`~nbest.server.settings.ServerSettings`.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import click
+
+from nbest.errors import ConfigError
+
+__all__ = ["serve_command"]
+
+
+@click.command("serve")
+@click.option("--model", "-m", default=None, help="Model: a Hugging Face id, a folder, or the embedded default.")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port.")
+@click.option(
+    "--api-key",
+    envvar="NBEST_API_KEY",
+    default=None,
+    help="Require this key (Bearer) on every route but /healthz [env: NBEST_API_KEY].",
+)
+@click.option("--max-n", type=int, default=None, help="Largest n accepted [default: 64].")
+@click.option("--max-concurrent", type=int, default=None, help="Generation requests served at once; more get 429 [default: 16].")
+@click.option("--max-body-bytes", type=int, default=None, help="Largest request body [default: 1000000].")
+@click.option("--max-prompt-chars", type=int, default=None, help="Longest prompt, in characters [default: 32000].")
+@click.option("--timeout", type=float, default=None, help="Seconds before unfinished candidates are dropped.")
+@click.option("--strategy", "strategy_text", default=None, help="Default strategy: a name, JSON, or @file.yaml.")
+@click.option("--reranker", "reranker_texts", multiple=True, help="Default reranker NAME[:ARG][=WEIGHT] (repeatable).")
+@click.option(
+    "--ranker", "ranker_file", default=None, type=click.Path(dir_okay=False), help="Ranker config (from `nbest prefs fit`)."
+)
+@click.option("--db", "db", default=None, help="Preference database [default: $NBEST_HOME/preferences.db].")
+def serve_command(
+    model: str | None,
+    host: str,
+    port: int,
+    api_key: str | None,
+    max_n: int | None,
+    max_concurrent: int | None,
+    max_body_bytes: int | None,
+    max_prompt_chars: int | None,
+    timeout: float | None,
+    strategy_text: str | None,
+    reranker_texts: tuple[str, ...],
+    ranker_file: str | None,
+    db: str | None,
+) -> None:
+    """Serve the HTTP API (OpenAI-compatible and native) and the choice page at /."""
+    import uvicorn
+
+    from nbest import rerankers, strategies
+    from nbest.engines.models import DEFAULT_MODEL
+    from nbest.orchestrator import Orchestrator
+    from nbest.server.app import create_app
+    from nbest.server.fit import RankerConfig
+    from nbest.server.prefs import PreferenceStore
+    from nbest.server.settings import ServerSettings
+
+    given: dict[str, Any] = {
+        "max_n": max_n, "max_concurrent": max_concurrent, "max_body_bytes": max_body_bytes,
+        "max_prompt_chars": max_prompt_chars, "timeout_s": timeout, "preferences": db,
+    }  # fmt: skip
+    try:
+        settings = ServerSettings(model_name=model or DEFAULT_MODEL, api_key=api_key or None,
+                                  **{k: v for k, v in given.items() if v is not None})  # fmt: skip
+    except ConfigError as exc:
+        raise ConfigError(f"--{str(exc.parameter).replace('_s', '').replace('_', '-')}: {exc}", parameter=exc.parameter) from None
+    strategy = strategies.parse_spec(strategy_text) if strategy_text else None
+    if ranker_file and reranker_texts:
+        raise ConfigError("give --ranker or --reranker, not both", parameter="ranker")
+    ranker = None
+    if ranker_file:
+        ranker = RankerConfig.load(ranker_file).to_ranker()
+    elif reranker_texts:
+        parsed = [rerankers.parse_spec(text) for text in reranker_texts]
+        ranker = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
+    prefs = PreferenceStore(settings.preferences)
+    if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        click.echo(f"nbest: warning: serving on {host} without --api-key: anyone who reaches it can generate", err=True)
+
+    def orchestrator() -> Orchestrator:
+        from nbest.engines.vllm import VLLMEngine
+
+        engine = VLLMEngine.default() if model is None else VLLMEngine(model)
+        return Orchestrator(engine, strategy=strategy, rerankers=ranker, max_n=settings.max_n)
+
+    os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    app = create_app(orchestrator, settings, prefs=prefs)
+    click.echo(f"nbest: serving {settings.model_name} on http://{host}:{port}/ (preferences: {prefs.path})", err=True)
+    uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)
