@@ -48,8 +48,12 @@ class VLLMEngine:
     arguments (``tensor_parallel_size``, ``dtype``, ``max_model_len``,
     ``enforce_eager``, ...) pass through to ``AsyncEngineArgs``.
 
-    >>> engine = VLLMEngine.default()                       # doctest: +SKIP
-    >>> engine = VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct", tensor_parallel_size=2)  # doctest: +SKIP
+    >>> engine = VLLMEngine.default()
+    >>> engine.name, engine.started
+    ('smollm2-135m-instruct', False)
+    >>> engine = VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct", tensor_parallel_size=2)
+    >>> engine.name, engine.engine_args
+    ('Qwen2.5-1.5B-Instruct', {'tensor_parallel_size': 2})
 
     Raises:
         ConfigError: a model that is neither a folder nor a Hugging Face id.

@@ -171,10 +171,17 @@ def load_embedder(name: str | None = None, device: str | None = None) -> Any:
 async def add_diversity(result: Result, *, embedder: Embedder | str | None = None) -> Result:
     """``result`` with its ``diversity`` filled in, measured over the candidates
     that succeeded (in plan order). The work runs in a worker thread, off the
-    event loop.
+    event loop. Pass ``embedder=load_embedder()`` to measure the embedding
+    distance too.
 
-    >>> result = await add_diversity(result, embedder=load_embedder())  # doctest: +SKIP
-    >>> result.diversity.distinct_2  # doctest: +SKIP
+    >>> import anyio
+    >>> from nbest.types import Candidate, CandidateSpec, Result, SamplingParams
+    >>> texts = ["the cat sat", "the cat ran", "a dog barked"]
+    >>> candidates = [Candidate(index=i, text=t, spec=CandidateSpec(index=i, params=SamplingParams()))
+    ...               for i, t in enumerate(texts)]
+    >>> result = Result(id="r1", prompt="Write a short sentence.", n=3, candidates=candidates, best=candidates[0])
+    >>> result = anyio.run(add_diversity, result)
+    >>> round(result.diversity.distinct_2, 2)
     0.83
 
     Raises:

@@ -7,9 +7,16 @@ sees a choice without its candidates, and a writer killed mid-write leaves the
 database as it was before. The database runs in WAL mode, so readers do not
 block the writer; concurrent writers queue on SQLite's lock.
 
-    >>> store = PreferenceStore(":memory:")             # doctest: +SKIP
-    >>> store.record(result, chosen=result.candidates[2].index, user="ana")
+    >>> from nbest.types import Candidate, CandidateSpec, Result, SamplingParams
+    >>> texts = ["Paris.", "It is Paris.", "Lyon."]
+    >>> candidates = [Candidate(index=i, rank=i + 1, text=t, spec=CandidateSpec(index=i, params=SamplingParams()))
+    ...               for i, t in enumerate(texts)]
+    >>> result = Result(id="req-1", prompt="Capital of France?", n=3, candidates=candidates, best=candidates[0])
+    >>> store = PreferenceStore(":memory:")
+    >>> store.record(result, chosen=result.candidates[1].index, user="ana")
     1
+    >>> [(choice.chosen_text, choice.chosen_rank, choice.user) for choice in store]
+    [('It is Paris.', 2, 'ana')]
 """
 
 from __future__ import annotations
