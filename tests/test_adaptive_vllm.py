@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from nbest import Orchestrator, VLLMEngine, rerankers, stopping
+from nbest.rerankers import Ranker
 from nbest.tasks import translate
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
@@ -14,29 +15,22 @@ EASY = "What is 2 + 2? Answer with the number."
 
 async def test_an_easy_question_stops_early(vllm_engine: VLLMEngine) -> None:
     # SmolLM2-135M answers "4" every time at a low temperature: the first unanimous wave settles it
+    rule, wave = stopping.Beta(0.95), 4
+    vote = Ranker([rerankers.MajorityVote(extract="number")])
     async with Orchestrator(vllm_engine, close_engines=False) as orch:
-        result = await orch.generate(
-            EASY,
-            n=32,
-            temperature=0.2,
-            seed=0,
-            max_tokens=24,
-            stop=stopping.Beta(0.95),
-            wave=4,
-            rerankers=[rerankers.MajorityVote(extract="number")],
-        )
-    assert result.samples_used is not None and result.samples_used < 32
-    assert len(result.candidates) == result.samples_used and result.n == 32
-    assert result.answers[0].answer == "4"
-    counts = stopping.vote_counts(result)
-    assert stopping.beta_probability(counts[0], counts[1] if len(counts) > 1 else 0) >= 0.95
-    # the previous wave had not settled it
-    if result.samples_used > 4:
-        before = [c for c in result.candidates if c.index < result.samples_used - 4]
-        votes = [rerankers.MajorityVote(extract="number").answer(c.text) for c in before]
-        top = max(votes.count(v) for v in set(votes))
-        rest = sorted((votes.count(v) for v in set(votes)), reverse=True)[1:2] or [0]
-        assert stopping.beta_probability(top, rest[0]) < 0.95
+        result = await orch.generate(EASY, n=32, temperature=0.2, seed=0, max_tokens=24, stop=rule, wave=wave, rerankers=vote)
+        assert result.samples_used is not None and result.samples_used < 32
+        assert len(result.candidates) == result.samples_used and result.n == 32
+        # the waves are the plan's first candidates, in plan order
+        assert sorted(c.index for c in result.candidates) == list(range(result.samples_used))
+        assert result.answers[0].answer == "4"
+        # the rule, asked after each wave about the candidates generated so far, first says stop at samples_used
+        request = orch.request(EASY, 32, temperature=0.2, seed=0, max_tokens=24)
+        decisions = []
+        for size in range(wave, result.samples_used + 1, wave):
+            so_far = await orch.rank(request, [c for c in result.candidates if c.index < size], ranker=vote)
+            decisions.append(rule.check(so_far).stop)
+    assert decisions == [False] * (len(decisions) - 1) + [True]
 
 
 async def test_a_translation_is_ranked(vllm_engine: VLLMEngine) -> None:
