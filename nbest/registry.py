@@ -71,7 +71,12 @@ class Registered(NbestModel):
                 parameter="kind",
                 value=arg,
             )
-        return cls.parse({"kind": cls.registry_kind})
+        try:
+            return cls.parse({"kind": cls.registry_kind})
+        except ConfigError as exc:
+            raise ConfigError(
+                f"{exc} (give {cls.registry_kind} as a JSON object or @FILE)", parameter=exc.parameter, value=exc.value
+            ) from None
 
 
 C = TypeVar("C", bound=Registered)
@@ -201,7 +206,7 @@ class Registry(Generic[C]):
         text = spec.strip()
         if text.startswith("@"):
             if not files:
-                raise ConfigError(f"{self.what} {text!r}: config files are not read here; send the config object")
+                raise ConfigError(f"{self.what} {text!r}: config files (@FILE) are not read over HTTP; send the config object")
             return self.from_config(read_config_file(Path(text[1:]).expanduser(), self.what))
         if text.startswith("{"):
             try:
@@ -213,7 +218,7 @@ class Registry(Generic[C]):
         name = name.strip()
         if name not in self._kinds and name not in self._aliases:
             raise ConfigError(
-                f"unknown {self.what} {name!r}; use one of: {self.short_forms()}, a JSON object or @FILE",
+                f"unknown {self.what} {name!r}; use {self.short_forms()}, a JSON object or @FILE",
                 parameter=self.what,
                 value=text,
             )
@@ -250,4 +255,3 @@ def read_config_file(path: Path, what: str = "config") -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{what} file {path} must hold a mapping", parameter=what, value=str(path))
     return data
-

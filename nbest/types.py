@@ -406,6 +406,11 @@ class Result(NbestModel):
     was generated without a stopping rule."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """The request's metadata."""
+    ranker: dict[str, Any] | None = None
+    """The configuration of the ranker that ranked these candidates (its rerankers'
+    configs with their weights, normalisation, temperature: a
+    ``nbest.rerankers.RankerConfig``), when every reranker has one. Lets a logged
+    choice be refitted into a ranker that loads back exactly."""
 
     @property
     def failed(self) -> list[Candidate]:

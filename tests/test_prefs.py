@@ -19,7 +19,8 @@ from click.testing import CliRunner
 from nbest.cli import cli
 from nbest.errors import ConfigError
 from nbest.server import PreferenceStore
-from nbest.server.fit import RankerConfig, fit_choices, spec_name
+from nbest.rerankers import MBRConfig, MeanLogProbConfig, PerplexityConfig, SourceSimilarityConfig, VoteConfig, build_ranker
+from nbest.server.fit import RankerConfig, fit_choices, logged_configs
 from nbest.types import Candidate, CandidateSpec, Result, SamplingParams
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -239,7 +240,9 @@ def test_fit_learns_what_people_prefer(tmp_path: Path) -> None:
     assert report.agreement_logged is not None and report.agreement_logged < 0.6
     assert report.agreement_equal is not None and report.agreement_equal < report.agreement_fitted
     config = report.config()
-    assert config.rerankers[0].startswith("mean_logprob=") and config.rerankers[1].startswith("vote=")
+    assert [(r.kind, r.weight) for r in config.rerankers] == [
+        ("logprob", round(report.weights["mean_logprob"], 6)), ("vote", round(report.weights["vote"], 6)),
+    ]  # fmt: skip
     ranker = config.to_ranker()
     assert [r.name for r in ranker.rerankers] == ["mean_logprob", "vote"]
     assert ranker.temperature == pytest.approx(report.temperature)
@@ -260,7 +263,37 @@ def test_fit_needs_data() -> None:
             fit_choices(list(store), holdout=1.5)
 
 
-def test_spec_names() -> None:
-    assert [spec_name(n) for n in ("mean_logprob", "vote", "perplexity", "mbr_bleu", "source_sim", "judge")] == [
-        "mean_logprob", "vote", "perplexity", "mbr:bleu", "source", None,
-    ]  # fmt: skip
+def test_logged_configs_without_a_recorded_ranker_are_the_kinds_defaults() -> None:
+    names = ["mean_logprob", "vote", "perplexity", "mbr_chrf", "source_sim", "cross_encoder"]
+    with PreferenceStore(":memory:") as store:
+        store.record(make_result(["a", "b"]), chosen=0)
+        found = logged_configs(list(store), names)
+    assert found == {
+        "mean_logprob": MeanLogProbConfig(), "vote": VoteConfig(), "perplexity": PerplexityConfig(),
+        "mbr_chrf": MBRConfig(), "source_sim": SourceSimilarityConfig(),
+    }  # fmt: skip  # a cross-encoder needs its model: no default
+
+
+def test_fit_writes_the_logged_configs_back_exactly(tmp_path: Path) -> None:
+    """vote:number keeps its extractor and mbr:bleu:aggregate its utility and method."""
+    ranker = build_ranker(["vote:number", "mbr:bleu:aggregate=0.5"])
+    recorded = RankerConfig.of(ranker)
+    assert recorded is not None
+    with PreferenceStore(tmp_path / "prefs.db") as store:
+        for k, result in enumerate(people_prefer_votes(20)):
+            for c in result.candidates:
+                c.scores = {"vote": c.scores["vote"], "mbr_bleu": c.scores["mean_logprob"]}
+            result = result.model_copy(update={"ranker": recorded.model_dump(mode="json")})
+            store.record(result, chosen=max(result.candidates, key=lambda c: c.scores["vote"] or 0).index, user=f"u{k}")
+        report = fit_choices(list(store), holdout=0.25, seed=1)
+    config = report.config()
+    assert [r.model_dump(exclude={"weight"}) for r in config.rerankers] == [
+        {"kind": "mbr", "utility": "bleu", "method": "aggregate", "model": None},
+        {"kind": "vote", "extract": "number", "votes": "uniform"},
+    ]
+    out = tmp_path / "ranker.json"
+    out.write_text(config.model_dump_json(indent=2), encoding="utf-8")
+    loaded = RankerConfig.load(out)
+    assert loaded == config
+    rebuilt = loaded.to_ranker()
+    assert rebuilt.rerankers[1].answer("so it is 51.0") == "51"  # the number extractor, not auto's whole text

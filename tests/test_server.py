@@ -292,6 +292,10 @@ async def test_rerankers_are_built_once(scripted: ScriptedEngine) -> None:
             r = await client.post("/v1/nbest", json={"prompt": "x", "n": 2, "rerankers": ["vote", "logprob=2"]})
             assert r.status_code == 200
         first = dict(service._rerankers)
-        assert sorted(first) == ["logprob=2", "vote"] and first["logprob=2"][1] == 2.0
-        await client.post("/v1/nbest", json={"prompt": "x", "n": 2, "rerankers": ["vote"]})
-        assert service._rerankers["vote"][0] is first["vote"][0]
+        assert len(first) == 2  # one per canonical config: vote, logprob
+        vote = next(r for r in first.values() if r.name == "vote")
+        # the same config however it is spelled (and whatever its weight) reuses the built reranker
+        for spelling in (["vote"], [{"kind": "vote", "extract": "auto"}], ["vote=1.0001", "logprob=3"]):
+            r = await client.post("/v1/nbest", json={"prompt": "x", "n": 2, "rerankers": spelling})
+            assert r.status_code == 200
+        assert service._rerankers == first and service._rerankers[next(k for k in first if '"vote"' in k)] is vote

@@ -55,7 +55,7 @@ def test_short_forms(text: str, expected: StrategyConfig) -> None:
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        ("beam", "unknown strategy; use ladder:LOW-HIGH"),
+        ("beam", "unknown strategy 'beam'; use composite, fixed, greedy\\+\\[:T\\], grid:t="),
         ("ladder:0.5", "expected ladder:LOW-HIGH, e.g. ladder:0.2-1.2"),
         ("ladder:a-1", "'a' is not a number; e.g. ladder:0.2-1.2"),
         ("ladder:1.2-0.2", "low: must be <= high"),
@@ -76,7 +76,7 @@ def test_short_forms(text: str, expected: StrategyConfig) -> None:
         ('{"kind": "beam"}', "unknown strategy 'beam'"),
         ("mixture", "components: Field required \\(give mixture as a JSON object or @FILE\\)"),
         ("@/no/such/plan.yaml", "strategy file not found"),
-        ("fixed:3", "unknown strategy"),
+        ("fixed:3", "fixed takes no argument"),
     ],
 )
 def test_bad_short_forms_are_one_line_config_errors(text: str, message: str) -> None:

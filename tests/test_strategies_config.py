@@ -95,7 +95,7 @@ def test_config_files_load(tmp_path: Path, name: str, text: str) -> None:
         ("plan.toml", "kind = ", "not valid TOML"),
         ("plan.json", "{", "not valid JSON"),
         ("plan.yaml", "- 1\n- 2\n", "must hold a mapping"),
-        ("plan.ini", "kind=fixed", "ends in .yaml, .yml, .json or .toml"),
+        ("plan.ini", "kind=fixed", "use .yaml, .yml, .json or .toml"),
         ("plan.yaml", "kind: ladder\nlow: 2\nhigh: 1\n", "low: must be <= high"),
     ],
 )

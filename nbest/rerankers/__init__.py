@@ -1,4 +1,13 @@
-"""Rerankers: score candidates, combine scores, give calibrated confidence."""
+"""Rerankers: score candidates, combine scores, give calibrated confidence.
+
+Every reranker kind is registered on :data:`RERANKERS` with its config and
+short form (see :mod:`nbest.rerankers.registry`); :func:`build_ranker` is the
+one way every surface builds a Ranker from short forms or configs.
+
+>>> from nbest import rerankers
+>>> [r.name for r in rerankers.build_ranker(["vote:number=2", "logprob"]).rerankers]
+['vote', 'mean_logprob']
+"""
 
 from __future__ import annotations
 
@@ -6,35 +15,68 @@ from nbest.rerankers import extract
 from nbest.rerankers.answers import group_answers, group_extracted, normalize_text
 from nbest.rerankers.base import AnswerGrouper, Reranker
 from nbest.rerankers.calibrate import Calibration, fit_temperature
-from nbest.rerankers.crossencoder import CrossEncoder
-from nbest.rerankers.embedding import Embedder, EmbeddingConsensus, NearDuplicates, SourceSimilarity, default_embedding_model
+from nbest.rerankers.crossencoder import CrossEncoder, CrossEncoderConfig
+from nbest.rerankers.embedding import (
+    Embedder,
+    EmbeddingConsensus,
+    EmbeddingConsensusConfig,
+    NearDuplicates,
+    SourceSimilarity,
+    SourceSimilarityConfig,
+    default_embedding_model,
+)
 from nbest.rerankers.extract import get_extractor, normalize_answer
-from nbest.rerankers.judge import LLMJudge
-from nbest.rerankers.logprob import MeanLogProb, Perplexity, SumLogProb
-from nbest.rerankers.mbr import MBR
+from nbest.rerankers.judge import LLMJudge, LLMJudgeConfig
+from nbest.rerankers.logprob import MeanLogProb, MeanLogProbConfig, Perplexity, PerplexityConfig, SumLogProb, SumLogProbConfig
+from nbest.rerankers.mbr import MBR, MBRConfig
 from nbest.rerankers.ranker import Ranked, Ranker, normalize, softmax
-from nbest.rerankers.reward import RewardModel
-from nbest.rerankers.spec import parse_spec
-from nbest.rerankers.vote import MajorityVote
+from nbest.rerankers.registry import (
+    RERANKERS,
+    RankerConfig,
+    RerankerConfig,
+    RerankerSpec,
+    build_ranker,
+    config_of,
+    parse_spec,
+    reranker_config,
+)
+from nbest.rerankers.reward import RewardModel, RewardModelConfig
+from nbest.rerankers.vote import MajorityVote, VoteConfig
 
 __all__ = [
     "MBR",
+    "RERANKERS",
     "AnswerGrouper",
     "Calibration",
     "CrossEncoder",
+    "CrossEncoderConfig",
     "Embedder",
     "EmbeddingConsensus",
+    "EmbeddingConsensusConfig",
     "LLMJudge",
+    "LLMJudgeConfig",
+    "MBRConfig",
     "MajorityVote",
     "MeanLogProb",
+    "MeanLogProbConfig",
     "NearDuplicates",
     "Perplexity",
+    "PerplexityConfig",
     "Ranked",
     "Ranker",
+    "RankerConfig",
     "Reranker",
+    "RerankerConfig",
+    "RerankerSpec",
     "RewardModel",
+    "RewardModelConfig",
     "SourceSimilarity",
+    "SourceSimilarityConfig",
     "SumLogProb",
+    "SumLogProbConfig",
+    "VoteConfig",
+    "build_ranker",
+    "config_of",
     "default_embedding_model",
     "extract",
     "fit_temperature",
@@ -45,5 +87,6 @@ __all__ = [
     "normalize_answer",
     "normalize_text",
     "parse_spec",
+    "reranker_config",
     "softmax",
 ]

@@ -10,15 +10,18 @@ batches off the event loop.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import anyio.to_thread
+from pydantic import Field
 
+from nbest._models import LazyModel
 from nbest.errors import ConfigError
-from nbest.rerankers.embedding import LazyModel, _require, check_model
+from nbest.rerankers.embedding import _require, check_model
+from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.types import Candidate, ChatMessage, Request, Score
 
-__all__ = ["CrossEncoder", "query_text"]
+__all__ = ["CrossEncoder", "CrossEncoderConfig", "query_text"]
 
 
 def query_text(request: Request, use: Literal["auto", "prompt", "source"] = "auto") -> str:
@@ -83,6 +86,14 @@ class CrossEncoder:
         self.name = name
         self._model = LazyModel("cross-encoder", self.model, self._build)
 
+    def to_config(self) -> CrossEncoderConfig:
+        """The config that rebuilds this reranker."""
+        if self.name != "cross_encoder":
+            raise ConfigError("cross: built with a custom name; it has no config", parameter="name")
+        return CrossEncoderConfig(
+            model=self.model, query=self.query, batch_size=self.batch_size, max_length=self.max_length, device=self.device
+        )
+
     def load(self) -> Any:
         """The loaded sentence-transformers CrossEncoder.
 
@@ -114,3 +125,40 @@ class CrossEncoder:
         query = query_text(request, self.query)
         values = await anyio.to_thread.run_sync(self.predict_sync, [(query, c.text) for c in candidates])
         return [Score(value=v) for v in values]
+
+
+def _name_the_model(kind: str) -> ConfigError:
+    return ConfigError(f"--reranker {kind}: name the model, e.g. {kind}:path/to/model", parameter="reranker", value=kind)
+
+
+@RERANKERS.register("cross")
+class CrossEncoderConfig(RerankerConfig):
+    """``cross:MODEL``: a cross-encoder's relevance of (query, candidate) (:class:`CrossEncoder`)."""
+
+    kind: Literal["cross"] = "cross"
+    model: str
+    """A sentence-transformers CrossEncoder name or folder."""
+    query: Literal["auto", "prompt", "source"] = "auto"
+    """What the candidate is paired with: auto (source if any, else the prompt), prompt or source."""
+    batch_size: int = Field(default=32, ge=1)
+    """Pairs per forward pass."""
+    max_length: int | None = None
+    """Truncate pairs to this many tokens (None: the model's limit)."""
+    device: str | None = None
+    """Torch device; None lets sentence-transformers choose."""
+
+    short_help: ClassVar[str] = "cross:MODEL"
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        if not arg:
+            raise _name_the_model("cross")
+        return cls(model=arg)
+
+    def reranker_name(self) -> str:
+        return "cross_encoder"
+
+    def build(self, *, engine: Generator | None = None) -> CrossEncoder:
+        return CrossEncoder(
+            self.model, query=self.query, batch_size=self.batch_size, max_length=self.max_length, device=self.device
+        )

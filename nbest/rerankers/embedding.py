@@ -23,15 +23,14 @@ from __future__ import annotations
 import importlib.util
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
 import anyio.to_thread
 
 from nbest._models import LazyModel, embedding_model_path
 from nbest.errors import ConfigError, RerankerError
+from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.types import Answer, Candidate, Request, Score
-
-T = TypeVar("T")
 
 if TYPE_CHECKING:
     import numpy as np
@@ -39,9 +38,11 @@ if TYPE_CHECKING:
 __all__ = [
     "Embedder",
     "EmbeddingConsensus",
+    "EmbeddingConsensusConfig",
     "LazyModel",
     "NearDuplicates",
     "SourceSimilarity",
+    "SourceSimilarityConfig",
     "default_embedding_model",
     "mean_similarity_to_others",
 ]
@@ -104,6 +105,8 @@ class Embedder:
         _require("sentence_transformers", "sentence-transformers")
         if batch_size < 1:
             raise ConfigError("batch_size: must be at least 1", parameter="batch_size", value=batch_size)
+        self.model_given = model
+        """The model as named (None: the embedded default)."""
         self.model = check_model(model) if model is not None else default_embedding_model()
         self.device = device
         self.batch_size = batch_size
@@ -174,6 +177,17 @@ class EmbeddingConsensus:
     def __init__(self, model: str | Embedder | None = None, *, name: str = "embed") -> None:
         self.embedder = _embedder(model)
         self.name = name
+        self._shared = isinstance(model, Embedder)
+
+    def to_config(self) -> EmbeddingConsensusConfig:
+        """The config that rebuilds this reranker.
+
+        Raises:
+            ConfigError: it was given an Embedder object or a custom name (code has no config).
+        """
+        if self._shared or self.name != "embed":
+            raise ConfigError("embed: built with an Embedder object or a custom name; it has no config", parameter="model")
+        return EmbeddingConsensusConfig(model=self.embedder.model_given)
 
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         if not candidates:
@@ -196,6 +210,17 @@ class SourceSimilarity:
     def __init__(self, model: str | Embedder | None = None, *, name: str = "source_sim") -> None:
         self.embedder = _embedder(model)
         self.name = name
+        self._shared = isinstance(model, Embedder)
+
+    def to_config(self) -> SourceSimilarityConfig:
+        """The config that rebuilds this reranker.
+
+        Raises:
+            ConfigError: it was given an Embedder object or a custom name (code has no config).
+        """
+        if self._shared or self.name != "source_sim":
+            raise ConfigError("source: built with an Embedder object or a custom name; it has no config", parameter="model")
+        return SourceSimilarityConfig(model=self.embedder.model_given)
 
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         if request.source is None:
@@ -250,3 +275,53 @@ class NearDuplicates:
         ]
         answers.sort(key=lambda a: (-a.confidence, min(a.support)))
         return answers
+
+
+@RERANKERS.register("embed")
+class EmbeddingConsensusConfig(RerankerConfig):
+    """``embed[:MODEL]``: mean cosine similarity to the other candidates (:class:`EmbeddingConsensus`)."""
+
+    kind: Literal["embed"] = "embed"
+    model: str | None = None
+    """A sentence-transformers name or folder (None: the embedded all-MiniLM-L6-v2)."""
+
+    short_help: ClassVar[str] = "embed[:MODEL]"
+    client_safe: ClassVar[bool] = True
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        return cls(model=arg or None)
+
+    def safe_for_clients(self) -> bool:
+        return self.client_safe and self.model is None  # a named model is a file or a download on the server
+
+    def reranker_name(self) -> str:
+        return "embed"
+
+    def build(self, *, engine: Generator | None = None) -> EmbeddingConsensus:
+        return EmbeddingConsensus(self.model)
+
+
+@RERANKERS.register("source")
+class SourceSimilarityConfig(RerankerConfig):
+    """``source[:MODEL]``: cosine similarity to the request's source text (:class:`SourceSimilarity`)."""
+
+    kind: Literal["source"] = "source"
+    model: str | None = None
+    """A sentence-transformers name or folder (None: the embedded all-MiniLM-L6-v2)."""
+
+    short_help: ClassVar[str] = "source[:MODEL]"
+    client_safe: ClassVar[bool] = False
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        return cls(model=arg or None)
+
+    def safe_for_clients(self) -> bool:
+        return self.client_safe and self.model is None  # a named model is a file or a download on the server
+
+    def reranker_name(self) -> str:
+        return "source_sim"
+
+    def build(self, *, engine: Generator | None = None) -> SourceSimilarity:
+        return SourceSimilarity(self.model)

@@ -22,18 +22,17 @@ import math
 import re
 import uuid
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, ClassVar, Literal, Self
 
 import anyio
+from pydantic import Field
 
 from nbest.errors import ConfigError
 from nbest.rerankers.crossencoder import query_text
+from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.types import Candidate, ChatMessage, Request, SamplingParams, Score
 
-if TYPE_CHECKING:
-    from nbest.engines.base import Engine
-
-__all__ = ["DEFAULT_RUBRIC", "LLMJudge", "expected_rating", "parse_rating"]
+__all__ = ["DEFAULT_RUBRIC", "LLMJudge", "LLMJudgeConfig", "expected_rating", "parse_rating"]
 
 DEFAULT_RUBRIC = (
     "You are a strict grader. Rate how correct, helpful and well written the answer is "
@@ -94,7 +93,7 @@ class LLMJudge:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Generator,
         *,
         rubric: str = DEFAULT_RUBRIC,
         top_logprobs: int = 20,
@@ -115,6 +114,14 @@ class LLMJudge:
         self.params = SamplingParams(temperature=0.0, max_tokens=max_tokens, top_logprobs=top_logprobs, seed=0)
         self.chat = chat
         self.name = name
+
+    def to_config(self) -> LLMJudgeConfig:
+        """The config that rebuilds this judge (on the engine it is given then)."""
+        if self.name != "judge":
+            raise ConfigError("judge: built with a custom name; it has no config", parameter="name")
+        return LLMJudgeConfig(
+            rubric=self.rubric, top_logprobs=self.params.top_logprobs, max_tokens=self.params.max_tokens, chat=self.chat
+        )
 
     def prompt(self, request: Request, candidate: str) -> str | list[ChatMessage]:
         """What the judge is sent for one candidate."""
@@ -155,3 +162,32 @@ class LLMJudge:
             for i in range(len(candidates)):
                 tg.start_soon(one, i)
         return [r if r is not None else Score(value=None) for r in results]
+
+
+@RERANKERS.register("judge")
+class LLMJudgeConfig(RerankerConfig):
+    """``judge[:RUBRIC]``: an LLM rates each candidate 1-10 (:class:`LLMJudge`); built on the run's engine."""
+
+    kind: Literal["judge"] = "judge"
+    rubric: str = Field(default=DEFAULT_RUBRIC, min_length=1)
+    """What the judge is told to grade (its system message)."""
+    top_logprobs: int = Field(default=20, ge=1, le=20)
+    """Alternatives asked for per token (for the expected rating)."""
+    max_tokens: int = Field(default=4, ge=1)
+    """Tokens the judge may write."""
+    chat: bool = True
+    """Send chat messages (True) or one text prompt."""
+
+    short_help: ClassVar[str] = "judge[:RUBRIC]"
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        return cls(rubric=arg) if arg else cls()
+
+    def reranker_name(self) -> str:
+        return "judge"
+
+    def build(self, *, engine: Generator | None = None) -> LLMJudge:
+        if engine is None:
+            raise ConfigError("--reranker judge: needs an engine to ask (the run's engine)", parameter="reranker", value="judge")
+        return LLMJudge(engine, rubric=self.rubric, top_logprobs=self.top_logprobs, max_tokens=self.max_tokens, chat=self.chat)

@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import ClassVar, Literal
 
+from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.types import Candidate, Request, Score
 
-__all__ = ["MeanLogProb", "Perplexity", "SumLogProb"]
+__all__ = ["MeanLogProb", "MeanLogProbConfig", "Perplexity", "PerplexityConfig", "SumLogProb", "SumLogProbConfig"]
 
 
 def _sum_logprob(c: Candidate) -> float | None:
@@ -61,6 +63,10 @@ class MeanLogProb:
 
     name = "mean_logprob"
 
+    def to_config(self) -> MeanLogProbConfig:
+        """The config that rebuilds this reranker."""
+        return MeanLogProbConfig()
+
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         return [Score(value=_mean_logprob(c)) for c in candidates]
 
@@ -77,6 +83,10 @@ class SumLogProb:
     """
 
     name = "sum_logprob"
+
+    def to_config(self) -> SumLogProbConfig:
+        """The config that rebuilds this reranker."""
+        return SumLogProbConfig()
 
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         return [Score(value=_sum_logprob(c)) for c in candidates]
@@ -98,6 +108,10 @@ class Perplexity:
 
     name = "perplexity"
 
+    def to_config(self) -> PerplexityConfig:
+        """The config that rebuilds this reranker."""
+        return PerplexityConfig()
+
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         scores = []
         for c in candidates:
@@ -108,3 +122,45 @@ class Perplexity:
             ppl = math.exp(min(-mean, 700.0))  # keep it finite for absurd inputs
             scores.append(Score(value=-ppl, details={"perplexity": ppl}))
         return scores
+
+
+@RERANKERS.register("logprob", aliases=("mean_logprob",))
+class MeanLogProbConfig(RerankerConfig):
+    """``logprob``: per-token (length-normalised) log-probability (:class:`MeanLogProb`)."""
+
+    kind: Literal["logprob"] = "logprob"
+    client_safe: ClassVar[bool] = True
+
+    def reranker_name(self) -> str:
+        return "mean_logprob"
+
+    def build(self, *, engine: Generator | None = None) -> MeanLogProb:
+        return MeanLogProb()
+
+
+@RERANKERS.register("sumlogprob", aliases=("sum_logprob",))
+class SumLogProbConfig(RerankerConfig):
+    """``sumlogprob``: log-probability of the whole text (:class:`SumLogProb`)."""
+
+    kind: Literal["sumlogprob"] = "sumlogprob"
+    client_safe: ClassVar[bool] = True
+
+    def reranker_name(self) -> str:
+        return "sum_logprob"
+
+    def build(self, *, engine: Generator | None = None) -> SumLogProb:
+        return SumLogProb()
+
+
+@RERANKERS.register("ppl", aliases=("perplexity",))
+class PerplexityConfig(RerankerConfig):
+    """``ppl``: negative per-token perplexity (:class:`Perplexity`)."""
+
+    kind: Literal["ppl"] = "ppl"
+    client_safe: ClassVar[bool] = True
+
+    def reranker_name(self) -> str:
+        return "perplexity"
+
+    def build(self, *, engine: Generator | None = None) -> Perplexity:
+        return Perplexity()

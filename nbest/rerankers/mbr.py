@@ -28,15 +28,16 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, Self
 
 import anyio.to_thread
 
 from nbest.errors import ConfigError
 from nbest.rerankers.embedding import Embedder, mean_similarity_to_others
+from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.types import Candidate, Request, Score
 
-__all__ = ["MBR", "Method", "Utility", "bleu_matrix", "chrf_matrix", "mbr_scores"]
+__all__ = ["MBR", "MBRConfig", "Method", "Utility", "bleu_matrix", "chrf_matrix", "mbr_scores"]
 
 Utility = Literal["chrf", "bleu", "embedding"]
 Method = Literal["exact", "aggregate"]
@@ -238,6 +239,8 @@ class MBR:
         model: str | Embedder | None = None,
         name: str | None = None,
     ) -> None:
+        self._model_given = model if isinstance(model, str) else None
+        self._shared_embedder = isinstance(model, Embedder)
         if utility not in ("chrf", "bleu", "embedding"):
             raise ConfigError(
                 f"utility: unknown MBR utility {utility!r}; use chrf, bleu or embedding", parameter="utility", value=utility
@@ -264,6 +267,16 @@ class MBR:
                 )
         self.name = name or f"mbr_{utility}"
 
+    def to_config(self) -> MBRConfig:
+        """The config that rebuilds this reranker.
+
+        Raises:
+            ConfigError: it was given an Embedder object or a custom name (code has no config).
+        """
+        if self._shared_embedder or self.name != f"mbr_{self.utility}":
+            raise ConfigError("mbr: built with an Embedder object or a custom name; it has no config", parameter="model")
+        return MBRConfig(utility=self.utility, method=self.method, model=self._model_given)
+
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         texts = [c.text for c in candidates]
         if not texts:
@@ -275,3 +288,37 @@ class MBR:
             utility: Literal["chrf", "bleu"] = "chrf" if self.utility == "chrf" else "bleu"
             values = await anyio.to_thread.run_sync(mbr_scores, texts, utility, self.method)
         return [Score(value=None if v is None else round(v, 9)) for v in values]
+
+
+@RERANKERS.register("mbr")
+class MBRConfig(RerankerConfig):
+    """``mbr[:UTILITY[:METHOD]]``: minimum Bayes risk (:class:`MBR`), e.g. ``mbr:bleu:aggregate``.
+
+    >>> MBRConfig.from_short("bleu:aggregate").reranker_name()
+    'mbr_bleu'
+    """
+
+    kind: Literal["mbr"] = "mbr"
+    utility: Utility = "chrf"
+    """chrf, bleu or embedding."""
+    method: Method = "exact"
+    """exact (N² utility calls) or aggregate (reference aggregation, N)."""
+    model: str | None = None
+    """Embedding model for utility=embedding (None: the embedded all-MiniLM-L6-v2)."""
+
+    short_help: ClassVar[str] = "mbr[:UTILITY[:METHOD]]"
+    client_safe: ClassVar[bool] = True
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        utility, _, method = arg.partition(":")
+        return cls.parse({"utility": utility or "chrf", "method": method or "exact"})
+
+    def safe_for_clients(self) -> bool:
+        return self.model is None  # a named model is a file or a download on the server
+
+    def reranker_name(self) -> str:
+        return f"mbr_{self.utility}"
+
+    def build(self, *, engine: Generator | None = None) -> MBR:
+        return MBR(self.utility, method=self.method, model=self.model)

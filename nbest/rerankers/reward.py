@@ -12,15 +12,19 @@ otherwise. Examples: ``Skywork/Skywork-Reward-V2-Qwen3-0.6B``,
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, ClassVar, Literal, Self
 
 import anyio.to_thread
+from pydantic import Field
 
+from nbest._models import LazyModel
 from nbest.errors import ConfigError
-from nbest.rerankers.embedding import LazyModel, _require, check_model
+from nbest.rerankers.crossencoder import _name_the_model
+from nbest.rerankers.embedding import _require, check_model
+from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.types import Candidate, ChatMessage, Request, Score
 
-__all__ = ["RewardModel"]
+__all__ = ["RewardModel", "RewardModelConfig"]
 
 
 class RewardModel:
@@ -59,6 +63,12 @@ class RewardModel:
         self.device = device
         self.name = name
         self._loaded = LazyModel("reward model", self.model, self._build)
+
+    def to_config(self) -> RewardModelConfig:
+        """The config that rebuilds this reranker."""
+        if self.name != "reward":
+            raise ConfigError("reward: built with a custom name; it has no config", parameter="name")
+        return RewardModelConfig(model=self.model, batch_size=self.batch_size, max_length=self.max_length, device=self.device)
 
     def load(self) -> tuple[Any, Any]:
         """The (tokenizer, model) pair, loaded once.
@@ -129,3 +139,32 @@ class RewardModel:
             return []
         values = await anyio.to_thread.run_sync(self.score_sync, request, [c.text for c in candidates])
         return [Score(value=v) for v in values]
+
+
+@RERANKERS.register("reward")
+class RewardModelConfig(RerankerConfig):
+    """``reward:MODEL``: a reward model's logit for (prompt, candidate) (:class:`RewardModel`)."""
+
+    kind: Literal["reward"] = "reward"
+    model: str
+    """A Hugging Face sequence-classification model id or folder."""
+    batch_size: int = Field(default=8, ge=1)
+    """Conversations per forward pass."""
+    max_length: int = Field(default=2048, ge=8)
+    """Truncate each conversation to this many tokens."""
+    device: str = "cpu"
+    """Torch device."""
+
+    short_help: ClassVar[str] = "reward:MODEL"
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        if not arg:
+            raise _name_the_model("reward")
+        return cls(model=arg)
+
+    def reranker_name(self) -> str:
+        return "reward"
+
+    def build(self, *, engine: Generator | None = None) -> RewardModel:
+        return RewardModel(self.model, batch_size=self.batch_size, max_length=self.max_length, device=self.device)

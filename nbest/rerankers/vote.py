@@ -16,13 +16,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import ClassVar, Literal, Self
+
+from pydantic import field_validator
 
 from nbest.errors import ConfigError
 from nbest.rerankers.extract import Extractor, get_extractor, normalize_answer
+from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.types import Candidate, Request, Score
 
-__all__ = ["MajorityVote", "VoteWeight"]
+__all__ = ["MajorityVote", "VoteConfig", "VoteWeight"]
 
 VoteWeight = Literal["uniform", "prob", "seq_prob"]
 
@@ -66,9 +69,21 @@ class MajorityVote:
                 f"weight: unknown vote weight {weight!r}; use uniform, prob or seq_prob", parameter="weight", value=weight
             )
         self.extract: Extractor = get_extractor(extract)
+        self._extract_name = extract if isinstance(extract, str) else None
         self.normalize = normalize
         self.weight: VoteWeight = weight
         self.name = name
+
+    def to_config(self) -> VoteConfig:
+        """The config that rebuilds this reranker.
+
+        Raises:
+            ConfigError: it was built with a callable extractor or normaliser
+                (code has no config).
+        """
+        if self._extract_name is None or self.normalize is not normalize_answer or self.name != "vote":
+            raise ConfigError("vote: built with a callable extractor, normaliser or name; it has no config", parameter="extract")
+        return VoteConfig(extract=self._extract_name, votes=self.weight)
 
     def answer(self, text: str) -> str | None:
         """The normalised answer ``text`` gives, or None."""
@@ -116,3 +131,38 @@ class MajorityVote:
                 )
             )
         return scores
+
+
+@RERANKERS.register("vote")
+class VoteConfig(RerankerConfig):
+    """``vote[:EXTRACTOR]``: self-consistency majority vote (:class:`MajorityVote`).
+
+    >>> VoteConfig.from_short("number")
+    VoteConfig(kind='vote', weight=1.0, extract='number', votes='uniform')
+    """
+
+    kind: Literal["vote"] = "vote"
+    extract: str = "auto"
+    """Answer extractor: auto, number, boxed, choice, last_line, json:FIELD, regex:PATTERN ..."""
+    votes: VoteWeight = "uniform"
+    """How votes weigh: uniform (one each), prob (per-token probability), seq_prob (whole text's)."""
+
+    short_help: ClassVar[str] = "vote[:EXTRACTOR]"
+    client_safe: ClassVar[bool] = True
+
+    @field_validator("extract")
+    @classmethod
+    def _known_extractor(cls, value: str) -> str:
+        get_extractor(value)
+        return value
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        return cls(extract=arg or "auto")
+
+    def safe_for_clients(self) -> bool:
+        # a client's regular expression can backtrack for hours on a short text
+        return not self.extract.startswith("regex:")
+
+    def build(self, *, engine: Generator | None = None) -> MajorityVote:
+        return MajorityVote(extract=self.extract, weight=self.votes)

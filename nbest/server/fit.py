@@ -16,77 +16,20 @@ for equal weights, and for the fitted weights.
 
 from __future__ import annotations
 
-import json
 import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
-from pydantic import Field
 from scipy.optimize import minimize  # type: ignore[import-untyped]
 
 from nbest.errors import ConfigError
-from nbest.rerankers.ranker import Normalize, Ranker, normalize
-from nbest.rerankers.spec import BUILDERS, parse_spec
+from nbest.rerankers.ranker import normalize
+from nbest.rerankers.registry import RankerConfig, RerankerConfig, config_for_name, reranker_config
 from nbest.server.prefs import Choice
-from nbest.types import NbestModel
 
-__all__ = ["FitReport", "RankerConfig", "fit_choices", "spec_name"]
-
-
-class RankerConfig(NbestModel):
-    """A ranker as data: reranker short forms with weights, normalisation, temperature."""
-
-    rerankers: list[str] = Field(min_length=1)
-    """``NAME[:ARG]=WEIGHT`` short forms (see ``nbest.rerankers.parse_spec``)."""
-    normalize: Normalize = "zscore"
-    """How each reranker's scores are normalised before weighting."""
-    temperature: float = Field(default=1.0, gt=0)
-    """Softmax temperature of the confidence."""
-
-    def to_ranker(self) -> Ranker:
-        """Build the Ranker (loads any reranker models).
-
-        Raises:
-            ConfigError: an unknown reranker or a bad weight.
-        """
-        parsed = [parse_spec(text) for text in self.rerankers]
-        return Ranker(
-            [r for r, _ in parsed], weights=[w for _, w in parsed], normalize=self.normalize, temperature=self.temperature
-        )
-
-    @classmethod
-    def load(cls, path: str | Path) -> RankerConfig:
-        """Read a config written by ``nbest prefs fit``.
-
-        Raises:
-            ConfigError: missing file, bad JSON or fields.
-        """
-        try:
-            text = Path(path).expanduser().read_text(encoding="utf-8")
-        except OSError as exc:
-            raise ConfigError(f"ranker config {path}: {exc.strerror}", parameter="ranker", value=str(path)) from None
-        try:
-            return cls.parse(json.loads(text))
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"ranker config {path}: invalid JSON ({exc.msg})", parameter="ranker", value=str(path)) from None
-
-
-def spec_name(reranker: str) -> str | None:
-    """The short form that rebuilds a reranker of this name, if there is one.
-
-    >>> spec_name("mean_logprob"), spec_name("mbr_chrf"), spec_name("judge")
-    ('mean_logprob', 'mbr:chrf', None)
-    """
-    if reranker in BUILDERS:
-        return reranker
-    if reranker.startswith("mbr_"):
-        return "mbr:" + reranker.removeprefix("mbr_")
-    if reranker == "source_sim":
-        return "source"
-    return None
+__all__ = ["FitReport", "RankerConfig", "fit_choices", "logged_configs"]
 
 
 @dataclass
@@ -120,20 +63,41 @@ class FitReport:
     skipped: int = 0
     """Choices without two scored candidates (nothing to learn)."""
     notes: list[str] = field(default_factory=list)
+    configs: dict[str, RerankerConfig] = field(default_factory=dict)
+    """Each reranker's config, as logged with the choices (see :func:`logged_configs`)."""
 
     def config(self) -> RankerConfig:
-        """The fitted ranker as a config.
+        """The fitted ranker as a config: each reranker's logged config with its fitted weight,
+        so it loads back exactly (``vote:number`` keeps its extractor).
 
         Raises:
-            ConfigError: a reranker has no short form to rebuild it.
+            ConfigError: a reranker whose config is unknown (neither logged nor a kind's default).
         """
-        specs = []
+        rerankers = []
         for name in self.rerankers:
-            short = spec_name(name)
-            if short is None:
-                raise ConfigError(f"reranker {name!r} has no short form; build its Ranker in Python with weights {self.weights}")
-            specs.append(f"{short}={self.weights[name]:.6g}")
-        return RankerConfig(rerankers=specs, normalize="zscore", temperature=self.temperature)
+            config = self.configs.get(name)
+            if config is None:
+                raise ConfigError(f"reranker {name!r} has no config; build its Ranker in Python with weights {self.weights}")
+            rerankers.append(config.parse({**config.model_dump(), "weight": round(self.weights[name], 6)}))
+        return RankerConfig(rerankers=rerankers, normalize="zscore", temperature=self.temperature)
+
+
+def logged_configs(choices: Sequence[Choice], names: Sequence[str]) -> dict[str, RerankerConfig]:
+    """Each named reranker's config: as the Results of ``choices`` recorded it
+    (``Result.ranker``, the latest wins), else the default config of the kind
+    whose rerankers carry that name (Results logged without one)."""
+    found: dict[str, RerankerConfig] = {}
+    for choice in choices:
+        for item in (choice.result.ranker or {}).get("rerankers", []):
+            try:
+                config = reranker_config(item)
+            except ConfigError:
+                continue  # a kind no longer installed: its weight cannot be rebuilt anyway
+            found[config.reranker_name()] = config
+    for name in names:
+        if name not in found and (default := config_for_name(name)) is not None:
+            found[name] = default
+    return {name: found[name] for name in names if name in found}
 
 
 def _examples(choices: Sequence[Choice], names: list[str]) -> list[_Example]:
@@ -230,4 +194,5 @@ def fit_choices(choices: Sequence[Choice], *, holdout: float = 0.2, seed: int = 
         agreement_fitted=_agreement(test, w),
         skipped=skipped,
         notes=notes,
+        configs=logged_configs(choices, names),
     )

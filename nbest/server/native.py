@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncIterator
-from typing import Any
 
 from fastapi import APIRouter
 from starlette.requests import Request as HttpRequest
@@ -23,19 +22,13 @@ __all__ = ["NbestBody", "router"]
 router = APIRouter()
 
 
-class NbestBody(Request):
-    """A Request plus how to plan and rank it."""
-
-    strategy: str | dict[str, Any] | None = None
-    """A strategy short form or config object; None: the server's."""
-    rerankers: list[str] | None = None
-    """Reranker short forms ``NAME[:ARG][=WEIGHT]``; None: the server's."""
-    timeout: float | None = None
-    """Seconds before unfinished candidates are dropped."""
+class NbestBody(Request, Options):
+    """A Request plus how to plan and rank it (the fields of :class:`Options`)."""
 
     def split(self) -> tuple[Request, Options]:
-        data = self.model_dump(exclude={"strategy", "rerankers", "timeout"})
-        return Request(**data), Options(strategy=self.strategy, rerankers=self.rerankers, timeout=self.timeout)
+        options = set(Options.model_fields)
+        data = self.model_dump(exclude=options)
+        return Request(**data), Options(**{name: getattr(self, name) for name in options})
 
 
 async def _body(http: HttpRequest, service: Service) -> tuple[Request, Options]:

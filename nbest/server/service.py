@@ -14,17 +14,16 @@ import anyio
 from pydantic import Field
 from starlette.requests import Request as HttpRequest
 
-from nbest import rerankers as rerankers_mod
-from nbest import strategies as strategies_mod
 from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.ranker import Ranker
-from nbest.server.errors import ApiError, from_config_error
+from nbest.rerankers.registry import build_ranker, reranker_config
+from nbest.server.errors import ApiError
 from nbest.server.metrics import Metrics
 from nbest.server.prefs import PreferenceStore
 from nbest.server.settings import ServerSettings
-from nbest.strategies.base import Strategy
+from nbest.strategies.base import STRATEGIES, Strategy
 from nbest.types import Candidate, NbestModel, Request, Result
 
 __all__ = ["Options", "Service", "read_json", "until_disconnect"]
@@ -37,8 +36,9 @@ class Options(NbestModel):
 
     strategy: str | dict[str, Any] | None = None
     """A strategy short form (``ladder:0.3-1.2``) or config object (``{"kind": ...}``); None: the server's."""
-    rerankers: list[str] | None = None
-    """Reranker short forms ``NAME[:ARG][=WEIGHT]``; None: the server's."""
+    rerankers: list[str | dict[str, Any]] | None = None
+    """Rerankers: short forms ``NAME[:ARG][=WEIGHT]`` or config objects (``{"kind": "vote", "extract": "number"}``);
+    only kinds safe for clients; None: the server's."""
     timeout: float | None = Field(default=None, gt=0)
     """Seconds before unfinished candidates are dropped."""
 
@@ -96,7 +96,8 @@ class Service:
         self.metrics = Metrics()
         self._prefs = prefs
         self._prefs_lock = threading.Lock()
-        self._rerankers: dict[str, tuple[Reranker, float]] = {}
+        self._rerankers: dict[str, Reranker] = {}
+        self._rerankers_lock = threading.Lock()
         self.results: OrderedDict[str, Result] = OrderedDict()
         self.started = time.time()
 
@@ -128,47 +129,43 @@ class Service:
             )
 
     def strategy(self, spec: str | dict[str, Any] | None, param: str = "strategy") -> Strategy | None:
+        """A client's strategy (short form or config object; no files), or 422 naming ``param``."""
         if spec is None:
             return None
         try:
-            if isinstance(spec, dict):
-                return strategies_mod.from_config(spec)
-            if spec.strip().startswith("@"):
-                raise ConfigError(
-                    f"{param}: config files (@FILE) are not read over HTTP; send the config object", parameter=param
-                )
-            return strategies_mod.parse_spec(spec)
+            return STRATEGIES.build(spec, files=False)
         except ConfigError as exc:
             raise ApiError(422, f"{param}: {exc}" if not str(exc).startswith(param) else str(exc), param=param) from None
 
-    def ranker(self, specs: list[str] | None, param: str = "rerankers") -> Ranker | None:
+    def ranker(self, specs: list[str | dict[str, Any]] | None, param: str = "rerankers") -> Ranker | None:
+        """A client's rerankers, built through the one builder with ``for_client=True``
+        (only kinds safe for clients; no files). Built rerankers are cached by
+        their canonical config, so a model loads once however it is spelled."""
         if specs is None:
             return None
         if not specs:
             raise ApiError(422, f"{param}: give at least one reranker, or leave it out for the server's", param=param)
         allowed = self.settings.rerankers_allowed
-        parsed = []
-        for i, text in enumerate(specs):
-            name, _, arg = text.partition("=")[0].partition(":")
-            if name.strip() not in allowed or (arg and name.strip() in ("embed", "source")):
-                raise ApiError(
-                    422,
-                    f"{param}[{i}]: reranker {text!r} is not offered here; allowed: {', '.join(allowed)}",
-                    param=f"{param}[{i}]",
-                )
+        for i, spec in enumerate(specs):
             try:
-                key = text.strip()
-                if key not in self._rerankers:  # built once (some load a model); the 64 latest are kept
-                    self._rerankers[key] = rerankers_mod.parse_spec(key)
-                    while len(self._rerankers) > 64:
-                        del self._rerankers[next(iter(self._rerankers))]
-                parsed.append(self._rerankers[key])
+                kind = reranker_config(spec, files=False).registry_kind
             except ConfigError as exc:
                 raise ApiError(422, f"{param}[{i}]: {exc}", param=f"{param}[{i}]") from None
+            if allowed is not None and kind not in allowed:
+                raise ApiError(
+                    422,
+                    f"{param}[{i}]: reranker {kind!r} is not offered here; allowed: {', '.join(allowed)}",
+                    param=f"{param}[{i}]",
+                )
         try:
-            return Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
+            with self._rerankers_lock:
+                ranker = build_ranker(specs, for_client=True, cache=self._rerankers)
+                while len(self._rerankers) > 64:  # the 64 latest configs are kept
+                    del self._rerankers[next(iter(self._rerankers))]
+            return ranker
         except ConfigError as exc:
-            raise from_config_error(exc, param) from None
+            parameter = exc.parameter if exc.parameter and exc.parameter.startswith(param) else param
+            raise ApiError(422, str(exc), param=parameter) from None
 
     # -- running ---------------------------------------------------------------
 

@@ -12,10 +12,7 @@ from pydantic import Field
 
 from nbest.types import DEFAULT_MAX_N, NbestModel
 
-__all__ = ["DEFAULT_RERANKERS", "ServerSettings"]
-
-DEFAULT_RERANKERS = ("logprob", "mean_logprob", "sumlogprob", "sum_logprob", "ppl", "perplexity", "vote", "mbr", "embed")
-"""Reranker short names a caller may ask for over HTTP (no model paths: those load files)."""
+__all__ = ["ServerSettings"]
 
 
 class ServerSettings(NbestModel):
@@ -37,8 +34,10 @@ class ServerSettings(NbestModel):
     """When set, every route but ``/healthz`` needs ``Authorization: Bearer KEY`` (or ``X-API-Key``)."""
     timeout_s: float | None = Field(default=None, gt=0)
     """Per-request deadline for generation (None: the orchestrator's)."""
-    rerankers_allowed: tuple[str, ...] = DEFAULT_RERANKERS
-    """Reranker short names callers may choose (see ``nbest.rerankers.parse_spec``)."""
+    rerankers_allowed: tuple[str, ...] | None = None
+    """Reranker kinds callers may choose, to narrow what is offered; None: every kind whose
+    config is safe for clients (``RerankerConfig.safe_for_clients``: no model names, no
+    client regular expressions, no judge)."""
     preferences: Path | None = None
     """The preference database; None: ``$NBEST_HOME/preferences.db``."""
     remember_results: int = Field(default=1024, ge=0)

@@ -10,6 +10,7 @@ True
 from __future__ import annotations
 
 from nbest.strategies.base import (
+    STRATEGIES,
     NestedStrategy,
     SamplingStrategy,
     Strategy,
@@ -31,6 +32,7 @@ from nbest.strategies.spec import parse_spec
 from nbest.strategies.variants import PromptVariant, PromptVariants
 
 __all__ = [
+    "STRATEGIES",
     "Composite",
     "CompositePart",
     "Fixed",

@@ -20,20 +20,20 @@ the request seed, so the same request always gives the same plan.
 
 from __future__ import annotations
 
-import json
 import os
 import random
-import tomllib
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, ClassVar, Protocol, Self, TypeVar, runtime_checkable
+from typing import Annotated, Any, Protocol, Self, TypeVar, runtime_checkable
 
 from pydantic import BeforeValidator, SerializeAsAny, ValidationError
 
 from nbest.errors import ConfigError
+from nbest.registry import Registered, Registry, read_config_file
 from nbest.types import CandidateSpec, NbestModel, Request, SamplingParams, config_error
 
 __all__ = [
+    "STRATEGIES",
     "NestedStrategy",
     "SamplingStrategy",
     "Strategy",
@@ -50,6 +50,7 @@ __all__ = [
     "registered",
     "seed_for",
     "seeded_rng",
+    "short_number",
     "spec_label",
     "sub_request",
 ]
@@ -66,12 +67,9 @@ class Strategy(Protocol):
     def plan(self, request: Request) -> list[CandidateSpec]: ...
 
 
-class StrategyConfig(NbestModel):
-    """Base of the built-in strategies: a validated config with a ``kind``."""
-
-    kind: str
-    """Which strategy this is (the registry key)."""
-    registry_kind: ClassVar[str] = ""
+class StrategyConfig(Registered):
+    """Base of the built-in strategies: a validated config with a ``kind``,
+    registered on :data:`STRATEGIES` (with its ``--strategy`` short form)."""
 
     def plan(self, request: Request) -> list[CandidateSpec]:
         raise NotImplementedError
@@ -100,19 +98,17 @@ class SamplingStrategy(StrategyConfig):
     """The engine (route) every candidate goes to."""
 
 
-_REGISTRY: dict[str, type[StrategyConfig]] = {}
+STRATEGIES: Registry[StrategyConfig] = Registry("strategy", "nbest.strategies", StrategyConfig)
+"""Every strategy kind; third parties add theirs through the ``nbest.strategies`` entry-point group."""
 
 S = TypeVar("S", bound=type[StrategyConfig])
 
 
-def register(kind: str) -> Callable[[S], S]:
+def register(kind: str, *, aliases: Sequence[str] = ()) -> Callable[[S], S]:
     """Class decorator: make a strategy loadable from config under ``kind``."""
 
     def decorate(cls: S) -> S:
-        if kind in _REGISTRY and _REGISTRY[kind] is not cls:
-            raise ConfigError(f"strategy kind {kind!r} is registered twice", parameter="kind", value=kind)
-        cls.registry_kind = kind
-        _REGISTRY[kind] = cls
+        STRATEGIES.add(kind, cls, aliases=aliases)
         return cls
 
     return decorate
@@ -120,7 +116,7 @@ def register(kind: str) -> Callable[[S], S]:
 
 def registered() -> dict[str, type[StrategyConfig]]:
     """The registered strategy kinds and their classes."""
-    return dict(_REGISTRY)
+    return STRATEGIES.kinds()
 
 
 def from_config(data: Mapping[str, Any] | str | os.PathLike[str]) -> StrategyConfig:
@@ -138,15 +134,7 @@ def from_config(data: Mapping[str, Any] | str | os.PathLike[str]) -> StrategyCon
     """
     if isinstance(data, (str, os.PathLike)):
         data = load_config(Path(data))
-    if not isinstance(data, Mapping) or "kind" not in data:
-        raise ConfigError(
-            f"a strategy config is a mapping with a 'kind' (one of {', '.join(sorted(_REGISTRY))})", parameter="kind"
-        )
-    kind = data["kind"]
-    cls = _REGISTRY.get(kind) if isinstance(kind, str) else None
-    if cls is None:
-        raise ConfigError(f"kind: unknown strategy {kind!r}; known: {', '.join(sorted(_REGISTRY))}", parameter="kind", value=kind)
-    return cls.parse(dict(data))
+    return STRATEGIES.from_config(data)
 
 
 def load_config(path: Path) -> dict[str, Any]:
@@ -156,33 +144,7 @@ def load_config(path: Path) -> dict[str, Any]:
         ConfigError: the file is missing, has another suffix, does not parse,
             or does not hold a mapping.
     """
-    if not path.is_file():
-        raise ConfigError(f"strategy file not found: {path}", parameter="strategy", value=str(path))
-    suffix = path.suffix.lower()
-    raw = path.read_text(encoding="utf-8")
-    data: Any
-    if suffix in (".yaml", ".yml"):
-        import yaml
-
-        try:
-            data = yaml.safe_load(raw)
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{path} is not valid YAML ({exc})".replace("\n", " "), parameter="strategy") from None
-    elif suffix == ".json":
-        try:
-            data = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigError(f"{path} is not valid JSON ({exc})", parameter="strategy") from None
-    elif suffix == ".toml":
-        try:
-            data = tomllib.loads(raw)
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{path} is not valid TOML ({exc})", parameter="strategy") from None
-    else:
-        raise ConfigError(f"{path}: a strategy file ends in .yaml, .yml, .json or .toml", parameter="strategy", value=str(path))
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} must hold a mapping with a 'kind'", parameter="strategy")
-    return data
+    return read_config_file(path, "strategy")
 
 
 def _nested(value: Any) -> Any:
@@ -190,9 +152,9 @@ def _nested(value: Any) -> Any:
         return value
     if isinstance(value, Mapping):
         return from_config(value)
-    if isinstance(value, str) and value in _REGISTRY:
+    if isinstance(value, str) and value in STRATEGIES.kinds():
         return from_config({"kind": value})
-    raise ValueError(f"a strategy is a kind name or a mapping with a 'kind' (one of {', '.join(sorted(_REGISTRY))})")
+    raise ValueError(f"a strategy is a kind name or a mapping with a 'kind' (one of {STRATEGIES.known()})")
 
 
 NestedStrategy = Annotated[SerializeAsAny[StrategyConfig], BeforeValidator(_nested)]
@@ -303,6 +265,15 @@ def positional(data: dict[str, Any], **given: Any) -> dict[str, Any]:
             raise TypeError(f"{name} given both positionally and by keyword")
         data[name] = value
     return data
+
+
+def short_number(text: str, raw: str, example: str, kind: Callable[[str], Any] = float) -> Any:
+    """A number inside a short form (``ladder:0.2-1.2``), or a ConfigError showing ``example``."""
+    try:
+        return kind(raw.strip())
+    except ValueError:
+        what = "an integer" if kind is int else "a number"
+        raise ConfigError(f"{raw.strip()!r} is not {what}; e.g. {example}", parameter="strategy", value=text) from None
 
 
 def spec_label(value: float) -> str:

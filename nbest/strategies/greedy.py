@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from nbest.strategies.base import SamplingStrategy, derive, overrides, register, seed_for
+from nbest.strategies.base import SamplingStrategy, derive, overrides, register, seed_for, short_number
 from nbest.types import CandidateSpec, Request
 
 __all__ = ["GreedyPlusSamples"]
@@ -14,7 +14,7 @@ __all__ = ["GreedyPlusSamples"]
 _SAMPLE_FIELDS = ("temperature", "top_p", "top_k", "min_p")
 
 
-@register("greedy_plus_samples")
+@register("greedy_plus_samples", aliases=("greedy+",))
 class GreedyPlusSamples(SamplingStrategy):
     """Candidate 0 is decoded greedily (temperature 0), the others are sampled
     with the request's settings, or with the ones given here. The common
@@ -38,6 +38,13 @@ class GreedyPlusSamples(SamplingStrategy):
     """top_k of the sampled candidates; None keeps the request's."""
     min_p: float | None = None
     """min_p of the sampled candidates; None keeps the request's."""
+
+    short_help: ClassVar[str] = "greedy+[:T]"
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        """``greedy+`` or ``greedy+:0.8`` (the samples' temperature)."""
+        return cls(temperature=short_number(arg, arg, "greedy+:0.8")) if arg else cls()
 
     @model_validator(mode="after")
     def _check_settings(self) -> Self:

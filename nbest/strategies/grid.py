@@ -3,18 +3,23 @@
 from __future__ import annotations
 
 import itertools
-from typing import Any, Literal, Self
+from collections.abc import Callable
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import model_validator
 
 from nbest.errors import ConfigError
-from nbest.strategies.base import SamplingStrategy, derive, register, seed_for, seeded_rng
+from nbest.strategies.base import SamplingStrategy, derive, register, seed_for, seeded_rng, short_number
 from nbest.types import CandidateSpec, Request, SamplingParams
 
 __all__ = ["Grid"]
 
 _AXES = ("temperature", "top_p", "top_k", "min_p")
 _SHORT = {"temperature": "t", "top_p": "p", "top_k": "k", "min_p": "m"}
+
+
+_GRID_AXES = {"t": "temperature", "temperature": "temperature", "p": "top_p", "top_p": "top_p", "k": "top_k", "top_k": "top_k",
+              "m": "min_p", "min_p": "min_p"}  # fmt: skip
 
 
 @register("grid")
@@ -47,6 +52,38 @@ class Grid(SamplingStrategy):
     fill: Literal["cycle", "sample"] = "cycle"
     """How the combinations fill N candidates: in order (``cycle``) or in a
     seeded random order without replacement (``sample``)."""
+
+    short_help: ClassVar[str] = "grid:t=..;p=..;k=..;m=..[;fill=sample]"
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        """``grid:t=0.5,1.0;p=0.9,1.0`` (axes t, p, k, m, or their full names; ``;fill=sample``).
+
+        >>> Grid.from_short("k=10,40;fill=sample").top_k
+        [10, 40]
+        """
+        options: dict[str, Any] = {}
+        example = "grid:t=0.5,1.0;p=0.9,1.0"
+        for part in filter(None, (p.strip() for p in arg.split(";"))):
+            key, sep, values = part.partition("=")
+            key = key.strip()
+            if not sep:
+                raise ConfigError(f"expected KEY=VALUES in {part!r}, e.g. {example}", parameter="strategy", value=arg)
+            if key == "fill":
+                options["fill"] = values.strip()
+                continue
+            axis = _GRID_AXES.get(key)
+            if axis is None:
+                raise ConfigError(
+                    f"unknown grid axis {key!r}; use t (temperature), p (top_p), k (top_k), m (min_p) or fill",
+                    parameter="strategy",
+                    value=arg,
+                )
+            if axis in options:
+                raise ConfigError(f"grid axis {axis} given twice", parameter="strategy", value=arg)
+            convert: Callable[[str], Any] = int if axis == "top_k" else float
+            options[axis] = [short_number(arg, v, example, convert) for v in values.split(",") if v.strip()]
+        return cls(**options)
 
     @model_validator(mode="after")
     def _check(self) -> Self:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
 from nbest.errors import ConfigError
-from nbest.strategies.base import SamplingStrategy, derive, positional, register, seed_for
+from nbest.strategies.base import SamplingStrategy, derive, positional, register, seed_for, short_number
 from nbest.types import MIN_TEMPERATURE, CandidateSpec, Request
 
 __all__ = ["TemperatureLadder"]
@@ -41,6 +41,32 @@ class TemperatureLadder(SamplingStrategy):
     """``linear``: equal steps; ``geometric``: equal ratios (needs ``low > 0``)."""
     greedy_first: bool = False
     """Make candidate 0 greedy (temperature 0) and spread the ladder over the others."""
+
+    short_help: ClassVar[str] = "ladder:LOW-HIGH[,geometric][,greedy]"
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        """``ladder:0.2-1.2[,geometric][,greedy]``; ``ladder`` alone: the defaults.
+
+        >>> TemperatureLadder.from_short("0.25-2,geometric")
+        TemperatureLadder(kind='ladder', engine='default', low=0.25, high=2.0, spacing='geometric', greedy_first=False)
+        """
+        if not arg:
+            return cls()
+        bounds, *flags = [part.strip() for part in arg.split(",")]
+        low, sep, high = bounds.partition("-")
+        if not sep:
+            raise ConfigError("expected ladder:LOW-HIGH, e.g. ladder:0.2-1.2", parameter="strategy", value=arg)
+        options: dict[str, Any] = {}
+        for flag in flags:
+            if flag == "geometric":
+                options["spacing"] = "geometric"
+            elif flag == "greedy":
+                options["greedy_first"] = True
+            else:
+                raise ConfigError(f"unknown ladder option {flag!r}; use geometric or greedy", parameter="strategy", value=arg)
+        example = "ladder:0.2-1.2"
+        return cls(short_number(arg, low, example), short_number(arg, high, example), **options)
 
     def __init__(self, low: float | None = None, high: float | None = None, /, **data: Any) -> None:
         super().__init__(**positional(data, low=low, high=high))

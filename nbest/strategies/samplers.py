@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Literal, Self
 
 from pydantic import Field, model_validator
 
-from nbest.strategies.base import SamplingStrategy, derive, overrides, positional, register, seed_for
+from nbest.strategies.base import SamplingStrategy, derive, overrides, positional, register, seed_for, short_number
 from nbest.types import CandidateSpec, Request
 
 __all__ = ["MinP", "Nucleus", "TopK"]
@@ -21,6 +21,16 @@ class _Sampler(SamplingStrategy):
     temperature: float | None = Field(default=None)
     """Temperature of every candidate; None keeps the request's."""
     sampler_fields: ClassVar[tuple[str, ...]] = ()
+    short_example: ClassVar[str] = ""
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        """``KIND:VALUE`` sets the sampler (``nucleus:0.9``, ``topk:40``, ``minp:0.05``); ``KIND`` alone: its default."""
+        if not arg:
+            return cls.parse({})
+        field = cls.sampler_fields[0]
+        convert = int if field == "top_k" else float
+        return cls.parse({field: short_number(arg, arg, cls.short_example, convert)})
 
     @model_validator(mode="after")
     def _check_settings(self) -> Self:
@@ -53,6 +63,8 @@ class Nucleus(_Sampler):
     top_p: float = Field(default=0.9, gt=0.0, le=1.0)
     """Probability mass kept at each step."""
     sampler_fields: ClassVar[tuple[str, ...]] = ("top_p",)
+    short_example: ClassVar[str] = "nucleus:0.9"
+    short_help: ClassVar[str] = "nucleus:P"
 
     def __init__(self, top_p: float | None = None, /, **data: Any) -> None:
         super().__init__(**positional(data, top_p=top_p))
@@ -70,6 +82,8 @@ class TopK(_Sampler):
     top_k: int = Field(default=40, ge=1)
     """How many of the most likely tokens are kept at each step."""
     sampler_fields: ClassVar[tuple[str, ...]] = ("top_k",)
+    short_example: ClassVar[str] = "topk:40"
+    short_help: ClassVar[str] = "topk:K"
 
     def __init__(self, top_k: int | None = None, /, **data: Any) -> None:
         super().__init__(**positional(data, top_k=top_k))
@@ -89,6 +103,8 @@ class MinP(_Sampler):
     min_p: float = Field(default=0.05, gt=0.0, le=1.0)
     """Fraction of the top token's probability a token needs to be kept."""
     sampler_fields: ClassVar[tuple[str, ...]] = ("min_p",)
+    short_example: ClassVar[str] = "minp:0.05"
+    short_help: ClassVar[str] = "minp:P"
 
     def __init__(self, min_p: float | None = None, /, **data: Any) -> None:
         super().__init__(**positional(data, min_p=min_p))
