@@ -58,7 +58,7 @@ def test_json_and_toml_files(tmp_path: Path, suffix: str) -> None:
     ("text", "fragment"),
     [
         ("engines: {}", "engines: Dictionary should have at least 1 item"),
-        ("engines: {r: {kind: tgi}}", "engines.r: Input tag 'tgi' found using 'kind'"),
+        ("engines: {r: {kind: tgi}}", "engines.r.kind: unknown engine 'tgi'; known: openai, vllm"),
         ("engines: {r: {kind: openai, endpoints: []}}", "endpoints: List should have at least 1 item"),
         (
             "engines: {r: {kind: openai, endpoints: [localhost:8000]}}",
@@ -67,7 +67,7 @@ def test_json_and_toml_files(tmp_path: Path, suffix: str) -> None:
         ("engines: {r: {kind: openai, endpoints: [http://h:1], api_key_env: NOPE}}", "engines.r: api_key_env: NOPE is not set"),
         ("engines: {r: {kind: openai, endpoints: [http://h:1], retries: 3}}", "retries: Extra inputs are not permitted"),
         ("engines: {r: {kind: vllm, model: ./no/such/folder}}", "engines.r: model"),
-        ("engines: [", "not valid yaml"),
+        ("engines: [", "not valid YAML"),
     ],
 )
 def test_bad_engines_files_are_config_errors(tmp_path: Path, text: str, fragment: str) -> None:
@@ -100,7 +100,7 @@ def test_command_line_options_choose_the_engine(tmp_path: Path) -> None:
     [
         (["run", "hi", "--endpoint", "localhost:8000"], "endpoint 'localhost:8000': need an http(s) URL"),
         (["run", "hi", "--endpoint", "http://h:1", "--endpoint", "http://h:1/v1"], "listed twice"),
-        (["run", "hi", "--engines", "no/such/engines.yaml"], "engines file no/such/engines.yaml: No such file"),
+        (["run", "hi", "--engines", "no/such/engines.yaml"], "engines file not found: no/such/engines.yaml (No such file"),
         (["run", "hi", "--engines", "e.yaml", "--endpoint", "http://h:1"], "drop --endpoint/--model"),
     ],
 )

@@ -7,7 +7,7 @@ from typing import Protocol, runtime_checkable
 
 from nbest.types import CandidateUpdate, Prompt, SamplingParams
 
-__all__ = ["Engine"]
+__all__ = ["Engine", "Startable"]
 
 
 @runtime_checkable
@@ -29,3 +29,15 @@ class Engine(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Startable(Protocol):
+    """An engine with a start-up step (load the model, open connections).
+
+    :class:`~nbest.orchestrator.Orchestrator` awaits ``start()`` on every engine
+    that has one when it opens. ``start()`` raises
+    :class:`~nbest.errors.EngineError` when the engine cannot start.
+    """
+
+    async def start(self) -> None: ...

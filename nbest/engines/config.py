@@ -1,7 +1,25 @@
-"""An engines file: several named engines, local and remote, for routing.
+"""Engine configs, their registry, and the engines file.
 
-A YAML, JSON or TOML file names each engine and its kind; the names are the
-routes strategies send candidates to (``CandidateSpec.engine``)::
+Every kind of engine registers a config class on :data:`ENGINES` (a
+:class:`~nbest.registry.Registry`); the config validates the settings and
+:meth:`EngineConfig.build` makes the engine. Built in:
+
+========  ==========================  ==========================================
+kind      short form                  engine
+========  ==========================  ==========================================
+vllm      ``vllm[:MODEL]``            :class:`~nbest.engines.vllm.VLLMEngine` (vLLM in this process;
+                                      no MODEL: the embedded default)
+openai    ``openai:URL[,URL...]``     :class:`~nbest.engines.openai.OpenAIEngine` (a fleet of
+                                      OpenAI-compatible servers)
+========  ==========================  ==========================================
+
+Third parties add kinds through the ``nbest.engines`` entry-point group (see
+:mod:`nbest.registry`); the command line loads them before it reads an
+engines file.
+
+An engines file (YAML, JSON or TOML) names each engine; the names are the
+routes strategies send candidates to (``CandidateSpec.engine``). An entry is a
+config mapping or a short form::
 
     engines:
       local:
@@ -15,32 +33,35 @@ routes strategies send candidates to (``CandidateSpec.engine``)::
           - http://10.0.0.1:8000/v1
           - {url: http://10.0.0.2:8000/v1, weight: 2, max_concurrency: 32}
         api_key_env: FLEET_API_KEY      # read from the environment the caller passes
+      spare: "openai:http://10.0.0.3:8000/v1"
 
->>> engines = build_engines(EnginesFile.parse({"engines": {"r": {"kind": "openai", "endpoints": ["http://h:8000"]}}}))
+>>> engines = build_engines(EnginesFile.parse({"engines": {"r": "openai:http://h:8000"}}))
 >>> engines["r"].endpoints[0].url
 'http://h:8000/v1'
+>>> ENGINES.build("vllm:Qwen/Qwen2.5-0.5B-Instruct").model_dump()
+{'kind': 'vllm', 'model': 'Qwen/Qwen2.5-0.5B-Instruct', 'args': {}}
 """
 
 from __future__ import annotations
 
-import json
-import tomllib
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal, Self
 
-import yaml
-from pydantic import Field
+from pydantic import Field, SerializeAsAny, field_validator
 
 from nbest.engines.base import Engine
 from nbest.engines.fleet import Endpoint
 from nbest.engines.openai import OpenAIEngine
 from nbest.engines.vllm import VLLMEngine
 from nbest.errors import ConfigError
+from nbest.registry import Registered, Registry, read_config_file
 from nbest.types import NbestModel
 
 __all__ = [
+    "ENGINES",
     "EndpointConfig",
+    "EngineConfig",
     "EnginesFile",
     "OpenAIEngineConfig",
     "VLLMEngineConfig",
@@ -50,14 +71,56 @@ __all__ = [
 ]
 
 
-class VLLMEngineConfig(NbestModel):
-    """A :class:`~nbest.engines.vllm.VLLMEngine` (vLLM in this process)."""
+class EngineConfig(Registered):
+    """Base of every engine config: validated settings that build one engine.
 
-    kind: Literal["vllm"]
+    A plugin subclasses it with ``kind: Literal["name"] = "name"``, its fields
+    and :meth:`build`, and publishes the class in the ``nbest.engines``
+    entry-point group.
+    """
+
+    def build(self, name: str, environ: Mapping[str, str]) -> Engine:
+        """The engine (built, not started).
+
+        Args:
+            name: the engine's name, its route in an engines file; empty: the
+                engine names itself (after its model).
+            environ: where settings such as ``api_key_env`` are read.
+
+        Raises:
+            ConfigError: a setting the config alone could not check (a model
+                folder that does not exist, an unset ``api_key_env`` ...).
+        """
+        raise NotImplementedError(f"{type(self).__name__} must define build(name, environ)")
+
+
+ENGINES: Registry[EngineConfig] = Registry("engine", "nbest.engines", EngineConfig)
+"""The engine kinds: ``vllm``, ``openai`` and the plugins loaded so far."""
+
+
+@ENGINES.register("vllm")
+class VLLMEngineConfig(EngineConfig):
+    """A :class:`~nbest.engines.vllm.VLLMEngine` (vLLM in this process).
+
+    Short form ``vllm[:MODEL]``.
+    """
+
+    short_help = "vllm[:MODEL]"
+
+    kind: Literal["vllm"] = "vllm"
     model: str | None = None
     """Hugging Face id or folder; None: the embedded default model."""
     args: dict[str, Any] = Field(default_factory=dict)
     """Engine arguments passed through to vLLM (tensor_parallel_size, dtype, max_model_len ...)."""
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        return cls(model=arg or None)
+
+    def build(self, name: str, environ: Mapping[str, str]) -> Engine:
+        if self.model is None:
+            return VLLMEngine.default(name=name or None, **self.args)
+        return VLLMEngine(self.model, name=name or None, **self.args)
 
 
 class EndpointConfig(NbestModel):
@@ -71,10 +134,17 @@ class EndpointConfig(NbestModel):
     """Most requests in flight on it (None: the engine's max_concurrency)."""
 
 
-class OpenAIEngineConfig(NbestModel):
-    """An :class:`~nbest.engines.openai.OpenAIEngine` (OpenAI-compatible servers)."""
+@ENGINES.register("openai")
+class OpenAIEngineConfig(EngineConfig):
+    """An :class:`~nbest.engines.openai.OpenAIEngine` (OpenAI-compatible servers).
 
-    kind: Literal["openai"]
+    Short form ``openai:URL[,URL...]`` (the servers' one model, no key; give a
+    config mapping for the other settings).
+    """
+
+    short_help = "openai:URL[,URL...]"
+
+    kind: Literal["openai"] = "openai"
     endpoints: list[str | EndpointConfig] = Field(min_length=1)
     """Base URLs, or endpoints with a weight and a cap."""
     model: str | None = None
@@ -102,90 +172,104 @@ class OpenAIEngineConfig(NbestModel):
     extra_body: dict[str, Any] = Field(default_factory=dict)
     """Fields added to every request body."""
 
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        urls = [url.strip() for url in arg.split(",") if url.strip()]
+        if not urls:
+            raise ConfigError("openai: give the server URLs, openai:URL[,URL...]", parameter="endpoints", value=arg)
+        return cls(endpoints=list(urls))
 
-EngineConfig = Annotated[VLLMEngineConfig | OpenAIEngineConfig, Field(discriminator="kind")]
+    def build(self, name: str, environ: Mapping[str, str]) -> Engine:
+        api_key = self.api_key
+        if self.api_key_env is not None:
+            api_key = environ.get(self.api_key_env)
+            if not api_key:
+                raise ConfigError(f"api_key_env: {self.api_key_env} is not set", parameter="api_key_env", value=self.api_key_env)
+        endpoints: list[str | Endpoint] = []
+        for ep in self.endpoints:
+            if isinstance(ep, str):
+                endpoints.append(ep)
+            else:
+                endpoints.append(Endpoint(ep.url, weight=ep.weight, max_concurrency=ep.max_concurrency or self.max_concurrency))
+        return OpenAIEngine(
+            endpoints,
+            self.model,
+            name=name or None,
+            api_key=api_key,
+            chat=self.chat,
+            request_timeout=self.request_timeout,
+            connect_timeout=self.connect_timeout,
+            max_attempts=self.max_attempts,
+            max_concurrency=self.max_concurrency,
+            backoff=self.backoff,
+            max_backoff=self.max_backoff,
+            down_timeout=self.down_timeout,
+            extra_body=self.extra_body,
+        )
 
 
 class EnginesFile(NbestModel):
-    """The engines file: route name -> engine config."""
+    """The engines file: route name -> engine config (a mapping with a ``kind``,
+    or a short form), validated through :data:`ENGINES`."""
 
-    engines: dict[str, EngineConfig] = Field(min_length=1)
+    engines: dict[str, SerializeAsAny[EngineConfig]] = Field(min_length=1)
     """Engines by the name strategies route to."""
+
+    @field_validator("engines", mode="before")
+    @classmethod
+    def _by_kind(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping):
+            return value  # pydantic says what a dictionary is
+        configs: dict[str, EngineConfig] = {}
+        for name, item in value.items():
+            if isinstance(item, str) and item.strip().startswith("@"):
+                message = f"{name}: {item.strip()!r}: give a config mapping or a short form here, not @FILE"
+                raise ConfigError(message, parameter=str(name), value=item)
+            try:
+                configs[name] = ENGINES.build(item, files=False)
+            except ConfigError as exc:
+                # pydantic puts "engines." in front
+                if exc.parameter and str(exc).startswith(f"{exc.parameter}:"):
+                    raise ConfigError(f"{name}.{exc}", parameter=f"{name}.{exc.parameter}", value=exc.value) from None
+                raise ConfigError(f"{name}: {exc}", parameter=str(name), value=exc.value) from None
+        return configs
 
 
 def build_engines(config: EnginesFile, environ: Mapping[str, str] | None = None) -> dict[str, Engine]:
     """Build (not start) every engine of ``config``; ``environ`` resolves ``api_key_env``.
 
     Raises:
-        ConfigError: a bad URL or setting, or an unset ``api_key_env`` (named
-            as ``engines.NAME...``).
+        ConfigError: a bad URL or setting, an unset ``api_key_env``, or a
+            plugin that built something else than an Engine (named as
+            ``engines.NAME...``).
     """
     engines: dict[str, Engine] = {}
     for name, item in config.engines.items():
         try:
-            engines[name] = _build(name, item, environ or {})
+            engine = item.build(name, environ or {})
         except ConfigError as exc:
             raise ConfigError(f"engines.{name}: {exc}", parameter=f"engines.{name}.{exc.parameter}", value=exc.value) from None
+        if not isinstance(engine, Engine):
+            raise ConfigError(
+                f"engines.{name}: kind {item.kind!r} built a {type(engine).__name__}, not an Engine "
+                "(needs name, generate, abort, aclose)",
+                parameter=f"engines.{name}",
+            )
+        engines[name] = engine
     return engines
-
-
-def _build(name: str, item: VLLMEngineConfig | OpenAIEngineConfig, environ: Mapping[str, str]) -> Engine:
-    if isinstance(item, VLLMEngineConfig):
-        if item.model is None:
-            return VLLMEngine.default(name=name, **item.args)
-        return VLLMEngine(item.model, name=name, **item.args)
-    api_key = item.api_key
-    if item.api_key_env is not None:
-        api_key = environ.get(item.api_key_env)
-        if not api_key:
-            raise ConfigError(f"api_key_env: {item.api_key_env} is not set", parameter="api_key_env", value=item.api_key_env)
-    endpoints: list[str | Endpoint] = []
-    for ep in item.endpoints:
-        if isinstance(ep, str):
-            endpoints.append(ep)
-        else:
-            endpoints.append(Endpoint(ep.url, weight=ep.weight, max_concurrency=ep.max_concurrency or item.max_concurrency))
-    return OpenAIEngine(
-        endpoints,
-        item.model,
-        name=name,
-        api_key=api_key,
-        chat=item.chat,
-        request_timeout=item.request_timeout,
-        connect_timeout=item.connect_timeout,
-        max_attempts=item.max_attempts,
-        max_concurrency=item.max_concurrency,
-        backoff=item.backoff,
-        max_backoff=item.max_backoff,
-        down_timeout=item.down_timeout,
-        extra_body=item.extra_body,
-    )
 
 
 def load_engines(path: str | Path, environ: Mapping[str, str] | None = None) -> dict[str, Engine]:
     """Read an engines file (.yaml/.yml, .json, .toml) and build its engines.
 
+    Plugin kinds must be registered first (``ENGINES.load_plugins()``; the
+    command line does it).
+
     Raises:
         ConfigError: a missing or unreadable file, an unknown suffix, or an
             invalid config (the message names the file and the field).
     """
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix not in (".yaml", ".yml", ".json", ".toml"):
-        raise ConfigError(f"engines file {path}: use .yaml, .yml, .json or .toml", parameter="engines", value=str(path))
-    try:
-        raw = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"engines file {path}: {exc.strerror or exc}", parameter="engines", value=str(path)) from None
-    try:
-        if suffix == ".json":
-            data: Any = json.loads(raw)
-        elif suffix == ".toml":
-            data = tomllib.loads(raw)
-        else:
-            data = yaml.safe_load(raw)
-    except (ValueError, yaml.YAMLError) as exc:
-        raise ConfigError(f"engines file {path}: not valid {suffix[1:]}: {exc}", parameter="engines", value=str(path)) from None
+    data = read_config_file(Path(path), "engines")
     try:
         return build_engines(EnginesFile.parse(data), environ)
     except ConfigError as exc:
@@ -199,18 +283,23 @@ def engines_from_options(
     environ: Mapping[str, str] | None = None,
 ) -> dict[str, Engine]:
     """The engines the command line asks for, by route: those of ``--engines
-    FILE``, or ``{"default": ...}``: an OpenAIEngine over ``--endpoint URL``
-    (repeatable; ``OPENAI_API_KEY`` from ``environ`` is the bearer token), or
-    the in-process vLLM engine for ``--model``.
+    FILE`` (plugin kinds loaded first), or ``{"default": ...}``: an
+    ``openai`` engine over ``--endpoint URL`` (repeatable; ``OPENAI_API_KEY``
+    from ``environ`` is the bearer token), or the ``vllm`` engine of
+    ``--model``.
 
     Raises:
-        ConfigError: conflicting options, a bad URL or engines file.
+        ConfigError: conflicting options, a bad URL or engines file, a plugin
+            that does not load.
     """
     environ = environ or {}
     if engines_file is not None:
         if endpoints or model is not None:
             raise ConfigError("--engines: the file names the engines; drop --endpoint/--model", parameter="engines")
+        ENGINES.load_plugins()
         return load_engines(engines_file, environ)
+    config: dict[str, Any] = {"kind": "vllm", "model": model}
     if endpoints:
-        return {"default": OpenAIEngine(list(endpoints), model, api_key=environ.get("OPENAI_API_KEY") or None)}
-    return {"default": VLLMEngine.default() if model is None else VLLMEngine(model)}
+        api_key = environ.get("OPENAI_API_KEY") or None
+        config = {"kind": "openai", "endpoints": list(endpoints), "model": model, "api_key": api_key}
+    return {"default": ENGINES.build(config).build("", environ)}

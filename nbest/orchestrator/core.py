@@ -12,7 +12,7 @@ from typing import Any, TypedDict, Unpack
 import anyio
 from anyio.abc import TaskGroup
 
-from nbest.engines.base import Engine
+from nbest.engines.base import Engine, Startable
 from nbest.errors import ConfigError, NbestError
 from nbest.metrics.diversity import add_diversity
 from nbest.orchestrator.adaptive import check_adaptive, run_adaptive
@@ -119,9 +119,8 @@ class Orchestrator:
     async def __aenter__(self) -> Orchestrator:
         """Start engines that have a ``start()`` (e.g. load the model), then accept work."""
         for engine in {id(e): e for e in self.engines.values()}.values():
-            start = getattr(engine, "start", None)
-            if start is not None:
-                await start()
+            if isinstance(engine, Startable):
+                await engine.start()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
