@@ -17,10 +17,10 @@ from nbest.cli import main
 from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
 from nbest.types import Request, SamplingParams
+from tests.batch_engines import same_answer, slow_scripted
 from tests.scripted import ScriptedEngine
 
 ROOT = Path(__file__).resolve().parent.parent
-FACTORY = "tests.batch_engines:slow_scripted"
 BASE = Request(prompt="(per line)", n=3, params=SamplingParams(temperature=0.7, max_tokens=32))
 
 
@@ -138,10 +138,9 @@ async def test_run_batch_appends_every_result_once(tmp_path: Path, scripted: Scr
 
 
 def _cli(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    monkeypatch.setenv("NBEST_ENGINE_FACTORY", FACTORY)
     monkeypatch.setenv("NBEST_TEST_DELAY", "0")
     with pytest.raises(SystemExit) as info:
-        main(argv)
+        main(argv, engine_factory=slow_scripted)
         raise SystemExit(0)
     return int(info.value.code or 0)
 
@@ -205,8 +204,9 @@ def test_cli_writes_results_errors_file_and_progress(
 
 
 def _spawn(inp: Path, out: Path, delay: float) -> subprocess.Popen[str]:
-    env = {**os.environ, "NBEST_ENGINE_FACTORY": FACTORY, "NBEST_TEST_DELAY": str(delay), "PYTHONPATH": str(ROOT)}
-    argv = [sys.executable, "-m", "nbest.cli", "batch", str(inp), "-o", str(out), "-n", "2", "--concurrency", "3"]
+    env = {**os.environ, "NBEST_TEST_DELAY": str(delay), "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "tests.cli_with_engine", "slow_scripted"]
+    argv += ["batch", str(inp), "-o", str(out), "-n", "2", "--concurrency", "3"]
     return subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -256,10 +256,9 @@ def test_cli_adaptive_stopping_applies_to_every_prompt(
 ) -> None:
     inp = write_lines(tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": "What is 2 + 2?"} for i in range(3)])
     out = tmp_path / "out.jsonl"
-    monkeypatch.setenv("NBEST_ENGINE_FACTORY", "tests.batch_engines:same_answer")
     argv = ["batch", str(inp), "-o", str(out), "-n", "16", "--seed", "1", "--wave", "4", "--stop", "beta:0.9"]
     with pytest.raises(SystemExit) as info:
-        main([*argv, "--reranker", "vote:number"])
+        main([*argv, "--reranker", "vote:number"], engine_factory=same_answer)
         raise SystemExit(0)
     assert info.value.code == 0, capsys.readouterr().err
     results = read_results(out)

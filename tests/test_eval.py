@@ -28,6 +28,7 @@ from nbest.evaluation.metrics import corpus_bleu, corpus_chrf
 from nbest.orchestrator import Orchestrator
 from nbest.rerankers import MajorityVote, MeanLogProb, Ranker
 from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
+from tests.batch_engines import seed_answers
 
 PNG = b"\x89PNG\r\n\x1a\n"
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
@@ -217,11 +218,10 @@ def test_cli_eval_on_a_scripted_engine(
 ) -> None:
     data = tmp_path / "set.jsonl"
     data.write_text("".join(json.dumps({"id": f"g{g}", "prompt": f"pick {g}", "answer": g}) + "\n" for g in range(3)))
-    monkeypatch.setenv("NBEST_ENGINE_FACTORY", "tests.batch_engines:seed_answers")
     argv = ["eval", str(data), "--answer-field", "answer", "-n", "4", "--greedy", "--subsamples", "6", "--seed", "0",
             "--report", str(tmp_path / "report.json"), "--plots", str(tmp_path / "plots")]  # fmt: skip
     with pytest.raises(SystemExit) as info:
-        main(argv)
+        main(argv, engine_factory=seed_answers)
         raise SystemExit(0)
     out, err = capsys.readouterr()
     assert info.value.code == 0, err

@@ -4,19 +4,19 @@ Each command validates everything it is given before an engine starts; these
 helpers turn option values into nbest objects and raise ``ConfigError`` (exit 2)
 on a user mistake.
 
-``NBEST_ENGINE_FACTORY=module:callable`` (read by :func:`build_engines`, for
-tests) makes a command build its engine by calling ``callable()`` instead of the
-engines of ``--model``/``--endpoint``/``--engines``; the test suite uses it to
-run commands in a subprocess on a scripted engine.
+A command line made with an engine factory (``nbest.cli.make_cli(engine_factory=...)``)
+hands it to every command through the click context (:class:`CliSettings` as
+``ctx.obj``): :func:`build_engines` then calls it with the command's
+:class:`EngineOptions` instead of loading the engines those options name.
 """
 
 from __future__ import annotations
 
 import contextlib
-import importlib
 import os
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import click
@@ -28,7 +28,9 @@ from nbest.strategies.base import Strategy
 from nbest.types import DEFAULT_MAX_N, Request, SamplingParams
 
 __all__ = [
-    "ENGINE_FACTORY_ENV",
+    "CliSettings",
+    "EngineFactory",
+    "EngineOptions",
     "build_engines",
     "build_ranker",
     "build_request",
@@ -40,8 +42,30 @@ __all__ = [
     "stdout_to_stderr",
 ]
 
-ENGINE_FACTORY_ENV = "NBEST_ENGINE_FACTORY"
-"""Environment variable naming a ``module:callable`` that returns the engine (for tests)."""
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """A command's engine options, as given (see :func:`engine_options`)."""
+
+    model: str | None = None
+    """``--model``: a Hugging Face id or folder; None: the embedded default."""
+    endpoints: tuple[str, ...] = ()
+    """``--endpoint`` URLs (OpenAI-compatible servers)."""
+    engines_file: str | None = None
+    """``--engines``: an engines file."""
+
+
+EngineFactory = Callable[[EngineOptions], dict[str, Engine]]
+"""Builds a command's engines, by route (the first one is the default), from its engine options."""
+
+
+@dataclass(frozen=True)
+class CliSettings:
+    """What every command of a command line gets through the click context (``ctx.obj``)."""
+
+    engine_factory: EngineFactory | None = None
+    """Builds the engines instead of :func:`~nbest.engines.config.engines_from_options`
+    (e.g. scripted engines in tests, or engines built in Python); None: the options say."""
 
 
 def quiet_vllm() -> None:
@@ -117,28 +141,22 @@ def build_request(prompt: str, n: int, system: str | None, **sampling: Any) -> R
 
 
 def build_engines(model: str | None, endpoints: tuple[str, ...] = (), engines_file: str | None = None) -> dict[str, Engine]:
-    """The engines the command runs on, by route: ``{"default": factory()}`` when
-    ``$NBEST_ENGINE_FACTORY`` is set, else those of ``--engines``/``--endpoint``/``--model``
-    (as for ``nbest run``).
+    """The engines the command runs on, by route (built, not started): those of
+    the engine factory the command line was made with (:class:`CliSettings` in
+    the click context), else those of ``--engines``/``--endpoint``/``--model``
+    (:func:`~nbest.engines.config.engines_from_options`, as for ``nbest run``).
 
     Raises:
-        ConfigError: a factory that cannot be imported, conflicting options, a bad model name.
+        ConfigError: conflicting options, a bad URL, model name or engines file.
+        TypeError: an engine factory that returned no engines or something else than engines.
     """
-    factory_path = os.environ.get(ENGINE_FACTORY_ENV)
-    if factory_path:
-        module_name, _, attr = factory_path.partition(":")
-        try:
-            factory: Callable[[], object] = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(
-                f"{ENGINE_FACTORY_ENV}: cannot load {factory_path!r} (want module:callable): {exc}",
-                parameter=ENGINE_FACTORY_ENV,
-                value=factory_path,
-            ) from None
-        engine = factory()
-        if not isinstance(engine, Engine):
-            raise ConfigError(f"{ENGINE_FACTORY_ENV}: {factory_path} did not return an Engine", parameter=ENGINE_FACTORY_ENV)
-        return {"default": engine}
+    ctx = click.get_current_context(silent=True)
+    settings = ctx.find_object(CliSettings) if ctx is not None else None
+    if settings is not None and settings.engine_factory is not None:
+        engines = settings.engine_factory(EngineOptions(model, tuple(endpoints), engines_file))
+        if not engines or not all(isinstance(e, Engine) for e in engines.values()):
+            raise TypeError(f"the engine factory must return engines by route, not {engines!r}")
+        return engines
     from nbest.engines.config import engines_from_options
 
     return engines_from_options(model, endpoints, engines_file, os.environ)

@@ -11,13 +11,14 @@ from typing import Any
 
 import click
 
+from nbest.cli.options import build_engines, build_ranker, engine_options
 from nbest.errors import ConfigError
 
 __all__ = ["serve_command"]
 
 
 @click.command("serve")
-@click.option("--model", "-m", default=None, help="Model: a Hugging Face id, a folder, or the embedded default.")
+@engine_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port.")
 @click.option(
@@ -39,6 +40,8 @@ __all__ = ["serve_command"]
 @click.option("--db", "db", default=None, help="Preference database [default: $NBEST_HOME/preferences.db].")
 def serve_command(
     model: str | None,
+    endpoints: tuple[str, ...],
+    engines_file: str | None,
     host: str,
     port: int,
     api_key: str | None,
@@ -52,10 +55,15 @@ def serve_command(
     ranker_file: str | None,
     db: str | None,
 ) -> None:
-    """Serve the HTTP API (OpenAI-compatible and native) and the choice page at /."""
+    """Serve the HTTP API (OpenAI-compatible and native) and the choice page at /.
+
+    The engines are those of --model, --endpoint or --engines, as for `nbest
+    run`; /v1/models reports --model (else the embedded default's name, or
+    "nbest" for --endpoint/--engines).
+    """
     import uvicorn
 
-    from nbest import rerankers, strategies
+    from nbest import strategies
     from nbest.engines.models import DEFAULT_MODEL
     from nbest.orchestrator import Orchestrator
     from nbest.server.app import create_app
@@ -67,29 +75,27 @@ def serve_command(
         "max_n": max_n, "max_concurrent": max_concurrent, "max_body_bytes": max_body_bytes,
         "max_prompt_chars": max_prompt_chars, "timeout_s": timeout, "preferences": db,
     }  # fmt: skip
+    served = model or ("nbest" if endpoints or engines_file else DEFAULT_MODEL)
     try:
-        settings = ServerSettings(model_name=model or DEFAULT_MODEL, api_key=api_key or None,
+        settings = ServerSettings(model_name=served, api_key=api_key or None,
                                   **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     except ConfigError as exc:
         raise ConfigError(f"--{str(exc.parameter).replace('_s', '').replace('_', '-')}: {exc}", parameter=exc.parameter) from None
     strategy = strategies.parse_spec(strategy_text) if strategy_text else None
     if ranker_file and reranker_texts:
         raise ConfigError("give --ranker or --reranker, not both", parameter="ranker")
+    engines = build_engines(model, endpoints, engines_file)  # built (checked) here, started by the app
     ranker = None
     if ranker_file:
         ranker = RankerConfig.load(ranker_file).to_ranker()
     elif reranker_texts:
-        parsed = [rerankers.parse_spec(text) for text in reranker_texts]
-        ranker = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
+        ranker = build_ranker(reranker_texts, engine=next(iter(engines.values())))  # a judge asks the default route
     prefs = PreferenceStore(settings.preferences)
     if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         click.echo(f"nbest: warning: serving on {host} without --api-key: anyone who reaches it can generate", err=True)
 
     def orchestrator() -> Orchestrator:
-        from nbest.engines.vllm import VLLMEngine
-
-        engine = VLLMEngine.default() if model is None else VLLMEngine(model)
-        return Orchestrator(engine, strategy=strategy, rerankers=ranker, max_n=settings.max_n)
+        return Orchestrator(engines, strategy=strategy, rerankers=ranker, max_n=settings.max_n)
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     app = create_app(orchestrator, settings, prefs=prefs)

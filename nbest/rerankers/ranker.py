@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import anyio
 
@@ -116,6 +116,7 @@ class Ranker:
         normalize: Normalize = "auto",
         temperature: float = 1.0,
         group: AnswerGrouper | None = None,
+        configs: Sequence[Any] | None = None,
     ) -> None:
         if not rerankers:
             raise ConfigError("rerankers: give at least one reranker", parameter="rerankers")
@@ -152,6 +153,8 @@ class Ranker:
         if group is not None and not isinstance(group, AnswerGrouper):
             raise ConfigError(f"group: {group!r} is not an AnswerGrouper (needs async .group)", parameter="group")
         self.group = group
+        self.configs = list(configs) if configs is not None and len(configs) == len(self.rerankers) else None
+        """The registry configs the rerankers were built from (``build_ranker`` sets them), else None."""
 
     async def rank(self, request: Request, candidates: Sequence[Candidate]) -> Ranked:
         """Score the successful candidates with every reranker (concurrently),

@@ -161,8 +161,10 @@ def build_ranker(
         raise ConfigError("rerankers: give at least one reranker", parameter="rerankers")
     built: list[Reranker] = []
     weights: list[float] = []
+    configs: list[RerankerConfig] = []
     for i, spec in enumerate(specs):
         config = reranker_config(spec, files=not for_client)
+        configs.append(config)
         if for_client and not config.safe_for_clients():
             safe = ", ".join(k for k, cls in sorted(RERANKERS.kinds().items()) if cls.client_safe)
             raise ConfigError(
@@ -178,7 +180,7 @@ def build_ranker(
                 cache[key] = reranker
         built.append(reranker)
         weights.append(config.weight)
-    return Ranker(built, weights=weights, normalize=normalize, temperature=temperature)
+    return Ranker(built, weights=weights, normalize=normalize, temperature=temperature, configs=configs)
 
 
 def config_for_name(name: str) -> RerankerConfig | None:
@@ -248,7 +250,11 @@ class RankerConfig(NbestModel):
     @classmethod
     def of(cls, ranker: Ranker) -> RankerConfig | None:
         """The config of a ranker whose every reranker has one (else None)."""
-        configs = [config_of(r, w) for r, w in zip(ranker.rerankers, ranker.weights, strict=True)]
+        known = ranker.configs or [None] * len(ranker.rerankers)
+        configs = [
+            config_of(r, w) if c is None else c.parse({**c.model_dump(), "weight": w})
+            for r, w, c in zip(ranker.rerankers, ranker.weights, known, strict=True)
+        ]
         if any(c is None for c in configs):
             return None
         normalize = ranker.normalize

@@ -27,6 +27,7 @@ from starlette.responses import JSONResponse, Response
 from nbest.errors import ConfigError, NbestError
 from nbest.orchestrator import Orchestrator
 from nbest.server import choices, native, openai_api, ui
+from nbest.plugins import load_plugins
 from nbest.server.errors import ApiError, error_body, error_response, from_config_error
 from nbest.server.guard import Guard
 from nbest.server.metrics import CONTENT_TYPE_LATEST
@@ -53,6 +54,7 @@ def create_app(
         prefs: the preference store (default: opened on first use at
             ``settings.preferences``).
     """
+    load_plugins()  # third-party strategy and reranker kinds a client may name
     settings = settings or ServerSettings()
     given = orchestrator if isinstance(orchestrator, Orchestrator) else None
     service = Service(given, settings, prefs)
