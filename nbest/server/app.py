@@ -26,8 +26,8 @@ from starlette.responses import JSONResponse, Response
 
 from nbest.errors import ConfigError, NbestError
 from nbest.orchestrator import Orchestrator
-from nbest.server import choices, native, openai_api, ui
 from nbest.plugins import load_plugins
+from nbest.server import choices, native, openai_api, ui
 from nbest.server.errors import ApiError, error_body, error_response, from_config_error
 from nbest.server.guard import Guard
 from nbest.server.metrics import CONTENT_TYPE_LATEST
