@@ -106,3 +106,12 @@ def test_a_ranker_config_file_names_the_plugin_kind(tmp_path: Path) -> None:
     assert RankerConfig.of(build_ranker(["shout:?=2", "logprob"])) == config.model_copy(
         update={"temperature": 1.0, "normalize": "auto"}
     )
+
+
+def test_the_readme_shows_this_plugin_file() -> None:
+    """The README's plugin is a fragment (it would register "shout" for every later test): this is its proof."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8").split("## Writing a plugin", 1)[1]
+    block = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    first, _, code = block.partition("\n")
+    assert first.startswith("# fragment")
+    assert code == (PLUGINS / "nbest_shout.py").read_text(encoding="utf-8")
