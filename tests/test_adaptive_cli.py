@@ -1,4 +1,4 @@
-"""`nbest run --wave W --stop RULE` and `--reranker judge` on the command line."""
+"""`nbest run --wave W --until RULE` and `--reranker judge` on the command line."""
 
 from __future__ import annotations
 
@@ -14,17 +14,27 @@ from nbest.cli import main
 from tests.scripted import ScriptedEngine
 
 BAD_INPUT = [
-    (["run", "hi", "--stop", "beta:"], "--stop 'beta:': the threshold must be a number"),
-    (["run", "hi", "--stop", "beta:sure"], "the threshold must be a number"),
-    (["run", "hi", "--stop", "beta:1.2"], "must be a probability in (0, 1)"),
-    (["run", "hi", "--stop", "dirichlet:0.9:x"], "dirichlet takes only a threshold"),
-    (["run", "hi", "--stop", "confidence:0.9:most"], "use answer or candidate"),
-    (["run", "hi", "--stop", "beta:0.9", "--stop", "confidence:0.8"], "at most one stopping rule"),
+    (["run", "hi", "--until", "beta:"], "--until 'beta:': the threshold must be a number"),
+    (["run", "hi", "--until", "beta:sure"], "the threshold must be a number"),
+    (["run", "hi", "--until", "beta:1.2"], "must be a probability in (0, 1)"),
+    (["run", "hi", "--until", "dirichlet:0.9:x"], "dirichlet takes only a threshold"),
+    (["run", "hi", "--until", "confidence:0.9:most"], "use answer or candidate"),
+    (["run", "hi", "--until", "betta:0.9"], "unknown stopping rule 'betta'"),
+    (["run", "hi", "--until", "beta:0.9", "--until", "confidence:0.8"], "at most one stopping rule"),
     (["run", "hi", "--wave", "4"], "wave: only used with a stopping rule"),
     (["run", "hi", "--wave", "4", "--stop", "\n"], "wave: only used with a stopping rule"),
-    (["run", "hi", "--wave", "0", "--stop", "beta:0.9"], "wave: must be a whole number >= 1"),
-    (["run", "hi", "--wave", "x", "--stop", "beta:0.9"], "'x' is not a valid integer"),
+    (["run", "hi", "--wave", "0", "--until", "beta:0.9"], "wave: must be a whole number >= 1"),
+    (["run", "hi", "--wave", "x", "--until", "beta:0.9"], "'x' is not a valid integer"),
     (["run", "hi", "--reranker", "judgee"], "unknown reranker 'judgee'"),
+    # --stop takes stop strings only: a rule there is a mistake, not a silent stop string
+    (
+        ["run", "hi", "--stop", "beta:0.95"],
+        "--stop 'beta:0.95': use --until beta:0.95 for a stopping rule; --stop takes stop strings",
+    ),
+    (["run", "hi", "--stop", "\n", "--stop", "Confidence:0.8"], "use --until Confidence:0.8 for a stopping rule"),
+    (["batch", "in.jsonl", "-o", "out.jsonl", "--stop", "dirichlet:0.9"], "use --until dirichlet:0.9"),
+    (["eval", "set.jsonl", "--answer-field", "a", "--stop", "beta:0.95"], "use --until beta:0.95 for a stopping rule"),
+    (["plan", "hi", "--stop", "beta:0.95"], "use --until beta:0.95 for a stopping rule"),
 ]
 
 
@@ -53,7 +63,7 @@ def test_judge_spec_uses_the_engine_it_is_given() -> None:
 def test_adaptive_run_with_a_judge_on_the_real_engine() -> None:
     argv = [
         sys.executable, "-m", "nbest.cli", "run", "What is 2 + 2? Answer with the number.",
-        "-n", "16", "--wave", "4", "--stop", "beta:0.9", "-t", "0.2", "--seed", "0", "--max-tokens", "16",
+        "-n", "16", "--wave", "4", "--until", "beta:0.9", "-t", "0.2", "--seed", "0", "--max-tokens", "16",
         "--reranker", "vote:number=2", "--reranker", "judge", "--json",
     ]  # fmt: skip
     env = os.environ | {"VLLM_CPU_KVCACHE_SPACE": "1"}

@@ -256,7 +256,7 @@ def test_cli_adaptive_stopping_applies_to_every_prompt(
 ) -> None:
     inp = write_lines(tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": "What is 2 + 2?"} for i in range(3)])
     out = tmp_path / "out.jsonl"
-    argv = ["batch", str(inp), "-o", str(out), "-n", "16", "--seed", "1", "--wave", "4", "--stop", "beta:0.9"]
+    argv = ["batch", str(inp), "-o", str(out), "-n", "16", "--seed", "1", "--wave", "4", "--until", "beta:0.9"]
     with pytest.raises(SystemExit) as info:
         main([*argv, "--reranker", "vote:number"], engine_factory=same_answer)
         raise SystemExit(0)

@@ -30,11 +30,12 @@ from nbest.cli.options import (
     build_ranker,
     build_request,
     build_strategy,
+    build_until,
     engine_options,
     quiet_vllm,
     sampling_options,
-    split_stop_rule,
     stdout_to_stderr,
+    until_options,
 )
 from nbest.errors import ConfigError, EngineError
 from nbest.types import DEFAULT_MAX_N
@@ -55,7 +56,7 @@ def _write_errors(path: Path, bad: list[BadLine]) -> None:
 @sampling_options
 @engine_options
 @click.option("--timeout", type=float, default=None, help="Seconds before a prompt's unfinished candidates are dropped.")
-@click.option("--wave", type=int, default=None, help="Adaptive sampling: candidates per wave, with --stop RULE [default: 4].")
+@until_options
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once.")
 @click.option("--max-in-flight", type=int, default=64, show_default=True, help="Candidates generating at once.")
 @click.option("--errors", "errors_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
@@ -71,6 +72,7 @@ def batch_command(
     endpoints: tuple[str, ...],
     engines_file: str | None,
     timeout: float | None,
+    until: tuple[str, ...],
     wave: int | None,
     concurrency: int,
     max_in_flight: int,
@@ -80,8 +82,9 @@ def batch_command(
     """Generate N candidates for every prompt of IN.jsonl, rank them, append each Result to OUT.
 
     IN holds one JSON object per line: "id", "prompt" (text) or "messages"
-    (chat), and optional overrides ("n", "temperature", "top_p", "top_k",
-    "min_p", "max_tokens", "seed", "stop", "system", "metadata").
+    (chat), and optional overrides: "n", "system", "metadata" and any sampling
+    setting under its option's name with underscores ("temperature", "top_p",
+    "max_tokens", "stop", ...).
     """
     import anyio
 
@@ -90,7 +93,7 @@ def batch_command(
     from nbest.orchestrator import Orchestrator
 
     # everything is validated before the engine starts
-    rule, wave = split_stop_rule(sampling, wave)
+    rule, wave = build_until(until, wave)
     base = build_request("(per line)", n, system, **sampling)
     strategy = build_strategy(strategy_text)
     engines = build_engines(model, endpoints, engines_file)
@@ -130,7 +133,7 @@ def batch_command(
                     strategy=strategy,
                     timeout=timeout,
                     concurrency=concurrency,
-                    stop=rule,
+                    until=rule,
                     wave=wave,
                     on_result=progress.update,
                 )

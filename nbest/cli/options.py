@@ -15,9 +15,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import types
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 
 import click
 
@@ -27,7 +28,11 @@ from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import Strategy
 from nbest.types import DEFAULT_MAX_N, Request, SamplingParams
 
+if TYPE_CHECKING:
+    from nbest.orchestrator.stopping import StoppingRule
+
 __all__ = [
+    "CLI_EXCLUDED",
     "CliSettings",
     "EngineFactory",
     "EngineOptions",
@@ -35,11 +40,13 @@ __all__ = [
     "build_ranker",
     "build_request",
     "build_strategy",
+    "build_until",
     "engine_options",
     "quiet_vllm",
     "sampling_options",
-    "split_stop_rule",
+    "sampling_param_options",
     "stdout_to_stderr",
+    "until_options",
 ]
 
 
@@ -90,50 +97,127 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
+CLI_EXCLUDED: dict[str, str] = {
+    "ignore_eos": "a benchmarking switch (generate to max_tokens past the end of the answer); "
+    "set it in Python, a batch line or an HTTP body",
+}
+"""The :class:`~nbest.types.SamplingParams` fields that have no command-line
+option, and why. Every other field is an option of ``nbest run``, ``batch``,
+``eval`` and ``plan``, made by :func:`sampling_param_options`."""
+
+_OPTION_HELP = {
+    "seed": "Base seed: candidate i gets seed + i.",
+    "stop": "Stop string (repeatable): generation ends there, not included in the text. A stopping rule goes to --until.",
+}
+_SHORT_FLAGS = {"temperature": "-t"}
+
+
+def _option_type(name: str, annotation: Any) -> tuple[Any, bool]:
+    """The click type of a field's option, and whether it repeats (a list field)."""
+    if isinstance(annotation, types.UnionType) or get_origin(annotation) is Union:
+        args = [a for a in get_args(annotation) if a is not type(None)]
+        annotation = args[0] if len(args) == 1 else None
+    if get_origin(annotation) is list:
+        return get_args(annotation)[0], True
+    if annotation in (int, float, str, bool):
+        return annotation, False
+    raise TypeError(f"SamplingParams.{name}: no command-line option for {annotation!r}; add it to CLI_EXCLUDED or here")
+
+
+def sampling_param_options(**help_text: str) -> Callable[[Any], Any]:
+    """One option per :class:`~nbest.types.SamplingParams` field but those of
+    :data:`CLI_EXCLUDED`: ``--top-p`` for ``top_p``, typed from the field's
+    annotation, documented from its docstring and default (``help_text`` by
+    field name overrides that). A list field repeats; a bool field is a
+    ``--name/--no-name`` switch. Unset options are None (the field's default
+    applies; see :func:`build_request`).
+    """
+
+    def decorate(func: Any) -> Any:
+        for name, field in reversed(SamplingParams.model_fields.items()):
+            if name in CLI_EXCLUDED:
+                continue
+            kind, multiple = _option_type(name, field.annotation)
+            flag = "--" + name.replace("_", "-")
+            text = help_text.get(name) or _OPTION_HELP.get(name)
+            if text is None:
+                text = field.description or name
+                if field.default_factory is None and field.default is not None:
+                    text += f" [default: {field.default}]"
+            if kind is bool:
+                option = click.option(f"{flag}/--no-{flag[2:]}", name, default=None, help=text)
+            elif multiple:
+                option = click.option(flag, name, type=kind, multiple=True, help=text)
+            else:
+                flags = [flag, *([_SHORT_FLAGS[name]] if name in _SHORT_FLAGS else [])]
+                option = click.option(*flags, name, type=kind, default=None, help=text)
+            func = option(func)
+        return func
+
+    return decorate
+
+
 def sampling_options(func: Any) -> Any:
-    """-n, the sampling settings, --system, --strategy and --reranker."""
-    options = [
-        click.option("-n", "n", type=int, default=8, show_default=True, help="Candidates per prompt."),
-        click.option("--temperature", "-t", type=float, default=None, help="Base temperature (0 = greedy) [default: 1.0]."),
-        click.option("--top-p", type=float, default=None, help="Nucleus sampling, in (0, 1]."),
-        click.option("--top-k", type=int, default=None, help="Top-k sampling (-1 = off)."),
-        click.option("--min-p", type=float, default=None, help="Min-p sampling, in [0, 1]."),
-        click.option("--seed", type=int, default=None, help="Base seed: candidate i gets seed + i."),
-        click.option("--max-tokens", type=int, default=None, help="Most new tokens per candidate [default: 256]."),
-        click.option("--stop", multiple=True, help="Stop string (repeatable)."),
-        click.option("--system", default=None, help="System prompt."),
-        click.option("--strategy", "strategy_text", default=None, help="Strategy: a name, JSON, or @file.yaml."),
-        click.option("--reranker", "reranker_texts", multiple=True, help="Reranker NAME[:ARG][=WEIGHT] (repeatable)."),
-    ]
-    for option in reversed(options):
-        func = option(func)
-    return func
+    """-n, the sampling settings (:func:`sampling_param_options`), --system, --strategy and --reranker."""
+    func = click.option("--reranker", "reranker_texts", multiple=True, help="Reranker NAME[:ARG][=WEIGHT] (repeatable).")(func)
+    func = click.option("--strategy", "strategy_text", default=None, help="Strategy: a name, JSON, or @file.yaml.")(func)
+    func = click.option("--system", default=None, help="System prompt.")(func)
+    func = sampling_param_options()(func)
+    return click.option("-n", "n", type=int, default=8, show_default=True, help="Candidates per prompt.")(func)
 
 
-def split_stop_rule(sampling: dict[str, Any], wave: int | None) -> tuple[Any, int | None]:
-    """Take an early-stopping rule (``--stop beta:0.95``) out of the ``--stop``
-    values, which stay stop strings; return the rule and the wave size.
+def until_options(func: Any) -> Any:
+    """``--until RULE`` (an early-stopping rule) and ``--wave N``; see :func:`build_until`."""
+    func = click.option("--wave", type=int, default=None,
+                        help="Adaptive sampling: candidates per wave, with --until [default: 4].")(func)  # fmt: skip
+    return click.option("--until", "until", multiple=True, metavar="RULE",
+                        help="Stop sampling once the answer is clear: beta:P, dirichlet:P or confidence:P[:candidate] "
+                        "(sampled in waves of --wave).")(func)  # fmt: skip
+
+
+def build_until(texts: tuple[str, ...], wave: int | None) -> tuple[StoppingRule | None, int | None]:
+    """``--until`` and ``--wave`` as the stopping rule and the wave size (both
+    None: generate the whole plan at once).
 
     Raises:
-        ConfigError: several rules, a bad rule, or ``--wave`` without a rule.
+        ConfigError: a bad rule, several rules, or ``--wave`` without a rule.
     """
-    from nbest import stopping
+    from nbest.orchestrator import stopping
     from nbest.orchestrator.adaptive import check_adaptive
 
-    texts = sampling.get("stop", ())
-    rules = [stopping.parse_rule(text) for text in texts if stopping.is_rule_text(text)]
-    if len(rules) > 1:
-        raise ConfigError("--stop: give at most one stopping rule", parameter="stop")
-    sampling["stop"] = tuple(text for text in texts if not stopping.is_rule_text(text))
-    rule = rules[0] if rules else None
+    if len(texts) > 1:
+        raise ConfigError("--until: give at most one stopping rule", parameter="until", value=list(texts))
+    if not texts:
+        if wave is not None:
+            raise ConfigError("--wave: only used with a stopping rule (--until beta:0.95)", parameter="wave", value=wave)
+        return None, None
+    try:
+        rule = stopping.parse_rule(texts[0])
+    except ConfigError as exc:  # parse_rule names the option --stop
+        message = str(exc)
+        if message.startswith("--stop "):
+            raise ConfigError("--until " + message.removeprefix("--stop "), parameter="until", value=texts[0]) from None
+        raise
     return rule, check_adaptive(rule, wave)
 
 
 def build_request(prompt: str, n: int, system: str | None, **sampling: Any) -> Request:
-    """A validated Request from the sampling options (unset ones keep their defaults)."""
-    given = {k: v for k, v in sampling.items() if v is not None and v != ()}
-    if "stop" in given:
-        given["stop"] = list(given["stop"])
+    """A validated Request from the sampling options (unset ones keep their defaults).
+
+    Raises:
+        ConfigError: a bad setting, too many candidates, or a ``--stop`` value
+            that is a stopping rule (those go to ``--until``).
+    """
+    from nbest.orchestrator.stopping import is_rule_text
+
+    given = {k: list(v) if isinstance(v, tuple) else v for k, v in sampling.items() if v is not None and v != ()}
+    for text in given.get("stop", ()):
+        if is_rule_text(text):
+            raise ConfigError(
+                f"--stop {text!r}: use --until {text.strip()} for a stopping rule; --stop takes stop strings",
+                parameter="stop",
+                value=text,
+            )
     request = Request(prompt=prompt, n=n, params=SamplingParams(**given), system=system)
     if request.n > DEFAULT_MAX_N:
         raise ConfigError(f"-n: at most {DEFAULT_MAX_N} candidates per prompt (got {request.n})", parameter="n", value=request.n)

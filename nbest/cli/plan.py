@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import click
@@ -20,26 +20,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nbest.cli.options import build_request
+from nbest.cli.options import build_request, sampling_param_options
 from nbest.strategies.base import checked_plan
 from nbest.strategies.spec import parse_spec
-from nbest.types import CandidateSpec, Prompt, SamplingParams
+from nbest.types import CandidateSpec, Prompt
 
 __all__ = ["plan_command", "plan_table", "prompt_summary"]
-
-_OWN_OPTIONS = ("seed", "stop")
-"""SamplingParams fields with a hand-written option (or none)."""
-
-
-def _sampling_options(func: Callable[..., Any]) -> Callable[..., Any]:
-    """One ``--name`` option per scalar SamplingParams field, documented from the model."""
-    for name, field in reversed(SamplingParams.model_fields.items()):
-        if name in _OWN_OPTIONS or field.annotation not in (int, float):
-            continue
-        flags = [f"--{name.replace('_', '-')}"] + (["-t"] if name == "temperature" else [])
-        help_text = f"{field.description or name} [default: {field.default}]"
-        func = click.option(*flags, name, type=field.annotation, default=None, help=help_text)(func)
-    return func
 
 
 def prompt_summary(prompt: Prompt | None, width: int = 60) -> str:
@@ -89,13 +75,11 @@ def plan_table(specs: Sequence[CandidateSpec], title: str | None = None) -> Tabl
 @click.command("plan")
 @click.argument("prompt")
 @click.option("-n", "n", type=int, default=8, show_default=True, help="Candidates per prompt.")
-@click.option("--seed", type=int, default=None, help="Base seed: candidate i gets seed + i (drawn at random when left out).")
+@sampling_param_options(seed="Base seed: candidate i gets seed + i (drawn at random when left out).")
+@click.option("--system", default=None, help="System prompt.")
 @click.option(
     "--strategy", "strategy_text", default="fixed", show_default=True, help="Strategy: a short form, JSON, or @file.yaml."
 )
-@click.option("--system", default=None, help="System prompt.")
-@click.option("--stop", multiple=True, help="Stop string (repeatable).")
-@_sampling_options
 @click.option("--json", "as_json", is_flag=True, help="Print the plan as JSON.")
 def plan_command(
     prompt: str,
@@ -103,7 +87,6 @@ def plan_command(
     seed: int | None,
     strategy_text: str,
     system: str | None,
-    stop: tuple[str, ...],
     as_json: bool,
     **sampling: Any,
 ) -> None:
@@ -112,7 +95,7 @@ def plan_command(
     strategy = parse_spec(strategy_text)
     if seed is None:
         seed = secrets.randbelow(2**31)
-    request = build_request(prompt, n, system, seed=seed, stop=stop, **sampling)
+    request = build_request(prompt, n, system, seed=seed, **sampling)
     specs = checked_plan(strategy, request)
     if as_json:
         payload = {

@@ -11,11 +11,12 @@ from nbest.cli.options import (
     build_ranker,
     build_request,
     build_strategy,
+    build_until,
     engine_options,
     quiet_vllm,
     sampling_options,
-    split_stop_rule,
     stdout_to_stderr,
+    until_options,
 )
 from nbest.errors import ConfigError, EngineError
 from nbest.types import Result
@@ -29,7 +30,7 @@ __all__ = ["run_command"]
 @engine_options
 @click.option("--timeout", type=float, default=None, help="Seconds before unfinished candidates are dropped.")
 @click.option("--json", "as_json", is_flag=True, help="Print the Result as JSON.")
-@click.option("--wave", type=int, default=None, help="Adaptive sampling: candidates per wave, with --stop RULE [default: 4].")
+@until_options
 def run_command(
     prompt: str,
     n: int,
@@ -41,21 +42,22 @@ def run_command(
     engines_file: str | None,
     timeout: float | None,
     as_json: bool,
+    until: tuple[str, ...],
     wave: int | None,
     **sampling: Any,
 ) -> None:
     """Generate N candidates for PROMPT, rerank them, print them ranked.
 
-    --stop beta:P, dirichlet:P or confidence:P[:candidate] is an early-stopping
-    rule (sample in waves of --wave, stop once the answer is clear); any other
-    --stop is a stop string.
+    --until beta:P, dirichlet:P or confidence:P[:candidate] is an early-stopping
+    rule: sample in waves of --wave, stop once the answer is clear. --stop takes
+    stop strings.
     """
     import anyio
 
     from nbest.orchestrator import Orchestrator
 
     # everything is validated before the engine starts
-    rule, wave = split_stop_rule(sampling, wave)
+    rule, wave = build_until(until, wave)
     request = build_request(prompt, n, system, **sampling)
     strategy = build_strategy(strategy_text)
     engines = build_engines(model, endpoints, engines_file)
@@ -65,7 +67,7 @@ def run_command(
 
     async def main() -> Result:
         async with Orchestrator(engines, rerankers=ranker) as orch:
-            return await orch.run(request, strategy=strategy, timeout=timeout, stop=rule, wave=wave)
+            return await orch.run(request, strategy=strategy, timeout=timeout, until=rule, wave=wave)
 
     quiet_vllm()
     with stdout_to_stderr():
