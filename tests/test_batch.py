@@ -68,6 +68,9 @@ BAD_LINES = [
     (json.dumps({"id": "x", "prompt": "p", "messages": [{"role": "user", "content": "p"}]}), "give exactly one of"),
     (json.dumps({"id": "x", "prompt": "   "}), "prompt must not be empty"),
     (json.dumps({"id": "x", "prompt": "p", "temperature": -1}), "temperature"),
+    (json.dumps({"id": "x", "prompt": "p", "top_p": 0}), "top_p: Input should be greater than 0 (got 0)"),
+    (json.dumps({"id": "x", "prompt": "p", "presence_penalty": 3}), "presence_penalty: Input should be less than or equal to 2"),
+    (json.dumps({"id": "x", "prompt": "p", "stop": [""]}), "stop: stop strings must not be empty"),
     (json.dumps({"id": "x", "prompt": "p", "n": 65}), "at most 64"),
     (json.dumps({"id": "x", "prompt": "p", "colour": "red"}), "colour"),
 ]

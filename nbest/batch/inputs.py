@@ -18,21 +18,33 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, create_model, field_validator, model_validator
 
 from nbest.errors import ConfigError
 from nbest.types import ChatMessage, NbestModel, Prompt, Request, SamplingParams
 
 __all__ = ["BadLine", "BatchLine", "ParsedInput", "read_input"]
 
-_SAMPLING = ("temperature", "top_p", "top_k", "min_p", "max_tokens", "seed", "stop")
-"""Sampling settings a line may override (besides ``n`` and ``system``)."""
+# Every SamplingParams field, optional (None: the run's setting): what a line may
+# override. BatchLine checks the values with SamplingParams itself.
+if TYPE_CHECKING:
+    _SamplingOverrides = NbestModel
+else:
+    _SamplingOverrides = create_model(
+        "SamplingOverrides",
+        __base__=NbestModel,
+        **{
+            name: (field.annotation | None, Field(default=None, description=field.description))
+            for name, field in SamplingParams.model_fields.items()
+        },
+    )
 
 
-class BatchLine(NbestModel):
-    """One line of a batch input file."""
+class BatchLine(_SamplingOverrides):
+    """One line of a batch input file: its prompt, and overrides of the run's
+    ``n``, ``system`` and sampling settings (any SamplingParams field)."""
 
     id: str
     """Identifies the prompt; a rerun skips ids already in the output."""
@@ -42,17 +54,23 @@ class BatchLine(NbestModel):
     """The prompt as chat messages (give this or ``prompt``)."""
     n: int | None = Field(default=None, ge=1)
     """Candidates for this prompt (overrides ``-n``)."""
-    temperature: float | None = None
-    top_p: float | None = None
-    top_k: int | None = None
-    min_p: float | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
-    stop: str | list[str] | None = None
     system: str | None = None
     """System prompt for this line (overrides ``--system``)."""
     metadata: dict[str, Any] = Field(default_factory=dict)
     """Carried into the Result's ``metadata`` untouched."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_sampling(cls, data: Any) -> Any:
+        """Validate the overrides as SamplingParams does (``top_p: Input should be ...``)
+        and keep its normal form (``"stop": "\\n"`` becomes ``["\\n"]``)."""
+        if not isinstance(data, dict):
+            return data
+        given = {k: v for k, v in data.items() if k in SamplingParams.model_fields and v is not None}
+        if not given:
+            return data
+        checked = SamplingParams(**given)
+        return {**data, **{k: getattr(checked, k) for k in given}}
 
     @field_validator("id", mode="before")
     @classmethod
@@ -85,7 +103,7 @@ class BatchLine(NbestModel):
         Raises:
             ConfigError: an override out of range.
         """
-        sampling = {k: v for k in _SAMPLING if (v := getattr(self, k)) is not None}
+        sampling = {k: v for k in SamplingParams.model_fields if (v := getattr(self, k)) is not None}
         params = SamplingParams(**{**base.params.model_dump(), **sampling}) if sampling else base.params
         return Request(
             id=self.id,
