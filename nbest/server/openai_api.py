@@ -1,7 +1,11 @@
 """OpenAI-compatible routes: ``/v1/chat/completions``, ``/v1/completions``, ``/v1/models``.
 
 The usual fields (``n``, ``temperature``, ``top_p``, ``max_tokens``, ``seed``,
-``stop``, ``logprobs``, ``stream``) mean what they mean to OpenAI. The extra
+``stop``, ``logprobs``, ``stream``) mean what they mean to OpenAI; the sampling
+ones become :class:`~nbest.types.SamplingParams` fields through one table,
+:data:`OPENAI_SAMPLING`. As with vLLM's OpenAI server, the other sampling
+settings (``top_k``, ``min_p``, ``repetition_penalty``, ...) may be given as
+extra body fields under their SamplingParams names. The extra
 body field ``nbest`` picks the strategy and rerankers and what comes back:
 ``"return": "all"`` (the default) gives every successful candidate as a choice,
 best first; ``"return": "best"`` gives only the top-ranked one (best-of-N as a
@@ -18,10 +22,10 @@ from __future__ import annotations
 import time
 import uuid
 from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 from fastapi import APIRouter
-from pydantic import ConfigDict, Field
+from pydantic import ConfigDict, Field, create_model
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 
@@ -31,7 +35,7 @@ from nbest.server.service import Options, Service, read_json, until_disconnect
 from nbest.server.sse import EventStream, format_event
 from nbest.types import Candidate, ChatMessage, NbestModel, Request, Result, SamplingParams
 
-__all__ = ["ChatBody", "CompletionBody", "NbestOptions", "router"]
+__all__ = ["OPENAI_SAMPLING", "ChatBody", "CompletionBody", "NbestOptions", "router"]
 
 router = APIRouter()
 
@@ -45,14 +49,57 @@ class NbestOptions(Options):
     """``all``: every candidate as a choice, best first; ``best``: only the top one."""
 
 
-class _Common(NbestModel):
+OPENAI_SAMPLING: dict[str, dict[str, str]] = {
+    "common": {
+        "temperature": "temperature",
+        "top_p": "top_p",
+        "max_tokens": "max_tokens",
+        "seed": "seed",
+        "stop": "stop",
+        "presence_penalty": "presence_penalty",
+        "frequency_penalty": "frequency_penalty",
+    },
+    "chat": {"max_completion_tokens": "max_tokens", "top_logprobs": "top_logprobs"},  # max_completion_tokens wins
+    "completion": {"logprobs": "top_logprobs"},  # an int here; chat's "logprobs" is a bool (return them or not)
+}
+"""OpenAI body field -> :class:`~nbest.types.SamplingParams` field: those of
+both routes, then those of one. Every SamplingParams field that no OpenAI
+field maps to (:data:`VLLM_EXTRAS`) is accepted under its own name, as vLLM's
+OpenAI server accepts it."""
+
+VLLM_EXTRAS = tuple(
+    name
+    for name in SamplingParams.model_fields
+    if name not in {field for table in OPENAI_SAMPLING.values() for field in table.values()}
+)
+"""SamplingParams fields taken as extra body fields under their own names (``top_k``, ``min_p`` ...)."""
+
+if TYPE_CHECKING:
+    _VllmExtras = NbestModel
+else:
+    _VllmExtras = create_model(
+        "VllmExtras",
+        __base__=NbestModel,
+        **{
+            name: (field.annotation | None, Field(default=None, description=field.description))
+            for name, field in SamplingParams.model_fields.items()
+            if name in VLLM_EXTRAS
+        },
+    )
+
+
+class _Common(_VllmExtras):
+    SAMPLING: ClassVar[dict[str, str]] = {**OPENAI_SAMPLING["common"], **{name: name for name in VLLM_EXTRAS}}
+    """This route's body field -> SamplingParams field."""
+
     model: str | None = None
     """The served model's id (see ``/v1/models``)."""
     n: int = Field(default=1, ge=1)
     """How many candidates to generate."""
-    temperature: float | None = Field(default=None, ge=0.0, le=2.0)
+    # the sampling fields: SamplingParams checks them (sampling()), but for OpenAI's own range of temperature
+    temperature: float | None = Field(default=None, le=2.0)
     top_p: float | None = None
-    max_tokens: int | None = Field(default=None, ge=1)
+    max_tokens: int | None = None
     seed: int | None = None
     stop: str | list[str] | None = None
     stream: bool = False
@@ -63,41 +110,59 @@ class _Common(NbestModel):
     nbest: NbestOptions = Field(default_factory=NbestOptions)
     """nbest's own options: strategy, rerankers, return."""
 
-    def sampling(self, top_logprobs: int) -> SamplingParams:
-        given: dict[str, Any] = {
-            "temperature": self.temperature,
-            "top_p": self.top_p,
-            "max_tokens": self.max_tokens,
-            "seed": self.seed,
-            "stop": self.stop,
-            "presence_penalty": self.presence_penalty,
-            "frequency_penalty": self.frequency_penalty,
-        }
-        given = {k: v for k, v in given.items() if v is not None}
-        given["top_logprobs"] = top_logprobs
+    def sampling(self) -> SamplingParams:
+        """The body's sampling fields (see :data:`OPENAI_SAMPLING`) as SamplingParams.
+
+        Raises:
+            ConfigError: a bad value, named by its body field.
+        """
+        given: dict[str, Any] = {}
+        source: dict[str, str] = {}
+        for name, field in self.SAMPLING.items():
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if field in given:  # max_tokens and max_completion_tokens: the later wins, both must be valid
+                _sampling_params({field: given[field]}, source)
+            given[field], source[field] = value, name
+        return _sampling_params(given, source)
+
+
+def _sampling_params(given: dict[str, Any], source: dict[str, str]) -> SamplingParams:
+    """``SamplingParams(**given)``; a bad value is named by its body field (``source``)."""
+    try:
         return SamplingParams(**given)
+    except ConfigError as exc:
+        field = str(exc.parameter)
+        name = source.get(field, field)
+        if name == field:
+            raise
+        raise ConfigError(name + str(exc).removeprefix(field), parameter=name, value=exc.value) from None
 
 
 class ChatBody(_Common):
     """``POST /v1/chat/completions``."""
 
+    SAMPLING: ClassVar[dict[str, str]] = {**_Common.SAMPLING, **OPENAI_SAMPLING["chat"]}
+
     messages: list[ChatMessage] = Field(min_length=1)
-    max_completion_tokens: int | None = Field(default=None, ge=1)
+    max_completion_tokens: int | None = None
     logprobs: bool = False
-    top_logprobs: int | None = Field(default=None, ge=0, le=20)
+    """Return each token's log-probability (and ``top_logprobs`` alternatives)."""
+    top_logprobs: int | None = None
 
     def request(self) -> Request:
-        params = self.sampling(self.top_logprobs or 0)
-        if self.max_completion_tokens is not None:
-            params = params.model_copy(update={"max_tokens": self.max_completion_tokens})
-        return Request(prompt=self.messages, n=self.n, params=params, chat=True)
+        return Request(prompt=self.messages, n=self.n, params=self.sampling(), chat=True)
 
 
 class CompletionBody(_Common):
     """``POST /v1/completions``."""
 
+    SAMPLING: ClassVar[dict[str, str]] = {**_Common.SAMPLING, **OPENAI_SAMPLING["completion"]}
+
     prompt: str | list[str]
-    logprobs: int | None = Field(default=None, ge=0, le=20)
+    logprobs: int | None = None
+    """Return each token's log-probability and this many alternatives."""
     echo: bool = False
 
     def request(self) -> Request:
@@ -108,7 +173,7 @@ class CompletionBody(_Common):
             prompt = prompt[0]
         if self.echo:
             raise ConfigError("echo: not supported", parameter="echo", value=True)
-        return Request(prompt=prompt, n=self.n, params=self.sampling(self.logprobs or 0), chat=False)
+        return Request(prompt=prompt, n=self.n, params=self.sampling(), chat=False)
 
 
 @router.get("/v1/models", summary="The served model")
