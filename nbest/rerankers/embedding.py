@@ -21,7 +21,7 @@ package (offline, English); any sentence-transformers name or folder works
 from __future__ import annotations
 
 import importlib.util
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
 
@@ -29,7 +29,8 @@ import anyio.to_thread
 
 from nbest._models import LazyModel, embedding_model_path
 from nbest.errors import ConfigError, RerankerError
-from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
+from nbest.rerankers.base import Reranker
+from nbest.rerankers.registry import RERANKERS, RerankerConfig
 from nbest.types import Answer, Candidate, Request, Score
 
 if TYPE_CHECKING:
@@ -162,7 +163,29 @@ def mean_similarity_to_others(vectors: np.ndarray) -> list[float | None]:
     return [float(vectors[i] @ (total - vectors[i])) / (n - 1) for i in range(n)]
 
 
-class EmbeddingConsensus:
+class _EmbeddingReranker:
+    """What the embedding rerankers share: an embedder, a name, and their config."""
+
+    name: str = ""
+    kind: ClassVar[str] = ""
+
+    def __init__(self, model: str | Embedder | None = None, *, name: str | None = None) -> None:
+        self.embedder = _embedder(model)
+        self.name = name or type(self).name
+        self._shared = isinstance(model, Embedder)
+
+    def to_config(self) -> RerankerConfig:
+        """The config that rebuilds this reranker.
+
+        Raises:
+            ConfigError: it was given an Embedder object or a custom name (code has no config).
+        """
+        if self._shared or self.name != type(self).name:
+            raise ConfigError(f"{self.kind}: built with an Embedder object or a custom name; it has no config", parameter="model")
+        return RERANKERS.get(self.kind).parse({"model": self.embedder.model_given})
+
+
+class EmbeddingConsensus(_EmbeddingReranker):
     """Score = mean cosine similarity of the candidate to the other candidates.
 
     Args:
@@ -174,20 +197,8 @@ class EmbeddingConsensus:
         ConfigError: see :class:`Embedder`.
     """
 
-    def __init__(self, model: str | Embedder | None = None, *, name: str = "embed") -> None:
-        self.embedder = _embedder(model)
-        self.name = name
-        self._shared = isinstance(model, Embedder)
-
-    def to_config(self) -> EmbeddingConsensusConfig:
-        """The config that rebuilds this reranker.
-
-        Raises:
-            ConfigError: it was given an Embedder object or a custom name (code has no config).
-        """
-        if self._shared or self.name != "embed":
-            raise ConfigError("embed: built with an Embedder object or a custom name; it has no config", parameter="model")
-        return EmbeddingConsensusConfig(model=self.embedder.model_given)
+    name = "embed"
+    kind = "embed"
 
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         if not candidates:
@@ -196,7 +207,7 @@ class EmbeddingConsensus:
         return [Score(value=None if v is None else round(v, 7)) for v in mean_similarity_to_others(vectors)]
 
 
-class SourceSimilarity:
+class SourceSimilarity(_EmbeddingReranker):
     """Score = cosine similarity between ``request.source`` and the candidate.
 
     For translation, name a multilingual model (``model="sentence-transformers/LaBSE"``);
@@ -207,20 +218,8 @@ class SourceSimilarity:
         RerankerError: (from ``score``) the request has no ``source``.
     """
 
-    def __init__(self, model: str | Embedder | None = None, *, name: str = "source_sim") -> None:
-        self.embedder = _embedder(model)
-        self.name = name
-        self._shared = isinstance(model, Embedder)
-
-    def to_config(self) -> SourceSimilarityConfig:
-        """The config that rebuilds this reranker.
-
-        Raises:
-            ConfigError: it was given an Embedder object or a custom name (code has no config).
-        """
-        if self._shared or self.name != "source_sim":
-            raise ConfigError("source: built with an Embedder object or a custom name; it has no config", parameter="model")
-        return SourceSimilarityConfig(model=self.embedder.model_given)
+    name = "source_sim"
+    kind = "source"
 
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         if request.source is None:
@@ -277,51 +276,34 @@ class NearDuplicates:
         return answers
 
 
+class _EmbeddingConfig(RerankerConfig):
+    """What the embedding kinds share: an optional model, named in the short form."""
+
+    model: str | None = None
+    """A sentence-transformers name or folder (None: the embedded all-MiniLM-L6-v2)."""
+
+    @classmethod
+    def from_short(cls, arg: str) -> Self:
+        return cls.parse({"model": arg or None})
+
+    def safe_for_clients(self) -> bool:
+        return self.client_safe and self.model is None  # a named model is a file or a download on the server
+
+
 @RERANKERS.register("embed")
-class EmbeddingConsensusConfig(RerankerConfig):
+class EmbeddingConsensusConfig(_EmbeddingConfig):
     """``embed[:MODEL]``: mean cosine similarity to the other candidates (:class:`EmbeddingConsensus`)."""
 
     kind: Literal["embed"] = "embed"
-    model: str | None = None
-    """A sentence-transformers name or folder (None: the embedded all-MiniLM-L6-v2)."""
-
+    reranker: ClassVar[Callable[..., Reranker] | None] = EmbeddingConsensus
     short_help: ClassVar[str] = "embed[:MODEL]"
     client_safe: ClassVar[bool] = True
 
-    @classmethod
-    def from_short(cls, arg: str) -> Self:
-        return cls(model=arg or None)
-
-    def safe_for_clients(self) -> bool:
-        return self.client_safe and self.model is None  # a named model is a file or a download on the server
-
-    def reranker_name(self) -> str:
-        return "embed"
-
-    def build(self, *, engine: Generator | None = None) -> EmbeddingConsensus:
-        return EmbeddingConsensus(self.model)
-
 
 @RERANKERS.register("source")
-class SourceSimilarityConfig(RerankerConfig):
+class SourceSimilarityConfig(_EmbeddingConfig):
     """``source[:MODEL]``: cosine similarity to the request's source text (:class:`SourceSimilarity`)."""
 
     kind: Literal["source"] = "source"
-    model: str | None = None
-    """A sentence-transformers name or folder (None: the embedded all-MiniLM-L6-v2)."""
-
+    reranker: ClassVar[Callable[..., Reranker] | None] = SourceSimilarity
     short_help: ClassVar[str] = "source[:MODEL]"
-    client_safe: ClassVar[bool] = False
-
-    @classmethod
-    def from_short(cls, arg: str) -> Self:
-        return cls(model=arg or None)
-
-    def safe_for_clients(self) -> bool:
-        return self.client_safe and self.model is None  # a named model is a file or a download on the server
-
-    def reranker_name(self) -> str:
-        return "source_sim"
-
-    def build(self, *, engine: Generator | None = None) -> SourceSimilarity:
-        return SourceSimilarity(self.model)

@@ -19,10 +19,11 @@ Candidates without log-probabilities (or without tokens) score None.
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal
 
-from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
+from nbest.rerankers.base import Reranker
+from nbest.rerankers.registry import RERANKERS, RerankerConfig
 from nbest.types import Candidate, Request, Score
 
 __all__ = ["MeanLogProb", "MeanLogProbConfig", "Perplexity", "PerplexityConfig", "SumLogProb", "SumLogProbConfig"]
@@ -129,13 +130,8 @@ class MeanLogProbConfig(RerankerConfig):
     """``logprob``: per-token (length-normalised) log-probability (:class:`MeanLogProb`)."""
 
     kind: Literal["logprob"] = "logprob"
+    reranker: ClassVar[Callable[..., Reranker] | None] = MeanLogProb
     client_safe: ClassVar[bool] = True
-
-    def reranker_name(self) -> str:
-        return "mean_logprob"
-
-    def build(self, *, engine: Generator | None = None) -> MeanLogProb:
-        return MeanLogProb()
 
 
 @RERANKERS.register("sumlogprob", aliases=("sum_logprob",))
@@ -143,13 +139,8 @@ class SumLogProbConfig(RerankerConfig):
     """``sumlogprob``: log-probability of the whole text (:class:`SumLogProb`)."""
 
     kind: Literal["sumlogprob"] = "sumlogprob"
+    reranker: ClassVar[Callable[..., Reranker] | None] = SumLogProb
     client_safe: ClassVar[bool] = True
-
-    def reranker_name(self) -> str:
-        return "sum_logprob"
-
-    def build(self, *, engine: Generator | None = None) -> SumLogProb:
-        return SumLogProb()
 
 
 @RERANKERS.register("ppl", aliases=("perplexity",))
@@ -157,10 +148,5 @@ class PerplexityConfig(RerankerConfig):
     """``ppl``: negative per-token perplexity (:class:`Perplexity`)."""
 
     kind: Literal["ppl"] = "ppl"
+    reranker: ClassVar[Callable[..., Reranker] | None] = Perplexity
     client_safe: ClassVar[bool] = True
-
-    def reranker_name(self) -> str:
-        return "perplexity"
-
-    def build(self, *, engine: Generator | None = None) -> Perplexity:
-        return Perplexity()

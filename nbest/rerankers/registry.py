@@ -65,6 +65,9 @@ class RerankerConfig(Registered):
 
     client_safe: ClassVar[bool] = False
     """Whether a network client may ask for this kind (see :meth:`safe_for_clients`)."""
+    reranker: ClassVar[Callable[..., Reranker] | None] = None
+    """The reranker class the default :meth:`build` calls with the config's options as
+    keyword arguments (None: the kind overrides :meth:`build`)."""
 
     def safe_for_clients(self) -> bool:
         """May a network client ask for this config? Never when it names a file
@@ -73,16 +76,20 @@ class RerankerConfig(Registered):
         return self.client_safe
 
     def reranker_name(self) -> str:
-        """The name the built reranker will have (its key in ``Candidate.scores``), without building it."""
-        return self.registry_kind
+        """The name the built reranker will have (its key in ``Candidate.scores``), without
+        building it: the reranker class's ``name`` attribute, else the kind."""
+        name = getattr(self.reranker, "name", None)
+        return name if isinstance(name, str) else self.registry_kind
 
     def build(self, *, engine: Generator | None = None) -> Reranker:
-        """The reranker. ``engine`` serves kinds that ask a model (the judge).
+        """The reranker: by default ``reranker(**options)``. ``engine`` serves kinds that ask a model (the judge).
 
         Raises:
             ConfigError: a bad option, a missing model or package, no engine for a judge.
         """
-        raise NotImplementedError(f"{type(self).__name__}.build")
+        if self.reranker is None:
+            raise NotImplementedError(f"{type(self).__name__}: set `reranker` or override build()")
+        return self.reranker(**self.model_dump(exclude={"kind", "weight"}))
 
 
 RERANKERS: Registry[RerankerConfig] = Registry("reranker", "nbest.rerankers", RerankerConfig)
