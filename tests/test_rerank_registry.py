@@ -43,7 +43,7 @@ def test_the_built_in_kinds() -> None:
         (
             "judge:Grade the maths.",
             {"kind": "judge", "weight": 1.0, "rubric": "Grade the maths.", "top_logprobs": 20, "max_tokens": 4, "chat": True},
-        ),  # fmt: skip
+        ),
     ],
 )
 def test_short_forms_are_configs_that_round_trip(short: str, config: dict[str, object]) -> None:
