@@ -38,7 +38,7 @@ async def test_stops_after_the_wave_that_settles_it_and_cancels_the_next(scripte
     scripted.respond = by_index(answers, {i: SLOW for i in range(8, 32)})
     async with Orchestrator(scripted, close_engines=False) as orch:
         result = await orch.generate(
-            "17 * 3?", n=32, seed=1, stop=stopping.Beta(0.95), wave=4, rerankers=[rerankers.MajorityVote(extract="number")]
+            "17 * 3?", n=32, seed=1, until=stopping.Beta(0.95), wave=4, rerankers=[rerankers.MajorityVote(extract="number")]
         )
     assert result.samples_used == 8
     assert result.n == 32
@@ -65,7 +65,7 @@ async def test_samples_used_is_exact(scripted: ScriptedEngine, answers: list[str
     scripted.respond = by_index({i: str(100 + i) for i in range(40)} | dict(enumerate(answers)))
     async with Orchestrator(scripted, close_engines=False) as orch:
         result = await orch.generate(
-            "q", n=max(len(answers), 10), seed=3, stop=stopping.Beta(0.95), wave=wave, rerankers=[rerankers.MajorityVote()]
+            "q", n=max(len(answers), 10), seed=3, until=stopping.Beta(0.95), wave=wave, rerankers=[rerankers.MajorityVote()]
         )
     assert result.samples_used == used
     assert sorted(c.index for c in result.candidates) == list(range(used))
@@ -78,7 +78,7 @@ async def test_dirichlet_needs_more_waves_than_beta_with_several_rivals(scripted
     for rule in (stopping.Beta(0.85), stopping.Dirichlet(0.85)):
         scripted.respond = by_index(answers)
         async with Orchestrator(scripted, close_engines=False) as orch:
-            result = await orch.generate("q", n=18, seed=0, stop=rule, wave=3, rerankers=[rerankers.MajorityVote()])
+            result = await orch.generate("q", n=18, seed=0, until=rule, wave=3, rerankers=[rerankers.MajorityVote()])
         used[type(rule).__name__] = result.samples_used
     # Dirichlet after wave 2: 7:1:1 -> 0.95 >= 0.85
     assert used == {"Beta": 6, "Dirichlet": 9}
@@ -88,7 +88,7 @@ async def test_confidence_rule_with_the_default_ranker(scripted: ScriptedEngine)
     # no vote reranker: answers are grouped by normalised text, confidence = sum of softmax shares
     scripted.respond = by_index({i: "same" for i in range(16)})
     async with Orchestrator(scripted, close_engines=False) as orch:
-        result = await orch.generate("q", n=16, seed=0, stop=stopping.Confidence(0.99), wave=4)
+        result = await orch.generate("q", n=16, seed=0, until=stopping.Confidence(0.99), wave=4)
     assert result.samples_used == 4  # one answer holds all the confidence after the first wave
     assert result.answers[0].confidence == pytest.approx(1.0)
 
@@ -100,7 +100,7 @@ async def test_failed_candidates_count_as_used_and_vote_for_nothing(scripted: Sc
 
     scripted.respond = respond
     async with Orchestrator(scripted, close_engines=False) as orch:
-        result = await orch.generate("q", n=12, seed=0, stop=stopping.Beta(0.95), wave=4, rerankers=[rerankers.MajorityVote()])
+        result = await orch.generate("q", n=12, seed=0, until=stopping.Beta(0.95), wave=4, rerankers=[rerankers.MajorityVote()])
     # wave 0: 3 votes (15/16 = 0.9375), wave 1: 7 votes -> stop
     assert result.samples_used == 8
     assert [c.index for c in result.failed] == [1]
@@ -110,7 +110,7 @@ async def test_failed_candidates_count_as_used_and_vote_for_nothing(scripted: Sc
 async def test_timeout_covers_all_waves(scripted: ScriptedEngine) -> None:
     scripted.respond = by_index({i: str(i) for i in range(16)}, {i: SLOW for i in range(4, 16)})
     async with Orchestrator(scripted, close_engines=False) as orch:
-        result = await orch.generate("q", n=16, seed=0, stop=stopping.Beta(0.95), wave=4, timeout=0.5)
+        result = await orch.generate("q", n=16, seed=0, until=stopping.Beta(0.95), wave=4, timeout=0.5)
     # wave 0 done; waves 1 (and 2, already started ahead) time out at the deadline; no wave starts after it
     assert result.samples_used == 12
     assert sorted(c.index for c in result.failed) == list(range(4, 12))
@@ -128,7 +128,7 @@ async def test_a_dead_engine_stops_everything(scripted: ScriptedEngine) -> None:
     scripted.respond = respond
     async with Orchestrator(scripted, close_engines=False) as orch:
         with pytest.raises(EngineDeadError, match="gone"):
-            await orch.generate("q", n=16, seed=0, stop=stopping.Beta(0.95), wave=4)
+            await orch.generate("q", n=16, seed=0, until=stopping.Beta(0.95), wave=4)
     # wave 1 died while wave 0 ran: its other candidates are aborted and no wave starts after it
     assert indices(scripted.aborted) == [4, 6, 7]
     assert indices([call.request_id for call in scripted.history]) == list(range(8))
@@ -138,7 +138,7 @@ async def test_cancelling_the_caller_aborts_running_waves(scripted: ScriptedEngi
     scripted.respond = by_index({i: str(i) for i in range(16)}, {i: SLOW for i in range(16)})
     async with Orchestrator(scripted, close_engines=False) as orch:
         with anyio.move_on_after(0.2):
-            await orch.generate("q", n=16, seed=0, stop=stopping.Beta(0.95), wave=4)
+            await orch.generate("q", n=16, seed=0, until=stopping.Beta(0.95), wave=4)
     assert indices(scripted.aborted) == list(range(8))
 
 
@@ -153,8 +153,8 @@ async def test_stop_strings_still_work_beside_the_rule(scripted: ScriptedEngine)
     ("kwargs", "message"),
     [
         ({"wave": 4}, "wave: only used with a stopping rule"),
-        ({"wave": 0, "stop": stopping.Beta(0.9)}, "wave: must be a whole number >= 1"),
-        ({"wave": 2.5, "stop": stopping.Beta(0.9)}, "wave: must be a whole number >= 1"),
+        ({"wave": 0, "until": stopping.Beta(0.9)}, "wave: must be a whole number >= 1"),
+        ({"wave": 2.5, "until": stopping.Beta(0.9)}, "wave: must be a whole number >= 1"),
     ],
 )
 async def test_bad_wave_settings_are_rejected_before_generating(
@@ -164,8 +164,48 @@ async def test_bad_wave_settings_are_rejected_before_generating(
         with pytest.raises(ConfigError, match=message):
             await orch.generate("q", n=8, **kwargs)  # type: ignore[arg-type]
         with pytest.raises(ConfigError, match="is not a stopping rule"):
-            await orch.run(orch.request("q", 8), stop="beta:0.9", wave=4)  # type: ignore[arg-type]
+            await orch.run(orch.request("q", 8), until="beta:0.9", wave=4)  # type: ignore[arg-type]
     assert scripted.history == []
+
+
+async def test_a_rule_given_as_stop_says_to_use_until(scripted: ScriptedEngine) -> None:
+    rule = stopping.Beta(0.9)
+    message = r"stop: takes stop strings; Beta\(threshold=0.9\) is a stopping rule: pass it as until="
+    async with Orchestrator(scripted, close_engines=False) as orch:
+        for call in (
+            lambda: orch.generate("q", n=8, stop=rule),  # type: ignore[arg-type]
+            lambda: orch.generate_many(["q"], n=8, stop=rule),  # type: ignore[arg-type]
+        ):
+            with pytest.raises(ConfigError, match=message):
+                await call()
+        with pytest.raises(ConfigError, match="pass it as until="):
+            orch.request("q", 8, stop=rule)  # type: ignore[arg-type]
+    assert scripted.history == []
+
+
+def test_the_blocking_generate_checks_until_before_any_engine_starts() -> None:
+    import nbest
+
+    with pytest.raises(ConfigError, match="pass it as until="):
+        nbest.generate("q", n=8, stop=stopping.Beta(0.9))
+    with pytest.raises(ConfigError, match="wave: only used with a stopping rule"):
+        nbest.generate("q", n=8, wave=4)
+
+
+async def test_many_prompts_stop_each_on_its_own(scripted: ScriptedEngine) -> None:
+    # "agree": every candidate says 51, one wave settles it; "split": 3:1 after the first wave, 7:1 after two
+    def respond(prompt: Prompt, params: SamplingParams, request_id: str) -> Step:
+        i = int(request_id.rsplit("-", 1)[1])
+        return Step(text="The answer is 52." if "split" in str(prompt) and i == 1 else "The answer is 51.")
+
+    scripted.respond = respond
+    vote = [rerankers.MajorityVote(extract="number")]
+    async with Orchestrator(scripted, close_engines=False) as orch:
+        results = await orch.generate_many(["agree", "split"], n=16, seed=0, until=stopping.Beta(0.95), wave=4, rerankers=vote)
+        requests = [orch.request("agree", 16, seed=0), orch.request("split", 16, seed=0)]
+        finished = {i: r async for i, r in orch.as_completed(requests, until=stopping.Beta(0.95), wave=4, rerankers=vote)}
+    assert [r.samples_used for r in results] == [4, 8]
+    assert [finished[i].samples_used for i in range(2)] == [4, 8]
 
 
 async def test_without_a_rule_samples_used_is_none(scripted: ScriptedEngine) -> None:

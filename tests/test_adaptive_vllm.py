@@ -18,7 +18,7 @@ async def test_an_easy_question_stops_early(vllm_engine: VLLMEngine) -> None:
     rule, wave = stopping.Beta(0.95), 4
     vote = Ranker([rerankers.MajorityVote(extract="number")])
     async with Orchestrator(vllm_engine, close_engines=False) as orch:
-        result = await orch.generate(EASY, n=32, temperature=0.2, seed=0, max_tokens=24, stop=rule, wave=wave, rerankers=vote)
+        result = await orch.generate(EASY, n=32, temperature=0.2, seed=0, max_tokens=24, until=rule, wave=wave, rerankers=vote)
         assert result.samples_used is not None and result.samples_used < 32
         assert len(result.candidates) == result.samples_used and result.n == 32
         # the waves are the plan's first candidates, in plan order

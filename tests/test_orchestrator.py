@@ -7,7 +7,8 @@ import anyio
 import pytest
 
 from nbest import ConfigError, EngineDeadError, GenerationError, NbestError, Orchestrator, strategies
-from nbest.types import CandidateSpec, Request
+from nbest.orchestrator import SamplingKwargs
+from nbest.types import CandidateSpec, Request, SamplingParams
 from tests.scripted import ScriptedEngine, Step
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -201,3 +202,22 @@ def test_constructor_validation(scripted: ScriptedEngine) -> None:
         Orchestrator({})
     with pytest.raises(ConfigError, match="not an Engine"):
         Orchestrator(object())  # type: ignore[arg-type]
+
+
+def test_the_sampling_keywords_are_every_sampling_param() -> None:
+    # SamplingKwargs types the keywords of request/generate/stream/generate_many by hand: keep it whole
+    keywords = SamplingKwargs.__required_keys__ | SamplingKwargs.__optional_keys__
+    fields = set(SamplingParams.model_fields)
+    assert not fields - keywords, f"add to SamplingKwargs (nbest/orchestrator/core.py): {sorted(fields - keywords)}"
+    assert not keywords - fields, f"not SamplingParams fields, drop from SamplingKwargs: {sorted(keywords - fields)}"
+
+
+async def test_every_sampling_keyword_reaches_the_engine(scripted: ScriptedEngine) -> None:
+    given = {"temperature": 0.5, "top_p": 0.9, "top_k": 5, "min_p": 0.1, "seed": 4, "max_tokens": 7, "stop": "END",
+             "presence_penalty": 0.5, "frequency_penalty": 0.25, "repetition_penalty": 1.1, "ignore_eos": True,
+             "top_logprobs": 2}  # fmt: skip
+    assert set(given) == set(SamplingParams.model_fields)
+    async with Orchestrator(scripted) as orch:
+        await orch.generate("q", n=1, **given)  # type: ignore[arg-type]
+    sent = scripted.history[0].params
+    assert sent.model_dump() == SamplingParams(**given).model_dump()  # type: ignore[arg-type]

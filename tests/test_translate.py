@@ -70,7 +70,7 @@ async def test_multi_paragraph_sources_keep_blank_lines_and_custom_settings_pass
             max_tokens=20,
             rerankers=[rerankers.MBR("chrf")],
         )
-        await translate(orch, "Eins.", "German", "English", n=1, stop_strings=["END"], rerankers=[rerankers.MBR("chrf")])
+        await translate(orch, "Eins.", "German", "English", n=1, stop=["END"], rerankers=[rerankers.MBR("chrf")])
     first, _, third = scripted.history
     assert first.prompt == [ChatMessage(role="user", content="German -> English: Eins.\n\nZwei.")]
     assert first.params.stop == [] and first.params.temperature == 0.3 and first.params.max_tokens == 20
@@ -81,7 +81,7 @@ async def test_translate_can_stop_early(scripted: ScriptedEngine) -> None:
     scripted.respond = lambda prompt, params, request_id: Step(text="Bonjour.")
     async with Orchestrator(scripted, close_engines=False) as orch:
         result = await translate(
-            orch, "Hello.", "English", "French", n=16, stop=stopping.Confidence(0.9), wave=4, rerankers=[rerankers.MBR("chrf")]
+            orch, "Hello.", "English", "French", n=16, until=stopping.Confidence(0.9), wave=4, rerankers=[rerankers.MBR("chrf")]
         )
     assert result.samples_used == 4 and result.answers[0].answer == "bonjour"
 
@@ -95,6 +95,7 @@ async def test_translate_can_stop_early(scripted: ScriptedEngine) -> None:
         (("Hallo", "German", "English"), {"template": "Translate please"}, "template: must contain {text}"),
         (("Hallo", "German", "English"), {"template": "{text} {style}"}, "only {text}, {source_lang} and {target_lang}"),
         (("Hallo", "German", "English"), {"n": 0}, "n: Input should be greater than or equal to 1"),
+        (("Hallo", "German", "English"), {"stop": stopping.Beta(0.9)}, "is a stopping rule: pass it as until="),
     ],
 )
 async def test_bad_input_is_a_config_error_before_generating(

@@ -1,26 +1,24 @@
 """Running many requests through an orchestrator, writing each Result as it finishes.
 
-The same machinery as :meth:`Orchestrator.generate_many` (one ``run`` per
-request, at most ``concurrency`` prompts in progress, candidates in flight
-bounded by the orchestrator's ``max_in_flight``), except that results are
-appended to an :class:`~nbest.batch.output.OutputLog` as they finish instead of
-being returned at the end, so memory stays flat and a crash loses only the
-prompts in progress.
+:func:`run_batch` is :meth:`Orchestrator.as_completed
+<nbest.orchestrator.core.Orchestrator.as_completed>` (one ``run`` per request,
+at most ``concurrency`` prompts in progress, candidates in flight bounded by
+the orchestrator's ``max_in_flight``) with each Result appended to an
+:class:`~nbest.batch.output.OutputLog` as it arrives, so memory stays flat and
+a crash loses only the prompts in progress.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-import anyio
-
 from nbest.batch.output import OutputLog
-from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
+from nbest.orchestrator.core import Rerankers
 from nbest.orchestrator.stopping import StoppingRule
-from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import Strategy
 from nbest.types import Request, Result
 
@@ -62,42 +60,40 @@ async def run_batch(
     log: OutputLog,
     *,
     strategy: Strategy | None = None,
-    rerankers: Ranker | None = None,
+    rerankers: Rerankers | None = None,
     timeout: float | None = None,
     concurrency: int = 8,
     diversity: bool = False,
-    stop: StoppingRule | None = None,
+    until: StoppingRule | None = None,
     wave: int | None = None,
     on_result: Callable[[Result, BatchStats], None] | None = None,
 ) -> BatchStats:
     """Run every request, appending each Result to ``log`` as soon as it is ranked.
 
-    Results are written in the order they finish. ``on_result`` is called
-    after each write (progress display).
+    The keywords are those of :meth:`Orchestrator.as_completed`. Results are
+    written in the order they finish; ``on_result`` is called after each
+    write (progress display).
 
     Raises:
-        ConfigError: ``concurrency`` below 1, or a request the orchestrator
-            cannot serve (before anything is generated).
+        ConfigError: a bad setting, or a request the orchestrator cannot serve
+            (before anything is generated).
         EngineDeadError: an engine died; results written so far are kept.
     """
-    if concurrency < 1:
-        raise ConfigError("concurrency: must be at least 1", parameter="concurrency", value=concurrency)
-    for request in requests:
-        orch.check(request)
     stats = BatchStats(total=len(requests))
-    limiter = anyio.CapacityLimiter(concurrency)
-
-    async def one(request: Request) -> None:
-        async with limiter:
-            result = await orch.run(
-                request, strategy=strategy, rerankers=rerankers, timeout=timeout, diversity=diversity, stop=stop, wave=wave
-            )
+    finished = orch.as_completed(
+        requests,
+        strategy=strategy,
+        rerankers=rerankers,
+        timeout=timeout,
+        concurrency=concurrency,
+        diversity=diversity,
+        until=until,
+        wave=wave,
+    )
+    async with contextlib.aclosing(finished):
+        async for _, result in finished:
             await log.write(result)
-        stats.add(result)
-        if on_result is not None:
-            on_result(result, stats)
-
-    async with anyio.create_task_group() as tg:
-        for request in requests:
-            tg.start_soon(one, request)
+            stats.add(result)
+            if on_result is not None:
+                on_result(result, stats)
     return stats

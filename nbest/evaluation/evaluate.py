@@ -22,12 +22,11 @@ position. Greedy is scored when a greedy candidate was generated.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Literal
-
-import anyio
 
 from nbest.errors import ConfigError
 from nbest.evaluation.dataset import EvalItem
@@ -37,10 +36,11 @@ from nbest.evaluation.report import DiversityLevel, EvalReport, ItemReport, Leve
 from nbest.metrics.calibration import expected_calibration_error, reliability
 from nbest.metrics.diversity import distinct_n, self_bleu
 from nbest.orchestrator import Orchestrator
+from nbest.rerankers.logprob import MeanLogProb
 from nbest.rerankers.ranker import Ranker
-from nbest.strategies.base import Strategy
+from nbest.strategies.base import Strategy, checked_plan
 from nbest.strategies.fixed import Fixed
-from nbest.types import Candidate, Request, SamplingParams
+from nbest.types import Candidate, CandidateSpec, Request, Result, SamplingParams
 
 __all__ = ["EvalSample", "generate_samples", "levels_for", "score_samples"]
 
@@ -68,6 +68,20 @@ def levels_for(n: int) -> list[int]:
     return [*out, n]
 
 
+_GREEDY = "nbest.eval.greedy"
+"""Metadata key marking an item's greedy request (planned with ``Fixed``)."""
+
+
+@dataclass(frozen=True)
+class _EvalPlan:
+    """Plans an item's samples with ``strategy``, its greedy request with ``Fixed``."""
+
+    strategy: Strategy
+
+    def plan(self, request: Request) -> list[CandidateSpec]:
+        return checked_plan(Fixed() if request.metadata.get(_GREEDY) else self.strategy, request)
+
+
 async def generate_samples(
     orch: Orchestrator,
     items: Sequence[EvalItem],
@@ -82,50 +96,56 @@ async def generate_samples(
 ) -> list[EvalSample]:
     """Generate ``n`` candidates per item (plus a greedy one, alongside, when asked).
 
-    Without a seed in ``params`` the run uses seed 0, so it can be repeated.
+    The requests run through :meth:`Orchestrator.as_completed`, items in
+    order, an item's greedy request beside its samples: at most
+    ``concurrency`` requests in progress, twice that with ``greedy`` (the
+    samples and the greedy candidate of an item are two). Each item's
+    candidates are listed in plan order, ranked by mean log-probability on
+    the way (cheap; :func:`score_samples` ranks every subset anew). Without a
+    seed in ``params`` the run uses seed 0, so it can be repeated.
 
     Raises:
         ConfigError: bad settings (before anything is generated).
         EngineDeadError: an engine died.
     """
-    if concurrency < 1:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError("concurrency: must be at least 1", parameter="concurrency", value=concurrency)
     if params.seed is None:
         params = params.model_copy(update={"seed": 0})
-    requests = [
-        orch.request(item.prompt, n, system=system, source=item.source, params=params).model_copy(update={"id": item.id})
-        for item in items
-    ]
     greedy_params = params.model_copy(update={"temperature": 0.0})
+    per_item = 2 if greedy else 1
+    requests: list[Request] = []
+    for item in items:
+        request = orch.request(item.prompt, n, system=system, source=item.source, params=params)
+        requests.append(request.model_copy(update={"id": item.id}))
+        if greedy:
+            update = {"n": 1, "params": greedy_params, "id": f"{item.id}-greedy", "metadata": {_GREEDY: True}}
+            requests.append(requests[-1].model_copy(update=update))
     samples: list[EvalSample | None] = [None] * len(items)
-    limiter = anyio.CapacityLimiter(concurrency)
-
-    async def one(i: int) -> None:
-        request = requests[i]
-        found: dict[str, list[Candidate]] = {}
-
-        async def collect(key: str, req: Request, strat: Strategy | None) -> None:
-            found[key] = [c async for c in orch.stream_request(req, strategy=strat)]
-
-        async with limiter:
-            async with anyio.create_task_group() as tg:
-                tg.start_soon(collect, "samples", request, strategy)
-                if greedy:
-                    greedy_request = request.model_copy(update={"n": 1, "params": greedy_params, "id": f"{request.id}-greedy"})
-                    tg.start_soon(collect, "greedy", greedy_request, Fixed())
+    parts: dict[int, dict[int, Result]] = {}
+    finished = orch.as_completed(
+        requests,
+        strategy=_EvalPlan(strategy or orch.strategy),
+        rerankers=Ranker([MeanLogProb()]),  # cheap; score_samples ranks every subset again
+        concurrency=concurrency * per_item,
+    )
+    async with contextlib.aclosing(finished):
+        async for j, result in finished:
+            i, part = divmod(j, per_item)
+            got = parts.setdefault(i, {})
+            got[part] = result
+            if len(got) < per_item:
+                continue
+            del parts[i]
             sample = EvalSample(
                 item=items[i],
-                request=request,
-                candidates=sorted(found["samples"], key=lambda c: c.index),
-                greedy=found["greedy"][0] if greedy else None,
+                request=requests[i * per_item],
+                candidates=sorted(got[0].candidates, key=lambda c: c.index),
+                greedy=got[1].candidates[0] if greedy else None,
             )
-        samples[i] = sample
-        if on_done is not None:
-            on_done(sample)
-
-    async with anyio.create_task_group() as tg:
-        for i in range(len(items)):
-            tg.start_soon(one, i)
+            samples[i] = sample
+            if on_done is not None:
+                on_done(sample)
     return [s for s in samples if s is not None]
 
 

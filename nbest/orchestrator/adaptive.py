@@ -12,50 +12,55 @@ passes, the waves ranked so far are returned.
 
 Because waves follow plan order, a seeded request stops after the same wave
 every time the engine reproduces its texts.
+
+This module knows nothing of the orchestrator: it is handed the planned
+request, the engines, a rank function and the limiter
+(:meth:`Orchestrator.run <nbest.orchestrator.core.Orchestrator.run>` calls it
+with ``until=`` and ``wave=``).
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import anyio
 from anyio.abc import TaskGroup
 
+from nbest.engines.base import Engine
 from nbest.errors import ConfigError
 from nbest.orchestrator.fanout import fan_out
 from nbest.orchestrator.stopping import StoppingRule
-from nbest.rerankers.ranker import Ranker
-from nbest.strategies.base import Strategy
 from nbest.types import Candidate, CandidateSpec, Request, Result
 
-if TYPE_CHECKING:
-    from nbest.orchestrator.core import Orchestrator
-
-__all__ = ["DEFAULT_WAVE", "check_adaptive", "run_adaptive"]
+__all__ = ["DEFAULT_WAVE", "Rank", "check_adaptive", "run_adaptive"]
 
 DEFAULT_WAVE = 4
 """Candidates per wave when a stopping rule is given without ``wave``."""
 
+Rank = Callable[[list[Candidate], float], Awaitable[Result]]
+"""Ranks the candidates generated so far (in plan order), given the seconds
+spent generating them, into a Result."""
 
-def check_adaptive(stop: StoppingRule | None, wave: int | None) -> int | None:
-    """Validate ``stop``/``wave``; the wave size to use (None: not adaptive).
+
+def check_adaptive(until: StoppingRule | None, wave: int | None) -> int | None:
+    """Validate ``until``/``wave``; the wave size to use (None: not adaptive).
 
     Raises:
-        ConfigError: ``wave`` below 1, ``wave`` without ``stop``, or a ``stop``
-            that is not a stopping rule.
+        ConfigError: ``wave`` below 1, ``wave`` without ``until``, or an
+            ``until`` that is not a stopping rule.
     """
     if wave is not None and (isinstance(wave, bool) or not isinstance(wave, int) or wave < 1):
         raise ConfigError(f"wave: must be a whole number >= 1 (got {wave!r})", parameter="wave", value=wave)
-    if stop is None:
+    if until is None:
         if wave is not None:
-            raise ConfigError("wave: only used with a stopping rule (stop=stopping.Beta(0.95))", parameter="wave", value=wave)
+            raise ConfigError("wave: only used with a stopping rule (until=stopping.Beta(0.95))", parameter="wave", value=wave)
         return None
-    if not isinstance(stop, StoppingRule):
+    if not isinstance(until, StoppingRule):
         raise ConfigError(
-            f"stop: {stop!r} is not a stopping rule (use stopping.Beta, stopping.Dirichlet or stopping.Confidence)",
-            parameter="stop",
+            f"until: {until!r} is not a stopping rule (use stopping.Beta, stopping.Dirichlet or stopping.Confidence)",
+            parameter="until",
         )
     return DEFAULT_WAVE if wave is None else wave
 
@@ -70,11 +75,13 @@ class _Wave:
     candidates: list[Candidate] = field(default_factory=list)
     error: Exception | None = None
 
-    async def run(self, orch: Orchestrator, request: Request, limiter: anyio.CapacityLimiter, timeout: float | None) -> None:
+    async def run(
+        self, request: Request, engines: Mapping[str, Engine], limiter: anyio.CapacityLimiter, timeout: float | None
+    ) -> None:
         send, receive = anyio.create_memory_object_stream[Candidate](len(self.specs))
         try:
             with self.scope:
-                await fan_out(request, self.specs, orch.engines, send, limiter, timeout)
+                await fan_out(request, self.specs, engines, send, limiter, timeout)
         except Exception as exc:  # an engine died: the caller re-raises it
             self.error = exc
         finally:
@@ -89,23 +96,23 @@ class _Wave:
 
 
 async def run_adaptive(
-    orch: Orchestrator,
     request: Request,
+    specs: list[CandidateSpec],
     *,
-    rule: StoppingRule,
+    engines: Mapping[str, Engine],
+    rank: Rank,
+    until: StoppingRule,
     wave: int,
-    ranker: Ranker,
     limiter: anyio.CapacityLimiter,
-    strategy: Strategy | None = None,
     timeout: float | None = None,
 ) -> Result:
-    """Generate ``request``'s plan in waves of ``wave``; stop when ``rule`` says so.
+    """Generate the plan ``specs`` of ``request`` (seeded, checked) in waves of
+    ``wave``, each on the engine its spec names, under ``limiter``; stop when
+    ``until`` says so.
 
     Raises:
-        ConfigError: bad request or plan (before anything is generated).
         EngineDeadError: an engine died; the running waves are cancelled.
     """
-    request, specs = orch.plan(request, strategy)
     waves = [specs[i : i + wave] for i in range(0, len(specs), wave)]
     started = time.perf_counter()
     deadline = None if timeout is None else started + timeout
@@ -122,7 +129,7 @@ async def run_adaptive(
         if remaining is not None:
             remaining = max(remaining, 1e-3)
         job = _Wave(waves[k])
-        tg.start_soon(job.run, orch, request, limiter, remaining)
+        tg.start_soon(job.run, request, engines, limiter, remaining)
         return job
 
     error: Exception | None = None
@@ -137,9 +144,9 @@ async def run_adaptive(
                     break
                 collected.extend(sorted(current.candidates, key=lambda c: c.index))
                 generate_s = time.perf_counter() - started
-                result = await orch.rank(request, collected, ranker=ranker, generate_s=generate_s)
+                result = await rank(list(collected), generate_s)
                 rerank_s += result.timings.rerank_s
-                if rule.check(result).stop:
+                if until.check(result).stop:
                     break
                 k += 1
                 current, ahead = ahead, launch(tg, k + 1)

@@ -17,7 +17,7 @@ from nbest.errors import ConfigError, NbestError
 from nbest.metrics.diversity import add_diversity
 from nbest.orchestrator.adaptive import check_adaptive, run_adaptive
 from nbest.orchestrator.fanout import fan_out
-from nbest.orchestrator.stopping import StoppingRule
+from nbest.orchestrator.stopping import StoppingRule, check_stop_strings
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb
 from nbest.rerankers.ranker import Ranker
@@ -25,13 +25,17 @@ from nbest.strategies.base import Strategy, checked_plan
 from nbest.strategies.fixed import Fixed
 from nbest.types import DEFAULT_MAX_N, Candidate, CandidateSpec, Prompt, Request, Result, SamplingParams, Timings, Usage
 
-__all__ = ["Orchestrator", "SamplingKwargs"]
+__all__ = ["Orchestrator", "Rerankers", "SamplingKwargs"]
 
 Rerankers = Sequence[Reranker] | Ranker
+"""Rerankers, or a configured Ranker."""
 
 
-class _Sampling(TypedDict, total=False):
-    """Base sampling settings but ``stop`` (``generate`` takes that one itself)."""
+class SamplingKwargs(TypedDict, total=False):
+    """Base sampling settings accepted by ``request``/``generate``/``stream``/``generate_many``:
+    the fields of :class:`~nbest.types.SamplingParams`, as keywords (a test checks
+    that none is missing). ``stop`` takes stop strings only; a stopping rule goes
+    in ``until=``."""
 
     temperature: float
     top_p: float
@@ -39,16 +43,12 @@ class _Sampling(TypedDict, total=False):
     min_p: float
     seed: int | None
     max_tokens: int
+    stop: str | list[str] | None
     presence_penalty: float
     frequency_penalty: float
     repetition_penalty: float
+    ignore_eos: bool
     top_logprobs: int
-
-
-class SamplingKwargs(_Sampling, total=False):
-    """Base sampling settings accepted by ``generate``/``stream``/``generate_many``."""
-
-    stop: str | list[str] | None
 
 
 class Orchestrator:
@@ -155,8 +155,11 @@ class Orchestrator:
         """Build and validate a Request (nothing is generated).
 
         Raises:
-            ConfigError: naming the first bad field, or ``n`` over ``max_n``.
+            ConfigError: naming the first bad field, ``n`` over ``max_n``, or a
+                stopping rule given as ``stop`` (it goes in ``until=`` of
+                ``run``/``generate``).
         """
+        check_stop_strings(sampling.get("stop"))
         base = (params or SamplingParams()).model_dump()
         base.update(sampling)
         request = Request(
@@ -276,7 +279,7 @@ class Orchestrator:
         rerankers: Rerankers | None = None,
         timeout: float | None = None,
         diversity: bool = False,
-        stop: StoppingRule | None = None,
+        until: StoppingRule | None = None,
         wave: int | None = None,
     ) -> Result:
         """Generate, rerank and return the ranked Result of a Request.
@@ -284,26 +287,43 @@ class Orchestrator:
         ``diversity=True`` fills ``Result.diversity`` (distinct-n, self-BLEU,
         and embedding distance when the orchestrator has an ``embedder``).
 
-        With a stopping rule (``stop=stopping.Beta(0.95)``) the plan is
+        With a stopping rule (``until=stopping.Beta(0.95)``) the plan is
         generated in waves of ``wave`` candidates (default 4), ranked after
         each, until the rule is satisfied; the rest is cancelled and
         ``Result.samples_used`` says how many were generated (see
         :mod:`nbest.orchestrator.adaptive`).
+
+        Raises:
+            ConfigError: a bad request, plan, ``until``/``wave`` or timeout
+                (before anything is generated).
+            EngineDeadError: an engine died.
         """
         ranker = _ranker(rerankers) if rerankers is not None else self.ranker
         self.check(request)
-        wave = check_adaptive(stop, wave)
+        wave = check_adaptive(until, wave)
         _check_timeout(timeout)
-        if stop is not None and wave is not None:
+        if until is not None and wave is not None:
             self._require_open()
-            timeout = self.timeout if timeout is None else timeout
+            planned, specs = self.plan(request, strategy)
+
+            async def rank(candidates: list[Candidate], generate_s: float) -> Result:
+                return await self.rank(planned, candidates, ranker=ranker, generate_s=generate_s)
+
             result = await run_adaptive(
-                self, request, rule=stop, wave=wave, ranker=ranker, limiter=self._limiter, strategy=strategy, timeout=timeout
+                planned,
+                specs,
+                engines=self.engines,
+                rank=rank,
+                until=until,
+                wave=wave,
+                limiter=self._limiter,
+                timeout=self.timeout if timeout is None else timeout,
             )
-            return await add_diversity(result, embedder=self.embedder) if diversity else result
-        started = time.perf_counter()
-        candidates = [c async for c in self.stream_request(request, strategy=strategy, timeout=timeout)]
-        result = await self.rank(request, candidates, ranker=ranker, generate_s=time.perf_counter() - started)
+        else:
+            started = time.perf_counter()
+            async with contextlib.aclosing(self.stream_request(request, strategy=strategy, timeout=timeout)) as stream:
+                candidates = [c async for c in stream]
+            result = await self.rank(request, candidates, ranker=ranker, generate_s=time.perf_counter() - started)
         if diversity:
             result = await add_diversity(result, embedder=self.embedder)
         return result
@@ -318,32 +338,31 @@ class Orchestrator:
         timeout: float | None = None,
         system: str | None = None,
         diversity: bool = False,
-        stop: StoppingRule | str | list[str] | None = None,
+        until: StoppingRule | None = None,
         wave: int | None = None,
-        **sampling: Unpack[_Sampling],
+        **sampling: Unpack[SamplingKwargs],
     ) -> Result:
         """Generate ``n`` candidates for ``prompt`` and return them ranked.
 
         A candidate that fails is kept with its ``error``; ``result.best`` is
-        None only when every candidate failed. With ``stop`` (a stopping rule,
-        :mod:`nbest.orchestrator.stopping`) candidates come in waves of
+        None only when every candidate failed. With ``until`` (a stopping
+        rule, :mod:`nbest.orchestrator.stopping`) candidates come in waves of
         ``wave`` and sampling ends once the rule is satisfied::
 
-            result = await orch.generate(q, n=32, stop=stopping.Beta(0.95), wave=4)
+            result = await orch.generate(q, n=32, until=stopping.Beta(0.95), wave=4)
             result.samples_used  # e.g. 8: two waves were enough
 
-        ``stop`` is either that rule or, as in the other methods, the stop
-        strings that end each candidate's text (a string or a list of them).
+        ``stop``, as in the other methods, takes the stop strings that end
+        each candidate's text (a string or a list of them).
 
         Raises:
-            ConfigError: bad input, before any generation.
+            ConfigError: bad input (a stopping rule given as ``stop`` too),
+                before any generation.
             EngineDeadError: an engine died.
         """
-        rule = stop if isinstance(stop, StoppingRule) else None
-        strings = None if isinstance(stop, StoppingRule) else stop
-        request = self.request(prompt, n, system=system, stop=strings, **sampling)
+        request = self.request(prompt, n, system=system, **sampling)
         return await self.run(
-            request, strategy=strategy, rerankers=rerankers, timeout=timeout, diversity=diversity, stop=rule, wave=wave
+            request, strategy=strategy, rerankers=rerankers, timeout=timeout, diversity=diversity, until=until, wave=wave
         )
 
     async def generate_many(
@@ -355,39 +374,180 @@ class Orchestrator:
         rerankers: Rerankers | None = None,
         timeout: float | None = None,
         concurrency: int = 8,
-        system: str | None = None,
         diversity: bool = False,
+        until: StoppingRule | None = None,
+        wave: int | None = None,
+        system: str | None = None,
         **sampling: Unpack[SamplingKwargs],
     ) -> list[Result]:
-        """Results for many prompts, in order, with at most ``concurrency``
-        prompts in progress (candidates in flight stay under ``max_in_flight``).
+        """The Results of many prompts, in input order: :meth:`as_completed`,
+        collected. A prompt is text, chat messages or a built Request; ``n``,
+        ``system`` and the sampling keywords build the requests of the others.
 
-        Every prompt is validated before anything is generated.
+        Raises:
+            ConfigError: ``prompts[i]: ...`` for a prompt that cannot be built
+                or served, or a bad setting; before anything is generated.
+            EngineDeadError: an engine died; the prompts still running are aborted.
         """
-        if concurrency < 1:
-            raise ConfigError("concurrency: must be at least 1", parameter="concurrency", value=concurrency)
-        ranker = _ranker(rerankers) if rerankers is not None else self.ranker
         requests = []
         for i, prompt in enumerate(prompts):
             try:
-                if isinstance(prompt, Request):
-                    self.check(prompt)
-                    requests.append(prompt)
-                else:
-                    requests.append(self.request(prompt, n, system=system, **sampling))  # checks it too
+                requests.append(prompt if isinstance(prompt, Request) else self.request(prompt, n, system=system, **sampling))
             except ConfigError as exc:
-                raise ConfigError(f"prompts[{i}]: {exc}", parameter=f"prompts[{i}].{exc.parameter}", value=exc.value) from None
-        results: list[Result | None] = [None] * len(requests)
-        limiter = anyio.CapacityLimiter(concurrency)
+                raise _at(f"prompts[{i}]", exc) from None
+        results: dict[int, Result] = {}
+        finished = self._as_completed(
+            requests,
+            strategy=strategy,
+            rerankers=rerankers,
+            timeout=timeout,
+            concurrency=concurrency,
+            diversity=diversity,
+            until=until,
+            wave=wave,
+            name="prompts",
+        )
+        async with contextlib.aclosing(finished):
+            async for i, result in finished:
+                results[i] = result
+        return [results[i] for i in range(len(requests))]
 
-        async def one(i: int, request: Request) -> None:
-            async with limiter:
-                results[i] = await self.run(request, strategy=strategy, rerankers=ranker, timeout=timeout, diversity=diversity)
+    def as_completed(
+        self,
+        requests: Sequence[Request],
+        *,
+        strategy: Strategy | None = None,
+        rerankers: Rerankers | None = None,
+        timeout: float | None = None,
+        concurrency: int = 8,
+        diversity: bool = False,
+        until: StoppingRule | None = None,
+        wave: int | None = None,
+    ) -> AsyncGenerator[tuple[int, Result], None]:
+        """Run many requests; yield ``(i, result)`` as each is ranked, ``i``
+        being the request's position in ``requests`` (ids need not be unique;
+        ``result.id`` is the request's id).
 
-        async with anyio.create_task_group() as tg:
-            for i, request in enumerate(requests):
-                tg.start_soon(one, i, request)
-        return [r for r in results if r is not None]
+        Each request runs as :meth:`run` runs it, with these keywords.
+        Requests start in input order, at most ``concurrency`` in progress at
+        once; the candidates in flight over all of them stay under
+        ``max_in_flight``. Every request and its plan are checked before
+        anything is generated. Leaving the loop early, or being cancelled,
+        aborts the requests still running::
+
+            async for i, result in orch.as_completed(requests, concurrency=16):
+                print(requests[i].id, result.best.text if result.best else "(all failed)")
+
+        Raises:
+            ConfigError: a bad setting, or ``requests[i]: ...`` for a request
+                that cannot be served; before anything is generated.
+            EngineDeadError: an engine died; the requests still running are
+                aborted and nothing more is yielded.
+        """
+        return self._as_completed(
+            requests,
+            strategy=strategy,
+            rerankers=rerankers,
+            timeout=timeout,
+            concurrency=concurrency,
+            diversity=diversity,
+            until=until,
+            wave=wave,
+            name="requests",
+        )
+
+    async def _as_completed(
+        self,
+        requests: Sequence[Request],
+        *,
+        strategy: Strategy | None,
+        rerankers: Rerankers | None,
+        timeout: float | None,
+        concurrency: int,
+        diversity: bool,
+        until: StoppingRule | None,
+        wave: int | None,
+        name: str,
+    ) -> AsyncGenerator[tuple[int, Result], None]:
+        tg = self._require_open()
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigError(f"concurrency: must be a whole number >= 1 (got {concurrency!r})", parameter="concurrency")
+        _check_timeout(timeout)
+        check_adaptive(until, wave)
+        ranker = _ranker(rerankers) if rerankers is not None else self.ranker
+        runs = self._checked_runs(requests, strategy, name)
+        send, receive = anyio.create_memory_object_stream[tuple[int, Result]](concurrency)
+        workers = anyio.CancelScope()
+        done = anyio.Event()
+        failure: list[Exception] = []
+        todo = iter(enumerate(runs))
+
+        async def worker() -> None:
+            try:
+                for i, request in todo:
+                    result = await self.run(
+                        request, strategy=strategy, rerankers=ranker, timeout=timeout, diversity=diversity, until=until, wave=wave
+                    )
+                    if result.id != requests[i].id:  # it ran under a stand-in id
+                        result = result.model_copy(update={"id": requests[i].id})
+                    await send.send((i, result))
+            except Exception as exc:  # an engine died: stop every request, tell the caller
+                failure.append(exc)
+                workers.cancel()
+
+        async def job() -> None:
+            try:
+                with workers:
+                    async with anyio.create_task_group() as pool:
+                        for _ in range(min(concurrency, len(runs))):
+                            pool.start_soon(worker)
+            finally:
+                send.close()
+                done.set()
+
+        tg.start_soon(job)
+        yielded = 0
+        try:
+            async with receive:
+                async for item in receive:
+                    yield item
+                    yielded += 1
+        finally:
+            workers.cancel()  # the caller left early or was cancelled: abort what still runs
+            with anyio.CancelScope(shield=True):
+                await done.wait()
+        if failure:
+            raise failure[0]
+        if yielded < len(runs):
+            raise NbestError(f"the orchestrator closed with {len(runs) - yielded} request(s) unfinished")
+
+    def _checked_runs(self, requests: Sequence[Request], strategy: Strategy | None, name: str) -> list[Request]:
+        """``requests``, each checked with its plan; a request whose id an
+        earlier one has runs under a stand-in id (``id~2``), so two engine
+        requests in flight never share an id.
+
+        Raises:
+            ConfigError: ``{name}[i]: ...`` for the first request that cannot be served.
+        """
+        ids = {r.id for r in requests if isinstance(r, Request)}
+        seen: set[str] = set()
+        runs = []
+        for i, request in enumerate(requests):
+            if not isinstance(request, Request):
+                raise ConfigError(f"{name}[{i}]: not a Request (got {type(request).__name__}); build one with request()")
+            try:
+                self.plan(request, strategy)
+            except ConfigError as exc:
+                raise _at(f"{name}[{i}]", exc) from None
+            if request.id in seen:
+                k = 2
+                while f"{request.id}~{k}" in ids:
+                    k += 1
+                ids.add(f"{request.id}~{k}")
+                request = request.model_copy(update={"id": f"{request.id}~{k}"})
+            seen.add(request.id)
+            runs.append(request)
+        return runs
 
     async def rank(
         self,
@@ -423,6 +583,12 @@ class Orchestrator:
         if self._tg is None:
             raise NbestError("use the orchestrator as `async with Orchestrator(engine) as orch:`")
         return self._tg
+
+
+def _at(where: str, exc: ConfigError) -> ConfigError:
+    """``exc`` with ``where`` (``requests[3]``) in front of its message and parameter."""
+    parameter = f"{where}.{exc.parameter}" if exc.parameter else where
+    return ConfigError(f"{where}: {exc}", parameter=parameter, value=exc.value)
 
 
 def _ranker(rerankers: Rerankers) -> Ranker:

@@ -1,6 +1,6 @@
 """Adaptive early stopping: stop sampling once the answer is clear.
 
-``orch.generate(prompt, n=32, stop=stopping.Beta(0.95), wave=4)`` samples
+``orch.generate(prompt, n=32, until=stopping.Beta(0.95), wave=4)`` samples
 the strategy's plan in waves of ``wave`` candidates, ranks after each wave,
 and asks the stopping rule whether to go on (see
 :mod:`nbest.orchestrator.adaptive`). A rule reads the Result ranked so far
@@ -54,6 +54,7 @@ __all__ = [
     "Dirichlet",
     "StoppingRule",
     "beta_probability",
+    "check_stop_strings",
     "dirichlet_probability",
     "is_rule_text",
     "parse_rule",
@@ -80,6 +81,21 @@ class StoppingRule(Protocol):
     threshold: float
 
     def check(self, result: Result) -> Decision: ...
+
+
+def check_stop_strings(stop: object) -> None:
+    """Reject a stopping rule given as ``stop``: ``stop`` takes stop strings,
+    a stopping rule goes in ``until``.
+
+    Raises:
+        ConfigError: ``stop`` is a stopping rule.
+    """
+    if isinstance(stop, StoppingRule):
+        raise ConfigError(
+            f"stop: takes stop strings; {stop!r} is a stopping rule: pass it as until= (with wave=)",
+            parameter="stop",
+            value=stop,
+        )
 
 
 def _check_threshold(threshold: float) -> float:

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 from nbest.errors import ConfigError
+from nbest.orchestrator.stopping import check_stop_strings
 from nbest.rerankers.embedding import Embedder, SourceSimilarity
 from nbest.rerankers.mbr import MBR, Method
 from nbest.rerankers.ranker import Ranker
@@ -95,9 +96,9 @@ async def translate(
     similarity_model: str | Embedder | None = None,
     strategy: Strategy | None = None,
     timeout: float | None = None,
-    stop: StoppingRule | None = None,
+    until: StoppingRule | None = None,
     wave: int | None = None,
-    stop_strings: Sequence[str] | None = None,
+    stop: str | Sequence[str] | None = None,
     **sampling: Any,
 ) -> Result:
     """``n`` translations of ``text`` from ``source_lang`` into ``target_lang``, ranked.
@@ -109,9 +110,9 @@ async def translate(
         rerankers: rerankers or a Ranker; default :func:`translation_ranker`
             with ``similarity_model``.
         similarity_model: the embedding model of the default source similarity.
-        strategy, timeout, stop, wave: as in :meth:`Orchestrator.run`
-            (``stop`` is an early-stopping rule).
-        stop_strings: strings that end a translation; by default a blank
+        strategy, timeout, until, wave: as in :meth:`Orchestrator.run`
+            (``until`` is an early-stopping rule).
+        stop: the stop strings that end a translation; by default a blank
             line when ``text`` has none (small models tend to add notes after
             one), else none.
         sampling: base sampling settings (``temperature``, ``max_tokens``, ``seed`` ...).
@@ -121,19 +122,21 @@ async def translate(
         holds ``task``, ``source_lang`` and ``target_lang``.
 
     Raises:
-        ConfigError: empty text or language, a bad template, bad settings.
+        ConfigError: empty text or language, a bad template, bad settings
+            (a stopping rule given as ``stop`` included: it goes in ``until``).
     """
     prompt = render_prompt(template, text, source_lang, target_lang)
+    check_stop_strings(stop)
     ranker = rerankers if rerankers is not None else translation_ranker(similarity_model)
-    if stop_strings is None:
-        stop_strings = [] if "\n\n" in text else ["\n\n"]
+    if stop is None:
+        stop = [] if "\n\n" in text else ["\n\n"]
     request = orch.request(
         prompt,
         n,
         system=system,
         source=text,
         metadata={"task": "translate", "source_lang": source_lang, "target_lang": target_lang},
-        stop=list(stop_strings),
+        stop=[stop] if isinstance(stop, str) else list(stop),
         **sampling,
     )
-    return await orch.run(request, strategy=strategy, rerankers=ranker, timeout=timeout, stop=stop, wave=wave)
+    return await orch.run(request, strategy=strategy, rerankers=ranker, timeout=timeout, until=until, wave=wave)
