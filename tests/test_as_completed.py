@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Callable
 from pathlib import Path
 
 import anyio
@@ -21,7 +22,9 @@ pytestmark = pytest.mark.asyncio(loop_scope="session")
 SLOW = 30.0  # a request that would take this long must be aborted, never awaited
 
 
-def by_prompt(delays: dict[str, float], error: dict[str, BaseException] | None = None):  # type: ignore[no-untyped-def]
+def by_prompt(
+    delays: dict[str, float], error: dict[str, BaseException] | None = None
+) -> Callable[[Prompt, SamplingParams, str], Step]:
     """Reply after ``delays[text]`` s to the prompt whose text is ``text`` (or raise ``error[text]``)."""
 
     def respond(prompt: Prompt, params: SamplingParams, request_id: str) -> Step:
@@ -173,9 +176,7 @@ async def test_closing_the_orchestrator_meanwhile_is_not_a_silent_short_result(s
 # -- the wrappers: run_batch and the evaluation's generate_samples --------------------------------
 
 
-async def test_run_batch_writes_each_result_as_it_arrives_with_a_stopping_rule(
-    tmp_path: Path, scripted: ScriptedEngine
-) -> None:
+async def test_run_batch_writes_each_result_as_it_arrives_with_a_stopping_rule(tmp_path: Path, scripted: ScriptedEngine) -> None:
     scripted.respond = lambda prompt, params, rid: Step(text="The answer is 4.")
     requests = [Request(id=f"q{i}", prompt=f"p{i}", n=16, params=SamplingParams(seed=i)) for i in range(3)]
     log, _ = open_output(tmp_path / "out.jsonl")

@@ -220,4 +220,4 @@ async def test_every_sampling_keyword_reaches_the_engine(scripted: ScriptedEngin
     async with Orchestrator(scripted) as orch:
         await orch.generate("q", n=1, **given)  # type: ignore[arg-type]
     sent = scripted.history[0].params
-    assert sent.model_dump() == SamplingParams(**given).model_dump()  # type: ignore[arg-type]
+    assert sent.model_dump() == SamplingParams(**given).model_dump()
