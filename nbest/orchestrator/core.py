@@ -17,6 +17,7 @@ from nbest.errors import ConfigError, NbestError
 from nbest.metrics.diversity import add_diversity
 from nbest.orchestrator.adaptive import check_adaptive, run_adaptive
 from nbest.orchestrator.fanout import fan_out
+from nbest.orchestrator.many import run_many
 from nbest.orchestrator.stopping import StoppingRule, check_stop_strings
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb
@@ -431,18 +432,21 @@ class Orchestrator:
         Each request runs as :meth:`run` runs it, with these keywords.
         Requests start in input order, at most ``concurrency`` in progress at
         once; the candidates in flight over all of them stay under
-        ``max_in_flight``. Every request and its plan are checked before
-        anything is generated. Leaving the loop early, or being cancelled,
-        aborts the requests still running::
+        ``max_in_flight``. The settings, every request and its plan are
+        checked by this call, before anything is generated. Leaving the loop
+        early (close the iterator, e.g. with ``contextlib.aclosing``), or being
+        cancelled, aborts the requests still running (see
+        :mod:`nbest.orchestrator.many`)::
 
             async for i, result in orch.as_completed(requests, concurrency=16):
                 print(requests[i].id, result.best.text if result.best else "(all failed)")
 
         Raises:
             ConfigError: a bad setting, or ``requests[i]: ...`` for a request
-                that cannot be served; before anything is generated.
+                that cannot be served.
             EngineDeadError: an engine died; the requests still running are
                 aborted and nothing more is yielded.
+            NbestError: the orchestrator closed before every request finished.
         """
         return self._as_completed(
             requests,
@@ -456,7 +460,7 @@ class Orchestrator:
             name="requests",
         )
 
-    async def _as_completed(
+    def _as_completed(
         self,
         requests: Sequence[Request],
         *,
@@ -475,63 +479,6 @@ class Orchestrator:
         _check_timeout(timeout)
         check_adaptive(until, wave)
         ranker = _ranker(rerankers) if rerankers is not None else self.ranker
-        runs = self._checked_runs(requests, strategy, name)
-        send, receive = anyio.create_memory_object_stream[tuple[int, Result]](concurrency)
-        workers = anyio.CancelScope()
-        done = anyio.Event()
-        failure: list[Exception] = []
-        todo = iter(enumerate(runs))
-
-        async def worker() -> None:
-            try:
-                for i, request in todo:
-                    result = await self.run(
-                        request, strategy=strategy, rerankers=ranker, timeout=timeout, diversity=diversity, until=until, wave=wave
-                    )
-                    if result.id != requests[i].id:  # it ran under a stand-in id
-                        result = result.model_copy(update={"id": requests[i].id})
-                    await send.send((i, result))
-            except Exception as exc:  # an engine died: stop every request, tell the caller
-                failure.append(exc)
-                workers.cancel()
-
-        async def job() -> None:
-            try:
-                with workers:
-                    async with anyio.create_task_group() as pool:
-                        for _ in range(min(concurrency, len(runs))):
-                            pool.start_soon(worker)
-            finally:
-                send.close()
-                done.set()
-
-        tg.start_soon(job)
-        yielded = 0
-        try:
-            async with receive:
-                async for item in receive:
-                    yield item
-                    yielded += 1
-        finally:
-            workers.cancel()  # the caller left early or was cancelled: abort what still runs
-            with anyio.CancelScope(shield=True):
-                await done.wait()
-        if failure:
-            raise failure[0]
-        if yielded < len(runs):
-            raise NbestError(f"the orchestrator closed with {len(runs) - yielded} request(s) unfinished")
-
-    def _checked_runs(self, requests: Sequence[Request], strategy: Strategy | None, name: str) -> list[Request]:
-        """``requests``, each checked with its plan; a request whose id an
-        earlier one has runs under a stand-in id (``id~2``), so two engine
-        requests in flight never share an id.
-
-        Raises:
-            ConfigError: ``{name}[i]: ...`` for the first request that cannot be served.
-        """
-        ids = {r.id for r in requests if isinstance(r, Request)}
-        seen: set[str] = set()
-        runs = []
         for i, request in enumerate(requests):
             if not isinstance(request, Request):
                 raise ConfigError(f"{name}[{i}]: not a Request (got {type(request).__name__}); build one with request()")
@@ -539,15 +486,13 @@ class Orchestrator:
                 self.plan(request, strategy)
             except ConfigError as exc:
                 raise _at(f"{name}[{i}]", exc) from None
-            if request.id in seen:
-                k = 2
-                while f"{request.id}~{k}" in ids:
-                    k += 1
-                ids.add(f"{request.id}~{k}")
-                request = request.model_copy(update={"id": f"{request.id}~{k}"})
-            seen.add(request.id)
-            runs.append(request)
-        return runs
+
+        async def run(request: Request) -> Result:
+            return await self.run(
+                request, strategy=strategy, rerankers=ranker, timeout=timeout, diversity=diversity, until=until, wave=wave
+            )
+
+        return run_many(tg, requests, run, concurrency)
 
     async def rank(
         self,
