@@ -36,6 +36,7 @@ from nbest.evaluation.report import DiversityLevel, EvalReport, ItemReport, Leve
 from nbest.metrics.calibration import expected_calibration_error, reliability
 from nbest.metrics.diversity import distinct_n, self_bleu
 from nbest.orchestrator import Orchestrator
+from nbest.orchestrator.stopping import StoppingRule
 from nbest.rerankers.logprob import MeanLogProb
 from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import Strategy, checked_plan
@@ -93,6 +94,9 @@ async def generate_samples(
     greedy: bool = False,
     concurrency: int = 8,
     on_done: Callable[[EvalSample], None] | None = None,
+    ranker: Ranker | None = None,
+    until: StoppingRule | None = None,
+    wave: int | None = None,
 ) -> list[EvalSample]:
     """Generate ``n`` candidates per item (plus a greedy one, alongside, when asked).
 
@@ -101,8 +105,14 @@ async def generate_samples(
     ``concurrency`` requests in progress, twice that with ``greedy`` (the
     samples and the greedy candidate of an item are two). Each item's
     candidates are listed in plan order, ranked by mean log-probability on
-    the way (cheap; :func:`score_samples` ranks every subset anew). Without a
-    seed in ``params`` the run uses seed 0, so it can be repeated.
+    the way (cheap; :func:`score_samples` ranks every subset anew) unless
+    ``ranker`` says otherwise. Without a seed in ``params`` the run uses seed
+    0, so it can be repeated.
+
+    With a stopping rule (``until``, in waves of ``wave``; see
+    :meth:`Orchestrator.run`) an item's candidates stop coming once the rule,
+    reading the item ranked by ``ranker``, is satisfied: items may then have
+    fewer than ``n`` candidates.
 
     Raises:
         ConfigError: bad settings (before anything is generated).
@@ -126,8 +136,10 @@ async def generate_samples(
     finished = orch.as_completed(
         requests,
         strategy=_EvalPlan(strategy or orch.strategy),
-        rerankers=Ranker([MeanLogProb()]),  # cheap; score_samples ranks every subset again
+        rerankers=ranker or Ranker([MeanLogProb()]),  # cheap; score_samples ranks every subset again
         concurrency=concurrency * per_item,
+        until=until,
+        wave=wave,
     )
     async with contextlib.aclosing(finished):
         async for j, result in finished:
@@ -209,10 +221,13 @@ async def score_samples(
 ) -> EvalReport:
     """Measure every ranker at every N on already generated candidates (see the module docs).
 
-    All samples must have the same number of candidates.
+    Samples may have different numbers of candidates (generated with a
+    stopping rule): at each N, one with fewer candidates than N is scored on
+    all of its candidates, as an adaptive run with a budget of N would have
+    stopped there.
 
     Raises:
-        ConfigError: no samples or rankers, unequal candidate counts, missing gold/references.
+        ConfigError: no samples or rankers, a sample without candidates, missing gold/references.
     """
     if not samples:
         raise ConfigError("eval: no samples to score", parameter="samples")
@@ -220,9 +235,10 @@ async def score_samples(
         raise ConfigError("eval: give at least one reranker", parameter="rerankers")
     if subsamples < 1:
         raise ConfigError(f"--subsamples: must be at least 1 (got {subsamples})", parameter="subsamples", value=subsamples)
-    m = len(samples[0].candidates)
-    if m < 1 or any(len(s.candidates) != m for s in samples):
-        raise ConfigError("eval: every prompt needs the same number (>= 1) of candidates", parameter="samples")
+    counts = [len(s.candidates) for s in samples]
+    if min(counts) < 1:
+        raise ConfigError("eval: every prompt needs at least one candidate", parameter="samples")
+    m = max(counts)
     task = _task(samples)
     matcher = matcher or Matcher()
     texts = [[c.text if c.ok else "" for c in s.candidates] for s in samples]
@@ -234,8 +250,8 @@ async def score_samples(
 
     levels: list[Level] = []
     for k in levels_for(m):
-        draws = [subsets(m, k, subsamples, f"{seed}:{i}:{k}") for i in range(len(samples))]
-        count = len(draws[0])
+        draws = [subsets(counts[i], min(k, counts[i]), subsamples, f"{seed}:{i}:{k}") for i in range(len(samples))]
+        count = max(len(subs) for subs in draws)  # the same for all unless counts differ; then fewer draws repeat
         sub_texts = [[texts[i][j] for j in sub if samples[i].candidates[j].ok] for i, subs in enumerate(draws) for sub in subs]
         diversity = _diversity(sub_texts)
         if task == "accuracy":
@@ -244,7 +260,9 @@ async def score_samples(
             )
         else:
             picks = [[_best_by_chrf(texts[i], refs[i], sub) for sub in subs] for i, subs in enumerate(draws)]
-            oracle = _translation_quality([[texts[i][picks[i][d]] for i in range(len(samples))] for d in range(count)], refs)
+            oracle = _translation_quality(
+                [[texts[i][picks[i][d % len(picks[i])]] for i in range(len(samples))] for d in range(count)], refs
+            )
         per_ranker: dict[str, RerankerLevel] = {}
         for name, ranker in rankers.items():
             tops: list[list[tuple[Candidate | None, float]]] = []
@@ -263,7 +281,7 @@ async def score_samples(
                     reliability=reliability(confs, flat, bins),
                 )
             else:
-                hyps = [[_text(tops[i][d][0]) for i in range(len(samples))] for d in range(count)]
+                hyps = [[_text(tops[i][d % len(tops[i])][0]) for i in range(len(samples))] for d in range(count)]
                 per_ranker[name] = RerankerLevel(quality=_translation_quality(hyps, refs))
         levels.append(Level(n=k, subsets=count, oracle=oracle, diversity=diversity, rerankers=per_ranker))
 
@@ -276,7 +294,7 @@ async def score_samples(
         ]
         greedy_q = Quality(accuracy=fmean(greedy_hits)) if with_greedy else None
     else:
-        random_q = _translation_quality([[texts[i][j] for i in range(len(samples))] for j in range(m)], refs)
+        random_q = _translation_quality([[texts[i][j % counts[i]] for i in range(len(samples))] for j in range(m)], refs)
         greedy_q = _translation_quality([greedy_texts], refs) if with_greedy else None
         greedy_hits = []
 
