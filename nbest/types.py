@@ -400,7 +400,7 @@ class Result(NbestModel):
     diversity: Diversity | None = None
     """Diversity of the candidates, when asked for."""
     samples_used: int | None = None
-    """With adaptive early stopping (``stop=`` and ``wave=``): how many of the
+    """With adaptive early stopping (``until=`` and ``wave=``): how many of the
     ``n`` planned candidates were generated and are listed here before the
     rule stopped sampling (at most ``n``). None when every planned candidate
     was generated without a stopping rule."""
