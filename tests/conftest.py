@@ -13,6 +13,10 @@ import pytest_asyncio
 from nbest import VLLMEngine
 from tests.scripted import ScriptedEngine
 
+# Plugin modules register their kinds when imported: only the plugin tests import them
+# (through entry points), never the collection of doctests.
+collect_ignore = ["plugins", "plugin_engine.py"]
+
 # The embedded model is small: 1 GiB of KV cache holds ~45k tokens, and keeps
 # several engines (the in-process one, vllm serve processes) within memory.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
