@@ -21,10 +21,6 @@ collect_ignore = ["plugins", "plugin_engine.py"]
 # several engines (the in-process one, vllm serve processes) within memory.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
-# tests/plugins is a third-party package that test_plugins puts on the path;
-# importing it for --doctest-modules would register its kinds in this process.
-collect_ignore = ["plugins"]
-
 
 @pytest.fixture
 def scripted() -> ScriptedEngine:
