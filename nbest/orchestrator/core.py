@@ -22,6 +22,7 @@ from nbest.orchestrator.stopping import StoppingRule, check_stop_strings
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb
 from nbest.rerankers.ranker import Ranker
+from nbest.rerankers.registry import RankerConfig
 from nbest.strategies.base import Strategy, checked_plan
 from nbest.strategies.fixed import Fixed
 from nbest.types import DEFAULT_MAX_N, Candidate, CandidateSpec, Prompt, Request, Result, SamplingParams, Timings, Usage
@@ -522,6 +523,7 @@ class Orchestrator:
             timings=Timings(generate_s=generate_s, rerank_s=rerank_s),
             warnings=ranked.warnings,
             metadata=request.metadata,
+            ranker=ranker_config(ranker),
         )
 
     def _require_open(self) -> TaskGroup:
@@ -543,3 +545,9 @@ def _ranker(rerankers: Rerankers) -> Ranker:
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and not timeout > 0:
         raise ConfigError("timeout: must be a positive number of seconds or None", parameter="timeout", value=timeout)
+
+
+def ranker_config(ranker: Ranker) -> dict[str, Any] | None:
+    """What ``Result.ranker`` records: the ranker's config, when it has one."""
+    config = RankerConfig.of(ranker)
+    return None if config is None else config.model_dump(mode="json")
