@@ -155,7 +155,7 @@ def test_openai_sampling_errors_name_the_body_field(body: dict[str, Any], param:
     assert info.value.parameter == param and str(info.value).startswith(f"{param}: ") and words in str(info.value)
 
 
-@pytest.mark.asyncio
+@pytest.mark.asyncio(loop_scope="session")
 async def test_vllm_extras_reach_the_engine_over_http(scripted: ScriptedEngine) -> None:
     async with Orchestrator(scripted) as orch:
         app = create_app(orch, ServerSettings(), prefs=PreferenceStore(":memory:"))
