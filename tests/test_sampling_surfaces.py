@@ -101,6 +101,26 @@ def test_each_command_has_an_option_per_field_and_no_other_sampling_option(name:
     assert "--until" in (options["stop"].help or "")
 
 
+def test_a_bool_field_would_be_a_switch(monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbest.cli import options
+
+    monkeypatch.setattr(options, "CLI_EXCLUDED", {})
+
+    @click.command()
+    @options.sampling_param_options()
+    def show(**sampling: Any) -> None:
+        click.echo(repr(sampling["ignore_eos"]))
+
+    runner = CliRunner()
+    assert [runner.invoke(show, args).output.strip() for args in ([], ["--ignore-eos"], ["--no-ignore-eos"])] == [
+        "None",
+        "True",
+        "False",
+    ]
+    with pytest.raises(TypeError, match="no option for"):
+        options.sampling_param_options(colour="red")
+
+
 def test_every_option_reaches_the_plan() -> None:
     argv = ["Why?", "-n", "2", "--json"]
     for field in sorted(CLI_FIELDS):

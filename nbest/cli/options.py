@@ -131,7 +131,14 @@ def sampling_param_options(**help_text: str) -> Callable[[Any], Any]:
     field name overrides that). A list field repeats; a bool field is a
     ``--name/--no-name`` switch. Unset options are None (the field's default
     applies; see :func:`build_request`).
+
+    Raises:
+        TypeError: ``help_text`` for a field that has no option; a field whose
+            type has no option form (add it to :data:`CLI_EXCLUDED`).
     """
+    unknown = set(help_text) - (set(SamplingParams.model_fields) - set(CLI_EXCLUDED))
+    if unknown:
+        raise TypeError(f"sampling_param_options: no option for {sorted(unknown)}")
 
     def decorate(func: Any) -> Any:
         for name, field in reversed(SamplingParams.model_fields.items()):
