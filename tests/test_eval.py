@@ -27,8 +27,9 @@ from nbest.evaluation import (
 from nbest.evaluation.metrics import corpus_bleu, corpus_chrf
 from nbest.orchestrator import Orchestrator
 from nbest.rerankers import MajorityVote, MeanLogProb, Ranker
-from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
+from nbest.types import Candidate, CandidateSpec, Prompt, Request, SamplingParams
 from tests.batch_engines import seed_answers
+from tests.scripted import ScriptedEngine, Step
 
 PNG = b"\x89PNG\r\n\x1a\n"
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data"
@@ -234,6 +235,42 @@ def test_cli_eval_on_a_scripted_engine(
     assert report.levels[-1].oracle.accuracy == 1.0
     assert set(report.levels[0].rerankers) == {"mean_logprob", "vote", "combined"}
     assert (tmp_path / "plots" / "reliability.png").read_bytes().startswith(PNG)
+
+
+def test_cli_eval_until_stops_each_prompt_by_the_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "set.jsonl"
+    data.write_text(json.dumps({"id": "easy", "prompt": "easy", "answer": 4}) + "\n"
+                    + json.dumps({"id": "hard", "prompt": "hard", "answer": 1}) + "\n")  # fmt: skip
+
+    def respond(prompt: Prompt, params: SamplingParams, request_id: str) -> Step:
+        easy = isinstance(prompt, list) and prompt[-1].content == "easy"
+        return Step(text=f"The answer is {4 if easy else (params.seed or 0) % 3}.", tokens=5)
+
+    engine = ScriptedEngine(respond=respond)
+    argv = ["eval", str(data), "--answer-field", "answer", "-n", "8", "--seed", "0", "--until", "beta:0.95", "--wave", "4",
+            "--reranker", "vote:number", "--report", str(tmp_path / "report.json")]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(argv, engine_factory=lambda options: {"default": engine})
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    assert "oracle@N" in out
+    # "easy": four agreeing votes give 31/32 >= 0.95 after the first wave; "hard" (answers 0, 1, 2, 0, ...) never agrees
+    assert "--until beta:0.95: 6.0 of 8 candidates per prompt on average" in err
+    report = EvalReport.model_validate_json((tmp_path / "report.json").read_text())
+    assert {item.id: len(item.correct) for item in report.items} == {"easy": 4, "hard": 8}
+    assert report.n == 8 and [lv.n for lv in report.levels] == [1, 2, 4, 8]
+    assert report.random.accuracy == pytest.approx((4 / 4 + 3 / 8) / 2)
+    assert report.levels[-1].oracle.accuracy == 1.0
+
+
+def test_cli_eval_stop_takes_no_stopping_rule(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = tmp_path / "set.jsonl"
+    data.write_text(json.dumps({"prompt": "2+2?", "answer": 4}) + "\n")
+    with pytest.raises(SystemExit) as info:
+        main(["eval", str(data), "--answer-field", "answer", "--stop", "beta:0.95"], engine_factory=seed_answers)
+    assert info.value.code == 2
+    assert "use --until beta:0.95 for a stopping rule; --stop takes stop strings" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(

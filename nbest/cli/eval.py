@@ -23,10 +23,12 @@ from nbest.cli.options import (
     build_engines,
     build_request,
     build_strategy,
+    build_until,
     engine_options,
     quiet_vllm,
     sampling_options,
     stdout_to_stderr,
+    until_options,
 )
 from nbest.errors import ConfigError
 
@@ -46,6 +48,7 @@ __all__ = ["eval_command"]
     "--extract", default="auto", show_default=True, help="Answer extractor for --match exact (number, boxed, choice, ...)."
 )
 @sampling_options
+@until_options
 @click.option("--greedy", is_flag=True, help="Also generate one greedy candidate per prompt (the greedy baseline).")
 @click.option("--subsamples", type=int, default=5, show_default=True, help="Most subsets of N candidates averaged per prompt.")
 @click.option("--limit", type=int, default=None, help="Use only the first LIMIT items.")
@@ -68,6 +71,8 @@ def eval_command(
     system: str | None,
     strategy_text: str | None,
     reranker_texts: tuple[str, ...],
+    until: tuple[str, ...],
+    wave: int | None,
     greedy: bool,
     subsamples: int,
     limit: int | None,
@@ -79,7 +84,12 @@ def eval_command(
     concurrency: int,
     **sampling: Any,
 ) -> None:
-    """Evaluate best-of-N on DATASET.jsonl: every reranker at N = 1, 2, 4, ... up to -n."""
+    """Evaluate best-of-N on DATASET.jsonl: every reranker at N = 1, 2, 4, ... up to -n.
+
+    With --until RULE each prompt's candidates stop coming once the rule, reading
+    them ranked by the rerankers, is satisfied; a prompt with fewer than N
+    candidates is scored on all of them at N.
+    """
     import anyio
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -101,6 +111,7 @@ def eval_command(
         raise ConfigError(f"--subsamples: must be at least 1 (got {subsamples})", parameter="subsamples", value=subsamples)
     if concurrency < 1:
         raise ConfigError(f"--concurrency: must be at least 1 (got {concurrency})", parameter="concurrency", value=concurrency)
+    rule, wave = build_until(until, wave)
     base = build_request("(per item)", n, system, **sampling)
     strategy = build_strategy(strategy_text)
     matcher = Matcher(match_mode, extract)  # type: ignore[arg-type]  # click.Choice checked it
@@ -116,6 +127,7 @@ def eval_command(
         rankers["combined"] = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
     if plots_dir is not None and plots_dir.exists() and not plots_dir.is_dir():
         raise ConfigError(f"--plots: {plots_dir} is not a folder", parameter="plots", value=str(plots_dir))
+    together = rankers.get("combined") or next(iter(rankers.values()))  # what --until reads while generating
     console = Console(stderr=True)
 
     async def main() -> tuple[list[EvalSample], float]:
@@ -129,12 +141,16 @@ def eval_command(
                 samples = await generate_samples(
                     orch, items, n=base.n, params=base.params, strategy=strategy, system=base.system, greedy=greedy,
                     concurrency=concurrency, on_done=lambda _: progress.advance(task),
+                    ranker=together if rule is not None else None, until=rule, wave=wave,
                 )  # fmt: skip
                 return samples, anyio.current_time() - started
 
     quiet_vllm()
     with stdout_to_stderr():
         samples, generate_s = anyio.run(main, backend="asyncio")
+    if rule is not None and samples:
+        used = sum(len(s.candidates) for s in samples) / len(samples)
+        click.echo(f"nbest eval: --until {until[0]}: {used:.1f} of {base.n} candidates per prompt on average", err=True)
     seed = base.params.seed if base.params.seed is not None else 0
     report = anyio.run(
         lambda: score_samples(samples, rankers, matcher=matcher, subsamples=subsamples, seed=seed, dataset=dataset.name)
