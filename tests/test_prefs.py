@@ -18,8 +18,8 @@ from click.testing import CliRunner
 
 from nbest.cli import cli
 from nbest.errors import ConfigError
-from nbest.server import PreferenceStore
 from nbest.rerankers import MBRConfig, MeanLogProbConfig, PerplexityConfig, SourceSimilarityConfig, VoteConfig, build_ranker
+from nbest.server import PreferenceStore
 from nbest.server.fit import RankerConfig, fit_choices, logged_configs
 from nbest.types import Candidate, CandidateSpec, Result, SamplingParams
 
