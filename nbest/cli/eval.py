@@ -21,6 +21,7 @@ import click
 
 from nbest.cli.options import (
     build_engines,
+    build_ranker,
     build_request,
     build_strategy,
     build_until,
@@ -119,15 +120,14 @@ def eval_command(
     items = read_dataset(dataset, fields, limit=limit)
     engines = build_engines(model, endpoints, engines_file)
     default_specs = ("logprob", f"vote:{extract}") if answer_field is not None else ("logprob", "mbr:chrf")
-    parsed = [rerankers.parse_spec(text, engine=next(iter(engines.values()))) for text in (reranker_texts or default_specs)]
-    rankers = {r.name: rerankers.Ranker([r]) for r, _ in parsed}
-    if len(rankers) < len(parsed):
-        raise ConfigError("--reranker: give each reranker once", parameter="reranker")
-    if len(parsed) > 1:
-        rankers["combined"] = rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
+    # a judge asks the default route
+    combined = build_ranker(reranker_texts or default_specs, engine=next(iter(engines.values())))
+    assert combined is not None
+    rankers = {r.name: rerankers.Ranker([r]) for r in combined.rerankers}
+    if len(combined.rerankers) > 1:
+        rankers["combined"] = combined
     if plots_dir is not None and plots_dir.exists() and not plots_dir.is_dir():
         raise ConfigError(f"--plots: {plots_dir} is not a folder", parameter="plots", value=str(plots_dir))
-    together = rankers.get("combined") or next(iter(rankers.values()))  # what --until reads while generating
     console = Console(stderr=True)
 
     async def main() -> tuple[list[EvalSample], float]:
@@ -141,7 +141,7 @@ def eval_command(
                 samples = await generate_samples(
                     orch, items, n=base.n, params=base.params, strategy=strategy, system=base.system, greedy=greedy,
                     concurrency=concurrency, on_done=lambda _: progress.advance(task),
-                    ranker=together if rule is not None else None, until=rule, wave=wave,
+                    ranker=combined if rule is not None else None, until=rule, wave=wave,  # what --until reads
                 )  # fmt: skip
                 return samples, anyio.current_time() - started
 

@@ -264,17 +264,28 @@ def engine_options(func: Any) -> Any:
 
 def build_strategy(text: str | None) -> Strategy | None:
     """``--strategy`` as a strategy (None: the orchestrator's default)."""
-    from nbest import strategies
+    from nbest.plugins import load_plugins
+    from nbest.strategies import parse_spec
 
-    return strategies.parse_spec(text) if text else None
+    load_plugins()
+    return parse_spec(text) if text else None
 
 
 def build_ranker(texts: tuple[str, ...], engine: Engine | None = None) -> Ranker | None:
     """``--reranker`` options as a Ranker (None: the orchestrator's default);
-    ``engine`` serves a judge reranker."""
+    ``engine`` serves a judge reranker. Plugins' reranker kinds are loaded first.
+
+    Raises:
+        ConfigError: an unknown or bad reranker (the message lists the short forms).
+    """
     if not texts:
         return None
-    from nbest import rerankers
+    from nbest.plugins import load_plugins
+    from nbest.rerankers import build_ranker as build
 
-    parsed = [rerankers.parse_spec(text, engine=engine) for text in texts]
-    return rerankers.Ranker([r for r, _ in parsed], weights=[w for _, w in parsed])
+    load_plugins()
+    try:
+        return build(texts, engine=engine)
+    except ConfigError as exc:
+        message = str(exc) if str(exc).startswith("--reranker") else f"--reranker: {exc}"
+        raise ConfigError(message, parameter="reranker") from None

@@ -11,7 +11,7 @@ from typing import Any
 
 import click
 
-from nbest.cli.options import build_engines, build_ranker, engine_options
+from nbest.cli.options import build_engines, build_ranker, build_strategy, engine_options
 from nbest.errors import ConfigError
 
 __all__ = ["serve_command"]
@@ -63,11 +63,10 @@ def serve_command(
     """
     import uvicorn
 
-    from nbest import strategies
     from nbest.engines.models import DEFAULT_MODEL
     from nbest.orchestrator import Orchestrator
+    from nbest.rerankers import RankerConfig
     from nbest.server.app import create_app
-    from nbest.server.fit import RankerConfig
     from nbest.server.prefs import PreferenceStore
     from nbest.server.settings import ServerSettings
 
@@ -81,13 +80,13 @@ def serve_command(
                                   **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     except ConfigError as exc:
         raise ConfigError(f"--{str(exc.parameter).replace('_s', '').replace('_', '-')}: {exc}", parameter=exc.parameter) from None
-    strategy = strategies.parse_spec(strategy_text) if strategy_text else None
+    strategy = build_strategy(strategy_text)
     if ranker_file and reranker_texts:
         raise ConfigError("give --ranker or --reranker, not both", parameter="ranker")
     engines = build_engines(model, endpoints, engines_file)  # built (checked) here, started by the app
     ranker = None
     if ranker_file:
-        ranker = RankerConfig.load(ranker_file).to_ranker()
+        ranker = RankerConfig.load(ranker_file).to_ranker(engine=next(iter(engines.values())))
     elif reranker_texts:
         ranker = build_ranker(reranker_texts, engine=next(iter(engines.values())))  # a judge asks the default route
     prefs = PreferenceStore(settings.preferences)
