@@ -239,6 +239,8 @@ def read_config_file(path: Path, what: str = "config") -> dict[str, Any]:
         raw = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"{what} file not found: {path} ({exc.strerror or exc})", parameter=what, value=str(path)) from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{what} file {path} is not UTF-8 text ({exc.reason} at byte {exc.start})", parameter=what) from None
     data: Any
     try:
         if suffix == ".json":

@@ -1,0 +1,163 @@
+"""Hostile input, across every boundary: each row is rejected with a clear error, quickly,
+and the server stays healthy afterwards.
+
+Tables, one per boundary:
+
+- ``HTTP``: a request to the app (in-process, scripted engine) and the status, error
+  ``param`` and words expected; after each, ``/healthz`` is 200 and a normal request
+  is served.
+- ``CLI``: an ``nbest`` command line (with files it needs) and the exit status (2: a
+  user mistake) and words on its one line of stderr.
+- ``BATCH_LINES``: one line of a batch input file; it must land in the errors file with
+  the reason, while the good line beside it runs.
+
+Every rejection must take well under a second (``FAST``), measured around the call:
+a limit is checked before any work starts. Rows are grouped by the part of the
+code that enforces them; add new ones in their group.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from nbest.cli import main
+from nbest.server.settings import ServerSettings
+from tests.batch_engines import seed_answers
+from tests.scripted import ScriptedEngine
+from tests.test_server import serving
+
+FAST = 1.0
+"""Seconds a rejection may take (the point: no work is done before the limit is checked)."""
+
+SETTINGS = ServerSettings(max_n=8, max_body_bytes=200_000, max_prompt_chars=2_000)
+
+
+@dataclass(frozen=True)
+class Http:
+    """One hostile HTTP request and how it must be answered."""
+
+    name: str
+    body: bytes | dict[str, object]
+    status: int
+    words: str
+    param: str | None = None
+    path: str = "/v1/nbest"
+    headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+
+
+@dataclass(frozen=True)
+class Cli:
+    """One hostile command line: files to write first (name -> bytes), the argv (``{tmp}`` is
+    the test's folder), and the expected exit status and words."""
+
+    name: str
+    argv: list[str]
+    status: int
+    words: str
+    files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class BatchLine:
+    """One hostile line of a batch input file and the words of its entry in the errors file."""
+
+    name: str
+    line: bytes
+    words: str
+
+
+HTTP: list[Http] = [
+    # -- body and JSON (nbest/server/guard.py, service.read_json)
+    Http("body too large", b'{"prompt": "' + b"x" * 300_000 + b'"}', 413, "too large", "body"),
+    Http("malformed JSON", b'{"prompt": ', 400, "malformed JSON", "body"),
+    Http("JSON array", b"[1, 2]", 400, "JSON object", "body"),
+    Http("unknown field", {"prompt": "x", "colour": "red"}, 422, "Extra inputs", "colour"),
+    Http("n over the cap", {"prompt": "x", "n": 9}, 422, "at most 8", "n"),
+    Http("prompt over the cap", {"prompt": "x" * 2_001}, 422, "at most 2000 characters", "prompt"),
+    # -- strategies and rerankers named by clients (nbest/registry.py, rerankers/registry.py)
+    Http("config file named by a client", {"prompt": "x", "strategy": "@/etc/passwd"}, 422, "not read over HTTP", "strategy"),
+    Http("reranker model path", {"prompt": "x", "rerankers": ["cross:/tmp/model"]}, 422, "not offered", "rerankers[0]"),
+    Http(
+        "client regular expression", {"prompt": "x", "rerankers": ["vote:regex:(.|.)*\x00"]}, 422, "not offered", "rerankers[0]"
+    ),
+    Http("judge asked by a client", {"prompt": "x", "rerankers": ["judge"]}, 422, "not offered", "rerankers[0]"),
+    # -- bounded work
+    # -- ids and choices
+    # -- boundaries: numbers, nesting, duplicates
+]
+
+CLI: list[Cli] = [
+    Cli("unknown reranker", ["run", "hi", "--reranker", "nope"], 2, "unknown reranker 'nope'"),
+    Cli("stopping rule given as a stop string", ["run", "hi", "--stop", "beta:0.9"], 2, "use --until beta:0.9"),
+    Cli(
+        "strategy file that is not UTF-8 text",
+        ["run", "hi", "--strategy", "@{tmp}/plan.yaml"],
+        2,
+        "strategy",
+        files={"plan.yaml": b"kind: \xff\xfe ladder\n"},
+    ),  # fmt: skip
+    # -- bounded work
+    # -- boundaries: files and paths
+]
+
+BATCH_LINES: list[BatchLine] = [
+    BatchLine("not JSON", b"{nope", "invalid JSON"),
+    BatchLine("a JSON list", b"[1, 2]", "expected a JSON object"),
+    BatchLine("no prompt", b'{"id": "x"}', "give exactly one of 'prompt'"),
+    BatchLine("top_p out of range", b'{"id": "x", "prompt": "p", "top_p": 0}', "top_p"),
+    # -- boundaries: numbers, nesting, encodings
+]
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("case", HTTP, ids=[c.name for c in HTTP])
+async def test_http(case: Http, scripted: ScriptedEngine) -> None:
+    body = case.body if isinstance(case.body, bytes) else json.dumps(case.body).encode()
+    async with serving(scripted, SETTINGS) as client:
+        started = time.perf_counter()
+        r = await client.post(case.path, content=body, headers=case.headers)
+        elapsed = time.perf_counter() - started
+        assert r.status_code == case.status, r.text
+        error = r.json()["error"]
+        assert case.words in error["message"]
+        if case.param is not None:
+            assert error["param"] == case.param
+        assert elapsed < FAST, f"{case.name}: rejected after {elapsed:.2f} s"
+        assert (await client.get("/healthz")).status_code == 200
+        assert (await client.post("/v1/nbest", json={"prompt": "still there?", "n": 1})).status_code == 200
+
+
+@pytest.mark.parametrize("case", CLI, ids=[c.name for c in CLI])
+def test_cli(case: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name, data in case.files.items():
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(data)
+    argv = [arg.replace("{tmp}", str(tmp_path)) for arg in case.argv]
+    started = time.perf_counter()
+    with pytest.raises(SystemExit) as info:
+        main(argv, engine_factory=seed_answers)
+    elapsed = time.perf_counter() - started
+    out, err = capsys.readouterr()
+    assert info.value.code == case.status, err
+    assert err.count("\n") == 1 and err.startswith("nbest: error: "), err
+    assert case.words in err
+    assert elapsed < FAST, f"{case.name}: rejected after {elapsed:.2f} s"
+
+
+@pytest.mark.parametrize("case", BATCH_LINES, ids=[c.name for c in BATCH_LINES])
+def test_batch_line(case: BatchLine, tmp_path: Path) -> None:
+    inp, out = tmp_path / "in.jsonl", tmp_path / "out.jsonl"
+    inp.write_bytes(case.line + b'\n{"id": "good", "prompt": "fine"}\n')
+    main(["batch", str(inp), "-o", str(out), "-n", "2"], engine_factory=seed_answers)
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["good"]
+    errors = [json.loads(line) for line in (tmp_path / "out.jsonl.errors.jsonl").read_text().splitlines()]
+    assert len(errors) == 1 and errors[0]["line"] == 1 and case.words in errors[0]["reason"], errors
+
+
+def test_the_table_covers_every_boundary() -> None:
+    assert len(HTTP) + len(CLI) + len(BATCH_LINES) >= 15  # grows to 40+ as the limits land
