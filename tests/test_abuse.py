@@ -100,7 +100,7 @@ CLI: list[Cli] = [
         2,
         "strategy",
         files={"plan.yaml": b"kind: \xff\xfe ladder\n"},
-    ),  # fmt: skip
+    ),
     # -- bounded work
     # -- boundaries: files and paths
 ]
@@ -143,6 +143,7 @@ def test_cli(case: Cli, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
         main(argv, engine_factory=seed_answers)
     elapsed = time.perf_counter() - started
     out, err = capsys.readouterr()
+    assert out == ""
     assert info.value.code == case.status, err
     assert err.count("\n") == 1 and err.startswith("nbest: error: "), err
     assert case.words in err
