@@ -16,13 +16,22 @@ loads a nested config by its ``kind`` too, so the whole tree round-trips::
 Seeds: candidate ``i`` gets seed ``request.params.seed + i`` (None when the
 request has no seed); strategies that draw at random seed their generator from
 the request seed, so the same request always gives the same plan.
+
+Bounded work: a strategy's size is capped wherever it is built (Python, CLI,
+config files, HTTP), so planning stays cheap whatever a config says: nested
+strategies at most :data:`MAX_DEPTH` deep, at most :data:`MAX_ITEMS` entries in
+any list (grid axis values, mixture components, composite parts, variants,
+route engines), weights finite, and a rendered prompt at most
+:data:`MAX_RENDERED_CHARS` characters.
 """
 
 from __future__ import annotations
 
+import contextvars
+import math
 import os
 import random
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Annotated, Any, Protocol, Self, TypeVar, runtime_checkable
 
@@ -33,11 +42,16 @@ from nbest.registry import Registered, Registry, read_config_file
 from nbest.types import CandidateSpec, NbestModel, Request, SamplingParams, config_error
 
 __all__ = [
+    "MAX_DEPTH",
+    "MAX_ITEMS",
+    "MAX_RENDERED_CHARS",
     "STRATEGIES",
     "NestedStrategy",
     "SamplingStrategy",
     "Strategy",
     "StrategyConfig",
+    "check_items",
+    "check_nesting",
     "check_weights",
     "derive",
     "from_config",
@@ -98,6 +112,17 @@ class SamplingStrategy(StrategyConfig):
     """The engine (route) every candidate goes to."""
 
 
+MAX_DEPTH = 8
+"""Deepest nesting of strategies (``mixture`` of ``route`` of ``prompt_variants`` ... counts each level)."""
+
+MAX_ITEMS = 64
+"""Most entries in any list of a strategy: grid axis values, mixture components,
+composite parts, prompt variants, route engines."""
+
+MAX_RENDERED_CHARS = 1_000_000
+"""Longest prompt a strategy may render for one candidate (a ``{prompt}``
+variant repeats the request's prompt); servers set a much lower limit of their own."""
+
 STRATEGIES: Registry[StrategyConfig] = Registry("strategy", "nbest.strategies", StrategyConfig)
 """Every strategy kind; third parties add theirs through the ``nbest.strategies`` entry-point group."""
 
@@ -147,11 +172,21 @@ def load_config(path: Path) -> dict[str, Any]:
     return read_config_file(path, "strategy")
 
 
+_LOADING_DEPTH: contextvars.ContextVar[int] = contextvars.ContextVar("nbest_strategy_depth", default=0)
+
+
 def _nested(value: Any) -> Any:
     if isinstance(value, StrategyConfig):
         return value
     if isinstance(value, Mapping):
-        return from_config(value)
+        level = _LOADING_DEPTH.get() + 1
+        if level >= MAX_DEPTH:  # refused before the deeper levels are even read
+            raise ConfigError(f"strategy: nested more than {MAX_DEPTH} levels deep", parameter="strategy")
+        token = _LOADING_DEPTH.set(level)
+        try:
+            return from_config(value)
+        finally:
+            _LOADING_DEPTH.reset(token)
     if isinstance(value, str) and value in STRATEGIES.kinds():
         return from_config({"kind": value})
     raise ValueError(f"a strategy is a kind name or a mapping with a 'kind' (one of {STRATEGIES.known()})")
@@ -237,7 +272,12 @@ def seeded_rng(request: Request, salt: str) -> random.Random:
 
 
 def check_weights(weights: Sequence[float], field: str) -> list[float]:
-    """Weights must be finite, non-negative and sum to a positive number.
+    """Weights must be finite, non-negative and sum to a positive, finite number.
+
+    >>> check_weights([1e308, 1e308], "weights")
+    Traceback (most recent call last):
+    ...
+    nbest.errors.ConfigError: weights: weights must be >= 0 and sum to a positive number, a finite one (got [1e+308, 1e+308])
 
     Raises:
         ConfigError: naming ``field``.
@@ -245,11 +285,46 @@ def check_weights(weights: Sequence[float], field: str) -> list[float]:
     values = list(weights)
     if not values:
         raise ConfigError(f"{field}: give at least one weight", parameter=field, value=values)
-    if any(w < 0 for w in values) or not sum(values) > 0:
+    check_items(values, field)
+    total = sum(values) if all(math.isfinite(w) for w in values) else math.inf  # 1e308 + 1e308 is inf
+    if any(not w >= 0 for w in values) or not 0 < total < math.inf:
         raise ConfigError(
-            f"{field}: weights must be >= 0 and sum to a positive number (got {values})", parameter=field, value=values
+            f"{field}: weights must be >= 0 and sum to a positive number, a finite one (got {values})",
+            parameter=field,
+            value=values,
         )
     return values
+
+
+def check_items(values: Sized, field: str) -> None:
+    """At most :data:`MAX_ITEMS` entries in a strategy's list.
+
+    Raises:
+        ConfigError: naming ``field`` and the cap.
+    """
+    if len(values) > MAX_ITEMS:
+        raise ConfigError(f"{field}: at most {MAX_ITEMS} entries (got {len(values)})", parameter=field)
+
+
+def depth(strategy: Any) -> int:
+    """How deep strategies nest in ``strategy`` (1: it holds none)."""
+    children: list[Any] = []
+    for name in ("inner",):
+        if isinstance(getattr(strategy, name, None), StrategyConfig):
+            children.append(getattr(strategy, name))
+    for name in ("components", "parts"):
+        children += [item.strategy for item in getattr(strategy, name, None) or ()]
+    return 1 + max((depth(child) for child in children), default=0)
+
+
+def check_nesting(strategy: StrategyConfig) -> None:
+    """Strategies nest at most :data:`MAX_DEPTH` levels deep.
+
+    Raises:
+        ConfigError: deeper than the cap.
+    """
+    if depth(strategy) > MAX_DEPTH:
+        raise ConfigError(f"strategy: nested more than {MAX_DEPTH} levels deep", parameter="strategy")
 
 
 def positional(data: dict[str, Any], **given: Any) -> dict[str, Any]:

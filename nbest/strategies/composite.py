@@ -8,7 +8,17 @@ from typing import Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from nbest.errors import ConfigError
-from nbest.strategies.base import NestedStrategy, StrategyConfig, inner_plan, place, positional, register, sub_request
+from nbest.strategies.base import (
+    NestedStrategy,
+    StrategyConfig,
+    check_items,
+    check_nesting,
+    inner_plan,
+    place,
+    positional,
+    register,
+    sub_request,
+)
 from nbest.types import CandidateSpec, NbestModel, Request
 
 __all__ = ["Composite", "CompositePart"]
@@ -69,6 +79,8 @@ class Composite(StrategyConfig):
     def _check(self) -> Self:
         if not self.parts:
             raise ConfigError("parts: give at least one (count, strategy) pair", parameter="parts")
+        check_items(self.parts, "parts")
+        check_nesting(self)
         return self
 
     def counts(self, n: int) -> list[int]:

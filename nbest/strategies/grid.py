@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-import itertools
+import math
 from collections.abc import Callable
 from typing import Any, ClassVar, Literal, Self
 
 from pydantic import model_validator
 
 from nbest.errors import ConfigError
-from nbest.strategies.base import SamplingStrategy, derive, register, seed_for, seeded_rng, short_number
+from nbest.strategies.base import (
+    SamplingStrategy,
+    check_items,
+    derive,
+    register,
+    seed_for,
+    seeded_rng,
+    short_number,
+)
 from nbest.types import CandidateSpec, Request, SamplingParams
 
 __all__ = ["Grid"]
@@ -29,7 +37,9 @@ class Grid(SamplingStrategy):
 
     ``fill="cycle"`` walks the combinations in order and starts over;
     ``fill="sample"`` draws them without replacement in an order seeded from
-    the request seed, every combination once before any repeats.
+    the request seed, every combination once before any repeats. Only the
+    ``n`` combinations a plan uses are built (by index over the axes), so a
+    large grid costs no more to plan than a small one.
 
     >>> from nbest.types import Request, SamplingParams
     >>> plan = Grid(temperature=[0.5, 1.0], top_p=[0.9, 1.0]).plan(Request(prompt="Hi", n=5, params=SamplingParams(seed=0)))
@@ -37,7 +47,8 @@ class Grid(SamplingStrategy):
     ['grid[t=0.50,p=0.90]', 'grid[t=0.50,p=1.00]', 'grid[t=1.00,p=0.90]', 'grid[t=1.00,p=1.00]', 'grid[t=0.50,p=0.90]']
 
     Raises:
-        ConfigError: no axis given, an empty axis, or a value out of range.
+        ConfigError: no axis given, an empty axis, more than ``MAX_ITEMS``
+            values on an axis, or a value out of range.
     """
 
     kind: Literal["grid"] = "grid"
@@ -96,6 +107,7 @@ class Grid(SamplingStrategy):
                 raise ConfigError(
                     f"{axis}: an empty grid axis; give at least one value or leave it out", parameter=axis, value=values
                 )
+            check_items(values, axis)
             for i, value in enumerate(values):
                 try:
                     SamplingParams(**{axis: value})
@@ -105,21 +117,43 @@ class Grid(SamplingStrategy):
                     ) from None
         return self
 
-    def combinations(self) -> list[dict[str, Any]]:
-        """The grid's points, in cycle order."""
+    def size(self) -> int:
+        """How many combinations the grid has."""
+        return math.prod(len(getattr(self, axis)) for axis in _AXES if getattr(self, axis) is not None)
+
+    def point(self, k: int) -> dict[str, Any]:
+        """Combination ``k`` in cycle order (``temperature`` slowest, ``min_p`` fastest).
+
+        >>> Grid(temperature=[0.5, 1.0], top_k=[10, 20, 40]).point(4)
+        {'temperature': 1.0, 'top_k': 20}
+        """
         axes = [axis for axis in _AXES if getattr(self, axis) is not None]
-        return [dict(zip(axes, point, strict=True)) for point in itertools.product(*(getattr(self, a) for a in axes))]
+        point: dict[str, Any] = {}
+        for axis in reversed(axes):
+            values = getattr(self, axis)
+            k, i = divmod(k, len(values))
+            point[axis] = values[i]
+        return {axis: point[axis] for axis in axes}
+
+    def combinations(self) -> list[dict[str, Any]]:
+        """The grid's points, in cycle order (all of them: mind :meth:`size`)."""
+        return [self.point(k) for k in range(self.size())]
+
+    def order(self, request: Request) -> list[int]:
+        """Which combination each of the ``request.n`` candidates gets."""
+        total, n = self.size(), request.n
+        if self.fill == "cycle":
+            return [i % total for i in range(n)]
+        rng = seeded_rng(request, "grid")
+        if total >= n and total > 4096:  # a large grid: draw the n indices, nothing else
+            return rng.sample(range(total), n)
+        order: list[int] = []
+        while len(order) < n:
+            order += rng.sample(range(total), total)
+        return order[:n]
 
     def plan(self, request: Request) -> list[CandidateSpec]:
-        points = self.combinations()
-        if self.fill == "cycle":
-            order = [points[i % len(points)] for i in range(request.n)]
-        else:
-            rng = seeded_rng(request, "grid")
-            order = []
-            while len(order) < request.n:
-                order += rng.sample(points, len(points))
-            order = order[: request.n]
+        order = [self.point(k) for k in self.order(request)]
         base = request.params
         return [
             CandidateSpec(

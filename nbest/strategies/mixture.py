@@ -11,6 +11,8 @@ from nbest.errors import ConfigError
 from nbest.strategies.base import (
     NestedStrategy,
     StrategyConfig,
+    check_items,
+    check_nesting,
     check_weights,
     inner_plan,
     place,
@@ -71,7 +73,9 @@ class Mixture(StrategyConfig):
     def _check(self) -> Self:
         if not self.components:
             raise ConfigError("components: give at least one (weight, strategy) pair", parameter="components")
+        check_items(self.components, "components")
         check_weights([c.weight for c in self.components], "components.weight")
+        check_nesting(self)
         return self
 
     def assign(self, request: Request) -> list[int]:

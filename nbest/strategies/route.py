@@ -8,7 +8,16 @@ from typing import Any, Literal, Self
 from pydantic import Field, model_validator
 
 from nbest.errors import ConfigError
-from nbest.strategies.base import NestedStrategy, StrategyConfig, check_weights, inner_plan, positional, register, seeded_rng
+from nbest.strategies.base import (
+    NestedStrategy,
+    StrategyConfig,
+    check_nesting,
+    check_weights,
+    inner_plan,
+    positional,
+    register,
+    seeded_rng,
+)
 from nbest.strategies.fixed import Fixed
 from nbest.types import CandidateSpec, Request
 
@@ -50,6 +59,7 @@ class Route(StrategyConfig):
         if any(not name.strip() for name in self.weights):
             raise ConfigError("weights: engine names must not be empty", parameter="weights")
         check_weights(list(self.weights.values()), "weights")
+        check_nesting(self)
         return self
 
     def plan(self, request: Request) -> list[CandidateSpec]:

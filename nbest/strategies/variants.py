@@ -9,7 +9,18 @@ from typing import Any, Literal, Self
 from pydantic import Field, field_validator, model_validator
 
 from nbest.errors import ConfigError
-from nbest.strategies.base import NestedStrategy, StrategyConfig, check_weights, inner_plan, positional, register, seeded_rng
+from nbest.strategies.base import (
+    MAX_RENDERED_CHARS,
+    NestedStrategy,
+    StrategyConfig,
+    check_items,
+    check_nesting,
+    check_weights,
+    inner_plan,
+    positional,
+    register,
+    seeded_rng,
+)
 from nbest.strategies.fixed import Fixed
 from nbest.types import CandidateSpec, ChatMessage, NbestModel, Prompt, Request
 
@@ -54,14 +65,24 @@ class PromptVariant(NbestModel):
             )
             return [ChatMessage(role="system", content=self.text), *messages]
         if isinstance(prompt, str):
-            return self.text.replace(PLACEHOLDER, prompt)
+            return self._render(prompt)
         messages = list(prompt)
         users = [i for i, m in enumerate(messages) if m.role == "user"]
         if not users:
-            return [*messages, ChatMessage(role="user", content=self.text.replace(PLACEHOLDER, ""))]
+            return [*messages, ChatMessage(role="user", content=self._render(""))]
         last = users[-1]
-        messages[last] = ChatMessage(role="user", content=self.text.replace(PLACEHOLDER, messages[last].content))
+        messages[last] = ChatMessage(role="user", content=self._render(messages[last].content))
         return messages
+
+    def _render(self, prompt: str) -> str:
+        """The text with ``{prompt}`` replaced, measured before it is built."""
+        size = len(self.text) + self.text.count(PLACEHOLDER) * (len(prompt) - len(PLACEHOLDER))
+        if size > MAX_RENDERED_CHARS:
+            raise ConfigError(
+                f"variants: a variant renders a prompt of {size} characters; at most {MAX_RENDERED_CHARS}",
+                parameter="variants",
+            )
+        return self.text.replace(PLACEHOLDER, prompt)
 
 
 @register("prompt_variants")
@@ -109,6 +130,8 @@ class PromptVariants(StrategyConfig):
             raise ConfigError("variants: give at least one variant (a system prompt or {text, role})", parameter="variants")
         if any(not v.text.strip() for v in self.variants):
             raise ConfigError("variants: a variant's text must not be blank", parameter="variants")
+        check_items(self.variants, "variants")
+        check_nesting(self)
         if self.weights is not None:
             if self.assign != "weighted":
                 raise ConfigError("weights: only used with assign='weighted'", parameter="weights", value=self.weights)
