@@ -17,6 +17,12 @@ Built-in extractors, by name (:func:`get_extractor`):
 ``json:FIELD``  a field of the last JSON object in the text (``a.b`` for nesting)
 ==============  ==============================================================
 
+Bounded work: ``regex:`` patterns run on RE2 (the ``google-re2`` package), whose
+matching time is linear in the text, so no pattern can backtrack for hours;
+RE2 has no backreferences or lookaround, and such a pattern is refused with a
+ConfigError. A number is read as a number only up to :data:`MAX_NUMBER_DIGITS`
+digits and exponent (``1e999999999`` is compared as text, never evaluated).
+
 >>> last_number("It costs $1,250.00 in total.")
 '1250'
 >>> normalize_answer(" Paris. ") == normalize_answer("paris")
@@ -80,6 +86,11 @@ _SPACE = re.compile(r"\s+")
 _PUNCT = str.maketrans("", "", string.punctuation + "“”‘’«»…¿¡")
 
 
+MAX_NUMBER_DIGITS = 400
+"""Most digits (numerator and denominator together) and largest exponent a number may
+have to be normalised as a number; a longer one is left as text."""
+
+
 def _canonical(value: Fraction) -> str:
     """A Fraction as the shortest exact text: ``12``, ``0.75``, ``-1/3``."""
     if value.denominator == 1:
@@ -96,6 +107,9 @@ def _canonical(value: Fraction) -> str:
 
 
 def _to_fraction(num: str, den: str | None, negative: bool, exp: str | None = None) -> Fraction | None:
+    digits = sum(ch.isdigit() for ch in num) + (sum(ch.isdigit() for ch in den) if den else 0)
+    if digits > MAX_NUMBER_DIGITS or (exp and len(exp) > 8) or (exp and abs(int(exp[1:])) > MAX_NUMBER_DIGITS):
+        return None  # measured before anything is evaluated: 1e999999999 would take hours
     try:
         value = Fraction(Decimal(num.replace(",", "")))
         if exp:
@@ -218,16 +232,21 @@ def auto(text: str) -> str | None:
 def regex(pattern: str, flags: int = 0) -> Extractor:
     """An extractor returning group 1 (or the whole match) of the last match of ``pattern``.
 
+    The pattern runs on RE2 (linear time in the text: no pattern can backtrack
+    for hours); ``flags`` may hold ``re.IGNORECASE``, ``re.MULTILINE`` and ``re.DOTALL``.
+
     >>> regex(r"Final: (\\w+)")("Final: yes ... Final: no")
     'no'
+    >>> regex(r"(?<=x)y")
+    Traceback (most recent call last):
+    ...
+    nbest.errors.ConfigError: extract: regex '(?<=x)y' is not supported by RE2 (no lookaround or backreferences)
 
     Raises:
-        ConfigError: the pattern does not compile.
+        ConfigError: the pattern does not compile, uses what RE2 lacks
+            (lookaround, backreferences), or other flags are given.
     """
-    try:
-        compiled = re.compile(pattern, flags)
-    except re.error as exc:
-        raise ConfigError(f"extract: bad regex {pattern!r}: {exc}", parameter="extract", value=pattern) from None
+    compiled = _compile(pattern, flags)
     group = 1 if compiled.groups else 0
 
     def extract(text: str) -> str | None:
@@ -239,6 +258,31 @@ def regex(pattern: str, flags: int = 0) -> Extractor:
 
     extract.__name__ = f"regex:{pattern}"
     return extract
+
+
+def _compile(pattern: str, flags: int) -> Any:
+    """``pattern`` compiled by RE2, after Python's ``re`` checked its syntax (for its clear messages)."""
+    import re2  # type: ignore[import-untyped]  # google-re2 ships no type hints
+
+    inline = {re.IGNORECASE: "i", re.MULTILINE: "m", re.DOTALL: "s"}
+    if flags & ~sum(inline):
+        raise ConfigError("extract: regex flags may be IGNORECASE, MULTILINE and DOTALL", parameter="extract", value=flags)
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError) as exc:
+        raise ConfigError(f"extract: bad regex {pattern!r}: {exc}", parameter="extract", value=pattern) from None
+    options = re2.Options()
+    options.log_errors = False
+    options.max_mem = 8 << 20  # a pattern whose program would outgrow 8 MB is refused
+    prefix = "".join(letter for flag, letter in inline.items() if flags & flag)
+    try:
+        return re2.compile(f"(?{prefix}){pattern}" if prefix else pattern, options=options)
+    except re2.error:
+        raise ConfigError(
+            f"extract: regex {pattern!r} is not supported by RE2 (no lookaround or backreferences)",
+            parameter="extract",
+            value=pattern,
+        ) from None
 
 
 def _json_objects(text: str) -> list[Any]:
