@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from nbest.engines.base import Engine, Startable
+from nbest.engines.base import Engine, Health, HealthReporting, Startable
 from nbest.engines.config import (
     ENGINES,
     EndpointConfig,
@@ -25,6 +25,8 @@ __all__ = [
     "Engine",
     "EngineConfig",
     "EnginesFile",
+    "Health",
+    "HealthReporting",
     "OpenAIEngine",
     "OpenAIEngineConfig",
     "Startable",

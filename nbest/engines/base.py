@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
 from nbest.types import CandidateUpdate, Prompt, SamplingParams
 
-__all__ = ["Engine", "Startable"]
+__all__ = ["Engine", "Health", "HealthReporting", "Startable"]
 
 
 @runtime_checkable
@@ -41,3 +42,32 @@ class Startable(Protocol):
     """
 
     async def start(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Health:
+    """What an engine says about itself.
+
+    >>> Health(ok=False, restart=True, detail="engine core exited")
+    Health(ok=False, detail='engine core exited', restart=True)
+    """
+
+    ok: bool
+    """True when the engine can serve requests now."""
+    detail: str = ""
+    """Why it cannot (empty when ``ok``)."""
+    restart: bool = False
+    """True when the engine will not recover by itself: close it and build a new one
+    (a dead in-process engine). False for a fault the engine heals on its own (a
+    fleet whose endpoints are all down is probed until one answers)."""
+
+
+@runtime_checkable
+class HealthReporting(Protocol):
+    """An engine that can report its health cheaply (no request to the model).
+
+    ``health()`` must not block: the server calls it on every ``/healthz``.
+    Engines without it are taken as healthy.
+    """
+
+    def health(self) -> Health: ...

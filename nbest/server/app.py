@@ -5,7 +5,13 @@
 
 Given an open :class:`~nbest.orchestrator.Orchestrator`, the app uses it as is
 (the caller opens and closes it). Given a factory, the app opens the
-orchestrator when it starts (the engine loads then) and closes it on shutdown.
+orchestrator when it starts (the engine loads then) and closes it on shutdown;
+when its engine dies, the app closes it and builds a new one with the factory
+(see :mod:`nbest.server.supervisor` and ``restart=``).
+
+``/healthz`` tells the truth: 200 only while the engines report themselves
+healthy; 503 while starting or restarting (with ``Retry-After``), when an engine
+is dead, or when the server gave up restarting it.
 
 Routes: ``/v1/nbest`` and ``/v1/nbest/stream`` (native), ``/v1/chat/completions``,
 ``/v1/completions``, ``/v1/models`` (OpenAI-compatible), ``/v1/choices``
@@ -18,13 +24,14 @@ import contextlib
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import anyio
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 
-from nbest.errors import ConfigError, NbestError
+from nbest.errors import ConfigError, EngineDeadError, NbestError
 from nbest.orchestrator import Orchestrator
 from nbest.plugins import load_plugins
 from nbest.server import choices, native, openai_api, ui
@@ -35,6 +42,7 @@ from nbest.server.prefs import PreferenceStore
 from nbest.server.schema import install_openapi
 from nbest.server.service import Service
 from nbest.server.settings import ServerSettings
+from nbest.server.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["create_app"]
 
@@ -44,6 +52,7 @@ def create_app(
     settings: ServerSettings | None = None,
     *,
     prefs: PreferenceStore | None = None,
+    restart: RestartPolicy | None = None,
 ) -> FastAPI:
     """Build the HTTP app around an orchestrator (or a factory of one).
 
@@ -53,11 +62,18 @@ def create_app(
         settings: limits and options (defaults: :class:`ServerSettings`).
         prefs: the preference store (default: opened on first use at
             ``settings.preferences``).
+        restart: how a dead engine is restarted (default: :class:`RestartPolicy`);
+            only with a factory.
     """
     load_plugins()  # third-party strategy and reranker kinds a client may name
     settings = settings or ServerSettings()
     given = orchestrator if isinstance(orchestrator, Orchestrator) else None
     service = Service(given, settings, prefs)
+    policy = restart or RestartPolicy()
+    service.retry_after_s = policy.retry_after_s
+
+    def opened(orch: Orchestrator | None) -> None:
+        service.orchestrator = orch
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -65,24 +81,35 @@ def create_app(
             yield
             return
         assert callable(orchestrator)
-        async with orchestrator() as orch:
-            service.orchestrator = orch
+        supervisor = Supervisor(orchestrator, policy, opened, service.metrics.engine_restarts.inc)
+        service.supervisor = supervisor
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(supervisor.run)
             try:
+                await supervisor.wait_started()
                 yield
             finally:
-                service.orchestrator = None
+                tg.cancel_scope.cancel()
 
     app = FastAPI(title="nbest", summary="N candidates per prompt, reranked, with a confidence", lifespan=lifespan)
     app.state.service = service
     for module in (native, openai_api, choices, ui):
         app.include_router(module.router)
 
-    @app.get("/healthz", summary="Liveness and readiness")
+    service.metrics.engine_up.set_function(lambda: 1.0 if service.health()[0] == "ok" else 0.0)
+
+    @app.get("/healthz", summary="Liveness and readiness: 200 only while the engine can serve")
     async def healthz() -> JSONResponse:
-        ready = service.orchestrator is not None
-        return JSONResponse(
-            {"status": "ok" if ready else "starting", "model": settings.model_name}, status_code=200 if ready else 503
-        )
+        status, detail = service.health()
+        body: dict[str, Any] = {"status": status, "model": settings.model_name}
+        if service.restarts:
+            body["engine_restarts"] = service.restarts
+        if detail:
+            body["detail"] = detail
+        if status == "ok":
+            return JSONResponse(body)
+        headers = {"retry-after": str(policy.retry_after_s)} if status in ("starting", "restarting") else None
+        return JSONResponse(body, status_code=503, headers=headers)
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:
@@ -95,6 +122,11 @@ def create_app(
     @app.exception_handler(ConfigError)
     async def config_error(request: HttpRequest, exc: ConfigError) -> JSONResponse:
         return error_response(from_config_error(exc))
+
+    @app.exception_handler(EngineDeadError)
+    async def engine_dead(request: HttpRequest, exc: EngineDeadError) -> JSONResponse:
+        service.engine_failed()
+        return error_response(service.unavailable(f"{type(exc).__name__}: {exc}"))
 
     @app.exception_handler(NbestError)
     async def nbest_error(request: HttpRequest, exc: NbestError) -> JSONResponse:

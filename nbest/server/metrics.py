@@ -13,7 +13,7 @@ _LATENCY_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300)
 
 
 class Metrics:
-    """Requests, candidates, tokens, latencies and in-flight requests."""
+    """Requests, candidates, tokens, latencies, in-flight requests, engine health and restarts."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -41,6 +41,12 @@ class Metrics:
         )
         self.in_flight = Gauge("nbest_in_flight_requests", "Generation requests being served now.", registry=self.registry)
         self.choices = Counter("nbest_choices", "Human choices recorded.", registry=self.registry)
+        self.engine_restarts = Counter(
+            "nbest_engine_restarts", "Times the server restarted an engine that died.", registry=self.registry
+        )
+        self.engine_up = Gauge(
+            "nbest_engine_up", "1 while the engines can serve (what /healthz says), else 0.", registry=self.registry
+        )
 
     def candidate(self, candidate: Candidate) -> None:
         """Count one finished candidate and its tokens."""
