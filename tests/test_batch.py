@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import tracemalloc
 from pathlib import Path
 
 import pytest
@@ -275,3 +276,111 @@ def test_cli_wave_without_a_rule_exits_2(
     inp = write_lines(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}])
     assert _cli(["batch", str(inp), "-o", str(tmp_path / "out.jsonl"), "--wave", "4"], monkeypatch) == 2
     assert "wave" in capsys.readouterr().err
+
+
+def test_a_byte_order_mark_and_surrogate_pairs_are_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"id": "a", "prompt": "x"}\r\n{"id": "b", "prompt": "smile \\ud83d\\ude00"}\n')
+    parsed = read_input(path, BASE, max_n=64)
+    assert parsed.bad == []
+    assert [(r.id, r.prompt) for r in parsed.requests] == [("a", "x"), ("b", "smile \N{GRINNING FACE}")]
+
+
+LIMIT_LINES = [
+    (b'{"id": "x", "prompt": "p", "seed": ' + b"9" * 5000 + b"}", "an integer with 5000 digits; at most 64 digits"),
+    (b'{"id": "x", "prompt": "p", "metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply; at most 32"),
+    (b'{"id": "x", "prompt": "p", "metadata": {"a": ' + b"[" * 32 + b"]" * 32 + b"}}", "nested too deeply"),
+    (b'{"id": "x", "prompt": "p", "metadata": {"a": -Infinity}}', "-Infinity is not a number here"),
+    (b'{"id": "x", "prompt": "p", "temperature": 1e999}', "1e999 is out of range; numbers must be finite"),
+    (b'{"id": "x", "prompt": "p", "metadata": {"\\udc00": 1}}', "lone UTF-16 surrogate (\\udc00)"),
+    (b'{"id": "x", "prompt": "caf\xe9"}', "not UTF-8 text (invalid continuation byte at byte 27)"),
+]
+
+
+@pytest.mark.parametrize(("line", "reason"), LIMIT_LINES)
+def test_lines_over_a_limit_are_bad_lines(tmp_path: Path, line: bytes, reason: str) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"id": "ok", "prompt": "fine"}\n' + line + b'\n{"id": "ok2", "prompt": "fine"}\n')
+    parsed = read_input(path, BASE, max_n=64)
+    assert [r.id for r in parsed.requests] == ["ok", "ok2"]
+    assert [(b.line, reason in b.reason) for b in parsed.bad] == [(2, True)], parsed.bad
+    assert len(parsed.bad[0].text) <= 200
+
+
+def test_a_line_at_the_limits_is_accepted_and_its_result_written(tmp_path: Path) -> None:
+    nested: object = 1
+    for _ in range(30):  # the line is level 1, metadata 2, the lists 3 to 32
+        nested = [nested]
+    line = {"id": "deep", "prompt": "p", "seed": int("9" * 18), "metadata": {"a": nested, "b": 10**63}}
+    inp = write_lines(tmp_path / "in.jsonl", [line])
+    out = tmp_path / "out.jsonl"
+    main(["batch", str(inp), "-o", str(out), "-n", "1"], engine_factory=same_answer)
+    (result,) = read_results(out)
+    assert result["metadata"] == line["metadata"]
+
+
+@pytest.mark.parametrize("max_n", [0, 8.5, "8", True])
+def test_max_n_must_be_a_whole_number(tmp_path: Path, max_n: object) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}])
+    with pytest.raises(ConfigError, match="max_n: must be a whole number of at least 1"):
+        read_input(path, BASE, max_n=max_n)  # type: ignore[arg-type]
+
+
+def test_resume_reads_the_output_one_line_at_a_time(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    line = json.dumps({"id": "{}", "prompt": "p" * 4000, "n": 1, "candidates": []})
+    out.write_text("".join(line.replace("{}", f"q{i}") + "\n" for i in range(2000)))  # 8 MB
+    tracemalloc.start()
+    try:
+        resume = scan_output(out)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert (len(resume.done), resume.torn, resume.good_bytes) == (2000, False, out.stat().st_size)
+    assert peak < out.stat().st_size / 10, f"peak {peak} bytes while reading {out.stat().st_size}"
+
+
+def test_one_writer_per_output_file(tmp_path: Path) -> None:
+    out = tmp_path / "out.jsonl"
+    out.write_text(_result_line("a") + "\n" + _result_line("b")[:9])  # a torn line: not cut while another writes
+    first, resume = open_output(out)
+    assert resume.torn
+    with first, pytest.raises(ConfigError, match=rf"{out} is being written by process {os.getpid()}"):
+        open_output(out)
+    assert out.read_text() == _result_line("a") + "\n"
+    second, resume = open_output(out)  # the lock went with the first
+    second.close()
+    assert resume.done == {"a"}
+
+
+def test_cli_a_second_run_on_the_same_output_exits_2_naming_the_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    ids = [f"q{i}" for i in range(12)]
+    inp = write_lines(tmp_path / "in.jsonl", [{"id": i, "prompt": i} for i in ids])
+    out = tmp_path / "out.jsonl"
+    proc = _spawn(inp, out, delay=0.2)
+    try:
+        _wait_for_lines(out, 1, proc)
+        code = _cli(["batch", str(inp), "-o", str(out)], monkeypatch)
+        err = capsys.readouterr().err
+        assert code == 2
+        assert err.strip().splitlines() == [
+            f"nbest: error: output: {out} is being written by process {proc.pid} (another nbest batch?); "
+            "wait for it to finish, or write to another file"
+        ]
+    finally:
+        _, first_err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, first_err
+    assert sorted(str(r["id"]) for r in read_results(out)) == sorted(ids)  # the first run was not disturbed
+
+
+def test_cli_checks_the_errors_folder_before_reading_the_input(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", ["{broken", {"id": "a", "prompt": "x"}])
+    errors = tmp_path / "missing" / "errors.jsonl"
+    code = _cli(["batch", str(inp), "-o", str(tmp_path / "out.jsonl"), "--errors", str(errors)], monkeypatch)
+    assert code == 2
+    assert capsys.readouterr().err == f"nbest: error: --errors: folder {errors.parent} does not exist\n"
+    assert not (tmp_path / "out.jsonl").exists()

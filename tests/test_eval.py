@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 import pytest
@@ -206,6 +207,27 @@ def test_dataset_fields_and_bad_lines(tmp_path: Path) -> None:
         read_dataset(path, Fields())
 
 
+@pytest.mark.parametrize(
+    ("line", "reason"),
+    [
+        (b'{"prompt": "caf\xe9", "answer": 4}', "line 2: not UTF-8 text (invalid continuation byte at byte 16)"),
+        (b'{"prompt": "p", "answer": NaN}', "line 2: NaN is not a number here; numbers must be finite"),
+        (b'{"prompt": "p", "answer": 1e999}', "line 2: 1e999 is out of range"),
+        (b'{"prompt": "p", "answer": ' + b"9" * 5000 + b"}", "line 2: Exceeds the limit (4300 digits)"),
+        (b'{"prompt": "p", "answer": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "line 2: values nested too deeply"),
+        # only the file may start with a byte-order mark
+        (b'\xef\xbb\xbf{"prompt": "p", "answer": 1}', "line 2: invalid JSON (Unexpected UTF-8 BOM"),
+    ],
+)
+def test_dataset_lines_that_cannot_be_read_name_their_line(tmp_path: Path, line: bytes, reason: str) -> None:
+    path = tmp_path / "set.jsonl"
+    path.write_bytes(b'\xef\xbb\xbf{"prompt": "2+2?", "answer": 4}\n' + line + b"\n")
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: {reason}")):
+        read_dataset(path, Fields())
+    path.write_bytes(path.read_bytes().split(b"\n")[0] + b"\n")  # a BOM at the start of the file is skipped
+    assert [(it.id, it.prompt, it.gold) for it in read_dataset(path, Fields())] == [("line-1", "2+2?", ["4"])]
+
+
 def test_shipped_example_sets_load() -> None:
     root = Path(__file__).resolve().parent.parent / "examples" / "data"
     arithmetic = read_dataset(root / "arithmetic.jsonl", Fields())
@@ -282,16 +304,20 @@ def test_cli_eval_stop_takes_no_stopping_rule(tmp_path: Path, capsys: pytest.Cap
         (["--answer-field", "answer", "--match", "fuzzy"], "'fuzzy' is not one of"),
         (["--answer-field", "answer", "--extract", "nope"], "unknown extractor 'nope'"),
         (["--answer-field", "answer", "--subsamples", "0"], "--subsamples"),
+        (["--answer-field", "answer", "--report", "{tmp}/missing/report.json"], "--report: folder {tmp}/missing does not exist"),
+        (["--answer-field", "answer", "--report", "{tmp}"], "--report"),
+        (["--answer-field", "answer", "--plots", "{tmp}/missing/plots"], "--plots: folder {tmp}/missing does not exist"),
+        (["--answer-field", "answer", "--plots", "{tmp}/set.jsonl"], "--plots"),
     ],
 )
 def test_cli_eval_user_errors_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str], extra: list[str], fragment: str) -> None:
     data = tmp_path / "set.jsonl"
     data.write_text(json.dumps({"prompt": "2+2?", "answer": 4}) + "\n")
     with pytest.raises(SystemExit) as info:
-        main(["eval", str(data), *extra])
+        main(["eval", str(data), *[arg.replace("{tmp}", str(tmp_path)) for arg in extra]])
     assert info.value.code == 2
     err = capsys.readouterr().err
-    assert len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert len(err.strip().splitlines()) == 1 and fragment.replace("{tmp}", str(tmp_path)) in err, err
 
 
 @pytest.mark.slow

@@ -11,11 +11,26 @@ A line that is not valid JSON, or that fails validation, is a *bad line*: it
 is reported with its line number and the reason, and the other lines still
 run. Two lines with the same id are a user error for the whole file
 (:class:`~nbest.errors.ConfigError`), found before anything is generated.
+
+Every line is read under limits checked while it is parsed, so that no line can
+crash the run or make a Result that cannot be written: it must be UTF-8 (a
+byte-order mark at the start is skipped), its numbers finite (no ``NaN``,
+``Infinity`` or ``1e999``) with integers of at most :data:`MAX_INT_DIGITS`
+digits, its values nested at most :data:`MAX_DEPTH` deep, and its strings valid
+Unicode (no lone ``\\ud800`` surrogate escapes)::
+
+    >>> load_line('{"id": "q1", "prompt": "hi", "metadata": {"k": [1, 2.5]}}')
+    {'id': 'q1', 'prompt': 'hi', 'metadata': {'k': [1, 2.5]}}
+    >>> load_line('{"id": "q1", "seed": NaN}')
+    Traceback (most recent call last):
+    nbest.errors.ConfigError: NaN is not a number here; numbers must be finite
 """
 
 from __future__ import annotations
 
 import json
+import math
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -25,7 +40,16 @@ from pydantic import Field, create_model, field_validator, model_validator
 from nbest.errors import ConfigError
 from nbest.types import ChatMessage, NbestModel, Prompt, Request, SamplingParams
 
-__all__ = ["BadLine", "BatchLine", "ParsedInput", "read_input"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "BadLine", "BatchLine", "ParsedInput", "load_line", "read_input"]
+
+MAX_DEPTH = 32
+"""How deeply a line's values may nest (objects and lists; the line itself is level 1)."""
+MAX_INT_DIGITS = 64
+"""Most digits of an integer in a line."""
+_MAX_NUMBER_CHARS = 100
+_BOM = b"\xef\xbb\xbf"
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
+_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 # Every SamplingParams field, optional (None: the run's setting): what a line may
 # override. BatchLine checks the values with SamplingParams itself.
@@ -135,14 +159,66 @@ class ParsedInput(NbestModel):
     bad: list[BadLine]
 
 
-def _lines(path: Path) -> Iterator[tuple[int, str]]:
+def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
     try:
-        with path.open(encoding="utf-8") as f:
+        with path.open("rb") as f:
             yield from enumerate(f, start=1)
     except FileNotFoundError:
         raise ConfigError(f"input: no such file: {path}", parameter="input", value=str(path)) from None
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"input: {path} is not UTF-8 text ({exc.reason})", parameter="input", value=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(f"input: {path} is a folder, not a file", parameter="input", value=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"input: cannot read {path} ({exc.strerror or exc})", parameter="input", value=str(path)) from None
+
+
+def _int(text: str) -> int:
+    digits = len(text.lstrip("-"))
+    if digits > MAX_INT_DIGITS:
+        raise ConfigError(f"an integer with {digits} digits; at most {MAX_INT_DIGITS} digits")
+    return int(text)
+
+
+def _float(text: str) -> float:
+    if len(text) > _MAX_NUMBER_CHARS:
+        raise ConfigError(f"a number written with {len(text)} characters; at most {_MAX_NUMBER_CHARS}")
+    value = float(text)
+    if not math.isfinite(value):
+        raise ConfigError(f"{text} is out of range; numbers must be finite")
+    return value
+
+
+def _constant(name: str) -> Any:
+    raise ConfigError(f"{name} is not a number here; numbers must be finite")
+
+
+def load_line(text: str) -> Any:
+    """One JSON value, under the limits of the module docs.
+
+    Raises:
+        ConfigError: invalid JSON, or a value over a limit (the message says which).
+    """
+    try:
+        data = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ConfigError(f"values nested too deeply; at most {MAX_DEPTH} levels") from None
+    strings = _SURROGATE_ESCAPE.search(text) is not None  # only \\u escapes can make a lone surrogate
+    stack: list[tuple[Any, int]] = [(data, 1)]
+    while stack:
+        value, depth = stack.pop()
+        if isinstance(value, dict):
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"values nested too deeply; at most {MAX_DEPTH} levels")
+            stack.extend((key, depth) for key in value)
+            stack.extend((item, depth + 1) for item in value.values())
+        elif isinstance(value, list):
+            if depth > MAX_DEPTH:
+                raise ConfigError(f"values nested too deeply; at most {MAX_DEPTH} levels")
+            stack.extend((item, depth + 1) for item in value)
+        elif strings and isinstance(value, str) and (bad := _SURROGATE.search(value)):
+            raise ConfigError(f"a string holds a lone UTF-16 surrogate (\\u{ord(bad.group()):04x}); text must be valid Unicode")
+    return data
 
 
 def parse_line(text: str, lineno: int, base: Request, max_n: int) -> Request:
@@ -151,10 +227,7 @@ def parse_line(text: str, lineno: int, base: Request, max_n: int) -> Request:
     Raises:
         ConfigError: the line is not a JSON object or does not validate.
     """
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    data = load_line(text)
     if not isinstance(data, dict):
         raise ConfigError(f"expected a JSON object, got {type(data).__name__}")
     data.setdefault("id", f"line-{lineno}")
@@ -167,23 +240,32 @@ def parse_line(text: str, lineno: int, base: Request, max_n: int) -> Request:
 def read_input(path: Path, base: Request, *, max_n: int) -> ParsedInput:
     """Parse every line of ``path`` against the run's settings ``base``.
 
-    Blank lines are skipped. Bad lines are collected, not raised.
+    Blank lines are skipped. Bad lines (a line that is not UTF-8 included) are
+    collected, not raised.
 
     Raises:
-        ConfigError: the file is missing or not text, or two lines share an id
-            (the message names both line numbers).
+        ConfigError: the file is missing or unreadable, two lines share an id
+            (the message names both line numbers), or ``max_n`` is not a whole
+            number of at least 1.
     """
+    if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
+        raise ConfigError(f"max_n: must be a whole number of at least 1 (got {max_n!r})", parameter="max_n", value=max_n)
     requests: list[Request] = []
     bad: list[BadLine] = []
     seen: dict[str, int] = {}
     for lineno, raw in _lines(path):
-        text = raw.strip()
+        try:
+            text = raw.removeprefix(_BOM).decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            shown = raw.decode("utf-8", errors="replace").strip()[:200]
+            bad.append(BadLine(line=lineno, reason=f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})", text=shown))
+            continue
         if not text:
             continue
         try:
             request = parse_line(text, lineno, base, max_n)
-        except ConfigError as exc:
-            bad.append(BadLine(line=lineno, reason=str(exc), text=text[:200]))
+        except (ConfigError, ValueError, TypeError, RecursionError) as exc:
+            bad.append(BadLine(line=lineno, reason=str(exc) or type(exc).__name__, text=text[:200]))
             continue
         if request.id in seen:
             raise ConfigError(

@@ -7,9 +7,12 @@
 Every line of IN is checked before the engine starts: duplicate ids stop the
 run (exit 2), other bad lines go to the errors file (``OUT.errors.jsonl``
 unless ``--errors`` says otherwise) with their line number and reason, and the
-rest runs. Ids already in OUT are skipped, so rerunning the same command after
-a crash or Ctrl-C finishes the job; see :mod:`nbest.batch.output` for why OUT
-never holds a corrupt line.
+rest runs (a line over a limit of :mod:`nbest.batch.inputs` too). Ids already
+in OUT are skipped, so rerunning the same command after a crash or Ctrl-C
+finishes the job; see :mod:`nbest.batch.output` for why OUT never holds a
+corrupt line, and why a second run on the same OUT stops (exit 2) while the
+first one writes it. The folders of OUT and of the errors file must exist:
+both are checked before anything else is done.
 
 The sampling, strategy, reranker and engine options are those of ``nbest run``
 (both take them from :mod:`nbest.cli.options`).
@@ -37,6 +40,7 @@ from nbest.cli.options import (
     stdout_to_stderr,
     until_options,
 )
+from nbest.cli.paths import check_writable
 from nbest.errors import ConfigError, EngineError
 from nbest.types import DEFAULT_MAX_N
 
@@ -44,9 +48,12 @@ __all__ = ["batch_command"]
 
 
 def _write_errors(path: Path, bad: list[BadLine]) -> None:
-    with path.open("w", encoding="utf-8") as f:
-        for line in bad:
-            f.write(json.dumps(line.model_dump(), ensure_ascii=False) + "\n")
+    try:
+        with path.open("w", encoding="utf-8", errors="backslashreplace") as f:
+            for line in bad:
+                f.write(json.dumps(line.model_dump(), ensure_ascii=False) + "\n")
+    except OSError as exc:
+        raise ConfigError(f"--errors: cannot write {path} ({exc.strerror or exc})", parameter="errors", value=str(path)) from None
 
 
 @click.command("batch")
@@ -92,7 +99,12 @@ def batch_command(
     from nbest.batch.runner import BatchStats, run_batch
     from nbest.orchestrator import Orchestrator
 
-    # everything is validated before the engine starts
+    # everything is validated before the engine starts; the paths first
+    errors_path = errors_path or output_path.with_name(output_path.name + ".errors.jsonl")
+    check_writable(output_path, "--output")
+    check_writable(errors_path, "--errors")
+    if errors_path.resolve() == output_path.resolve():
+        raise ConfigError("--errors: must differ from the output file", parameter="errors", value=str(errors_path))
     rule, wave = build_until(until, wave)
     base = build_request("(per line)", n, system, **sampling)
     strategy = build_strategy(strategy_text)
@@ -104,12 +116,13 @@ def batch_command(
         if value < 1:
             raise ConfigError(f"{name}: must be at least 1 (got {value})", parameter=name, value=value)
     parsed = read_input(input_path, base, max_n=DEFAULT_MAX_N)
-    errors_path = errors_path or output_path.with_name(output_path.name + ".errors.jsonl")
-    if errors_path.resolve() == output_path.resolve():
-        raise ConfigError("--errors: must differ from the output file", parameter="errors", value=str(errors_path))
     log, resume = open_output(output_path)
     if parsed.bad:
-        _write_errors(errors_path, parsed.bad)
+        try:
+            _write_errors(errors_path, parsed.bad)
+        except ConfigError:
+            log.close()
+            raise
         click.echo(f"nbest batch: {len(parsed.bad)} bad input line(s) skipped, see {errors_path}", err=True)
     if resume.torn:
         click.echo(f"nbest batch: dropped a torn last line from {output_path} (its prompt runs again)", err=True)

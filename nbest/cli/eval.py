@@ -9,7 +9,8 @@ Generates N candidates per prompt once, then prints, per N = 1, 2, 4, ... and
 per reranker, the accuracy (or chrF/BLEU with ``--reference-field``) of the
 top-ranked candidate, oracle@N, the calibration error and diversity; see
 :mod:`nbest.evaluation.evaluate`. The sampling, strategy and reranker options
-are those of ``nbest run``. Everything is validated before the engine starts.
+are those of ``nbest run``. Everything is validated before the engine starts,
+the paths of ``--report`` and ``--plots`` included (their folders must exist).
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ from nbest.cli.options import (
     stdout_to_stderr,
     until_options,
 )
-from nbest.errors import ConfigError
+from nbest.cli.paths import check_folder, check_writable
+from nbest.errors import ConfigError, NbestError
 
 __all__ = ["eval_command"]
 
@@ -103,7 +105,11 @@ def eval_command(
     from nbest.evaluation.table import print_report
     from nbest.orchestrator import Orchestrator
 
-    # everything is validated before the engine starts
+    # everything is validated before the engine starts (the output paths too: not after an hour of generation)
+    if report_path is not None:
+        check_writable(report_path, "--report")
+    if plots_dir is not None:
+        check_folder(plots_dir, "--plots")
     if answer_field is None and reference_field is None:
         raise ConfigError("eval: give --answer-field (accuracy) or --reference-field (translation)", parameter="answer_field")
     if answer_field is not None and reference_field is not None:
@@ -126,8 +132,6 @@ def eval_command(
     rankers = {r.name: rerankers.Ranker([r]) for r in combined.rerankers}
     if len(combined.rerankers) > 1:
         rankers["combined"] = combined
-    if plots_dir is not None and plots_dir.exists() and not plots_dir.is_dir():
-        raise ConfigError(f"--plots: {plots_dir} is not a folder", parameter="plots", value=str(plots_dir))
     console = Console(stderr=True)
 
     async def main() -> tuple[list[EvalSample], float]:
@@ -158,7 +162,10 @@ def eval_command(
     report = report.model_copy(update={"generate_s": generate_s})
     print_report(report)
     if report_path is not None:
-        report_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        try:
+            report_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+        except OSError as exc:  # the folder was checked first: a full disk, or it went away
+            raise NbestError(f"--report: cannot write {report_path} ({exc.strerror or exc})") from None
         click.echo(f"nbest eval: report written to {report_path}", err=True)
     if plots_dir is not None:
         for path in write_plots(report, plots_dir):

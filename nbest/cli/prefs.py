@@ -1,17 +1,22 @@
 """``nbest prefs``: the preference log (export, stats, fit).
 
-``NBEST_HOME`` (where the default database lives) is read here.
+``NBEST_HOME`` (where the default database lives) is read here. ``--db`` must
+name a preference database (checked read-only first: another SQLite file, or a
+file that is not a database, is a one-line error); the files a command writes
+must have an existing folder, checked before the database is read.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 import click
 
+from nbest.cli.paths import check_writable
 from nbest.errors import ConfigError
 
 __all__ = ["prefs_group"]
@@ -20,13 +25,42 @@ __all__ = ["prefs_group"]
 _DB = click.option("--db", "db", default=None, help="Preference database [default: $NBEST_HOME/preferences.db].")
 
 
+def _check_database(path: Path) -> None:
+    """``path`` is a SQLite file holding a preference log (or no table yet),
+    read without writing to it.
+
+    Raises:
+        ConfigError: it is missing, not a SQLite database, or another database.
+    """
+    if not path.is_file():
+        raise ConfigError(f"--db: no preference database at {path}", parameter="db", value=str(path))
+    try:
+        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        finally:
+            conn.close()
+    except sqlite3.Error as exc:
+        raise ConfigError(f"--db: {path} is not a SQLite database ({exc})", parameter="db", value=str(path)) from None
+    if tables and "choices" not in tables:
+        raise ConfigError(
+            f"--db: {path} is a SQLite database but not a preference log (no 'choices' table)", parameter="db", value=str(path)
+        )
+
+
 def _store(db: str | None) -> Any:
     from nbest.server.prefs import PreferenceStore, default_path
 
-    path = Path(db).expanduser() if db else default_path()
-    if not str(db or "").startswith("sqlite:") and not path.is_file():
-        raise ConfigError(f"--db: no preference database at {path}", parameter="db", value=str(path))
-    return PreferenceStore(db or path)
+    if db and db.startswith("sqlite:///"):
+        path = Path(db.removeprefix("sqlite:///")).expanduser()
+    else:
+        path = Path(db).expanduser() if db else default_path()
+    if db != ":memory:":
+        _check_database(path)
+    try:
+        return PreferenceStore(db or path)
+    except sqlite3.Error as exc:
+        raise ConfigError(f"--db: cannot open {path} ({exc})", parameter="db", value=str(path)) from None
 
 
 @click.group("prefs")
@@ -43,6 +77,8 @@ def export(out: str, fmt: str, db: str | None) -> None:
     """Write the logged choices to OUT (- for stdout)."""
     from nbest.server.export import dpo_pairs, jsonl_rows
 
+    if out != "-":
+        check_writable(Path(out), "OUT")
     rows = 0
     with _store(db) as store, click.open_file(out, "w", encoding="utf-8") as fh:
         for row in dpo_pairs(store) if fmt == "dpo" else jsonl_rows(store):
@@ -96,6 +132,7 @@ def fit(db: str | None, out: str, holdout: float, seed: int) -> None:
     """Fit the Ranker's weights on logged choices (Bradley–Terry); write a ranker config."""
     from nbest.server.fit import fit_choices
 
+    check_writable(Path(out), "--out")
     with _store(db) as store:
         report = fit_choices(list(store), holdout=holdout, seed=seed)
     config = report.config()

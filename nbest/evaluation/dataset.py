@@ -8,12 +8,16 @@ optional id (default: ``line-N``). Other fields are ignored.
 
 Unlike ``nbest batch``, an evaluation set must be clean: a bad line raises
 :class:`~nbest.errors.ConfigError` naming its line number, because a metric
-over a silently shortened set would mislead.
+over a silently shortened set would mislead. A line is bad when it is not
+UTF-8 (a byte-order mark at the start of the file is skipped), not JSON, holds
+a number that is not finite (``NaN``, ``1e999``) or an integer too long to
+read, nests too deeply, or lacks a field.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -83,6 +87,30 @@ def _item(data: Any, lineno: int, fields: Fields) -> EvalItem:
     return EvalItem(id=ident, prompt=prompt, gold=gold, reference=reference, source=source)
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        raise ConfigError(f"{text} is out of range; numbers must be finite")
+    return value
+
+
+def _not_a_number(name: str) -> Any:
+    raise ConfigError(f"{name} is not a number here; numbers must be finite")
+
+
+def _load(raw: str) -> Any:
+    try:
+        return json.loads(raw, parse_float=_finite, parse_constant=_not_a_number)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+    except RecursionError:
+        raise ConfigError("values nested too deeply") from None
+    except ConfigError:
+        raise
+    except ValueError as exc:  # an integer over Python's digit limit
+        raise ConfigError(str(exc).split(";")[0]) from None
+
+
 def read_dataset(path: Path, fields: Fields, *, limit: int | None = None) -> list[EvalItem]:
     """The items of ``path`` (the first ``limit`` when given).
 
@@ -97,15 +125,18 @@ def read_dataset(path: Path, fields: Fields, *, limit: int | None = None) -> lis
     items: list[EvalItem] = []
     seen: dict[str, int] = {}
     try:
-        with path.open(encoding="utf-8") as f:
-            for lineno, raw in enumerate(f, start=1):
-                if not raw.strip():
-                    continue
+        with path.open("rb") as f:
+            for lineno, data in enumerate(f, start=1):
                 try:
-                    item = _item(json.loads(raw), lineno, fields)
-                except (json.JSONDecodeError, ConfigError) as exc:
-                    why = f"invalid JSON ({exc.msg})" if isinstance(exc, json.JSONDecodeError) else str(exc)
+                    raw = (data.removeprefix(b"\xef\xbb\xbf") if lineno == 1 else data).decode("utf-8")
+                    if not raw.strip():
+                        continue
+                    item = _item(_load(raw), lineno, fields)
+                except UnicodeDecodeError as exc:
+                    why = f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})"
                     raise ConfigError(f"{path}: line {lineno}: {why}", parameter="dataset", value=lineno) from None
+                except ConfigError as exc:
+                    raise ConfigError(f"{path}: line {lineno}: {exc}", parameter="dataset", value=lineno) from None
                 if item.id in seen:
                     raise ConfigError(f"{path}: duplicate id {item.id!r} on lines {seen[item.id]} and {lineno}", parameter="id")
                 seen[item.id] = lineno
@@ -114,6 +145,10 @@ def read_dataset(path: Path, fields: Fields, *, limit: int | None = None) -> lis
                     break
     except FileNotFoundError:
         raise ConfigError(f"dataset: no such file: {path}", parameter="dataset", value=str(path)) from None
+    except IsADirectoryError:
+        raise ConfigError(f"dataset: {path} is a folder, not a file", parameter="dataset", value=str(path)) from None
+    except OSError as exc:
+        raise ConfigError(f"dataset: cannot read {path} ({exc.strerror or exc})", parameter="dataset", value=str(path)) from None
     if not items:
         raise ConfigError(f"dataset: {path} holds no items", parameter="dataset", value=str(path))
     return items
