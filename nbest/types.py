@@ -412,6 +412,16 @@ class Result(NbestModel):
     ``nbest.rerankers.RankerConfig``), when every reranker has one. Lets a logged
     choice be refitted into a ranker that loads back exactly."""
 
+    @field_validator("candidates")
+    @classmethod
+    def _unique_indices(cls, value: list[Candidate]) -> list[Candidate]:
+        seen: set[int] = set()
+        for candidate in value:
+            if candidate.index in seen:
+                raise ValueError(f"candidate index {candidate.index} appears twice: each candidate has its own index")
+            seen.add(candidate.index)
+        return value
+
     @property
     def failed(self) -> list[Candidate]:
         """Candidates that failed, with their errors."""

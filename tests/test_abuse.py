@@ -34,7 +34,7 @@ from tests.test_server import serving
 FAST = 1.0
 """Seconds a rejection may take (the point: no work is done before the limit is checked)."""
 
-SETTINGS = ServerSettings(max_n=8, max_body_bytes=200_000, max_prompt_chars=2_000)
+SETTINGS = ServerSettings(max_n=8, max_body_bytes=200_000, max_prompt_chars=2_000, allowed_hosts=("nbest.test",))
 
 
 @dataclass(frozen=True)
@@ -88,7 +88,79 @@ HTTP: list[Http] = [
     Http("judge asked by a client", {"prompt": "x", "rerankers": ["judge"]}, 422, "not offered", "rerankers[0]"),
     # -- bounded work
     # -- ids and choices
-    # -- boundaries: numbers, nesting, duplicates
+    # -- boundaries: numbers, nesting, duplicates (service.read_json, types.Result, server/guard.py)
+    Http("integer of 5,000 digits", b'{"prompt": "x", "n": ' + b"9" * 5_000 + b"}", 422, "integer too large", "n"),
+    Http(
+        "seed beyond 64 bits", b'{"prompt": "x", "params": {"seed": ' + b"1" * 30 + b"}}", 422, "integer too large", "params.seed"
+    ),
+    Http("JSON nested 100,000 deep", b'{"m": ' + b"[" * 99_990 + b"]" * 99_990 + b"}", 400, "nested deeper", "body"),
+    Http(
+        "metadata nested 40 deep",
+        b'{"prompt": "x", "metadata": ' + b"[" * 40 + b"]" * 40 + b"}",
+        400,
+        "nested deeper",
+        "metadata",
+    ),
+    Http("NaN temperature", b'{"prompt": "x", "params": {"temperature": NaN}}', 422, "NaN is not allowed", "params.temperature"),
+    Http("Infinity in metadata", b'{"prompt": "x", "metadata": {"w": [1, -Infinity]}}', 422, "finite", "metadata.w[1]"),
+    Http("1e999 top_p", b'{"prompt": "x", "params": {"top_p": 1e999}}', 422, "not a finite float", "params.top_p"),
+    Http(
+        "NaN in an OpenAI body",
+        b'{"messages": [{"role": "user", "content": "x"}], "temperature": NaN}',
+        422,
+        "NaN is not allowed",
+        "temperature",
+        path="/v1/chat/completions",
+    ),
+    Http(
+        "duplicate candidate indices in a posted Result",
+        {
+            "chosen": 0,
+            "result": {
+                "id": "r",
+                "prompt": "x",
+                "n": 2,
+                "best": None,
+                "candidates": [{"index": 0, "text": t, "spec": {"index": 0, "params": {}}} for t in ("a", "b")],
+            },
+        },
+        422,
+        "appears twice",
+        "result.candidates",
+        path="/v1/choices",
+    ),
+    Http(
+        "body sent as text/plain",
+        b'{"prompt": "x"}',
+        415,
+        "send application/json",
+        "content-type",
+        headers={"content-type": "text/plain"},
+    ),
+    Http(
+        "cross-site form post",
+        b"prompt=x",
+        415,
+        "send application/json",
+        "content-type",
+        headers={"content-type": "application/x-www-form-urlencoded", "origin": "http://nbest.test"},
+    ),
+    Http(
+        "POST from another site's page",
+        {"prompt": "x"},
+        403,
+        "refused",
+        "origin",
+        headers={"content-type": "application/json", "origin": "https://evil.example"},
+    ),
+    Http(
+        "Host of a rebound DNS name",
+        {"prompt": "x"},
+        421,
+        "does not answer for",
+        "host",
+        headers={"content-type": "application/json", "host": "attacker.example"},
+    ),
 ]
 
 CLI: list[Cli] = [

@@ -6,6 +6,7 @@ here; the app gets everything as :class:`~nbest.server.settings.ServerSettings`.
 
 from __future__ import annotations
 
+import logging
 import os
 from typing import Any
 
@@ -21,6 +22,13 @@ __all__ = ["serve_command"]
 @engine_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port.")
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="Another name clients reach the server by (repeatable; .example.com: its subdomains; *: any)"
+    " [default: localhost and --host; any host for 0.0.0.0].",
+)
 @click.option(
     "--api-key",
     envvar="NBEST_API_KEY",
@@ -44,6 +52,7 @@ def serve_command(
     engines_file: str | None,
     host: str,
     port: int,
+    allowed_hosts: tuple[str, ...],
     api_key: str | None,
     max_n: int | None,
     max_concurrent: int | None,
@@ -67,6 +76,7 @@ def serve_command(
     from nbest.orchestrator import Orchestrator
     from nbest.rerankers import RankerConfig
     from nbest.server.app import create_app
+    from nbest.server.guard import RedactApiKey, allowed_hosts_for
     from nbest.server.prefs import PreferenceStore
     from nbest.server.settings import ServerSettings
 
@@ -77,6 +87,7 @@ def serve_command(
     served = model or ("nbest" if endpoints or engines_file else DEFAULT_MODEL)
     try:
         settings = ServerSettings(model_name=served, api_key=api_key or None,
+                                  allowed_hosts=allowed_hosts_for(host, allowed_hosts),
                                   **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     except ConfigError as exc:
         raise ConfigError(f"--{str(exc.parameter).replace('_s', '').replace('_', '-')}: {exc}", parameter=exc.parameter) from None
@@ -97,6 +108,7 @@ def serve_command(
         return Orchestrator(engines, strategy=strategy, rerankers=ranker, max_n=settings.max_n)
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
+    logging.getLogger("uvicorn.access").addFilter(RedactApiKey())  # the page's address carries the key
     app = create_app(orchestrator, settings, prefs=prefs)
     click.echo(f"nbest: serving {settings.model_name} on http://{host}:{port}/ (preferences: {prefs.path})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)

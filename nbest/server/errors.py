@@ -14,13 +14,17 @@ __all__ = ["ApiError", "error_body", "error_response", "from_config_error"]
 _TYPES = {
     400: "invalid_request_error",
     401: "authentication_error",
+    403: "permission_error",
     404: "not_found_error",
     413: "invalid_request_error",
+    415: "invalid_request_error",
+    421: "invalid_request_error",
     422: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
     502: "server_error",
     503: "server_error",
+    507: "server_error",
 }
 
 

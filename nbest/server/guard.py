@@ -1,9 +1,15 @@
-"""ASGI middleware in front of every route: API key, body size, concurrency.
+"""ASGI middleware in front of every route: host, origin, API key, body size
+and type, concurrency.
 
-The page at ``/`` also takes the key as ``?api_key=KEY`` (a browser cannot
-send a header when it opens a page); the page then sends it as a header. It
-reads a request's body once (refusing more than ``max_body_bytes`` with
-413), checks the API key (401; ``/healthz`` is open), and admits at most
+It refuses a ``Host`` outside ``allowed_hosts`` (421: DNS rebinding) and a
+POST from a browser page of another site (403: its ``Origin`` is neither this
+server nor an allowed host). The page at ``/`` also takes the key as
+``?api_key=KEY`` (a browser cannot send a header when it opens a page); the
+page then sends it as a header, and :class:`RedactApiKey` keeps it out of the
+access log. It reads a request's body once (refusing more than
+``max_body_bytes`` with 413, and a POST that is not ``application/json`` with
+415, which also stops cross-site form posts), checks the API key (401;
+``/healthz`` is open), and admits at most
 ``max_concurrent`` generation requests at once (429 with Retry-After). A
 streaming response counts as in flight until its last event is sent.
 Messages after the body (``http.disconnect``) pass through, so a handler still
@@ -14,16 +20,18 @@ from __future__ import annotations
 
 import hmac
 import json
+import logging
+import re
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping, Sequence
 from typing import Any
-from urllib.parse import parse_qsl
+from urllib.parse import parse_qsl, urlsplit
 
 from nbest.server.errors import error_body
 from nbest.server.metrics import Metrics
 from nbest.server.settings import ServerSettings
 
-__all__ = ["GENERATION_ROUTES", "Guard"]
+__all__ = ["GENERATION_ROUTES", "LOOPBACK", "Guard", "RedactApiKey", "allowed_hosts_for", "host_allowed"]
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
@@ -33,6 +41,9 @@ ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
 
 GENERATION_ROUTES = frozenset({"/v1/nbest", "/v1/nbest/stream", "/v1/chat/completions", "/v1/completions"})
 _OPEN_ROUTES = frozenset({"/healthz"})
+_UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+LOOPBACK = ("localhost", "127.0.0.1", "::1")
+"""The names of this machine a local client uses."""
 
 
 class Guard:
@@ -66,6 +77,22 @@ class Guard:
                 self.metrics.request_latency.labels(route).observe(time.perf_counter() - started)
 
     async def _serve(self, scope: Scope, receive: Receive, send: Send, path: str) -> None:
+        allowed = self.settings.allowed_hosts
+        host = _header(scope, b"host") or ""
+        if allowed is not None and path not in _OPEN_ROUTES and not host_allowed(_hostname(host), allowed):
+            shown = host[:100] or "(none)"
+            await _reply(send, 421, f"host: this server does not answer for {shown!r}; allowed: {', '.join(allowed)}", "host")
+            return
+        origin = _header(scope, b"origin")
+        if origin is not None and scope["method"] in _UNSAFE and not _same_site(origin, host, allowed or ()):
+            await _reply(
+                send,
+                403,
+                f"origin: a request from the page {origin[:100]!r} is refused: only pages served by this server"
+                " (or an allowed host) may post here",
+                "origin",
+            )
+            return
         key = self.settings.api_key
         if key is not None and path not in _OPEN_ROUTES and not _authorised(scope, key):
             await _reply(
@@ -98,6 +125,10 @@ class Guard:
                 if not message.get("more_body", False):
                     break
             body = b"".join(chunks)
+            kind = (_header(scope, b"content-type") or "").split(";")[0].strip().lower()
+            if kind != "application/json":
+                await _reply(send, 415, f"content-type: send application/json (got {kind[:100] or 'none'!r})", "content-type")
+                return
         replayed = False
 
         async def replay() -> Message:
@@ -152,3 +183,96 @@ async def _reply(send: Send, status: int, message: str, param: str | None, heade
     raw += [(k.encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": payload})
+
+
+def _hostname(netloc: str) -> str:
+    """The name in a ``Host`` value, without port or IPv6 brackets.
+
+    >>> [_hostname(h) for h in ("Example.com:8000", "[::1]:8000", "127.0.0.1", "")]
+    ['example.com', '::1', '127.0.0.1', '']
+    """
+    netloc = netloc.strip().lower()
+    if netloc.startswith("["):
+        return netloc[1 : netloc.find("]")] if "]" in netloc else netloc[1:]
+    return netloc.rsplit(":", 1)[0] if netloc.count(":") == 1 else netloc
+
+
+def host_allowed(name: str, allowed: Sequence[str]) -> bool:
+    """True when the host ``name`` is in ``allowed`` (``.example.com`` also allows its
+    subdomains; ``*`` allows any).
+
+    >>> host_allowed("api.example.com", [".example.com"]), host_allowed("evil.test", ["localhost"])
+    (True, False)
+    """
+    if not name:
+        return "*" in allowed
+    for entry in allowed:
+        entry = entry.strip().lower().strip("[]")
+        if entry == "*" or name == entry or (entry.startswith(".") and (name.endswith(entry) or name == entry[1:])):
+            return True
+    return False
+
+
+def _same_site(origin: str, host: str, allowed: Sequence[str]) -> bool:
+    """An ``Origin`` is accepted when it is this server (the same host and port as
+    ``Host``, or a loopback name with the same port) or names another allowed host
+    explicitly (not through ``*``).
+
+    >>> _same_site("http://127.0.0.1:8000", "127.0.0.1:8000", ()), _same_site("https://evil.test", "127.0.0.1:8000", ())
+    (True, False)
+    """
+    try:
+        given, served = urlsplit(origin.strip()), urlsplit("//" + host.strip())
+        default = {"http": 80, "https": 443}.get(given.scheme)
+        if default is None or not given.hostname:
+            return False  # "null": a sandboxed frame, a file, a redirect across sites
+        same_port = (given.port or default) == (served.port or default)
+        if given.hostname == served.hostname and same_port:
+            return True
+        if given.hostname in LOOPBACK:  # this machine by another name: only the same port is this server
+            return same_port and served.hostname in LOOPBACK
+    except ValueError:  # a port that is not a number
+        return False
+    return host_allowed(given.hostname, [entry for entry in allowed if entry != "*"])
+
+
+def allowed_hosts_for(bind: str, extra: Sequence[str] = ()) -> tuple[str, ...] | None:
+    """The hosts a server bound to ``bind`` answers for: the loopback names and ``bind``
+    itself, plus ``extra``; None (any host) for a wildcard bind (``0.0.0.0``, ``::``)
+    without ``extra``, where the server cannot know the names it is reached by.
+
+    >>> allowed_hosts_for("127.0.0.1")
+    ('localhost', '127.0.0.1', '::1')
+    >>> allowed_hosts_for("0.0.0.0") is None, allowed_hosts_for("0.0.0.0", ["nbest.example.com"])
+    (True, ('localhost', '127.0.0.1', '::1', 'nbest.example.com'))
+    """
+    names = list(LOOPBACK)
+    wildcard = bind.strip("[]") in ("0.0.0.0", "::", "")
+    if not wildcard:
+        names.append(bind.strip("[]").lower())
+    if wildcard and not extra:
+        return None
+    names.extend(e.strip().lower() for e in extra)
+    return tuple(dict.fromkeys(names))
+
+
+_API_KEY = re.compile(r"(?i)(api_key=)[^&\s]*")
+
+
+class RedactApiKey(logging.Filter):
+    """Hides ``api_key=...`` in the paths of uvicorn's access log (the choice page's
+    address carries the key). Install with
+    ``logging.getLogger("uvicorn.access").addFilter(RedactApiKey())``.
+
+    >>> args = ("1.2.3.4", "GET", "/?api_key=s3cret&x=1", "1.1", 200)
+    >>> record = logging.LogRecord("uvicorn.access", 20, "", 0, '%s - "%s %s HTTP/%s" %d', args, None)
+    >>> RedactApiKey().filter(record), record.getMessage()
+    (True, '1.2.3.4 - "GET /?api_key=REDACTED&x=1 HTTP/1.1" 200')
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and record.args:
+            record.args = tuple(_API_KEY.sub(r"\1REDACTED", a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.msg, str):
+            record.msg = _API_KEY.sub(r"\1REDACTED", record.msg)
+        return True

@@ -4,6 +4,7 @@ recent Results (so a choice can name one by id), metrics and the preference log.
 from __future__ import annotations
 
 import json
+import math
 import threading
 import time
 from collections import OrderedDict
@@ -43,17 +44,86 @@ class Options(NbestModel):
     """Seconds before unfinished candidates are dropped."""
 
 
+MAX_JSON_DEPTH = 32
+"""Deepest nesting of arrays and objects a request body may have (nbest's own bodies need 8)."""
+MAX_JSON_INT = 2**63 - 1
+"""Largest magnitude of an integer in a request body (a signed 64-bit integer)."""
+
+
+class _Bad:
+    """A number the body may not carry, kept where it was parsed so its field can be named."""
+
+    __slots__ = ("reason",)
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+
+
+def _parse_int(text: str) -> int | _Bad:
+    digits = len(text.lstrip("-"))
+    if digits > 19:  # checked before converting: Python's int() is quadratic in the digits
+        return _Bad(f"integer too large: at most {MAX_JSON_INT} in magnitude (got {digits} digits)")
+    value = int(text)
+    return value if abs(value) <= MAX_JSON_INT else _Bad(f"integer too large: at most {MAX_JSON_INT} in magnitude")
+
+
+def _parse_float(text: str) -> float | _Bad:
+    value = float(text)
+    return value if math.isfinite(value) else _Bad(f"number out of range: {text[:20]} is not a finite float")
+
+
+def _parse_constant(text: str) -> _Bad:
+    return _Bad(f"{text} is not allowed: numbers must be finite")
+
+
+def _field(path: list[str | int]) -> str:
+    out = ""
+    for part in path:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else part)
+    return out or "body"
+
+
+def _check_json(data: Any) -> None:
+    """Reject nesting deeper than MAX_JSON_DEPTH and the numbers the parser marked, naming the field."""
+    stack: list[tuple[Any, list[str | int]]] = [(data, [])]
+    while stack:
+        value, path = stack.pop()
+        if len(path) >= MAX_JSON_DEPTH:
+            field = _field(path[:1])
+            raise ApiError(400, f"{field}: JSON nested deeper than {MAX_JSON_DEPTH} levels", param=field)
+        items = value.items() if isinstance(value, dict) else enumerate(value)
+        for key, item in items:
+            kind = type(item)
+            if kind is dict or kind is list:
+                stack.append((item, [*path, key]))
+            elif kind is _Bad:
+                field = _field([*path, key])
+                raise ApiError(422, f"{field}: {item.reason}", param=field)
+
+
 def read_json(body: bytes) -> Any:
-    """The parsed body, or 400 saying where the JSON broke."""
+    """The parsed body, or 400 saying where the JSON broke.
+
+    The parse is bounded before any model is built: nesting deeper than
+    ``MAX_JSON_DEPTH`` is 400; integers beyond 64 bits, non-finite numbers
+    (``NaN``, ``Infinity``, ``1e999``) are 422 naming the field.
+
+    >>> read_json(b'{"n": 4, "params": {"seed": NaN}}')
+    Traceback (most recent call last):
+    nbest.server.errors.ApiError: params.seed: NaN is not allowed: numbers must be finite
+    """
     if not body.strip():
         raise ApiError(400, "request body is empty: send a JSON object", param="body")
     try:
-        data = json.loads(body)
+        data = json.loads(body, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_parse_constant)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         where = f" at line {exc.lineno} column {exc.colno}" if isinstance(exc, json.JSONDecodeError) else ""
         raise ApiError(400, f"malformed JSON{where}: {exc}", param="body") from None
+    except RecursionError:
+        raise ApiError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels", param="body") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"request body must be a JSON object, not {type(data).__name__}", param="body")
+    _check_json(data)
     return data
 
 

@@ -30,6 +30,11 @@ class ServerSettings(NbestModel):
     """Most generation requests served at once; more get 429 with Retry-After."""
     retry_after_s: int = Field(default=1, ge=1)
     """The Retry-After given with a 429."""
+    allowed_hosts: tuple[str, ...] | None = None
+    """Names a client may reach the server by (its ``Host`` header; a ``.example.com`` entry
+    also allows subdomains, ``*`` allows any): a request for another host is 421, which
+    defeats DNS rebinding. A browser POST whose ``Origin`` is neither this server nor an
+    allowed host is 403. None: any host (``nbest serve`` derives the list from ``--host``)."""
     api_key: str | None = None
     """When set, every route but ``/healthz`` needs ``Authorization: Bearer KEY`` (or ``X-API-Key``)."""
     timeout_s: float | None = Field(default=None, gt=0)

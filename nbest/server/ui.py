@@ -23,6 +23,10 @@ async def index() -> HTMLResponse:
         page(),
         headers={
             "content-security-policy": "default-src 'self'; script-src 'self' 'unsafe-inline';"
-            " style-src 'self' 'unsafe-inline'; img-src 'self'"
+            " style-src 'self' 'unsafe-inline'; img-src 'self'; frame-ancestors 'none'; form-action 'self'",
+            "x-frame-options": "DENY",  # browsers without CSP frame-ancestors
+            "x-content-type-options": "nosniff",
+            "referrer-policy": "no-referrer",  # the page's address may carry ?api_key=
+            "cache-control": "no-store",
         },
     )
