@@ -46,6 +46,13 @@ __all__ = ["serve_command"]
     "--ranker", "ranker_file", default=None, type=click.Path(dir_okay=False), help="Ranker config (from `nbest prefs fit`)."
 )
 @click.option("--db", "db", default=None, help="Preference database [default: $NBEST_HOME/preferences.db].")
+@click.option(
+    "--engine-restarts",
+    type=click.IntRange(0),
+    default=5,
+    show_default=True,
+    help="Tries to restart an in-process engine that died (1 s backoff, doubling); 0: never.",
+)
 def serve_command(
     model: str | None,
     endpoints: tuple[str, ...],
@@ -63,6 +70,7 @@ def serve_command(
     reranker_texts: tuple[str, ...],
     ranker_file: str | None,
     db: str | None,
+    engine_restarts: int,
 ) -> None:
     """Serve the HTTP API (OpenAI-compatible and native) and the choice page at /.
 
@@ -79,6 +87,7 @@ def serve_command(
     from nbest.server.guard import RedactApiKey, allowed_hosts_for
     from nbest.server.prefs import PreferenceStore
     from nbest.server.settings import ServerSettings
+    from nbest.server.supervisor import RestartPolicy
 
     given: dict[str, Any] = {
         "max_n": max_n, "max_concurrent": max_concurrent, "max_body_bytes": max_body_bytes,
@@ -94,21 +103,28 @@ def serve_command(
     strategy = build_strategy(strategy_text)
     if ranker_file and reranker_texts:
         raise ConfigError("give --ranker or --reranker, not both", parameter="ranker")
-    engines = build_engines(model, endpoints, engines_file)  # built (checked) here, started by the app
-    ranker = None
-    if ranker_file:
-        ranker = RankerConfig.load(ranker_file).to_ranker(engine=next(iter(engines.values())))
-    elif reranker_texts:
-        ranker = build_ranker(reranker_texts, engine=next(iter(engines.values())))  # a judge asks the default route
+
+    def build() -> tuple[dict[str, Any], Any]:
+        engines = build_engines(model, endpoints, engines_file)
+        ranker = None
+        if ranker_file:
+            ranker = RankerConfig.load(ranker_file).to_ranker(engine=next(iter(engines.values())))
+        elif reranker_texts:
+            ranker = build_ranker(reranker_texts, engine=next(iter(engines.values())))  # a judge asks the default route
+        return engines, ranker
+
+    built = [build()]  # built (checked) here, started by the app; a restart builds them anew
     prefs = PreferenceStore(settings.preferences)
     if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         click.echo(f"nbest: warning: serving on {host} without --api-key: anyone who reaches it can generate", err=True)
 
     def orchestrator() -> Orchestrator:
+        engines, ranker = built.pop() if built else build()
         return Orchestrator(engines, strategy=strategy, rerankers=ranker, max_n=settings.max_n)
 
     os.environ.setdefault("VLLM_LOGGING_LEVEL", "WARNING")
     logging.getLogger("uvicorn.access").addFilter(RedactApiKey())  # the page's address carries the key
-    app = create_app(orchestrator, settings, prefs=prefs)
+    restart = RestartPolicy(max_attempts=engine_restarts)
+    app = create_app(orchestrator, settings, prefs=prefs, restart=restart)
     click.echo(f"nbest: serving {settings.model_name} on http://{host}:{port}/ (preferences: {prefs.path})", err=True)
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)

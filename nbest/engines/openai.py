@@ -25,6 +25,7 @@ from typing import Any
 import anyio
 import httpx
 
+from nbest.engines.base import Health
 from nbest.engines.fleet import Endpoint, Fleet
 from nbest.errors import ConfigError, EngineError, GenerationError
 from nbest.types import CandidateUpdate, ChatMessage, Prompt, SamplingParams
@@ -137,6 +138,14 @@ class OpenAIEngine:
     def started(self) -> bool:
         """True between :meth:`start` and :meth:`aclose`."""
         return self._client is not None
+
+    def health(self) -> Health:
+        """Healthy while one endpoint is up; an all-down fleet heals itself (the probe), a closed one does not."""
+        if self._closed:
+            return Health(ok=False, detail=f"engine {self.name} is closed", restart=True)
+        if not any(e.healthy for e in self.fleet.endpoints):
+            return Health(ok=False, detail=f"every endpoint of {self.name} is down: {self.fleet.describe()}")
+        return Health(ok=True)
 
     async def start(self) -> None:
         """Ask every endpoint what it serves, check the model, start the health probe.

@@ -11,8 +11,8 @@ from fastapi import APIRouter
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
-from nbest.errors import ConfigError, NbestError
-from nbest.server.errors import error_body, from_config_error
+from nbest.errors import ConfigError, EngineDeadError, NbestError
+from nbest.server.errors import ApiError, error_body, from_config_error
 from nbest.server.service import Options, Service, read_json, until_disconnect
 from nbest.server.sse import EventStream, format_event
 from nbest.types import Candidate, Request
@@ -38,7 +38,7 @@ async def _body(http: HttpRequest, service: Service) -> tuple[Request, Options]:
     except ConfigError as exc:
         raise from_config_error(exc) from None
     service.check(request)
-    return request, options
+    return service.issue_id(request, request.id if "id" in data else None), options
 
 
 @router.post("/v1/nbest", summary="Generate N candidates and return the ranked Result", response_model=None)
@@ -75,8 +75,12 @@ async def nbest_stream(http: HttpRequest) -> EventStream:
                 yield format_event(candidate.model_dump_json(), "candidate")
             result = await service.finish(request, candidates, ranker, time.perf_counter() - started)
             yield format_event(result.model_dump_json(), "ranked")
+        except ApiError as exc:  # the engine restarted under this request: 503
+            yield format_event(error_body(exc.status, exc.message, exc.param), "error")
         except NbestError as exc:
-            status = 422 if isinstance(exc, ConfigError) else 502
+            status = 422 if isinstance(exc, ConfigError) else 503 if isinstance(exc, EngineDeadError) else 502
+            if isinstance(exc, EngineDeadError):
+                service.engine_failed()
             yield format_event(error_body(status, str(exc)), "error")
 
     return EventStream(events())

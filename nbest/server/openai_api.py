@@ -29,7 +29,7 @@ from pydantic import ConfigDict, Field, create_model
 from starlette.requests import Request as HttpRequest
 from starlette.responses import JSONResponse, Response
 
-from nbest.errors import ConfigError, NbestError
+from nbest.errors import ConfigError, EngineDeadError, NbestError
 from nbest.server.errors import ApiError, error_body, from_config_error
 from nbest.server.service import Options, Service, read_json, until_disconnect
 from nbest.server.sse import EventStream, format_event
@@ -281,6 +281,7 @@ async def _serve(http: HttpRequest, chat: bool) -> Response | EventStream:
     if body.model is not None and body.model != model:
         raise ApiError(404, f"model: {body.model!r} is not served here; use {model!r} (see /v1/models)", param="model")
     service.check(request)
+    request = service.issue_id(request)
     strategy = service.strategy(body.nbest.strategy, "nbest.strategy")
     ranker = service.ranker(body.nbest.rerankers, "nbest.rerankers")
     try:
@@ -348,6 +349,9 @@ async def _stream(
             yield format_event({**envelope, "choices": [], "usage": _usage(result), "nbest": _result_meta(result)})
     except ApiError as exc:
         yield format_event(error_body(exc.status, exc.message, exc.param))
+    except EngineDeadError as exc:
+        service.engine_failed()
+        yield format_event(error_body(503, str(exc)))
     except NbestError as exc:
         yield format_event(error_body(502, str(exc)))
     yield format_event("[DONE]")

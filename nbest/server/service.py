@@ -7,6 +7,7 @@ import json
 import math
 import threading
 import time
+import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
@@ -24,6 +25,7 @@ from nbest.server.errors import ApiError
 from nbest.server.metrics import Metrics
 from nbest.server.prefs import PreferenceStore
 from nbest.server.settings import ServerSettings
+from nbest.server.supervisor import State, Supervisor, engine_health
 from nbest.strategies.base import STRATEGIES, Strategy
 from nbest.types import Candidate, NbestModel, Request, Result
 
@@ -170,12 +172,60 @@ class Service:
         self._rerankers_lock = threading.Lock()
         self.results: OrderedDict[str, Result] = OrderedDict()
         self.started = time.time()
+        self.supervisor: Supervisor | None = None
+        """Set by the app when it owns the orchestrator (a factory): restarts a dead engine."""
+        self.retry_after_s = 5
+        """The Retry-After of a 503 while the engine is (re)starting."""
 
     @property
     def orch(self) -> Orchestrator:
-        if self.orchestrator is None:
-            raise ApiError(503, "the engine is not ready yet")
-        return self.orchestrator
+        """The orchestrator, or 503 with Retry-After while there is none or its engine is dead."""
+        orch = self.orchestrator
+        if orch is None:
+            status, detail = self.health()
+            raise self.unavailable(f"the engine is {status}" + (f": {detail}" if detail else ""))
+        health = engine_health(orch)
+        if not health.ok and health.restart:
+            self.engine_failed()
+            raise self.unavailable(health.detail)
+        return orch
+
+    def unavailable(self, message: str) -> ApiError:
+        """503 with Retry-After (the engine is starting, restarting or dead)."""
+        return ApiError(503, f"{message}; retry later", headers={"retry-after": str(self.retry_after_s)})
+
+    def engine_failed(self) -> None:
+        """A request met a dead engine: have the supervisor check now."""
+        if self.supervisor is not None:
+            self.supervisor.wake()
+
+    @property
+    def restarts(self) -> int:
+        """How many times the engine was restarted."""
+        return 0 if self.supervisor is None else self.supervisor.restarts
+
+    def health(self) -> tuple[State, str]:
+        """The state for ``/healthz`` and why it is not ``ok`` (see :mod:`nbest.server.supervisor`)."""
+        supervisor = self.supervisor
+        if supervisor is not None and supervisor.state != "ok":
+            return supervisor.state, supervisor.detail
+        orch = self.orchestrator
+        if orch is None:
+            return "starting", ""
+        health = engine_health(orch)
+        if health.ok:
+            return "ok", ""
+        return ("dead" if health.restart else "unhealthy"), health.detail
+
+    @staticmethod
+    def issue_id(request: Request, client_id: str | None = None) -> Request:
+        """The request under an id this server issues; a client's own id is kept as
+        ``metadata["client_id"]`` and names nothing on the server (two clients sending the
+        same id cannot read, abort or choose for each other's work)."""
+        metadata = dict(request.metadata)
+        if client_id is not None:
+            metadata["client_id"] = client_id
+        return request.model_copy(update={"id": "nb-" + uuid.uuid4().hex, "metadata": metadata})
 
     @property
     def prefs(self) -> PreferenceStore:
