@@ -76,11 +76,11 @@ def run_vllm(prompts: int, n: int, tokens: int) -> dict[str, Any]:
     from vllm.platforms import current_platform
 
     from nbest.engines.models import resolve_model
-    from nbest.engines.vllm import CPU_DEFAULTS
+    from nbest.engines.cpu import cpu_engine_defaults
 
     args: dict[str, Any] = {"max_model_len": 4096, "disable_log_stats": True}
     if current_platform.is_cpu():
-        args.update(CPU_DEFAULTS)
+        args.update(cpu_engine_defaults())
     llm = LLM(model=resolve_model(None), **args)
     tok = llm.get_tokenizer()
     chats = [[{"role": "user", "content": PROMPT.format(i=i)}] for i in range(prompts)]

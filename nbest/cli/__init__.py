@@ -20,6 +20,7 @@ import click
 
 from nbest.cli.batch import batch_command
 from nbest.cli.eval import eval_command
+from nbest.cli.info import info_command
 from nbest.cli.models import models_group
 from nbest.cli.options import CliSettings, EngineFactory
 from nbest.cli.plan import plan_command
@@ -42,7 +43,8 @@ def make_cli(engine_factory: EngineFactory | None = None) -> click.Group:
     def cli() -> None:
         """nbest: N candidates per prompt on vLLM, reranked, with a confidence."""
 
-    for command in (run_command, plan_command, batch_command, eval_command, serve_command, prefs_group, models_group):
+    for command in (run_command, plan_command, batch_command, eval_command, serve_command, prefs_group, models_group,
+                    info_command):  # fmt: skip
         cli.add_command(command)
     return cli
 

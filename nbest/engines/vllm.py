@@ -76,6 +76,8 @@ class VLLMEngine:
             raise ConfigError("engine_args: pass the model as the first argument, not model=", parameter="model")
         self.stream_tokens = stream_tokens
         self.engine_args = engine_args
+        self.started_args: dict[str, Any] = {}
+        """The engine arguments it started with: the caller's plus the platform defaults (CPU dtype ...)."""
         self._llm: AsyncLLM | None = None
         self._tokenizer: Any = None
         self._start_lock = anyio.Lock()
@@ -136,6 +138,7 @@ class VLLMEngine:
                 args.setdefault(key, value)
             os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KV_CACHE_GIB)
         args.setdefault("disable_log_stats", True)
+        self.started_args = dict(args)
         try:
             return AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.model, **args))
         except TypeError as exc:
