@@ -175,6 +175,81 @@ CLI: list[Cli] = [
     ),
     # -- bounded work
     # -- boundaries: files and paths
+    Cli(
+        "batch --errors in a missing folder",
+        ["batch", "{tmp}/in.jsonl", "-o", "{tmp}/out.jsonl", "--errors", "{tmp}/missing/e.jsonl"],
+        2,
+        "--errors: folder",
+        files={"in.jsonl": b'{"prompt": "x"}\n'},
+    ),
+    Cli(
+        "batch output in a missing folder",
+        ["batch", "{tmp}/in.jsonl", "-o", "{tmp}/missing/out.jsonl"],
+        2,
+        "--output: folder",
+        files={"in.jsonl": b'{"prompt": "x"}\n'},
+    ),
+    Cli(
+        "batch output is a folder",
+        ["batch", "{tmp}/in.jsonl", "-o", "{tmp}"],
+        2,
+        "is a directory",
+        files={"in.jsonl": b'{"prompt": "x"}\n'},
+    ),
+    Cli(
+        "eval --report in a missing folder",
+        ["eval", "{tmp}/set.jsonl", "--answer-field", "a", "--report", "{tmp}/missing/r.json"],
+        2,
+        "--report: folder",
+        files={"set.jsonl": b'{"prompt": "x", "a": 1}\n'},
+    ),
+    Cli(
+        "eval --plots under a missing folder",
+        ["eval", "{tmp}/set.jsonl", "--answer-field", "a", "--plots", "{tmp}/missing/plots"],
+        2,
+        "--plots: folder",
+        files={"set.jsonl": b'{"prompt": "x", "a": 1}\n'},
+    ),
+    Cli(
+        "eval dataset not UTF-8",
+        ["eval", "{tmp}/set.jsonl", "--answer-field", "a"],
+        2,
+        "line 1: not UTF-8 text",
+        files={"set.jsonl": b'{"prompt": "\xff", "a": 1}\n'},
+    ),
+    Cli(
+        "eval dataset with NaN",
+        ["eval", "{tmp}/set.jsonl", "--answer-field", "a"],
+        2,
+        "numbers must be finite",
+        files={"set.jsonl": b'{"prompt": "x", "a": NaN}\n'},
+    ),
+    Cli(
+        "eval dataset nested 100,000 deep",
+        ["eval", "{tmp}/set.jsonl", "--answer-field", "a"],
+        2,
+        "nested too deeply",
+        files={"set.jsonl": b'{"prompt": "x", "a": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n"},
+    ),
+    Cli(
+        "prefs --db that is not a database",
+        ["prefs", "stats", "--db", "{tmp}/prefs.db"],
+        2,
+        "is not a SQLite database",
+        files={"prefs.db": b"SQLite format 3? no: " + b"x" * 200},
+    ),
+    Cli(
+        "prefs export into a missing folder",
+        ["prefs", "export", "{tmp}/missing/pairs.jsonl", "--db", "{tmp}/p.db"],
+        2,
+        "OUT: folder",
+    ),
+    Cli(
+        "prefs fit --out into a missing folder",
+        ["prefs", "fit", "--db", "{tmp}/p.db", "--out", "{tmp}/missing/r.json"],
+        2,
+        "--out: folder",
+    ),
 ]
 
 BATCH_LINES: list[BatchLine] = [
@@ -183,6 +258,25 @@ BATCH_LINES: list[BatchLine] = [
     BatchLine("no prompt", b'{"id": "x"}', "give exactly one of 'prompt'"),
     BatchLine("top_p out of range", b'{"id": "x", "prompt": "p", "top_p": 0}', "top_p"),
     # -- boundaries: numbers, nesting, encodings
+    BatchLine("integer with 5,000 digits", b'{"prompt": "p", "seed": ' + b"9" * 5_000 + b"}", "5000 digits; at most 64"),
+    BatchLine(
+        "integer with 4,000 digits in metadata", b'{"prompt": "p", "metadata": {"k": -' + b"9" * 4_000 + b"}}", "at most 64"
+    ),
+    BatchLine("id with 100 digits", b'{"id": ' + b"1" * 100 + b', "prompt": "p"}', "100 digits"),
+    BatchLine(
+        "nested 100,000 deep", b'{"prompt": "p", "metadata": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "nested too deeply"
+    ),
+    BatchLine(
+        "metadata nested 40 deep",
+        b'{"prompt": "p", "metadata": {"a": ' + b"{}".join([b"[" * 40, b"]" * 40]) + b"}}",
+        "at most 32 levels",
+    ),
+    BatchLine("NaN", b'{"prompt": "p", "temperature": NaN}', "NaN is not a number here"),
+    BatchLine("-Infinity in metadata", b'{"prompt": "p", "metadata": {"x": -Infinity}}', "numbers must be finite"),
+    BatchLine("1e999", b'{"prompt": "p", "top_p": 1e999}', "1e999 is out of range"),
+    BatchLine("number of 500 characters", b'{"prompt": "p", "top_p": 0.' + b"1" * 500 + b"}", "at most 100"),
+    BatchLine("lone surrogate", b'{"prompt": "p\\ud800"}', "lone UTF-16 surrogate"),
+    BatchLine("not UTF-8", b'{"prompt": "\xc3\x28"}', "not UTF-8 text"),
 ]
 
 
