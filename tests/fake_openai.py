@@ -1,15 +1,17 @@
 """A fake fleet of OpenAI-compatible servers behind one ``httpx.MockTransport``.
 
 Each host (``a:8000``, ``b:8000`` ...) is a :class:`FakeServer` whose
-behaviour a test sets (``down``, ``delay``, ``status``, ``models``); every
-completion it finished is kept in ``served`` (by seed), requests cancelled
-under it are counted in ``cancelled``.
+behaviour a test sets (``down``, ``delay``, ``status``, ``reply``, ``models``);
+every completion it finished is kept in ``served`` (by seed), requests
+cancelled under it are counted in ``cancelled``. Like vLLM, it streams
+server-sent events when the body asks for ``stream`` (``json_only`` answers
+one JSON body anyway, as a server that does not stream).
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -34,6 +36,13 @@ class FakeServer:
     status: int = 200
     fail_after_delay: bool = False
     """Drop the connection at the end of ``delay`` (a server that dies mid-request)."""
+    reply: str = "ok"
+    """``ok``; fast but wrong: ``not_json`` (an HTML page with 200), ``no_choices``
+    (200 with an empty ``choices``); ``black_hole`` (never answers)."""
+    json_only: bool = False
+    """Answer one JSON body even when asked to stream."""
+    token_delay: float = 0.0
+    """Seconds between streamed tokens."""
     models: list[str] = field(default_factory=lambda: [MODEL])
     served: list[int | None] = field(default_factory=list)
     in_flight: int = 0
@@ -70,6 +79,8 @@ class FakeFleet:
         server.max_in_flight = max(server.max_in_flight, server.in_flight)
         try:
             await anyio.sleep(server.delay)
+            if server.reply == "black_hole":
+                await anyio.sleep_forever()
         except anyio.get_cancelled_exc_class():
             server.cancelled += 1
             raise
@@ -81,6 +92,10 @@ class FakeFleet:
             return httpx.Response(server.status, json={"error": {"message": f"{server.host} says {server.status}"}})
         if body.get("model") not in server.models:
             return httpx.Response(404, json={"error": {"message": f"model {body.get('model')} does not exist"}})
+        if server.reply == "not_json":
+            return httpx.Response(200, text="<html><body>Welcome to nginx!</body></html>")
+        if server.reply == "no_choices":
+            return httpx.Response(200, json={"object": "text_completion", "choices": []})
         seed = body.get("seed")
         server.served.append(seed)
         text = f"{server.host} seed={seed}"
@@ -97,8 +112,41 @@ class FakeFleet:
                 for t, lp in zip(tokens, lps, strict=True)
             ]
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": {"content": content}}
+            if body.get("stream") and not server.json_only:
+                chunks = [
+                    {"index": 0, "delta": {"content": piece}, "logprobs": {"content": [item]}}
+                    for piece, item in zip(_pieces(tokens), content, strict=True)
+                ]
+                return _stream(server, chunks, "stop", usage)
             return httpx.Response(200, json={"choices": [{**choice, "finish_reason": "stop"}], "usage": usage})
         top = [{"alt": -3.0} for _ in tokens] if body.get("logprobs") else [{t: lp} for t, lp in zip(tokens, lps, strict=True)]
         logprobs = {"tokens": tokens, "token_logprobs": lps, "top_logprobs": top}
         choice = {"index": 0, "text": text, "logprobs": logprobs, "finish_reason": "length"}
+        if body.get("stream") and not server.json_only:
+            chunks = [
+                {"index": 0, "text": piece, "logprobs": {"tokens": [t], "token_logprobs": [lp], "top_logprobs": [alts]}}
+                for piece, t, lp, alts in zip(_pieces(tokens), tokens, lps, top, strict=True)
+            ]
+            return _stream(server, chunks, "length", usage)
         return httpx.Response(200, json={"choices": [choice], "usage": usage})
+
+
+def _pieces(tokens: list[str]) -> list[str]:
+    """The streamed text of each token (a space before all but the first)."""
+    return [t if i == 0 else f" {t}" for i, t in enumerate(tokens)]
+
+
+def _stream(server: FakeServer, chunks: list[dict[str, object]], finish: str, usage: dict[str, int]) -> httpx.Response:
+    """Server-sent events as vLLM sends them: a chunk per token, the finish reason
+    on the last, a usage chunk, ``[DONE]``."""
+
+    async def events() -> AsyncIterator[bytes]:
+        for i, chunk in enumerate(chunks):
+            if i:
+                await anyio.sleep(server.token_delay)
+            last = i == len(chunks) - 1
+            yield f"data: {json.dumps({'choices': [{**chunk, 'finish_reason': finish if last else None}]})}\n\n".encode()
+        yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
+        yield b"data: [DONE]\n\n"
+
+    return httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"}, content=events())

@@ -68,6 +68,17 @@ def test_probe_backoff_is_exponential_with_jitter_and_capped(failures: int, low:
     assert low - 0.05 <= delay <= high
 
 
+def test_backoff_after_ten_thousand_failures_is_finite_and_capped() -> None:
+    ep = Endpoint("http://a/v1")
+    fleet = Fleet([ep], backoff=0.5, max_backoff=30.0)
+    for _ in range(10_000):
+        ep.retry_at = 0.0
+        fleet.mark_down(ep, "refused")
+    assert ep.failures == 10_000
+    assert 15.0 - 0.05 <= ep.retry_at - time.monotonic() <= 30.0
+    assert fleet.delay(10**100) == 30.0
+
+
 def test_failures_of_requests_already_in_flight_do_not_lengthen_the_backoff() -> None:
     ep = Endpoint("http://a/v1")
     fleet = Fleet([ep], backoff=10, max_backoff=60)
@@ -154,9 +165,9 @@ async def test_failover_completes_every_candidate_exactly_once(failure: str) -> 
     assert Counter(c.text for c in result.candidates).most_common(1)[0][1] == 1
 
 
-async def test_failed_endpoint_moves_its_other_requests_at_once() -> None:
-    # a answers its first request with 500 and hangs on the others: they are
-    # moved to b when a is marked down, not left to their own timeout.
+async def test_failed_connection_moves_the_endpoints_other_requests_at_once() -> None:
+    # a resets the connection of its first request and hangs on the others:
+    # they are moved to b when a is marked down, not left to their own timeout.
     fleet = FakeFleet("a:1", "b:1")
     a = fleet["a:1"]
     original = fleet.handle
@@ -166,7 +177,7 @@ async def test_failed_endpoint_moves_its_other_requests_at_once() -> None:
             if not a.bodies:
                 a.bodies.append({})
                 await anyio.sleep(0.1)
-                return httpx.Response(500, json={"error": {"message": "CUDA error"}})
+                raise httpx.ReadError("connection reset by peer", request=request)
             a.delay = 60
         return await original(request)
 
@@ -174,7 +185,133 @@ async def test_failed_endpoint_moves_its_other_requests_at_once() -> None:
     async with Orchestrator(engine(fleet, backoff=5), timeout=30) as orch:
         result = await orch.generate("Q?", n=6, seed=0)
     assert_each_once(result, 6, 0)
-    assert a.cancelled == 2 and a.served == []  # a got 3 of 6 at first: one 500, two moved
+    assert a.cancelled == 2 and a.served == []  # a got 3 of 6 at first: one reset, two moved
+
+
+async def test_one_requests_500_leaves_the_others_on_that_endpoint_running() -> None:
+    fleet = FakeFleet("a:1", "b:1")
+    a = fleet["a:1"]
+    a.delay = fleet["b:1"].delay = 0.3
+    original = fleet.handle
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.netloc == b"a:1" and request.url.path.endswith("completions") and not a.bodies:
+            a.bodies.append({})
+            await anyio.sleep(0.05)
+            return httpx.Response(500, json={"error": {"message": "CUDA error"}})
+        return await original(request)
+
+    fleet.transport.handler = handle
+    e = engine(fleet, backoff=5)
+    async with Orchestrator(e, timeout=30) as orch:
+        result = await orch.generate("Q?", n=6, seed=0)
+    assert_each_once(result, 6, 0)
+    assert a.cancelled == 0 and len(a.served) == 2  # a got 3 of 6: one 500 (served on b), two finished on a
+    assert len(fleet["b:1"].served) == 4
+    assert e.endpoints[0].healthy and e.endpoints[0].strikes == 0  # its later successes wiped the strike
+
+
+@pytest.mark.parametrize("reply", ["not_json", "no_choices", "http_404", "http_500"])
+async def test_fast_but_wrong_endpoint_stops_being_preferred(reply: str) -> None:
+    fleet = FakeFleet("a:1", "b:1")
+    a, b = fleet["a:1"], fleet["b:1"]
+    b.delay = 0.05  # the healthy endpoint is slower than the wrong one
+    if reply.startswith("http_"):
+        a.status = int(reply.removeprefix("http_"))
+    else:
+        a.reply = reply
+    e = engine(fleet, backoff=5, max_concurrency=8)
+    async with Orchestrator(e, max_in_flight=8) as orch:
+        result = await orch.generate("Q?", n=32, seed=0)
+        assert_each_once(result, 32, 0)
+        assert sorted(b.served) == list(range(32)) and a.served == []  # type: ignore[type-var]
+        first = len(a.bodies)
+        assert 3 <= first <= 8 + 3, first  # the first wave, then it is down (without the strikes: 31 of 32)
+        assert not e.endpoints[0].healthy and e.endpoints[0].strikes >= 3
+        again = await orch.generate("Q?", n=16, seed=100)
+    assert_each_once(again, 16, 100)
+    assert len(a.bodies) == first  # down: not tried again before its probe
+
+
+async def test_wrong_endpoint_back_from_the_probe_is_on_probation() -> None:
+    fleet = FakeFleet("a:1", "b:1")
+    a, b = fleet["a:1"], fleet["b:1"]
+    a.reply = "not_json"
+    a.delay = b.delay = 0.05
+    e = engine(fleet, backoff=0.05, max_concurrency=8)
+    ep = e.endpoints[0]
+    async with Orchestrator(e, max_in_flight=16) as orch:
+        assert_each_once(await orch.generate("Q?", n=16, seed=0), 16, 0)
+        assert not ep.healthy
+        failures = ep.failures
+        await until(lambda: ep.healthy)  # /models answers: the probe brings it back, on probation
+        assert e.fleet.on_probation(ep) and e.fleet.cap(ep) == 1
+        a.max_in_flight = 0
+        assert_each_once(await orch.generate("Q?", n=16, seed=100), 16, 100)
+        assert a.max_in_flight == 1  # one request at a time while on probation
+        assert ep.failures > failures  # its next strike took it down again, with a longer backoff
+        a.reply = "ok"
+        await until(lambda: ep.healthy)
+        await orch.generate("Q?", n=16, seed=200)
+    assert ep.strikes == 0 and ep.failures == 0 and not e.fleet.on_probation(ep) and a.served
+
+
+@pytest.mark.parametrize("fleet_size", [1, 2])
+async def test_request_refused_everywhere_fails_without_striking_anyone(fleet_size: int) -> None:
+    fleet = FakeFleet(*["a:1", "b:1"][:fleet_size])
+    for server in fleet.servers.values():
+        server.status = 400
+    e = engine(fleet)
+    async with Orchestrator(e) as orch:
+        for _ in range(4):
+            result = await orch.generate("Q?", n=3, seed=0)
+            assert all("HTTP 400" in (c.error or "") for c in result.candidates)
+    assert all(ep.healthy and ep.strikes == 0 for ep in e.endpoints)
+    # a refused request is confirmed on a second endpoint when there is one, never more
+    assert sum(len(s.bodies) for s in fleet.servers.values()) == 4 * 3 * fleet_size
+
+
+async def test_black_hole_endpoint_fails_on_its_read_timeout_and_its_requests_move() -> None:
+    fleet = FakeFleet("hole:1", "b:1")
+    fleet["hole:1"].reply = "black_hole"
+    fleet["b:1"].delay = 0.02
+    e = engine(fleet, backoff=5, read_timeout=0.3)
+    async with Orchestrator(e) as orch:
+        with anyio.fail_after(20):  # a hang guard, not a timing claim
+            result = await orch.generate("Q?", n=8, seed=0)
+    assert_each_once(result, 8, 0)
+    assert sorted(fleet["b:1"].served) == list(range(8))  # type: ignore[type-var]
+    assert fleet["hole:1"].bodies and fleet["hole:1"].in_flight == 0
+    assert "read_timeout=0.3 s" in (e.endpoints[0].last_error or "")
+
+
+async def test_candidate_generating_longer_than_the_read_timeout_is_not_a_failure() -> None:
+    fleet = FakeFleet("a:1")
+    fleet["a:1"].token_delay = 0.3  # each token within the read timeout, the whole answer past it
+    e = engine(fleet, read_timeout=0.5)
+    async with Orchestrator(e) as orch:
+        result = await orch.generate("Q?", n=2, seed=0)
+    assert_each_once(result, 2, 0)
+    assert e.endpoints[0].healthy and e.endpoints[0].strikes == 0
+
+
+async def test_candidate_past_request_timeout_fails_without_blaming_the_endpoint() -> None:
+    fleet = FakeFleet("a:1", "b:1")
+    fleet["a:1"].token_delay = fleet["b:1"].token_delay = 0.3
+    e = engine(fleet, read_timeout=5, request_timeout=0.2)
+    async with Orchestrator(e) as orch:
+        result = await orch.generate("Q?", n=2, seed=0)
+    assert all("request_timeout=0.2 s" in (c.error or "") for c in result.candidates)
+    assert all(ep.healthy and ep.strikes == 0 for ep in e.endpoints)
+    assert len(fleet["a:1"].bodies) + len(fleet["b:1"].bodies) == 2  # not retried
+
+
+async def test_server_that_does_not_stream_still_works() -> None:
+    fleet = FakeFleet("a:1")
+    fleet["a:1"].json_only = True
+    async with Orchestrator(engine(fleet)) as orch:
+        result = await orch.generate("Q?", n=3, seed=0)
+    assert_each_once(result, 3, 0)
 
 
 async def test_all_endpoints_down_is_an_engine_error_naming_them_within_the_timeout() -> None:
@@ -214,6 +351,43 @@ async def test_recovered_endpoint_is_brought_back_by_the_probe() -> None:
     assert_each_once(first, 4, 0)
     assert_each_once(second, 8, 50)
     assert len(a.served) == 4 and e.endpoints[0].failures == 0
+
+
+async def test_probe_loop_survives_an_exception_and_logs_it(caplog: pytest.LogCaptureFixture) -> None:
+    fleet = FakeFleet("a:1", "b:1")
+    a = fleet["a:1"]
+    a.down = True
+    original = fleet.handle
+    broken = [True]
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.netloc == b"a:1" and request.url.path == "/v1/models" and not a.down and broken[0]:
+            broken[0] = False
+            raise RuntimeError("a bug in the transport")
+        return await original(request)
+
+    fleet.transport.handler = handle
+    e = engine(fleet, backoff=0.02)
+    async with Orchestrator(e) as orch:
+        await orch.generate("Q?", n=2, seed=0)
+        a.down = False
+        await until(lambda: e.endpoints[0].healthy)  # the probe went on after the error
+        assert e._probe is not None and not e._probe.done()
+        real_due = e.fleet.due
+        calls = [0]
+
+        def due() -> list[Endpoint]:
+            calls[0] += 1
+            if calls[0] == 1:
+                raise OverflowError("a bug in the balancer")
+            return real_due()
+
+        e.fleet.due = due  # type: ignore[method-assign]
+        await until(lambda: calls[0] >= 2, timeout=10)
+        assert not e._probe.done()
+    assert not broken[0]
+    assert "probing http://a:1/v1 failed" in caplog.text and "RuntimeError: a bug in the transport" in caplog.text
+    assert "the endpoint probe failed; probing goes on" in caplog.text and "OverflowError" in caplog.text
 
 
 async def test_aclose_stops_the_probe() -> None:

@@ -4,6 +4,7 @@ model checks, errors, abort and cancellation."""
 from __future__ import annotations
 
 import anyio
+import httpx
 import pytest
 
 from nbest import ConfigError, EngineError, GenerationError, Orchestrator, rerankers
@@ -46,6 +47,9 @@ def test_bad_urls_are_config_errors(url: str) -> None:
         ({"endpoints": ["http://a/v1", "http://a/v1/"]}, "endpoints"),
         ({"endpoints": [{"url": "http://a/v1", "weight": 0}]}, "weight"),
         ({"endpoints": [{"url": "http://a/v1", "max_concurrency": 0}]}, "max_concurrency"),
+        ({"endpoints": [{"url": "http://a/v1", "max_concurrency": 2.5}]}, "max_concurrency"),
+        ({"endpoints": [{"url": "http://a/v1", "weight": "2"}]}, "weight"),
+        ({"endpoints": [{"url": "http://a/v1", "weight": float("inf")}]}, "weight"),
         ({"endpoints": ["http://a/v1"], "request_timeout": 0}, "request_timeout"),
         ({"endpoints": ["http://a/v1"], "max_attempts": 0}, "max_attempts"),
     ],
@@ -72,6 +76,8 @@ def test_completion_body_sends_only_what_is_set() -> None:
         "seed": 5,
         "stop": ["\n"],
         "logprobs": 0,
+        "stream": True,  # a silent endpoint is told from a long generation by its read timeout
+        "stream_options": {"include_usage": True},
     }
 
 
@@ -151,15 +157,18 @@ async def test_no_endpoint_answering_at_start_is_an_engine_error_naming_them() -
         await engine(fleet).start()
 
 
-async def test_client_error_fails_only_that_candidate_without_retry() -> None:
-    fleet = FakeFleet("a:1", "b:1")
-    fleet["a:1"].status = fleet["b:1"].status = 400
+@pytest.mark.parametrize("hosts", [["a:1"], ["a:1", "b:1"]], ids=["one", "two"])
+async def test_client_error_fails_only_that_candidate_confirmed_once(hosts: list[str]) -> None:
+    fleet = FakeFleet(*hosts)
+    for server in fleet.servers.values():
+        server.status = 400
     async with Orchestrator(engine(fleet)) as orch:
         result = await orch.generate("Q?", n=2, seed=1)
     assert [c.finish_reason for c in result.candidates] == ["error", "error"]
     assert all("HTTP 400" in (c.error or "") and "says 400" in (c.error or "") for c in result.candidates)
-    assert len(fleet["a:1"].bodies) + len(fleet["b:1"].bodies) == 2
-    assert all(ep.healthy for ep in orch.engines["default"].endpoints)  # type: ignore[attr-defined]
+    # one endpoint: no retry; two: the second confirms that the request is at fault, nothing more
+    assert sum(len(s.bodies) for s in fleet.servers.values()) == 2 * len(hosts)
+    assert all(ep.healthy and ep.strikes == 0 for ep in orch.engines["default"].endpoints)  # type: ignore[attr-defined]
 
 
 async def test_abort_closes_the_request_and_fails_the_candidate() -> None:
@@ -191,6 +200,73 @@ async def test_orchestrator_timeout_cancels_the_http_requests() -> None:
         result = await orch.generate("Q?", n=3, timeout=0.3)
     assert [c.finish_reason for c in result.candidates] == ["timeout"] * 3
     assert fleet["a:1"].cancelled == 3 and fleet["a:1"].in_flight == 0
+
+
+async def test_streamed_answers_are_merged_like_one_response() -> None:
+    fleet = FakeFleet("a:1")
+    async with engine(fleet) as e:
+        chat = [ChatMessage(role="user", content="Hi")]
+        (streamed,) = [u async for u in e.generate(chat, SamplingParams(seed=3, top_logprobs=1), "r1")]
+        fleet["a:1"].json_only = True
+        (whole,) = [u async for u in e.generate(chat, SamplingParams(seed=3, top_logprobs=1), "r2")]
+    assert fleet["a:1"].bodies[0]["stream"] is True
+    assert streamed == whole
+
+
+@pytest.mark.parametrize(
+    ("raw", "content_type", "error"),
+    [
+        (b"<html>Welcome to nginx!</html>", "text/html", "not an OpenAI response"),
+        (b'{"choices": []}', "application/json", "no choices"),
+        (b'{"choices": [1]}', "application/json", "a choice is not an object"),
+        (b"[1, 2]", "application/json", "no choices"),
+        (b"[" * 100_000 + b"]" * 100_000, "application/json", "not an OpenAI response"),
+        (b'data: {"choices": [], "usage": {}}\n\ndata: [DONE]\n\n', "text/event-stream", "no choices"),
+        (b'data: {"choices": [{"index": 0, "text": "cut"}]}\n\n', "text/event-stream", "ended before its last choice"),
+        (b'data: {"error": {"message": "engine died"}}\n\n', "text/event-stream", "error event: engine died"),
+        (b"data: not json\n\n", "text/event-stream", "not an OpenAI response"),
+    ],
+)
+def test_answers_that_are_not_openai_responses_are_endpoint_failures(raw: bytes, content_type: str, error: str) -> None:
+    from nbest.engines.openai import EndpointFailure, _parse
+
+    with pytest.raises(EndpointFailure, match=error):
+        _parse(raw, content_type)
+
+
+async def test_answer_longer_than_its_bound_is_an_endpoint_failure() -> None:
+    fleet = FakeFleet("a:1", "b:1")
+    original = fleet.handle
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.netloc == b"a:1" and request.url.path.endswith("completions"):
+            fleet["a:1"].bodies.append({})
+            return httpx.Response(200, content=b"x" * 3_000_000)
+        return await original(request)
+
+    fleet.transport.handler = handle
+    e = engine(fleet)
+    async with Orchestrator(e) as orch:
+        result = await orch.generate("Q?", n=4, seed=0, max_tokens=8)
+    assert all(c.ok for c in result.candidates) and fleet["b:1"].served
+    assert "answer longer than" in (e.endpoints[0].last_error or "")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "parameter"),
+    [
+        ({"read_timeout": 0}, "read_timeout"),
+        ({"read_timeout": "5"}, "read_timeout"),
+        ({"request_timeout": True}, "request_timeout"),
+        ({"max_attempts": 2.5}, "max_attempts"),
+        ({"max_strikes": 0}, "max_strikes"),
+        ({"max_strikes": "3"}, "max_strikes"),
+    ],
+)
+def test_bad_fault_settings_are_config_errors(kwargs: dict[str, object], parameter: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        OpenAIEngine(["http://a/v1"], model="m", **kwargs)  # type: ignore[arg-type]
+    assert info.value.parameter == parameter
 
 
 async def test_closed_engine_refuses_to_start() -> None:

@@ -2,8 +2,14 @@
 
 :class:`Fleet` hands out endpoints to requests: the healthy endpoint with the
 fewest outstanding requests (relative to its weight) and below its concurrency
-cap. An endpoint that fails is marked down; a probe checks it again after an
-exponential backoff with jitter and marks it up once it answers. When every
+cap. An endpoint whose connection fails is marked down at once; one that
+answers but wrongly (HTTP errors, bodies that are not OpenAI responses) is
+marked down after ``max_strikes`` such answers in a row. A probe checks a down
+endpoint again after an exponential backoff with jitter (capped at
+``max_backoff`` however many failures came before) and marks it up once it
+answers. An endpoint brought back after strikes is on probation: one request at
+a time until a request succeeds on it, and its next strike takes it down again
+with a longer backoff (the probe only proves that it answers). When every
 endpoint is down, :meth:`Fleet.acquire` waits up to ``down_timeout`` seconds
 for one to come back, then raises :class:`~nbest.errors.EngineDeadError`
 naming every endpoint and its last error.
@@ -18,7 +24,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from urllib.parse import urlsplit, urlunsplit
@@ -69,7 +75,10 @@ class Endpoint:
     sent: int = 0
     """Requests handed to it so far."""
     failures: int = 0
-    """Consecutive failures (reset when it is marked up)."""
+    """Consecutive times it was marked down (the backoff exponent); reset when a
+    request succeeds on it, or when it is marked up off probation."""
+    strikes: int = 0
+    """Requests in a row that failed on it (reset when one succeeds)."""
     healthy: bool = True
     """False while marked down."""
     last_error: str | None = None
@@ -80,12 +89,16 @@ class Endpoint:
     """Model names the server reported, once probed."""
 
     def __post_init__(self) -> None:
+        if not isinstance(self.url, str):
+            raise ConfigError(f"endpoint {self.url!r}: need a URL string", parameter="endpoint", value=self.url)
         self.url = normalise_url(self.url)
-        if not (self.weight > 0 and math.isfinite(self.weight)):
+        weight: object = self.weight
+        if isinstance(weight, bool) or not isinstance(weight, int | float) or not (weight > 0 and math.isfinite(weight)):
             raise ConfigError(f"endpoint {self.url}: weight must be a positive number", parameter="weight", value=self.weight)
-        if self.max_concurrency < 1:
+        concurrency: object = self.max_concurrency
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
             raise ConfigError(
-                f"endpoint {self.url}: max_concurrency must be at least 1",
+                f"endpoint {self.url}: max_concurrency must be a whole number >= 1",
                 parameter="max_concurrency",
                 value=self.max_concurrency,
             )
@@ -100,6 +113,8 @@ class Fleet:
             it doubles with each further failure, up to ``max_backoff``, times
             a random jitter in [0.5, 1].
         down_timeout: how long a request waits for an endpoint when all are down.
+        max_strikes: failed requests in a row (wrong answers, HTTP errors) that
+            mark an endpoint down.
         name: the engine's name, for error messages.
     """
 
@@ -110,6 +125,7 @@ class Fleet:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         down_timeout: float = 10.0,
+        max_strikes: int = 3,
         name: str = "openai",
         rng: random.Random | None = None,
     ) -> None:
@@ -122,7 +138,10 @@ class Fleet:
             raise ConfigError("backoff: need 0 < backoff <= max_backoff", parameter="backoff", value=backoff)
         if not down_timeout >= 0:
             raise ConfigError("down_timeout: must be >= 0 seconds", parameter="down_timeout", value=down_timeout)
+        if isinstance(max_strikes, bool) or not isinstance(max_strikes, int) or max_strikes < 1:
+            raise ConfigError("max_strikes: must be an integer >= 1", parameter="max_strikes", value=max_strikes)
         self.endpoints = endpoints
+        self.max_strikes = max_strikes
         self.backoff = backoff
         self.max_backoff = max_backoff
         self.down_timeout = down_timeout
@@ -132,12 +151,25 @@ class Fleet:
 
     # -- choosing ------------------------------------------------------------
 
-    def pick(self) -> Endpoint | None:
-        """The healthy endpoint below its cap with the least load per weight (None: none free)."""
-        free = [e for e in self.endpoints if e.healthy and e.in_flight < e.max_concurrency]
-        if not free:
+    def on_probation(self, endpoint: Endpoint) -> bool:
+        """True when ``endpoint`` is up but its last ``max_strikes`` requests failed."""
+        return endpoint.strikes >= self.max_strikes
+
+    def cap(self, endpoint: Endpoint) -> int:
+        """Requests ``endpoint`` may hold now: 1 on probation, else its ``max_concurrency``."""
+        return 1 if self.on_probation(endpoint) else endpoint.max_concurrency
+
+    def pick(self, avoid: Collection[str] = ()) -> Endpoint | None:
+        """The healthy endpoint below its cap with the least load per weight (None: none free).
+
+        Endpoints whose URL is in ``avoid`` (already tried for this request)
+        are taken only when no other is free.
+        """
+        free = [e for e in self.endpoints if e.healthy and e.in_flight < self.cap(e)]
+        fresh = [e for e in free if e.url not in avoid]
+        if not (fresh or free):
             return None
-        return min(free, key=lambda e: ((e.in_flight + 1) / e.weight, e.sent / e.weight))
+        return min(fresh or free, key=lambda e: ((e.in_flight + 1) / e.weight, e.sent / e.weight))
 
     @property
     def all_down(self) -> bool:
@@ -161,15 +193,16 @@ class Fleet:
         )
 
     @asynccontextmanager
-    async def acquire(self) -> AsyncIterator[Endpoint]:
-        """Hold an endpoint for one request; waits while all are busy.
+    async def acquire(self, avoid: Collection[str] = ()) -> AsyncIterator[Endpoint]:
+        """Hold an endpoint for one request; waits while all are busy. See
+        :meth:`pick` for ``avoid``.
 
         Raises:
             EngineDeadError: every endpoint stayed down for ``down_timeout`` s.
         """
         down_since: float | None = None
         while True:
-            endpoint = self.pick()
+            endpoint = self.pick(avoid)
             if endpoint is not None:
                 break
             if self._changed is None:
@@ -202,16 +235,47 @@ class Fleet:
         # failures of requests already in flight when it went down do not lengthen the backoff
         if endpoint.healthy or time.monotonic() >= endpoint.retry_at:
             endpoint.failures += 1
-            delay = min(self.max_backoff, self.backoff * 2 ** (endpoint.failures - 1))
+            delay = self.delay(endpoint.failures)
             endpoint.retry_at = time.monotonic() + delay * self._rng.uniform(0.5, 1.0)
         endpoint.healthy = False
         self._notify()
 
+    def delay(self, failures: int) -> float:
+        """The probe delay after ``failures`` failures in a row, before jitter:
+        ``backoff * 2**(failures - 1)``, at most ``max_backoff`` (finite for any count).
+
+        >>> Fleet([Endpoint("http://a/v1")], backoff=0.5, max_backoff=30).delay(10_000)
+        30.0
+        """
+        exponent = min(max(failures - 1, 0), 64)  # 2**64 already exceeds any max_backoff / backoff
+        return float(min(self.max_backoff, self.backoff * 2.0**exponent))
+
     def mark_up(self, endpoint: Endpoint) -> None:
-        """Put ``endpoint`` back in rotation."""
+        """Put ``endpoint`` back in rotation (on probation when it went down on strikes)."""
         endpoint.healthy = True
-        endpoint.failures = 0
+        if not self.on_probation(endpoint):
+            endpoint.failures = 0
         self._notify()
+
+    def strike(self, endpoint: Endpoint, error: str) -> bool:
+        """Count a failed request on ``endpoint``; mark it down once it has
+        ``max_strikes`` in a row (at once when on probation). Returns True when
+        it went down now."""
+        endpoint.strikes += 1
+        endpoint.last_error = error
+        if endpoint.healthy and endpoint.strikes >= self.max_strikes:
+            self.mark_down(endpoint, error)
+            return True
+        return False
+
+    def succeeded(self, endpoint: Endpoint) -> None:
+        """A request succeeded on ``endpoint``: its strikes (and, when up, its failures) start over."""
+        probation = self.on_probation(endpoint)
+        endpoint.strikes = 0
+        if endpoint.healthy:
+            endpoint.failures = 0
+        if probation:
+            self._notify()  # off probation: its full cap is free
 
     def due(self) -> list[Endpoint]:
         """Down endpoints whose backoff has passed."""

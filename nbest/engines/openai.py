@@ -9,6 +9,24 @@ down endpoint back. Text prompts go to ``/completions``, chat prompts to
 ``/chat/completions``; vLLM's extra sampling fields (``top_k``, ``min_p``,
 ``repetition_penalty``) travel in the request body.
 
+Answers are streamed (``stream: true``), so a silent endpoint is told from a
+long generation: ``read_timeout`` bounds each wait for the next bytes (the
+response headers, the next token), ``request_timeout`` the whole candidate.
+
+Failures and what they cost:
+
+- the connection fails (refused, reset, silent for ``read_timeout``): the
+  endpoint is marked down at once and its other requests move to healthy
+  endpoints;
+- it answers, but wrongly (HTTP 429 or 5xx, a body that is not an OpenAI
+  response, no choices): that candidate moves to another endpoint and the
+  endpoint gets a strike; ``max_strikes`` in a row mark it down. Its other
+  requests keep running;
+- HTTP 4xx: the request may be at fault, so it is tried once on another
+  endpoint; if that one serves it, the first gets a strike, if it also
+  refuses, the candidate fails with the server's message;
+- past ``request_timeout``: the candidate fails; the endpoint is not blamed.
+
     >>> engine = OpenAIEngine(["http://10.0.0.1:8000/v1", "http://10.0.0.2:8000/v1"], model="Qwen/Qwen2.5-7B-Instruct")
     >>> engine.name
     'Qwen2.5-7B-Instruct'
@@ -18,6 +36,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import logging
 from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -30,14 +50,29 @@ from nbest.engines.fleet import Endpoint, Fleet
 from nbest.errors import ConfigError, EngineError, GenerationError
 from nbest.types import CandidateUpdate, ChatMessage, Prompt, SamplingParams
 
-__all__ = ["EndpointFailure", "OpenAIEngine"]
+__all__ = ["ConnectionFailure", "EndpointFailure", "OpenAIEngine"]
+
+log = logging.getLogger("nbest.engines.openai")
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-"""HTTP statuses that mark an endpoint down and send the request elsewhere."""
+"""HTTP statuses that send the request elsewhere (every 5xx does); each is a strike against the endpoint."""
+
+ERROR_BODY_BYTES = 65536
+"""Most bytes of an error response that are read."""
 
 
 class EndpointFailure(Exception):
-    """The endpoint (not the request) failed: connection, timeout, 5xx."""
+    """The endpoint (not the request) failed: a wrong answer (HTTP 429/5xx, not an
+    OpenAI response). A strike; the request goes elsewhere."""
+
+
+class ConnectionFailure(EndpointFailure):
+    """The endpoint's connection failed: refused, reset, or silent for ``read_timeout``.
+    The endpoint is marked down at once."""
+
+
+class _Rejected(Exception):
+    """HTTP 4xx: the request, or the endpoint, is at fault."""
 
 
 @dataclass
@@ -61,10 +96,15 @@ class OpenAIEngine:
         api_key: sent as a bearer token.
         chat: the servers offer ``/chat/completions``; False rejects chat
             prompts (completion-only servers, base models).
-        request_timeout: seconds one HTTP request may take before its endpoint
-            counts as failed; ``connect_timeout`` for connecting and probing.
+        request_timeout: seconds one candidate may take in all (its deadline);
+            past it the candidate fails and no endpoint is blamed.
+        read_timeout: longest wait for the next bytes of an answer (the
+            headers, the next streamed token; it covers queueing and prefill);
+            past it the endpoint counts as failed (a black hole).
+        connect_timeout: seconds to connect, and to probe a down endpoint.
         max_attempts: endpoints one candidate is tried on before it fails.
         max_concurrency: default per-endpoint cap on requests in flight.
+        max_strikes: wrong answers in a row that mark an endpoint down.
         backoff, max_backoff: probe delays of a down endpoint (exponential, jittered).
         down_timeout: how long a request waits when every endpoint is down
             before :class:`~nbest.errors.EngineDeadError`.
@@ -88,9 +128,11 @@ class OpenAIEngine:
         api_key: str | None = None,
         chat: bool = True,
         request_timeout: float = 600.0,
+        read_timeout: float = 60.0,
         connect_timeout: float = 5.0,
         max_attempts: int = 3,
         max_concurrency: int = 64,
+        max_strikes: int = 3,
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         down_timeout: float = 10.0,
@@ -107,17 +149,21 @@ class OpenAIEngine:
                 eps.append(Endpoint(item, max_concurrency=max_concurrency))
             else:
                 eps.append(Endpoint(**{"max_concurrency": max_concurrency, **dict(item)}))
-        for value, label in ((request_timeout, "request_timeout"), (connect_timeout, "connect_timeout")):
-            if not value > 0:
+        timeouts = ((request_timeout, "request_timeout"), (read_timeout, "read_timeout"), (connect_timeout, "connect_timeout"))
+        for value, label in timeouts:
+            if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0:
                 raise ConfigError(f"{label}: must be a positive number of seconds", parameter=label, value=value)
-        if max_attempts < 1:
-            raise ConfigError("max_attempts: must be at least 1", parameter="max_attempts", value=max_attempts)
+        if isinstance(max_attempts, bool) or not isinstance(max_attempts, int) or max_attempts < 1:
+            raise ConfigError("max_attempts: must be an integer >= 1", parameter="max_attempts", value=max_attempts)
         self.model = model
         self.name = name or (model.rstrip("/").split("/")[-1] if model else "openai")
-        self.fleet = Fleet(eps, backoff=backoff, max_backoff=max_backoff, down_timeout=down_timeout, name=self.name)
+        self.fleet = Fleet(
+            eps, backoff=backoff, max_backoff=max_backoff, down_timeout=down_timeout, max_strikes=max_strikes, name=self.name
+        )
         self.api_key = api_key
         self.chat = chat
         self.request_timeout = request_timeout
+        self.read_timeout = read_timeout
         self.connect_timeout = connect_timeout
         self.max_attempts = max_attempts
         self.extra_body = dict(extra_body or {})
@@ -167,7 +213,7 @@ class OpenAIEngine:
         client = httpx.AsyncClient(
             transport=self._transport,
             headers=headers,
-            timeout=httpx.Timeout(self.request_timeout, connect=self.connect_timeout),
+            timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout, pool=None),
             limits=httpx.Limits(max_connections=total + len(self.endpoints), max_keepalive_connections=total),
         )
         try:
@@ -225,22 +271,37 @@ class OpenAIEngine:
         return models
 
     async def _probe_loop(self) -> None:
-        """Probe down endpoints when their backoff has passed; mark them up when they answer."""
+        """Probe down endpoints when their backoff has passed; mark them up when they answer.
+
+        Runs until :meth:`aclose`: an unexpected error is logged and the loop goes on.
+        """
         while True:
-            await anyio.sleep(min(self.fleet.next_due_in(1.0), 1.0))
-            client = self._client
-            if client is None:
-                return
-            for endpoint in self.fleet.due():
-                try:
-                    models = await self._models(client, endpoint)
-                except EndpointFailure as exc:
-                    self.fleet.mark_down(endpoint, str(exc))
-                    continue
-                if self.model in models:
-                    self.fleet.mark_up(endpoint)
-                else:
-                    self.fleet.mark_down(endpoint, f"no longer serves {self.model!r} (serves {models})")
+            try:
+                await anyio.sleep(min(self.fleet.next_due_in(1.0), 1.0))
+                client = self._client
+                if client is None:
+                    return
+                for endpoint in self.fleet.due():
+                    await self._probe_one(client, endpoint)
+            except Exception:
+                log.exception("engine %s: the endpoint probe failed; probing goes on", self.name)
+                await anyio.sleep(1.0)
+
+    async def _probe_one(self, client: httpx.AsyncClient, endpoint: Endpoint) -> None:
+        """Probe one down endpoint; any failure keeps it down (logged when unexpected)."""
+        try:
+            models = await self._models(client, endpoint)
+        except EndpointFailure as exc:
+            self.fleet.mark_down(endpoint, str(exc))
+            return
+        except Exception as exc:
+            log.exception("engine %s: probing %s failed", self.name, endpoint.url)
+            self.fleet.mark_down(endpoint, f"probe: {type(exc).__name__}: {exc}")
+            return
+        if self.model in models:
+            self.fleet.mark_up(endpoint)
+        else:
+            self.fleet.mark_down(endpoint, f"no longer serves {self.model!r} (serves {models})")
 
     async def aclose(self) -> None:
         """Stop the probe and close every connection. Idempotent."""
@@ -288,6 +349,7 @@ class OpenAIEngine:
             body["min_p"] = params.min_p
         if params.repetition_penalty != 1.0:
             body["repetition_penalty"] = params.repetition_penalty
+        body.update(stream=True, stream_options={"include_usage": True})
         if isinstance(prompt, str):
             body.update(prompt=prompt, logprobs=params.top_logprobs)
             path = "/completions"
@@ -304,65 +366,127 @@ class OpenAIEngine:
         """Generate one candidate on the least loaded healthy endpoint; see
         :class:`~nbest.engines.base.Engine`.
 
-        A failure of the endpoint (connection, timeout, 5xx) marks it down and
-        sends the request to another one; the candidate is reported once.
+        A failed attempt moves the request to another endpoint (one not tried
+        yet when there is one); the candidate is reported once. See the module
+        docstring for how each failure counts against its endpoint.
 
         Raises:
-            GenerationError: the server rejected the request (4xx), it was
-                aborted, or it failed on ``max_attempts`` endpoints.
+            GenerationError: two endpoints refused the request (4xx; one when
+                there is no other), it was aborted, it took longer than
+                ``request_timeout``, or it failed on ``max_attempts`` endpoints.
             EngineDeadError: every endpoint stayed down for ``down_timeout`` s.
         """
         await self.start()
         path, body = self.body(prompt, params)
+        limit = _response_limit(params)
+        deadline = anyio.current_time() + self.request_timeout
         failures: list[str] = []
+        tried: list[str] = []
+        rejected: list[tuple[Endpoint, str]] = []  # 4xx answers: a strike once another endpoint serves the request
         data: dict[str, Any] | None = None
         while data is None:
             if len(failures) >= self.max_attempts:
                 raise GenerationError(f"failed on {len(failures)} attempt(s): {'; '.join(failures)}", engine=self.name)
-            async with self.fleet.acquire() as endpoint:
+            async with self.fleet.acquire(avoid=tried) as endpoint:
                 attempt = _Attempt(endpoint, anyio.CancelScope())
                 self._attempts[request_id] = attempt
                 try:
                     with attempt.scope:
-                        data = await self._post(endpoint, path, body)
+                        data = await self._post(endpoint, path, body, deadline, limit)
+                except ConnectionFailure as exc:
+                    failures.append(f"{endpoint.url}: {exc}")
+                    self._connection_failed(endpoint, str(exc))
                 except EndpointFailure as exc:
                     failures.append(f"{endpoint.url}: {exc}")
-                    self._endpoint_failed(endpoint, str(exc))
+                    if self.fleet.strike(endpoint, str(exc)):
+                        log.warning("engine %s: %s marked down after %d failed requests: %s",
+                                    self.name, endpoint.url, endpoint.strikes, exc)  # fmt: skip
+                except _Rejected as exc:
+                    failures.append(f"{endpoint.url}: {exc}")
+                    rejected.append((endpoint, str(exc)))
+                    if len(rejected) > 1 or not self._another([*tried, endpoint.url]):
+                        raise GenerationError(f"{endpoint.url}{path}: {exc}", engine=self.name) from None
                 finally:
                     self._attempts.pop(request_id, None)
+                if data is None and endpoint.url not in tried:
+                    tried.append(endpoint.url)
             if attempt.aborted:
                 raise GenerationError(f"request {request_id} was aborted", engine=self.name)
             # moved: its endpoint failed under another request; try elsewhere without counting it
+        self.fleet.succeeded(endpoint)
+        for other, error in rejected:
+            if other is not endpoint:
+                self.fleet.strike(other, error)
         yield _update(data, path, params)
 
-    def _endpoint_failed(self, endpoint: Endpoint, error: str) -> None:
+    def _another(self, tried: list[str]) -> bool:
+        """True when a healthy endpoint not in ``tried`` exists."""
+        return any(e.healthy and e.url not in tried for e in self.endpoints)
+
+    def _connection_failed(self, endpoint: Endpoint, error: str) -> None:
         """Mark ``endpoint`` down and move its other requests to healthy endpoints."""
+        self.fleet.strike(endpoint, error)
+        if endpoint.healthy:
+            log.warning("engine %s: %s is down: %s", self.name, endpoint.url, error)
         self.fleet.mark_down(endpoint, error)
         for attempt in self._attempts.values():
             if attempt.endpoint is endpoint and not attempt.scope.cancel_called:
                 attempt.moved = True
                 attempt.scope.cancel()
 
-    async def _post(self, endpoint: Endpoint, path: str, body: dict[str, Any]) -> dict[str, Any]:
+    async def _post(self, endpoint: Endpoint, path: str, body: dict[str, Any], deadline: float, limit: int) -> dict[str, Any]:
+        """One attempt: the response as a non-streamed OpenAI response.
+
+        Raises:
+            ConnectionFailure, EndpointFailure, _Rejected: see the module docstring.
+            GenerationError: past ``deadline``.
+        """
         client = self._client
         if client is None:
             raise EngineError(f"engine {self.name} is closed", engine=self.name)
+        url = f"{endpoint.url}{path}"
+        with anyio.move_on_after(deadline - anyio.current_time()):
+            try:
+                return await self._exchange(client, url, body, limit)
+            except TimeoutError as exc:
+                raise ConnectionFailure(f"no answer for read_timeout={self.read_timeout:g} s") from exc
+            except httpx.HTTPError as exc:
+                raise ConnectionFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        raise GenerationError(f"{url}: no complete answer within request_timeout={self.request_timeout:g} s", engine=self.name)
+
+    async def _exchange(self, client: httpx.AsyncClient, url: str, body: dict[str, Any], limit: int) -> dict[str, Any]:
+        """Send ``body``, read the answer (each wait bounded by ``read_timeout``) and parse it."""
+        request = client.build_request("POST", url, json=body)
+        with anyio.fail_after(self.read_timeout):
+            response = await client.send(request, stream=True)
         try:
-            response = await client.post(f"{endpoint.url}{path}", json=body)
-        except httpx.HTTPError as exc:
-            raise EndpointFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
-        if response.status_code in RETRY_STATUS:
-            raise EndpointFailure(f"HTTP {response.status_code}: {_message(response)}")
-        if response.status_code != 200:
-            raise GenerationError(f"{endpoint.url}{path}: HTTP {response.status_code}: {_message(response)}", engine=self.name)
-        try:
-            data = response.json()
-            data["choices"][0]
-        except (ValueError, KeyError, IndexError, TypeError) as exc:
-            raise GenerationError(f"{endpoint.url}{path}: not an OpenAI response: {response.text[:200]}") from exc
-        if not isinstance(data, dict):
-            raise GenerationError(f"{endpoint.url}{path}: not an OpenAI response: {response.text[:200]}")
-        return data
+            status = response.status_code
+            raw = await self._read(response, limit if status == 200 else ERROR_BODY_BYTES)
+        finally:
+            await response.aclose()
+        if status == 200:
+            return _parse(raw, response.headers.get("content-type", ""))
+        message = _message(raw)
+        if 400 <= status < 500 and status != 429:
+            raise _Rejected(f"HTTP {status}: {message}")
+        raise EndpointFailure(f"HTTP {status}: {message}")
+
+    async def _read(self, response: httpx.Response, limit: int) -> bytes:
+        """The body, up to ``limit`` bytes (an error body is cut there; a longer answer is a failure)."""
+        parts: list[bytes] = []
+        size = 0
+        chunks = response.aiter_bytes()
+        while True:
+            with anyio.fail_after(self.read_timeout):
+                chunk = await anext(chunks, None)
+            if chunk is None:
+                return b"".join(parts)
+            parts.append(chunk)
+            size += len(chunk)
+            if size > limit:
+                if response.status_code != 200:
+                    return b"".join(parts)[:limit]
+                raise EndpointFailure(f"answer longer than {limit} bytes")
 
     async def abort(self, request_id: str) -> None:
         """Close the HTTP request of ``request_id`` (the server then aborts it); no-op when unknown."""
@@ -372,16 +496,117 @@ class OpenAIEngine:
             attempt.scope.cancel()
 
 
-def _message(response: httpx.Response) -> str:
+def _response_limit(params: SamplingParams) -> int:
+    """Most bytes an answer to ``params`` may take (generous: ~2 KiB per token and alternative)."""
+    return 1_048_576 + params.max_tokens * (params.top_logprobs + 1) * 2048
+
+
+def _message(raw: bytes) -> str:
     """The error message of an OpenAI-style error body, or the start of the body."""
+    text = raw.decode("utf-8", "replace")
     try:
-        error = response.json().get("error", {})
+        error = json.loads(text).get("error", {})
         message = error.get("message") if isinstance(error, dict) else error
         if message:
             return str(message)[:500]
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         pass
-    return response.text[:200]
+    return text[:200]
+
+
+def _parse(raw: bytes, content_type: str) -> dict[str, Any]:
+    """A 200 answer (server-sent events, or one JSON response from a server that
+    does not stream) as a non-streamed OpenAI response.
+
+    Raises:
+        EndpointFailure: not an OpenAI response, no choice, an error event, or a
+            stream that ended before its last choice.
+    """
+    text = raw.decode("utf-8", "replace")
+    try:
+        if "text/event-stream" in content_type or text.lstrip().startswith("data:"):
+            data = _merge_events(text)
+        else:
+            data = json.loads(text)
+            if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
+                raise ValueError("no choices")
+            if not isinstance(data["choices"][0], dict):
+                raise ValueError("a choice is not an object")
+    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+        raise EndpointFailure(f"not an OpenAI response ({exc}): {text[:200]!r}") from None
+    return data
+
+
+def _merge_events(text: str) -> dict[str, Any]:
+    """Server-sent completion chunks merged into one non-streamed response.
+
+    >>> chunks = ['{"choices": [{"index": 0, "text": "Hel", "finish_reason": null}]}',
+    ...           '{"choices": [{"index": 0, "text": "lo", "finish_reason": "stop"}]}',
+    ...           '{"choices": [], "usage": {"completion_tokens": 2}}', '[DONE]']
+    >>> _merge_events("".join(f"data: {chunk}\\n\\n" for chunk in chunks))
+    {'choices': [{'text': 'Hello', 'finish_reason': 'stop', 'logprobs': None}], 'usage': {'completion_tokens': 2}}
+
+    Raises:
+        ValueError: an event is not JSON or is an error, no choice came, or the
+            stream ended before a finish reason or ``[DONE]``.
+    """
+    texts: list[str] = []
+    chat = False
+    finish: str | None = None
+    done = False
+    seen = False
+    usage: dict[str, Any] | None = None
+    tokens: list[Any] = []
+    token_logprobs: list[Any] = []
+    top: list[Any] = []
+    content: list[Any] = []
+    has_logprobs = False
+    for line in text.splitlines():
+        if not line.startswith("data:"):
+            continue
+        payload = line[5:].strip()
+        if payload == "[DONE]":
+            done = True
+            break
+        event = json.loads(payload)
+        if not isinstance(event, dict):
+            raise ValueError("an event is not an object")
+        if event.get("error"):
+            raise ValueError(f"error event: {_message(payload.encode())}")
+        if isinstance(event.get("usage"), dict):
+            usage = event["usage"]
+        for choice in event.get("choices") or ():
+            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
+                continue
+            seen = True
+            if "delta" in choice:
+                chat = True
+                texts.append(str((choice.get("delta") or {}).get("content") or ""))
+            else:
+                texts.append(str(choice.get("text") or ""))
+            logprobs = choice.get("logprobs")
+            if isinstance(logprobs, dict):
+                has_logprobs = True
+                content.extend(logprobs.get("content") or ())
+                tokens.extend(logprobs.get("tokens") or ())
+                token_logprobs.extend(logprobs.get("token_logprobs") or ())
+                top.extend(logprobs.get("top_logprobs") or ())
+            finish = choice.get("finish_reason") or finish
+    if not seen:
+        raise ValueError("no choices")
+    if finish is None and not done:
+        raise ValueError("the stream ended before its last choice")
+    merged: dict[str, Any]
+    if chat:
+        merged = {"message": {"content": "".join(texts)}, "finish_reason": finish}
+        merged["logprobs"] = {"content": content} if has_logprobs else None
+    else:
+        merged = {"text": "".join(texts), "finish_reason": finish}
+        merged["logprobs"] = {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top} if has_logprobs else None
+    data: dict[str, Any] = {"choices": [merged]}
+    if usage is not None:
+        data["usage"] = usage
+    return data
 
 
 def _update(data: dict[str, Any], path: str, params: SamplingParams) -> CandidateUpdate:
