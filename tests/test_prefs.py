@@ -13,15 +13,19 @@ import threading
 import time
 from pathlib import Path
 
+import httpx
 import pytest
 from click.testing import CliRunner
 
+from nbest import Orchestrator
 from nbest.cli import cli
 from nbest.errors import ConfigError
 from nbest.rerankers import MBRConfig, MeanLogProbConfig, PerplexityConfig, SourceSimilarityConfig, VoteConfig, build_ranker
-from nbest.server import PreferenceStore
+from nbest.server import PreferenceStore, ServerSettings, create_app
 from nbest.server.fit import RankerConfig, fit_choices, logged_configs
+from nbest.server.prefs import StorageError
 from nbest.types import Candidate, CandidateSpec, Result, SamplingParams
+from tests.scripted import ScriptedEngine
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -297,3 +301,76 @@ def test_fit_writes_the_logged_configs_back_exactly(tmp_path: Path) -> None:
     assert loaded == config
     rebuilt = loaded.to_ranker()
     assert rebuilt.rerankers[1].answer("so it is 51.0") == "51"  # the number extractor, not auto's whole text
+
+
+# -- durability and storage faults ---------------------------------------------
+
+
+def test_a_logged_choice_is_flushed_at_commit(tmp_path: Path) -> None:
+    with PreferenceStore(tmp_path / "p.db") as store:
+        assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: the WAL is synced at each commit
+
+
+def _fill_disk(store: PreferenceStore) -> None:
+    """The database may not grow any more: what a full disk looks like to SQLite."""
+    pages = store._conn.execute("PRAGMA page_count").fetchone()[0]
+    store._conn.execute(f"PRAGMA max_page_count = {pages}")
+
+
+def test_full_disk_is_a_clear_error_and_keeps_earlier_choices(tmp_path: Path) -> None:
+    with PreferenceStore(tmp_path / "p.db") as store:
+        for _ in range(3):
+            store.record(make_result(["a", "b"]), chosen=0)
+        _fill_disk(store)
+        with pytest.raises(StorageError, match="cannot log the choice: database or disk is full") as info:
+            store.record(make_result(["x" * 100_000, "b"]), chosen=0)
+        assert info.value.full and info.value.code == "SQLITE_FULL"
+        assert isinstance(info.value.__cause__, sqlite3.OperationalError)
+        assert store.count() == 3  # nothing of the failed choice, nothing lost
+        store._conn.execute("PRAGMA max_page_count = 1000000")  # space again: the store works on
+        assert store.record(make_result(["x" * 100_000, "b"]), chosen=1) == 4
+    assert sqlite3.connect(tmp_path / "p.db").execute("PRAGMA integrity_check").fetchone() == ("ok",)
+
+
+def test_read_only_and_broken_files_are_clear_errors(tmp_path: Path) -> None:
+    with PreferenceStore(tmp_path / "p.db") as store:
+        store.record(make_result(["a", "b"]), chosen=0)
+        store._conn.execute("PRAGMA query_only = 1")  # as a database file the server may not write
+        with pytest.raises(StorageError, match="readonly database") as info:
+            store.record(make_result(["a", "b"]), chosen=1)
+        assert not info.value.full and info.value.code == "SQLITE_READONLY"
+        assert store.count() == 1
+    (tmp_path / "junk.db").write_bytes(b"not a database at all " * 100)
+    with pytest.raises(StorageError, match=r"junk\.db: cannot open it: file is not a database"):
+        PreferenceStore(tmp_path / "junk.db")
+    with pytest.raises(sqlite3.Error):  # callers that catch SQLite's errors still catch it
+        PreferenceStore(tmp_path / "junk.db")
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_http_choice_on_a_full_disk_is_507_with_the_cause(tmp_path: Path, scripted: ScriptedEngine) -> None:
+    store = PreferenceStore(tmp_path / "p.db")
+    async with Orchestrator(scripted) as orch:
+        app = create_app(orch, ServerSettings(), prefs=store)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://nbest.test") as client:
+            result = make_result(["a", "b"]).model_dump(mode="json")
+            for _ in range(2):
+                assert (await client.post("/v1/choices", json={"result": result, "chosen": 0})).status_code == 201
+            _fill_disk(store)
+            big = make_result(["x" * 100_000, "b"]).model_dump(mode="json")
+            r = await client.post("/v1/choices", json={"result": big, "chosen": 0})
+            assert r.status_code == 507, r.text
+            message = r.json()["error"]["message"]
+            assert "the choice was not saved" in message and "database or disk is full" in message
+            assert "rollback" not in message
+            assert r.headers["retry-after"]
+            listed = (await client.get("/v1/choices")).json()
+            assert listed["total"] == 2 and [c["id"] for c in listed["data"]] == [1, 2]
+            assert (await client.get("/healthz")).status_code == 200
+            store._conn.execute("PRAGMA query_only = 1")
+            r = await client.post("/v1/choices", json={"result": result, "chosen": 1})
+            assert r.status_code == 503 and "readonly database" in r.json()["error"]["message"], r.text
+            store._conn.execute("PRAGMA query_only = 0")
+            store._conn.execute("PRAGMA max_page_count = 1000000")
+            assert (await client.post("/v1/choices", json={"result": big, "chosen": 0})).json()["id"] == 3
+    store.close()

@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse
 
 from nbest.errors import ConfigError
 from nbest.server.errors import ApiError, from_config_error
+from nbest.server.prefs import StorageError
 from nbest.server.service import Service, read_json
 from nbest.types import NbestModel, Result
 
@@ -57,15 +58,22 @@ async def post_choice(http: HttpRequest) -> JSONResponse:
             raise ApiError(
                 404, f"result_id: no recent result {body.result_id!r}; send the whole result instead", param="result_id"
             )
-    store = service.prefs
     try:
+        store = service.prefs
         choice_id = await anyio.to_thread.run_sync(
             lambda: store.record(result, chosen=body.chosen, ranking=body.ranking, edited_text=body.edited_text, user=body.user)
         )
+    except StorageError as exc:
+        raise storage_error(exc, "the choice was not saved (send it again later)") from None
     except ConfigError as exc:
         raise from_config_error(exc) from None
     service.metrics.choices.inc()
     return JSONResponse({"id": choice_id, "request_id": result.id, "chosen": body.chosen}, status_code=201)
+
+
+def storage_error(exc: StorageError, what: str) -> ApiError:
+    """507 when the disk is full, else 503 (read-only, I/O error), with SQLite's reason."""
+    return ApiError(507 if exc.full else 503, f"{what}: {exc}", headers={"retry-after": "60"})
 
 
 @router.get("/v1/choices", summary="Logged choices, oldest first, paged")
@@ -75,7 +83,10 @@ async def get_choices(http: HttpRequest, offset: int = 0, limit: int = 50) -> di
         raise ApiError(422, "offset: must not be negative", param="offset")
     if not 1 <= limit <= 500:
         raise ApiError(422, "limit: must be between 1 and 500", param="limit")
-    store = service.prefs
-    total = await anyio.to_thread.run_sync(store.count)
-    page = await anyio.to_thread.run_sync(lambda: store.page(offset, limit))
+    try:
+        store = service.prefs
+        total = await anyio.to_thread.run_sync(store.count)
+        page = await anyio.to_thread.run_sync(lambda: store.page(offset, limit))
+    except StorageError as exc:
+        raise storage_error(exc, "the choices could not be read") from None
     return {"object": "list", "total": total, "offset": offset, "limit": limit, "data": [c.model_dump(mode="json") for c in page]}
