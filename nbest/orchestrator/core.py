@@ -17,7 +17,7 @@ from nbest.errors import ConfigError, NbestError
 from nbest.metrics.diversity import add_diversity
 from nbest.orchestrator.adaptive import check_adaptive, run_adaptive
 from nbest.orchestrator.fanout import fan_out
-from nbest.orchestrator.many import run_many
+from nbest.orchestrator.many import check_count, run_many
 from nbest.orchestrator.stopping import StoppingRule, check_stop_strings
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb
@@ -101,10 +101,8 @@ class Orchestrator:
         for route, engine in named.items():
             if not isinstance(engine, Engine):
                 raise ConfigError(f"engines: {route!r} is not an Engine (needs generate, abort, aclose)", parameter="engines")
-        if max_in_flight < 1:
-            raise ConfigError("max_in_flight: must be at least 1", parameter="max_in_flight", value=max_in_flight)
-        if max_n < 1:
-            raise ConfigError("max_n: must be at least 1", parameter="max_n", value=max_n)
+        check_count(max_in_flight, "max_in_flight")
+        check_count(max_n, "max_n")
         _check_timeout(timeout)
         self.engines = named
         self.strategy: Strategy = strategy or Fixed()
@@ -475,8 +473,7 @@ class Orchestrator:
         name: str,
     ) -> AsyncGenerator[tuple[int, Result], None]:
         tg = self._require_open()
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
-            raise ConfigError(f"concurrency: must be a whole number >= 1 (got {concurrency!r})", parameter="concurrency")
+        check_count(concurrency, "concurrency")
         _check_timeout(timeout)
         check_adaptive(until, wave)
         ranker = _ranker(rerankers) if rerankers is not None else self.ranker

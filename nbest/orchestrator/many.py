@@ -21,10 +21,28 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 import anyio
 from anyio.abc import TaskGroup
 
-from nbest.errors import NbestError
+from nbest.errors import ConfigError, NbestError
 from nbest.types import Request, Result
 
-__all__ = ["run_many"]
+__all__ = ["check_count", "run_many"]
+
+
+def check_count(value: object, parameter: str) -> int:
+    """``value`` when it is a whole number >= 1 (an ``int``, not a bool, float or string).
+
+    >>> check_count(8, "concurrency")
+    8
+    >>> check_count(2.5, "concurrency")
+    Traceback (most recent call last):
+    ...
+    nbest.errors.ConfigError: concurrency: must be a whole number >= 1 (got 2.5)
+
+    Raises:
+        ConfigError: naming ``parameter``.
+    """
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{parameter}: must be a whole number >= 1 (got {value!r})", parameter=parameter, value=value)
+    return value
 
 
 def _stand_ins(requests: Sequence[Request]) -> list[Request]:
@@ -58,6 +76,7 @@ async def run_many(
         NbestError: ``tg`` was cancelled (the orchestrator closed) before every
             request finished.
     """
+    check_count(concurrency, "concurrency")
     runs = _stand_ins(requests)
     send, receive = anyio.create_memory_object_stream[tuple[int, Result]](concurrency)
     workers = anyio.CancelScope()
