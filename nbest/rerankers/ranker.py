@@ -15,15 +15,29 @@ extracted (confidence: the answer's vote share), else by the ``group``
 callable (e.g. :class:`~nbest.rerankers.embedding.NearDuplicates`), else by
 normalised text; see :mod:`nbest.rerankers.answers`. The temperature can be
 fitted on labelled data with :mod:`nbest.rerankers.calibrate`.
+
+Off the event loop: each reranker scores in a worker thread (on an event loop of
+its own there), so a reranker that computes synchronously (exact MBR, answer
+extraction, a plugin's plain Python) never stalls the loop that serves other
+requests. A reranker that talks to an engine (it has an ``engine``, as the judge
+does) or sets ``on_event_loop = True`` scores on the caller's loop. With a
+``timeout``, a reranker that has not finished by then is cancelled (its thread is
+told to stop at its next await and left behind) and counts as failed; the ranking
+goes on with the others.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import copy
 import math
-from collections.abc import Sequence
-from typing import Any, Literal
+import threading
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Literal, TypeVar
 
 import anyio
+import anyio.to_thread
 
 from nbest.errors import ConfigError
 from nbest.rerankers.answers import group_answers, group_extracted
@@ -33,6 +47,7 @@ from nbest.types import Answer, Candidate, Request, Score
 __all__ = ["Normalize", "Ranked", "Ranker", "normalize", "softmax"]
 
 Normalize = Literal["auto", "none", "zscore", "minmax", "rank"]
+T = TypeVar("T")
 
 
 def softmax(values: Sequence[float], temperature: float = 1.0) -> list[float]:
@@ -117,6 +132,7 @@ class Ranker:
         temperature: float = 1.0,
         group: AnswerGrouper | None = None,
         configs: Sequence[Any] | None = None,
+        timeout: float | None = None,
     ) -> None:
         if not rerankers:
             raise ConfigError("rerankers: give at least one reranker", parameter="rerankers")
@@ -146,6 +162,10 @@ class Ranker:
             )
         if not (temperature > 0 and math.isfinite(temperature)):
             raise ConfigError("temperature: must be a positive number", parameter="temperature", value=temperature)
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise ConfigError("timeout: must be a positive number of seconds", parameter="timeout", value=timeout)
+        self.timeout = timeout
+        """Seconds each reranker may take (None: no limit); one that takes longer counts as failed."""
         self.rerankers = list(rerankers)
         self.weights = [float(w) for w in weights]
         self.normalize: Normalize = normalize
@@ -156,9 +176,21 @@ class Ranker:
         self.configs = list(configs) if configs is not None and len(configs) == len(self.rerankers) else None
         """The registry configs the rerankers were built from (``build_ranker`` sets them), else None."""
 
+    def bounded(self, timeout: float | None) -> Ranker:
+        """This ranker with each reranker limited to ``timeout`` seconds (the same rerankers, shared).
+
+        Raises:
+            ConfigError: a timeout that is not a positive number.
+        """
+        if timeout is not None and not (timeout > 0 and math.isfinite(timeout)):
+            raise ConfigError("timeout: must be a positive number of seconds", parameter="timeout", value=timeout)
+        bounded = copy.copy(self)
+        bounded.timeout = timeout
+        return bounded
+
     async def rank(self, request: Request, candidates: Sequence[Candidate]) -> Ranked:
-        """Score the successful candidates with every reranker (concurrently),
-        combine, rank; failed candidates follow, unranked."""
+        """Score the successful candidates with every reranker (concurrently,
+        each off the event loop), combine, rank; failed candidates follow, unranked."""
         ok = [c for c in candidates if c.ok]
         failed = sorted((c for c in candidates if not c.ok), key=lambda c: c.index)
         warnings: list[str] = []
@@ -166,10 +198,17 @@ class Ranker:
 
         async def run(reranker: Reranker) -> None:
             try:
-                scores = await reranker.score(request, ok)
+                with anyio.fail_after(self.timeout):
+                    if getattr(reranker, "on_event_loop", False) or getattr(reranker, "engine", None) is not None:
+                        scores = await reranker.score(request, ok)
+                    else:
+                        scores = await in_worker_loop(lambda: reranker.score(request, ok))
                 if len(scores) != len(ok):
                     raise ValueError(f"returned {len(scores)} scores for {len(ok)} candidates")
                 results[reranker.name] = scores
+            except TimeoutError:
+                results[reranker.name] = None
+                warnings.append(f"reranker {reranker.name} failed: did not finish within the deadline ({self.timeout:g} s)")
             except Exception as exc:  # one reranker must not sink the request
                 results[reranker.name] = None
                 warnings.append(f"reranker {reranker.name} failed: {type(exc).__name__}: {exc}")
@@ -227,3 +266,39 @@ class Ranker:
             except Exception as exc:  # grouping is a nicety: fall back to text
                 warnings.append(f"answer grouping failed: {type(exc).__name__}: {exc}")
         return group_answers(ranked)
+
+
+async def in_worker_loop(work: Callable[[], Awaitable[T]]) -> T:
+    """Await ``work()`` on an event loop of its own in a worker thread, so its
+    synchronous stretches do not stall the caller's loop. Cancelling the caller
+    cancels ``work`` at its next await (a stretch of pure computation runs to its
+    end in the thread, which is then left behind) and returns at once.
+
+    >>> import anyio
+    >>> async def answer() -> int:
+    ...     return 42
+    >>> anyio.run(in_worker_loop, lambda: answer())
+    42
+    """
+    lock = threading.Lock()
+    running: list[tuple[asyncio.AbstractEventLoop, asyncio.Task[Any]]] = []
+    stopped = threading.Event()
+
+    async def main() -> T:
+        task = asyncio.current_task()
+        assert task is not None
+        with lock:
+            if stopped.is_set():
+                raise asyncio.CancelledError
+            running.append((asyncio.get_running_loop(), task))
+        return await work()
+
+    try:
+        return await anyio.to_thread.run_sync(lambda: asyncio.run(main()), abandon_on_cancel=True)
+    except BaseException:
+        with lock:
+            stopped.set()
+            for loop, task in running:
+                with contextlib.suppress(RuntimeError):  # a loop already closed has nothing left to stop
+                    loop.call_soon_threadsafe(task.cancel)
+        raise
