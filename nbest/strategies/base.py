@@ -27,11 +27,12 @@ route engines), weights finite, and a rendered prompt at most
 
 from __future__ import annotations
 
+import contextlib
 import contextvars
 import math
 import os
 import random
-from collections.abc import Callable, Mapping, Sequence, Sized
+from collections.abc import Callable, Iterator, Mapping, Sequence, Sized
 from pathlib import Path
 from typing import Annotated, Any, Protocol, Self, TypeVar, runtime_checkable
 
@@ -62,6 +63,8 @@ __all__ = [
     "positional",
     "register",
     "registered",
+    "rendered_chars_allowed",
+    "rendered_limit",
     "seed_for",
     "seeded_rng",
     "short_number",
@@ -121,7 +124,35 @@ composite parts, prompt variants, route engines."""
 
 MAX_RENDERED_CHARS = 1_000_000
 """Longest prompt a strategy may render for one candidate (a ``{prompt}``
-variant repeats the request's prompt); servers set a much lower limit of their own."""
+variant repeats the request's prompt); a server sets a lower one with :func:`rendered_limit`."""
+
+_RENDERED_LIMIT: contextvars.ContextVar[int] = contextvars.ContextVar("nbest_rendered_limit", default=MAX_RENDERED_CHARS)
+
+
+@contextlib.contextmanager
+def rendered_limit(chars: int) -> Iterator[None]:
+    """Plans made inside refuse (ConfigError) a prompt variant that would render
+    more than ``chars`` characters, before building it.
+
+    >>> from nbest.strategies import PromptVariants
+    >>> from nbest.types import Request
+    >>> with rendered_limit(100):
+    ...     PromptVariants([{"text": "{prompt} " * 20, "role": "prompt"}]).plan(Request(prompt="x" * 10, n=1))
+    Traceback (most recent call last):
+    ...
+    nbest.errors.ConfigError: variants: a variant renders a prompt of 220 characters; at most 100
+    """
+    token = _RENDERED_LIMIT.set(min(chars, MAX_RENDERED_CHARS))
+    try:
+        yield
+    finally:
+        _RENDERED_LIMIT.reset(token)
+
+
+def rendered_chars_allowed() -> int:
+    """The longest prompt a variant may render here (see :func:`rendered_limit`)."""
+    return _RENDERED_LIMIT.get()
+
 
 STRATEGIES: Registry[StrategyConfig] = Registry("strategy", "nbest.strategies", StrategyConfig)
 """Every strategy kind; third parties add theirs through the ``nbest.strategies`` entry-point group."""

@@ -10,7 +10,6 @@ from pydantic import Field, field_validator, model_validator
 
 from nbest.errors import ConfigError
 from nbest.strategies.base import (
-    MAX_RENDERED_CHARS,
     NestedStrategy,
     StrategyConfig,
     check_items,
@@ -19,6 +18,7 @@ from nbest.strategies.base import (
     inner_plan,
     positional,
     register,
+    rendered_chars_allowed,
     seeded_rng,
 )
 from nbest.strategies.fixed import Fixed
@@ -77,9 +77,10 @@ class PromptVariant(NbestModel):
     def _render(self, prompt: str) -> str:
         """The text with ``{prompt}`` replaced, measured before it is built."""
         size = len(self.text) + self.text.count(PLACEHOLDER) * (len(prompt) - len(PLACEHOLDER))
-        if size > MAX_RENDERED_CHARS:
+        allowed = rendered_chars_allowed()
+        if size > allowed:
             raise ConfigError(
-                f"variants: a variant renders a prompt of {size} characters; at most {MAX_RENDERED_CHARS}",
+                f"variants: a variant renders a prompt of {size} characters; at most {allowed}",
                 parameter="variants",
             )
         return self.text.replace(PLACEHOLDER, prompt)
