@@ -126,3 +126,77 @@ def test_choose_a_candidate_in_the_page(browser, tmp_path: Path, api_key: str | 
     assert rows == [(0, 2, "4", '"What is 2 + 2?"', None), (2, 3, None, '"What is 2 + 2?"', "[2, 1, 0]")]
     texts = dict(sqlite3.connect(db).execute("SELECT idx, text FROM candidates").fetchall())
     assert texts[1] == XSS
+
+
+def _ranked_page(browser, url: str, n: int):  # type: ignore[no-untyped-def]
+    """A page that asked for ``n`` candidates and shows them ranked."""
+    page = browser.new_page(viewport={"width": 1200, "height": 800})
+    page.goto(url + "/")
+    page.fill("#prompt", "What is 2 + 2?")
+    page.fill("#n", str(n))
+    page.click("#go")
+    page.wait_for_selector(f'.card[data-rank="{n}"]', timeout=20_000)
+    return page
+
+
+def test_a_choice_is_kept_when_the_server_forgot_the_result(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # the server remembers no result (as after a restart): the page sends the whole Result instead
+    engine = ScriptedEngine(respond=by_index({0: Step("four", mean_logprob=-0.1), 1: Step("4", mean_logprob=-0.5)}))
+    db = tmp_path / "prefs.db"
+    app = create_app(
+        lambda: Orchestrator(engine, close_engines=False), ServerSettings(remember_results=0), prefs=PreferenceStore(db)
+    )
+    posted: list[dict[str, object]] = []
+    with running(app) as url:
+        page = _ranked_page(browser, url, 2)
+        page.on("request", lambda r: posted.append(r.post_data_json) if r.url.endswith("/v1/choices") else None)
+        page.locator(".card").nth(1).locator("button.choose").click()
+        page.wait_for_selector(".card.chosen", timeout=10_000)
+        assert "Saved choice 1: candidate 1" in page.locator("#status").inner_text()
+        page.close()
+    assert [("result_id" in p, "result" in p) for p in posted] == [(True, False), (False, True)]
+    rows = sqlite3.connect(db).execute("SELECT chosen, chosen_rank, n FROM choices").fetchall()
+    assert rows == [(1, 2, 2)]
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM candidates").fetchone() == (2,)
+
+
+def test_the_page_says_when_a_stream_or_a_choice_fails(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    engine = ScriptedEngine(respond=by_index({}, default=Step("an answer", mean_logprob=-0.3)))
+    db = tmp_path / "prefs.db"
+    app = create_app(lambda: Orchestrator(engine, close_engines=False), ServerSettings(), prefs=PreferenceStore(db))
+    with running(app) as url:
+        page = _ranked_page(browser, url, 2)
+        card = page.locator(".card").nth(0)
+        # a proxy answers the choice with an HTML error page
+        page.route("**/v1/choices", lambda route: route.fulfill(status=502, content_type="text/html", body="<h1>down</h1>"))
+        card.locator("button.choose").click()
+        page.wait_for_selector("#status.error", timeout=10_000)
+        assert "Could not save the choice: HTTP 502" in page.locator("#status").inner_text()
+        assert page.locator(".card.chosen").count() == 0
+        # the network drops the request
+        page.unroute("**/v1/choices")
+        page.route("**/v1/choices", lambda route: route.abort())
+        page.locator("#status").evaluate("node => { node.textContent = ''; node.className = ''; }")
+        card.locator("button.choose").click()
+        page.wait_for_selector("#status.error", timeout=10_000)
+        assert "network error" in page.locator("#status").inner_text()
+        # back online: the same choice goes through
+        page.unroute("**/v1/choices")
+        card.locator("button.choose").click()
+        page.wait_for_selector(".card.chosen", timeout=10_000)
+        assert "Saved choice 1" in page.locator("#status").inner_text()
+
+        # the stream ends (a dropped connection, a proxy timeout) before the ranked event
+        def truncated(route) -> None:  # type: ignore[no-untyped-def]
+            response = route.fetch()
+            body = response.text()
+            route.fulfill(response=response, body=body[: body.index("event: ranked")])
+
+        page.route("**/v1/nbest/stream", truncated)
+        page.click("#go")
+        page.wait_for_selector("#status.error", timeout=20_000)
+        assert "ended before the candidates were ranked (2 of 2 arrived)" in page.locator("#status").inner_text()
+        assert page.locator(".card[data-rank]").count() == 0 and page.locator("button.choose").count() == 0
+        assert not page.locator("#go").is_disabled()
+        page.close()
+    assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM choices").fetchone() == (1,)
