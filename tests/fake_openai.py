@@ -10,12 +10,16 @@ one JSON body anyway, as a server that does not stream).
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, MutableMapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 import httpx
+import uvicorn
 
 MODEL = "fake-model"
 
@@ -150,3 +154,52 @@ def _stream(server: FakeServer, chunks: list[dict[str, object]], finish: str, us
         yield b"data: [DONE]\n\n"
 
     return httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"}, content=events())
+
+
+Message = MutableMapping[str, Any]
+
+
+def asgi_app(
+    fleet: FakeFleet, host: str
+) -> Callable[[Message, Callable[[], Awaitable[Message]], Callable[[Message], Awaitable[None]]], Awaitable[None]]:
+    """``fleet[host]`` as an ASGI app, to serve over a real socket."""
+
+    async def app(scope: Message, receive: Callable[[], Awaitable[Message]], send: Callable[[Message], Awaitable[None]]) -> None:
+        assert scope["type"] == "http"
+        body = b""
+        more = True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        request = httpx.Request(scope["method"], f"http://{host}{scope['path']}", content=body)
+        response = await fleet.handle(request)
+        headers = [
+            (k.encode(), v.encode()) for k, v in response.headers.items() if k not in ("content-length", "transfer-encoding")
+        ]
+        await send({"type": "http.response.start", "status": response.status_code, "headers": headers})
+        try:
+            await send({"type": "http.response.body", "body": response.content, "more_body": True})
+        except httpx.ResponseNotRead:  # a stream of events
+            async for chunk in response.aiter_raw():
+                await send({"type": "http.response.body", "body": chunk, "more_body": True})
+        await send({"type": "http.response.body", "body": b"", "more_body": False})
+
+    return app
+
+
+@contextlib.asynccontextmanager
+async def serve(fleet: FakeFleet, host: str) -> AsyncIterator[int]:
+    """Serve ``fleet[host]`` on a free loopback port (yielded) with uvicorn, on this event loop."""
+    config = uvicorn.Config(asgi_app(fleet, host), host="127.0.0.1", port=0, lifespan="off", log_level="warning",
+                            timeout_graceful_shutdown=2)  # fmt: skip
+    server = uvicorn.Server(config)
+    task = asyncio.create_task(server.serve())
+    try:
+        await until(lambda: server.started or task.done())
+        if task.done():
+            task.result()
+        yield int(server.servers[0].sockets[0].getsockname()[1])
+    finally:
+        server.should_exit = True
+        await task

@@ -1,5 +1,6 @@
 """A loopback TCP proxy a test can stop and start: a server that goes away
-(every connection dropped, new ones refused) and comes back on the same port."""
+(every connection dropped, new ones refused) and comes back on the same port;
+or, with ``black_hole``, one that accepts connections and never answers."""
 
 from __future__ import annotations
 
@@ -15,6 +16,10 @@ class LoopbackProxy:
         self.port = 0
         self.connections = 0
         """Connections accepted so far."""
+        self.black_hole = False
+        """Accept new connections, read nothing from them, answer nothing."""
+        self.held = 0
+        """Connections accepted into the black hole so far."""
         self._server: asyncio.Server | None = None
         self._open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -49,6 +54,9 @@ class LoopbackProxy:
 
     async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if self.black_hole:
+            await self._hold(writer)
+            return
         try:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:
@@ -66,6 +74,20 @@ class LoopbackProxy:
             for w in (writer, up_writer):
                 self._open.discard(w)
                 w.transport.abort()
+
+    async def _hold(self, writer: asyncio.StreamWriter) -> None:
+        """Keep the connection open and silent until the client gives up or :meth:`stop`."""
+        self.held += 1
+        task = asyncio.current_task()
+        assert task is not None
+        self._tasks.add(task)
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            pass
+        finally:
+            self._tasks.discard(task)
+            writer.transport.abort()
 
     @staticmethod
     async def _pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
