@@ -112,6 +112,14 @@ HTTP: list[Http] = [
         "temperature",
         path="/v1/chat/completions",
     ),
+    Http("lone surrogate escape in the prompt", b'{"prompt": "x\\ud800"}', 422, "not valid Unicode", "prompt"),
+    Http(
+        "surrogate as raw UTF-8 bytes in metadata",
+        b'{"prompt": "x", "metadata": {"k": "\xed\xa0\x80"}}',
+        422,
+        "not valid Unicode",
+        "metadata.k",
+    ),
     Http(
         "duplicate candidate indices in a posted Result",
         {

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import threading
 import time
 import uuid
@@ -85,8 +86,20 @@ def _field(path: list[str | int]) -> str:
     return out or "body"
 
 
-def _check_json(data: Any) -> None:
-    """Reject nesting deeper than MAX_JSON_DEPTH and the numbers the parser marked, naming the field."""
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
+def _unicode(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (an unpaired \ud800 escape)
+        return False
+    return True
+
+
+def _check_json(data: Any, strings: bool = False) -> None:
+    """Reject nesting deeper than MAX_JSON_DEPTH and the numbers the parser marked
+    (and, if ``strings``, text that is not valid Unicode), naming the field."""
     stack: list[tuple[Any, list[str | int]]] = [(data, [])]
     while stack:
         value, path = stack.pop()
@@ -101,6 +114,9 @@ def _check_json(data: Any) -> None:
             elif kind is _Bad:
                 field = _field([*path, key])
                 raise ApiError(422, f"{field}: {item.reason}", param=field)
+            elif strings and ((kind is str and not _unicode(item)) or (type(key) is str and not _unicode(key))):
+                field = _field([*path, key]) if _unicode(str(key)) else _field(path)
+                raise ApiError(422, f"{field}: not valid Unicode text (a lone surrogate such as \\ud800)", param=field)
 
 
 def read_json(body: bytes) -> Any:
@@ -108,7 +124,8 @@ def read_json(body: bytes) -> Any:
 
     The parse is bounded before any model is built: nesting deeper than
     ``MAX_JSON_DEPTH`` is 400; integers beyond 64 bits, non-finite numbers
-    (``NaN``, ``Infinity``, ``1e999``) are 422 naming the field.
+    (``NaN``, ``Infinity``, ``1e999``) and text with a lone surrogate escape
+    (``"\\ud800"``: not Unicode, it cannot be stored or sent) are 422 naming the field.
 
     >>> read_json(b'{"n": 4, "params": {"seed": NaN}}')
     Traceback (most recent call last):
@@ -125,7 +142,8 @@ def read_json(body: bytes) -> Any:
         raise ApiError(400, f"body: JSON nested deeper than {MAX_JSON_DEPTH} levels", param="body") from None
     if not isinstance(data, dict):
         raise ApiError(400, f"request body must be a JSON object, not {type(data).__name__}", param="body")
-    _check_json(data)
+    # text is checked only when it may hold a surrogate: an escape, or raw bytes (json decodes them with surrogatepass)
+    _check_json(data, strings=not body.isascii() or _SURROGATE_ESCAPE.search(body) is not None)
     return data
 
 
