@@ -46,10 +46,13 @@ class Reaper:
         proc = subprocess.Popen(
             [sys.executable, os.path.abspath(__file__), str(os.getpid())],
             stdin=subprocess.PIPE,
-            stdout=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
             start_new_session=True,
             close_fds=True,
         )
+        assert proc.stdout is not None
+        proc.stdout.readline()  # "ready": its signal handlers are in place
+        proc.stdout.close()
         return cls(proc)
 
     def _send(self, line: str) -> None:
@@ -121,6 +124,8 @@ def reap_processes(pids: list[int]) -> None:
 def _main(parent: int, stdin: IO[bytes]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)  # the parent's SIGTERM is its own: it closes its engine
+    sys.stdout.write("ready\n")
+    sys.stdout.close()
     watched: dict[int, float] = {}
     lock = threading.Lock()
     done = threading.Event()

@@ -85,11 +85,12 @@ def create_app(
         service.supervisor = supervisor
         async with anyio.create_task_group() as tg:
             tg.start_soon(supervisor.run)
-            try:
-                await supervisor.wait_started()
-                yield
-            finally:
-                tg.cancel_scope.cancel()
+            if await supervisor.wait_started():
+                try:
+                    yield
+                finally:
+                    tg.cancel_scope.cancel()
+        supervisor.raise_start_error()  # the first engine did not start: neither does the server
 
     app = FastAPI(title="nbest", summary="N candidates per prompt, reranked, with a confidence", lifespan=lifespan)
     app.state.service = service

@@ -204,8 +204,8 @@ class Service:
             raise self.unavailable(f"the engine is {status}" + (f": {detail}" if detail else ""))
         health = engine_health(orch)
         if not health.ok and health.restart:
-            self.engine_failed()
-            raise self.unavailable(health.detail)
+            status, detail = self.health()
+            raise self.unavailable(f"the engine is {status}: {detail}")
         return orch
 
     def unavailable(self, message: str) -> ApiError:
@@ -233,7 +233,12 @@ class Service:
         health = engine_health(orch)
         if health.ok:
             return "ok", ""
-        return ("dead" if health.restart else "unhealthy"), health.detail
+        if not health.restart:
+            return "unhealthy", health.detail
+        if supervisor is None:
+            return "dead", health.detail
+        supervisor.wake()
+        return "restarting", health.detail
 
     @staticmethod
     def issue_id(request: Request, client_id: str | None = None) -> Request:

@@ -108,13 +108,13 @@ class Supervisor:
         """Check the engine's health now (a request met a dead engine)."""
         self._wake.set()
 
-    async def wait_started(self) -> None:
-        """Wait for the first orchestrator to open.
-
-        Raises:
-            Exception: what opening it raised.
-        """
+    async def wait_started(self) -> bool:
+        """Wait for the first orchestrator to open; False when it failed (see :meth:`raise_start_error`)."""
         await self._ready.wait()
+        return self._start_error is None
+
+    def raise_start_error(self) -> None:
+        """Raise what opening the first orchestrator raised, if it failed."""
         if self._start_error is not None:
             raise self._start_error
 

@@ -1,0 +1,154 @@
+"""No orphans: the processes an engine started end when the process that started
+them is killed outright (the watchdog of nbest/engines/_reaper.py).
+
+The fast tests stand ``sleep`` processes in for vLLM's engine core and its workers;
+the slow one kills a process running the real engine."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import psutil
+import pytest
+
+from nbest.engines._reaper import Reaper
+from tests.conftest import wait_gone
+
+ROOT = Path(__file__).resolve().parent.parent
+
+# A parent that starts a watchdog and an "engine" (a shell with a child of its own,
+# as the engine core has its workers), prints their pids, then waits to be killed
+# (or, with "close", closes the watchdog first, as a clean aclose does).
+PARENT = textwrap.dedent(
+    """
+    import subprocess, sys, time
+    from nbest.engines._reaper import Reaper
+    reaper = Reaper.start()
+    engine = subprocess.Popen(["sh", "-c", "sleep 120 & wait"])
+    time.sleep(0.3)
+    reaper.watch([engine.pid])
+    if sys.argv[1] == "close":
+        reaper.close()
+    print(engine.pid, reaper.proc.pid, flush=True)
+    time.sleep(120)
+    """
+)
+
+
+def _start_parent(mode: str) -> tuple[subprocess.Popen[str], psutil.Process, list[psutil.Process], int]:
+    parent = subprocess.Popen(
+        [sys.executable, "-c", PARENT, mode], cwd=ROOT, stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    assert parent.stdout is not None
+    engine_pid, reaper_pid = map(int, parent.stdout.readline().split())
+    engine = psutil.Process(engine_pid)
+    return parent, engine, [engine, *engine.children(recursive=True)], reaper_pid
+
+
+def parent_process(parent: subprocess.Popen[str]) -> psutil.Process | None:
+    try:
+        return psutil.Process(parent.pid) if parent.poll() is None else None
+    except psutil.Error:
+        return None
+
+
+def _kill(procs: list[psutil.Process | None]) -> None:
+    for proc in procs:
+        if proc is None:
+            continue
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+
+
+def test_engine_processes_end_when_their_parent_is_killed() -> None:
+    parent, _, engine_tree, reaper_pid = _start_parent("watch")
+    try:
+        reaper = psutil.Process(reaper_pid)
+        assert len(engine_tree) == 2  # the "engine" and its "worker"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert not wait_gone(engine_tree, timeout=15), "engine processes outlived their killed parent"
+        assert not wait_gone([reaper], timeout=5), "the watchdog did not exit after its work"
+    finally:
+        _kill([*engine_tree, parent_process(parent)])
+
+
+def test_a_clean_close_leaves_the_engine_alone() -> None:
+    parent, _, engine_tree, reaper_pid = _start_parent("close")
+    try:
+        assert not psutil.pid_exists(reaper_pid), "the watchdog did not exit when closed"
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        assert len(wait_gone(engine_tree, timeout=1.5)) == 2  # nobody ends them: the parent closed its engine itself
+    finally:
+        _kill([*engine_tree, parent_process(parent)])
+
+
+def test_a_watchdog_ignores_signals_meant_for_its_parent() -> None:
+    reaper = Reaper.start()
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            reaper.proc.send_signal(sig)
+        with pytest.raises(subprocess.TimeoutExpired):
+            reaper.proc.wait(timeout=1)
+    finally:
+        reaper.close()
+    assert reaper.proc.returncode == 0
+
+
+# The real engine: a child process starts VLLMEngine.default(), prints the pids of
+# the processes vLLM started, and waits to be SIGKILLed.
+REAL_PARENT = textwrap.dedent(
+    """
+    import anyio, json, time
+    from nbest import VLLMEngine
+
+    async def main():
+        engine = VLLMEngine.default()
+        await engine.start()
+        print("PIDS", json.dumps(engine.engine_pids), flush=True)
+        await anyio.sleep(600)
+
+    if __name__ == "__main__":
+        anyio.run(main)
+    """
+)
+
+
+@pytest.mark.slow
+def test_vllm_engine_processes_end_when_nbest_is_killed(tmp_path: Path) -> None:
+    script = tmp_path / "parent.py"
+    script.write_text(REAL_PARENT)
+    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
+    parent = subprocess.Popen(
+        [sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True
+    )
+    tree: list[psutil.Process] = []
+    try:
+        assert parent.stdout is not None
+        line = "-"
+        while line and not line.startswith("PIDS "):  # vLLM logs to stdout as well
+            line = parent.stdout.readline()
+        assert line, "the engine did not start"
+        pids = json.loads(line.removeprefix("PIDS "))
+        assert pids, "VLLMEngine recorded no engine process"
+        for pid in pids:
+            proc = psutil.Process(pid)
+            tree += [proc, *proc.children(recursive=True)]
+        assert any("EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline()) for p in tree), tree
+        os.kill(parent.pid, signal.SIGKILL)
+        parent.wait()
+        alive = wait_gone(tree, timeout=20)
+        assert not alive, f"vLLM processes outlived the killed nbest process: {alive}"
+    finally:
+        _kill([*tree])
+        if parent.poll() is None:
+            parent.kill()
+            parent.wait()
