@@ -7,7 +7,8 @@ sees a choice without its candidates, and a writer killed mid-write leaves the
 database as it was before. The database runs in WAL mode, so readers do not
 block the writer; concurrent writers queue on SQLite's lock. A choice is on
 disk when :meth:`PreferenceStore.record` returns (``synchronous=FULL``: the
-write-ahead log is flushed at each commit, ~0.2 ms more per choice), so a
+write-ahead log is synced at each commit: one fsync per choice, measured at
+0.2 to 4 ms more per choice by ``benchmarks/prefs_durability.py``), so a
 choice the server acknowledged survives a power cut. A full disk, a read-only
 or broken file raise :class:`StorageError` carrying SQLite's own reason; the
 choices logged before stay intact.
