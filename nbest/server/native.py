@@ -59,11 +59,8 @@ async def nbest_stream(http: HttpRequest) -> EventStream:
     service: Service = http.app.state.service
     request, options = await _body(http, service)
     strategy = service.strategy(options.strategy)
-    ranker = service.ranker(options.rerankers)
-    try:
-        request, _ = service.orch.plan(request, strategy)  # plan errors answer 422 before streaming starts
-    except ConfigError as exc:
-        raise from_config_error(exc) from None
+    ranker = service.ranker(options.rerankers, request=request)
+    request, _ = service.plan(request, strategy, ranker)  # limits and plan errors answer 422 before streaming starts
 
     async def events() -> AsyncIterator[bytes]:
         started = time.perf_counter()
@@ -73,7 +70,7 @@ async def nbest_stream(http: HttpRequest) -> EventStream:
             async for candidate in service.stream(request, options, strategy):
                 candidates.append(candidate)
                 yield format_event(candidate.model_dump_json(), "candidate")
-            result = await service.finish(request, candidates, ranker, time.perf_counter() - started)
+            result = await service.finish(request, candidates, ranker, time.perf_counter() - started, timeout=options.timeout)
             yield format_event(result.model_dump_json(), "ranked")
         except ApiError as exc:  # the engine restarted under this request: 503
             yield format_event(error_body(exc.status, exc.message, exc.param), "error")

@@ -283,11 +283,8 @@ async def _serve(http: HttpRequest, chat: bool) -> Response | EventStream:
     service.check(request)
     request = service.issue_id(request)
     strategy = service.strategy(body.nbest.strategy, "nbest.strategy")
-    ranker = service.ranker(body.nbest.rerankers, "nbest.rerankers")
-    try:
-        request, _ = service.orch.plan(request, strategy)
-    except ConfigError as exc:
-        raise from_config_error(exc) from None
+    ranker = service.ranker(body.nbest.rerankers, "nbest.rerankers", request=request)
+    request, _ = service.plan(request, strategy, ranker)
     prefix = "chatcmpl-" if chat else "cmpl-"
     ident, created = prefix + uuid.uuid4().hex[:24], int(time.time())
     options = Options(strategy=None, rerankers=None, timeout=body.nbest.timeout)
@@ -297,10 +294,14 @@ async def _serve(http: HttpRequest, chat: bool) -> Response | EventStream:
         async def generate() -> list[Candidate]:
             return [c async for c in service.stream(request, options, strategy)]
 
+        async def rank(candidates: list[Candidate]) -> Result:
+            return await service.finish(request, candidates, ranker, time.perf_counter() - started, timeout=options.timeout)
+
         candidates = await until_disconnect(http, generate)
-        if candidates is None:  # the client went away; nobody reads this
+        # reranking stops too when the client goes away
+        result = None if candidates is None else await until_disconnect(http, lambda: rank(candidates))
+        if result is None:  # the client went away; nobody reads this
             return Response(status_code=499)
-        result = await service.finish(request, candidates, ranker, time.perf_counter() - started)
         reply = _envelope("chat.completion" if chat else "text_completion", model, created, ident)
         reply["choices"] = [_choice(i, c, body, chat) for i, c in enumerate(_choices(result, body))]
         reply["usage"] = _usage(result)
@@ -339,7 +340,7 @@ async def _stream(
             candidates.append(candidate)
             if not best_only and candidate.ok:
                 yield chunk(candidate.index, candidate.text, None)
-        result = await service.finish(request, candidates, ranker, time.perf_counter() - started)
+        result = await service.finish(request, candidates, ranker, time.perf_counter() - started, timeout=options.timeout)
         for position, c in enumerate(_choices(result, body)):
             index = 0 if best_only else c.index
             if best_only:

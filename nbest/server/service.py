@@ -22,13 +22,14 @@ from nbest.orchestrator import Orchestrator
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.ranker import Ranker
 from nbest.rerankers.registry import build_ranker, reranker_config
-from nbest.server.errors import ApiError
+from nbest.server.errors import ApiError, from_config_error
+from nbest.server.limits import check_plan, check_request, check_rerank_budget, rerank_deadline, result_bytes
 from nbest.server.metrics import Metrics
 from nbest.server.prefs import PreferenceStore
 from nbest.server.settings import ServerSettings
 from nbest.server.supervisor import State, Supervisor, engine_health
-from nbest.strategies.base import STRATEGIES, Strategy
-from nbest.types import Candidate, NbestModel, Request, Result
+from nbest.strategies.base import STRATEGIES, Strategy, rendered_limit
+from nbest.types import Candidate, CandidateSpec, NbestModel, Request, Result
 
 __all__ = ["Options", "Service", "read_json", "until_disconnect"]
 
@@ -170,13 +171,6 @@ async def until_disconnect(http: HttpRequest, work: Callable[[], Awaitable[T]]) 
     return result[0] if result else None
 
 
-def _prompt_chars(request: Request) -> int:
-    prompt = request.prompt
-    if isinstance(prompt, str):
-        return len(prompt)
-    return sum(len(m.content) for m in prompt) + len(request.system or "")
-
-
 class Service:
     """Shared state of one app."""
 
@@ -189,6 +183,7 @@ class Service:
         self._rerankers: dict[str, Reranker] = {}
         self._rerankers_lock = threading.Lock()
         self.results: OrderedDict[str, Result] = OrderedDict()
+        self._result_sizes: dict[str, int] = {}
         self.started = time.time()
         self.supervisor: Supervisor | None = None
         """Set by the app when it owns the orchestrator (a factory): restarts a dead engine."""
@@ -265,11 +260,21 @@ class Service:
         cap = min(self.settings.max_n, self.orch.max_n)
         if request.n > cap:
             raise ApiError(422, f"{p}n: at most {cap} candidates per request (got {request.n})", param=f"{p}n")
-        chars = _prompt_chars(request)
-        if chars > self.settings.max_prompt_chars:
-            raise ApiError(
-                422, f"{p}prompt: at most {self.settings.max_prompt_chars} characters (got {chars})", param=f"{p}prompt"
-            )
+        check_request(self.settings, request, prefix)
+
+    def plan(
+        self, request: Request, strategy: Strategy | None, ranker: Ranker | None = None, prefix: str = ""
+    ) -> tuple[Request, list[CandidateSpec]]:
+        """The request (seeded) and its plan, held to the server's limits before anything
+        is generated: each candidate's rendered prompt, sampling settings and their sum,
+        and the budget of a client's expensive rerankers (``ranker``). 422 naming the field."""
+        try:
+            with rendered_limit(self.settings.max_prompt_chars):
+                request, specs = self.orch.plan(request, strategy)
+        except ConfigError as exc:
+            raise from_config_error(exc, prefix) from None
+        check_plan(self.settings, request, specs, ranker, prefix)
+        return request, specs
 
     def strategy(self, spec: str | dict[str, Any] | None, param: str = "strategy") -> Strategy | None:
         """A client's strategy (short form or config object; no files), or 422 naming ``param``."""
@@ -280,10 +285,14 @@ class Service:
         except ConfigError as exc:
             raise ApiError(422, f"{param}: {exc}" if not str(exc).startswith(param) else str(exc), param=param) from None
 
-    def ranker(self, specs: list[str | dict[str, Any]] | None, param: str = "rerankers") -> Ranker | None:
+    def ranker(
+        self, specs: list[str | dict[str, Any]] | None, param: str = "rerankers", *, request: Request | None = None
+    ) -> Ranker | None:
         """A client's rerankers, built through the one builder with ``for_client=True``
         (only kinds safe for clients; no files). Built rerankers are cached by
-        their canonical config, so a model loads once however it is spelled."""
+        their canonical config, so a model loads once however it is spelled.
+        With ``request``, an expensive kind is held to the rerank budget (largest
+        ``n``, largest ``n × max_tokens``) before anything is built."""
         if specs is None:
             return None
         if not specs:
@@ -300,6 +309,8 @@ class Service:
                     f"{param}[{i}]: reranker {kind!r} is not offered here; allowed: {', '.join(allowed)}",
                     param=f"{param}[{i}]",
                 )
+            if request is not None and kind in self.settings.expensive_rerankers:
+                check_rerank_budget(self.settings, kind, request.n, request.n * request.params.max_tokens)
         try:
             with self._rerankers_lock:
                 ranker = build_ranker(specs, for_client=True, cache=self._rerankers)
@@ -313,19 +324,31 @@ class Service:
     # -- running ---------------------------------------------------------------
 
     def remember(self, result: Result) -> None:
-        if self.settings.remember_results == 0:
+        """Keep ``result`` so a choice can name it, within ``remember_results`` and
+        ``remember_bytes`` (the oldest go first; one larger than the bound is not kept)."""
+        size = result_bytes(result)
+        if self.settings.remember_results == 0 or size > self.settings.remember_bytes:
             return
         self.results[result.id] = result
         self.results.move_to_end(result.id)
-        while len(self.results) > self.settings.remember_results:
-            self.results.popitem(last=False)
+        self._result_sizes[result.id] = size
+        kept = self.remembered_bytes
+        while len(self.results) > self.settings.remember_results or kept > self.settings.remember_bytes:
+            old, _ = self.results.popitem(last=False)
+            kept -= self._result_sizes.pop(old, 0)
+
+    @property
+    def remembered_bytes(self) -> int:
+        """The estimated size of the Results kept."""
+        return sum(self._result_sizes.get(ident, 0) for ident in self.results)
 
     async def run(self, request: Request, options: Options) -> Result:
         strategy = self.strategy(options.strategy)
-        ranker = self.ranker(options.rerankers)
+        ranker = self.ranker(options.rerankers, request=request)
+        request, _ = self.plan(request, strategy, ranker)
         started = time.perf_counter()
         candidates = [c async for c in self.stream(request, options, strategy)]
-        return await self.finish(request, candidates, ranker, time.perf_counter() - started)
+        return await self.finish(request, candidates, ranker, time.perf_counter() - started, timeout=options.timeout)
 
     async def stream(self, request: Request, options: Options, strategy: Strategy | None) -> AsyncIterator[Candidate]:
         """Candidates as they finish; closing this generator aborts the rest."""
@@ -340,8 +363,19 @@ class Service:
             await gen.aclose()
 
     async def finish(
-        self, request: Request, candidates: list[Candidate], ranker: Ranker | None, generate_s: float = 0.0
+        self,
+        request: Request,
+        candidates: list[Candidate],
+        ranker: Ranker | None,
+        generate_s: float = 0.0,
+        *,
+        timeout: float | None = None,
     ) -> Result:
-        result = await self.orch.rank(request, candidates, ranker=ranker, generate_s=generate_s)
+        """Rank the candidates (off the event loop, under what is left of the deadline:
+        ``timeout`` or the server's) and keep the Result for choices."""
+        orch = self.orch
+        deadline = rerank_deadline(self.settings, timeout or self.settings.timeout_s, generate_s)
+        ranker = (ranker or orch.ranker).bounded(deadline)
+        result = await orch.rank(request, candidates, ranker=ranker, generate_s=generate_s)
         self.remember(result)
         return result

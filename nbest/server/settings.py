@@ -25,7 +25,24 @@ class ServerSettings(NbestModel):
     max_n: int = Field(default=DEFAULT_MAX_N, ge=1)
     """Largest ``n`` (candidates per prompt) accepted."""
     max_prompt_chars: int = Field(default=32_000, ge=1)
-    """Longest prompt accepted, in characters (all chat messages together)."""
+    """Longest prompt accepted, in characters: every text a request carries (chat messages,
+    system prompt, ``source``), measured on each candidate's rendered prompt (prompt variants)."""
+    max_tokens: int = Field(default=4096, ge=1)
+    """Largest ``max_tokens`` of one candidate."""
+    max_total_tokens: int = Field(default=65_536, ge=1)
+    """Largest ``max_tokens`` summed over a request's candidates (``n × max_tokens``)."""
+    max_top_logprobs: int = Field(default=5, ge=0, le=20)
+    """Largest ``top_logprobs`` (alternatives kept per generated token)."""
+    expensive_rerankers: tuple[str, ...] = ("mbr", "embed", "source", "cross", "reward", "judge")
+    """Reranker kinds whose cost grows with the candidates' number and length (pairwise
+    utilities, model forward passes); a client asking for one is held to the budget below."""
+    max_rerank_n: int = Field(default=16, ge=1)
+    """Largest ``n`` when a client asks for an expensive reranker."""
+    max_rerank_tokens: int = Field(default=16_384, ge=1)
+    """Largest ``n × max_tokens`` (the candidates' text) when a client asks for an expensive reranker."""
+    rerank_timeout_s: float = Field(default=60.0, gt=0)
+    """Seconds reranking may take when the request has no deadline of its own; a reranker
+    still running then is stopped and counts as failed (the others rank)."""
     max_concurrent: int = Field(default=16, ge=1)
     """Most generation requests served at once; more get 429 with Retry-After."""
     retry_after_s: int = Field(default=1, ge=1)
@@ -47,3 +64,5 @@ class ServerSettings(NbestModel):
     """The preference database; None: ``$NBEST_HOME/preferences.db``."""
     remember_results: int = Field(default=1024, ge=0)
     """How many recent Results the server keeps so a choice can name one by id."""
+    remember_bytes: int = Field(default=64_000_000, ge=0)
+    """Most bytes (estimated from texts and log-probabilities) the kept Results take; the oldest go first."""
