@@ -205,6 +205,13 @@ CLI: list[Cli] = [
         files={"in.jsonl": b'{"prompt": "x"}\n'},
     ),
     Cli(
+        "batch --errors would overwrite the input",
+        ["batch", "{tmp}/in.jsonl", "-o", "{tmp}/out.jsonl", "--errors", "{tmp}/in.jsonl"],
+        2,
+        "--errors: must differ from the input file",
+        files={"in.jsonl": b'{"prompt": "x"}\n{oops\n'},
+    ),
+    Cli(
         "eval --report in a missing folder",
         ["eval", "{tmp}/set.jsonl", "--answer-field", "a", "--report", "{tmp}/missing/r.json"],
         2,

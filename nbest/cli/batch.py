@@ -105,6 +105,9 @@ def batch_command(
     check_writable(errors_path, "--errors")
     if errors_path.resolve() == output_path.resolve():
         raise ConfigError("--errors: must differ from the output file", parameter="errors", value=str(errors_path))
+    if input_path.resolve() in (errors_path.resolve(), output_path.resolve()):
+        which = "--errors" if input_path.resolve() == errors_path.resolve() else "--output"
+        raise ConfigError(f"{which}: must differ from the input file", parameter=which.lstrip("-"), value=str(input_path))
     rule, wave = build_until(until, wave)
     base = build_request("(per line)", n, system, **sampling)
     strategy = build_strategy(strategy_text)

@@ -75,10 +75,10 @@ def prefs_group() -> None:
 @_DB
 def export(out: str, fmt: str, db: str | None) -> None:
     """Write the logged choices to OUT (- for stdout)."""
-    from nbest.server.export import dpo_pairs, jsonl_rows
-
     if out != "-":
         check_writable(Path(out), "OUT")
+    from nbest.server.export import dpo_pairs, jsonl_rows
+
     rows = 0
     with _store(db) as store, click.open_file(out, "w", encoding="utf-8") as fh:
         for row in dpo_pairs(store) if fmt == "dpo" else jsonl_rows(store):
@@ -130,9 +130,9 @@ def stats(db: str | None, as_json: bool) -> None:
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the train/held-out split.")
 def fit(db: str | None, out: str, holdout: float, seed: int) -> None:
     """Fit the Ranker's weights on logged choices (Bradley–Terry); write a ranker config."""
+    check_writable(Path(out), "--out")  # before the fitting code loads
     from nbest.server.fit import fit_choices
 
-    check_writable(Path(out), "--out")
     with _store(db) as store:
         report = fit_choices(list(store), holdout=holdout, seed=seed)
     config = report.config()
