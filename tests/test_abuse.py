@@ -34,7 +34,17 @@ from tests.test_server import serving
 FAST = 1.0
 """Seconds a rejection may take (the point: no work is done before the limit is checked)."""
 
-SETTINGS = ServerSettings(max_n=8, max_body_bytes=200_000, max_prompt_chars=2_000, allowed_hosts=("nbest.test",))
+SETTINGS = ServerSettings(
+    max_n=8, max_body_bytes=200_000, max_prompt_chars=2_000, allowed_hosts=("nbest.test",), max_total_tokens=30_000
+)
+
+
+def _nested_routes(depth: int) -> dict[str, object]:
+    """A strategy config nested ``depth`` levels deep (routes around a fixed one)."""
+    config: dict[str, object] = {"kind": "fixed"}
+    for _ in range(depth - 1):
+        config = {"kind": "route", "weights": {"default": 1}, "inner": config}
+    return config
 
 
 @dataclass(frozen=True)
@@ -86,7 +96,75 @@ HTTP: list[Http] = [
         "client regular expression", {"prompt": "x", "rerankers": ["vote:regex:(.|.)*\x00"]}, 422, "not offered", "rerankers[0]"
     ),
     Http("judge asked by a client", {"prompt": "x", "rerankers": ["judge"]}, 422, "not offered", "rerankers[0]"),
-    # -- bounded work
+    # -- bounded work (nbest/strategies, server/limits.py, rerankers/extract.py)
+    Http(
+        "grid axis of 100 values", {"prompt": "x", "strategy": "grid:t=" + ",".join(["0.5"] * 100)}, 422, "at most 64", "strategy"
+    ),
+    Http(
+        "grid of 64^4 combinations for n=1",
+        {"prompt": "x", "n": 1, "strategy": "grid:t=" + ",".join(["0.5"] * 65) + ";p=0.9;k=5;m=0.1"},
+        422,
+        "at most 64",
+        "strategy",
+    ),
+    Http(
+        "strategies nested 9 deep",
+        {"prompt": "x", "strategy": _nested_routes(9)},
+        422,
+        "nested more than 8 levels",
+        "strategy",
+    ),
+    Http(
+        "mixture weight 1e308",
+        {"prompt": "x", "strategy": {"kind": "mixture", "components": [[1e308, "fixed"], [1e308, "nucleus"]]}},
+        422,
+        "a finite one",
+        "strategy",
+    ),
+    Http(
+        "variant repeating {prompt} 1,000 times",
+        {
+            "prompt": "y" * 1_000,
+            "strategy": {"kind": "prompt_variants", "variants": [{"text": "{prompt}" * 1_000, "role": "prompt"}]},
+        },
+        422,
+        "at most 2000",
+        "variants",
+    ),
+    Http("system prompt counted", {"prompt": "x" * 1_500, "system": "y" * 600}, 422, "at most 2000 characters", "prompt"),
+    Http("source counted", {"prompt": "x", "source": "y" * 2_500}, 422, "at most 2000 characters", "prompt"),
+    Http("max_tokens over the cap", {"prompt": "x", "params": {"max_tokens": 1_000_000}}, 422, "at most 4096", "max_tokens"),
+    Http(
+        "n × max_tokens over the cap",
+        {"prompt": "x", "n": 8, "params": {"max_tokens": 4_000}},
+        422,
+        "n × max_tokens",
+        "max_tokens",
+    ),
+    Http("top_logprobs over the cap", {"prompt": "x", "params": {"top_logprobs": 20}}, 422, "at most 5", "top_logprobs"),
+    Http(
+        "exact MBR over its budget",
+        {"prompt": "x", "n": 5, "params": {"max_tokens": 4_000}, "rerankers": ["mbr"]},
+        422,
+        "with reranker mbr",
+        "max_tokens",
+    ),
+    Http(
+        "OpenAI max_tokens over the cap",
+        {"messages": [{"role": "user", "content": "x"}], "max_tokens": 5_000},
+        422,
+        "at most 4096",
+        "max_tokens",
+        path="/v1/chat/completions",
+    ),
+    Http(
+        "OpenAI top_logprobs over the cap",
+        {"messages": [{"role": "user", "content": "x"}], "logprobs": True, "top_logprobs": 9},
+        422,
+        "at most 5",
+        "top_logprobs",
+        path="/v1/chat/completions",
+    ),
     # -- ids and choices
     # -- boundaries: numbers, nesting, duplicates (service.read_json, types.Result, server/guard.py)
     Http("integer of 5,000 digits", b'{"prompt": "x", "n": ' + b"9" * 5_000 + b"}", 422, "integer too large", "n"),
@@ -181,7 +259,17 @@ CLI: list[Cli] = [
         "strategy",
         files={"plan.yaml": b"kind: \xff\xfe ladder\n"},
     ),
-    # -- bounded work
+    # -- bounded work (nbest/strategies, rerankers/extract.py, cli/serve.py)
+    Cli("grid axis of 65 values", ["run", "hi", "--strategy", "grid:t=" + ",".join(["0.5"] * 65)], 2, "at most 64 entries"),
+    Cli(
+        "route weights that overflow",
+        ["run", "hi", "--strategy", '{"kind": "route", "weights": {"default": 1e308, "other": 1e308}}'],
+        2,
+        "a finite one",
+    ),
+    Cli("strategies nested 9 deep", ["run", "hi", "--strategy", json.dumps(_nested_routes(9))], 2, "nested more than 8"),
+    Cli("regex with a backreference (no linear-time match)", ["run", "hi", "--reranker", "vote:regex:(a)\\1"], 2, "RE2"),
+    Cli("serve with --max-tokens 0", ["serve", "--max-tokens", "0"], 2, "--max-tokens"),
     # -- boundaries: files and paths
     Cli(
         "batch --errors in a missing folder",
