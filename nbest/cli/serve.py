@@ -38,7 +38,30 @@ __all__ = ["serve_command"]
 @click.option("--max-n", type=int, default=None, help="Largest n accepted [default: 64].")
 @click.option("--max-concurrent", type=int, default=None, help="Generation requests served at once; more get 429 [default: 16].")
 @click.option("--max-body-bytes", type=int, default=None, help="Largest request body [default: 1000000].")
-@click.option("--max-prompt-chars", type=int, default=None, help="Longest prompt, in characters [default: 32000].")
+@click.option(
+    "--max-prompt-chars",
+    type=int,
+    default=None,
+    help="Longest prompt of a candidate, system prompt, source and prompt variants included [default: 32000].",
+)
+@click.option("--max-tokens", type=int, default=None, help="Largest max_tokens of one candidate [default: 4096].")
+@click.option("--max-total-tokens", type=int, default=None, help="Largest n × max_tokens of one request [default: 65536].")
+@click.option("--max-top-logprobs", type=int, default=None, help="Largest top_logprobs [default: 5].")
+@click.option(
+    "--max-rerank-n", type=int, default=None, help="Largest n when a client asks for an expensive reranker [default: 16]."
+)
+@click.option(
+    "--max-rerank-tokens",
+    type=int,
+    default=None,
+    help="Largest n × max_tokens when a client asks for an expensive reranker [default: 16384].",
+)
+@click.option(
+    "--rerank-timeout", type=float, default=None, help="Seconds reranking may take without a request deadline [default: 60]."
+)
+@click.option(
+    "--remember-bytes", type=int, default=None, help="Memory for Results kept for choices, in bytes [default: 64000000]."
+)
 @click.option("--timeout", type=float, default=None, help="Seconds before unfinished candidates are dropped.")
 @click.option("--strategy", "strategy_text", default=None, help="Default strategy: a name, JSON, or @file.yaml.")
 @click.option("--reranker", "reranker_texts", multiple=True, help="Default reranker NAME[:ARG][=WEIGHT] (repeatable).")
@@ -65,6 +88,13 @@ def serve_command(
     max_concurrent: int | None,
     max_body_bytes: int | None,
     max_prompt_chars: int | None,
+    max_tokens: int | None,
+    max_total_tokens: int | None,
+    max_top_logprobs: int | None,
+    max_rerank_n: int | None,
+    max_rerank_tokens: int | None,
+    rerank_timeout: float | None,
+    remember_bytes: int | None,
     timeout: float | None,
     strategy_text: str | None,
     reranker_texts: tuple[str, ...],
@@ -92,6 +122,9 @@ def serve_command(
     given: dict[str, Any] = {
         "max_n": max_n, "max_concurrent": max_concurrent, "max_body_bytes": max_body_bytes,
         "max_prompt_chars": max_prompt_chars, "timeout_s": timeout, "preferences": db,
+        "max_tokens": max_tokens, "max_total_tokens": max_total_tokens, "max_top_logprobs": max_top_logprobs,
+        "max_rerank_n": max_rerank_n, "max_rerank_tokens": max_rerank_tokens, "rerank_timeout_s": rerank_timeout,
+        "remember_bytes": remember_bytes,
     }  # fmt: skip
     served = model or ("nbest" if endpoints or engines_file else DEFAULT_MODEL)
     try:
