@@ -233,6 +233,20 @@ async def test_fast_but_wrong_endpoint_stops_being_preferred(reply: str) -> None
     assert len(a.bodies) == first  # down: not tried again before its probe
 
 
+async def test_refused_request_waits_for_an_endpoint_that_has_not_refused_it() -> None:
+    # b is busy (cap 1) when a refuses: the candidate waits for b rather than asking a again
+    fleet = FakeFleet("a:1", "b:1")
+    a, b = fleet["a:1"], fleet["b:1"]
+    a.status = 404
+    b.delay = 0.1
+    e = engine(fleet, backoff=5, max_concurrency=1)
+    async with Orchestrator(e) as orch:
+        result = await orch.generate("Q?", n=4, seed=0)
+    assert_each_once(result, 4, 0)
+    assert sorted(b.served) == [0, 1, 2, 3] and a.served == []  # type: ignore[type-var]
+    assert e.endpoints[0].strikes >= 1
+
+
 async def test_wrong_endpoint_back_from_the_probe_is_on_probation() -> None:
     fleet = FakeFleet("a:1", "b:1")
     a, b = fleet["a:1"], fleet["b:1"]

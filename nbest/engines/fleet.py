@@ -159,14 +159,17 @@ class Fleet:
         """Requests ``endpoint`` may hold now: 1 on probation, else its ``max_concurrency``."""
         return 1 if self.on_probation(endpoint) else endpoint.max_concurrency
 
-    def pick(self, avoid: Collection[str] = ()) -> Endpoint | None:
+    def pick(self, avoid: Collection[str] = (), *, insist: bool = False) -> Endpoint | None:
         """The healthy endpoint below its cap with the least load per weight (None: none free).
 
         Endpoints whose URL is in ``avoid`` (already tried for this request)
-        are taken only when no other is free.
+        are taken only when no other is free; with ``insist``, only when no
+        other is healthy (None while the others are busy).
         """
         free = [e for e in self.endpoints if e.healthy and e.in_flight < self.cap(e)]
         fresh = [e for e in free if e.url not in avoid]
+        if insist and not fresh and any(e.healthy and e.url not in avoid for e in self.endpoints):
+            return None
         if not (fresh or free):
             return None
         return min(fresh or free, key=lambda e: ((e.in_flight + 1) / e.weight, e.sent / e.weight))
@@ -193,7 +196,7 @@ class Fleet:
         )
 
     @asynccontextmanager
-    async def acquire(self, avoid: Collection[str] = ()) -> AsyncIterator[Endpoint]:
+    async def acquire(self, avoid: Collection[str] = (), *, insist: bool = False) -> AsyncIterator[Endpoint]:
         """Hold an endpoint for one request; waits while all are busy. See
         :meth:`pick` for ``avoid``.
 
@@ -202,7 +205,7 @@ class Fleet:
         """
         down_since: float | None = None
         while True:
-            endpoint = self.pick(avoid)
+            endpoint = self.pick(avoid, insist=insist)
             if endpoint is not None:
                 break
             if self._changed is None:

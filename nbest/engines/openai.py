@@ -213,7 +213,7 @@ class OpenAIEngine:
         client = httpx.AsyncClient(
             transport=self._transport,
             headers=headers,
-            timeout=httpx.Timeout(self.read_timeout, connect=self.connect_timeout, pool=None),
+            timeout=httpx.Timeout(None, connect=self.connect_timeout),  # reads: read_timeout, bounded per wait in _exchange
             limits=httpx.Limits(max_connections=total + len(self.endpoints), max_keepalive_connections=total),
         )
         try:
@@ -387,7 +387,8 @@ class OpenAIEngine:
         while data is None:
             if len(failures) >= self.max_attempts:
                 raise GenerationError(f"failed on {len(failures)} attempt(s): {'; '.join(failures)}", engine=self.name)
-            async with self.fleet.acquire(avoid=tried) as endpoint:
+            # a refused request waits for an endpoint that has not refused it, to tell whose fault it is
+            async with self.fleet.acquire(avoid=tried, insist=bool(rejected)) as endpoint:
                 attempt = _Attempt(endpoint, anyio.CancelScope())
                 self._attempts[request_id] = attempt
                 try:
@@ -425,10 +426,10 @@ class OpenAIEngine:
 
     def _connection_failed(self, endpoint: Endpoint, error: str) -> None:
         """Mark ``endpoint`` down and move its other requests to healthy endpoints."""
-        self.fleet.strike(endpoint, error)
         if endpoint.healthy:
             log.warning("engine %s: %s is down: %s", self.name, endpoint.url, error)
         self.fleet.mark_down(endpoint, error)
+        self.fleet.strike(endpoint, error)
         for attempt in self._attempts.values():
             if attempt.endpoint is endpoint and not attempt.scope.cancel_called:
                 attempt.moved = True
@@ -463,7 +464,8 @@ class OpenAIEngine:
             status = response.status_code
             raw = await self._read(response, limit if status == 200 else ERROR_BODY_BYTES)
         finally:
-            await response.aclose()
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.connect_timeout):
+                await response.aclose()  # also when cancelled: the connection is closed, the server aborts
         if status == 200:
             return _parse(raw, response.headers.get("content-type", ""))
         message = _message(raw)
