@@ -130,11 +130,12 @@ def _rss(proc: psutil.Process) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def nbest_server(folder: Path) -> Iterator[tuple[str, psutil.Process]]:
-    """``nbest serve`` on the embedded model in its own process group; stopped with its engine processes on exit."""
+def nbest_server(folder: Path, extra: list[str]) -> Iterator[tuple[str, psutil.Process]]:
+    """``nbest serve`` on the embedded model in its own process group (``extra``: more of its
+    options); stopped with its engine processes on exit."""
     port = _free_port()
     cmd = [sys.executable, "-m", "nbest.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--db", str(folder / "preferences.db")]  # fmt: skip
+           "--db", str(folder / "preferences.db"), *extra]  # fmt: skip
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     log_path = folder / "server.log"
     with log_path.open("wb") as log:
@@ -270,10 +271,13 @@ def _cpu() -> str:
 
 
 def main(args: argparse.Namespace) -> None:
-    with tempfile.TemporaryDirectory(prefix="nbest-load-") as tmp, nbest_server(Path(tmp)) as (base, server):
+    with tempfile.TemporaryDirectory(prefix="nbest-load-") as tmp, nbest_server(Path(tmp), args.server_arg) as (base, server):
         print(f"nbest serve at {base} (pid {server.pid}); {args.clients} clients, n={args.n}, max_tokens={args.tokens}, "
-              f"{args.seconds:.0f} s; CPU: {_cpu()}, {os.cpu_count()} cores", flush=True)  # fmt: skip
+              f"{args.seconds:.0f} s; CPU: {_cpu()}, {os.cpu_count()} cores; serve options: {args.server_arg}",
+              flush=True)  # fmt: skip
+        load_before = os.getloadavg()[0]
         tally, samples, health = asyncio.run(run(base, server, args))
+        load_after = os.getloadavg()[0]
     mb = 1024 * 1024
     after_warmup = [s for s in samples if s[0] >= args.warmup] or samples
     first, last = after_warmup[0], samples[-1]
@@ -298,9 +302,13 @@ def main(args: argparse.Namespace) -> None:
     print(f"server RSS after {first[0]:.0f} s: {first[1] / mb:.0f} MB -> {last[1] / mb:.0f} MB at the end "
           f"({(last[1] - first[1]) / mb:+.0f} MB, {100 * (last[1] - first[1]) / first[1]:+.1f}%); with its engine processes "
           f"{first[2] / mb:.0f} MB -> {last[2] / mb:.0f} MB ({100 * (last[2] - first[2]) / first[2]:+.1f}%)")  # fmt: skip
+    if tally.served:
+        print(f"server RSS growth per 100 served requests after the warm-up: "
+              f"{100 * (last[1] - first[1]) / mb / max(1, tally.served):+.2f} MB (Results kept for /v1/choices are "
+              f"bounded by --remember-bytes)")  # fmt: skip
     step = max(1, len(samples) // 8)
     print("server RSS over time (s: MB): " + ", ".join(f"{t:.0f}: {own / mb:.0f}" for t, own, _ in samples[::step]))
-    print(f"/healthz after the run: {health}")
+    print(f"/healthz after the run: {health}; machine load average {load_before:.1f} before, {load_after:.1f} after")
     print(f"ratio: {tally.served / tally.attempted if tally.attempted else 0.0:.3f}")
 
 
@@ -313,4 +321,6 @@ if __name__ == "__main__":
     parser.add_argument("--hostile-pause", type=float, default=0.25, help="Seconds between two hostile requests.")
     parser.add_argument("--warmup", type=float, default=20, help="Seconds of load before the RSS baseline.")
     parser.add_argument("--sample-every", type=float, default=5, help="Seconds between two RSS samples.")
+    parser.add_argument("--server-arg", action="append", default=[], help="An option for nbest serve (repeatable), "
+                        "e.g. --server-arg=--remember-bytes=2000000.")  # fmt: skip
     main(parser.parse_args())
