@@ -23,7 +23,7 @@ import sys
 import threading
 from typing import IO, Any
 
-__all__ = ["Reaper", "reap_processes"]
+__all__ = ["Reaper", "process_tree", "reap"]
 
 GRACE_S = 3.0
 """Seconds between SIGTERM and SIGKILL."""
@@ -65,10 +65,13 @@ class Reaper:
         except (BrokenPipeError, ValueError, OSError):
             pass
 
-    def watch(self, pids: list[int]) -> None:
-        """Watch these processes (and those below them when the time comes)."""
-        for pid in pids:
-            self._send(f"watch {pid} {_create_time(pid)}")
+    def watch(self, pids: list[int]) -> dict[int, float]:
+        """Watch these processes and those below them now (and those below them when the
+        time comes); the pids watched, with their start times (see :func:`reap`)."""
+        tree = process_tree(pids)
+        for pid, created in tree.items():
+            self._send(f"watch {pid} {created}")
+        return tree
 
     def close(self) -> None:
         """The engine closed cleanly: the watchdog exits without touching anything."""
@@ -83,17 +86,26 @@ class Reaper:
             self.proc.wait()
 
 
-def _create_time(pid: int) -> float:
+def process_tree(pids: list[int]) -> dict[int, float]:
+    """These processes and every process below them, with their start times."""
     import psutil  # type: ignore[import-untyped]
 
-    try:
-        return float(psutil.Process(pid).create_time())
-    except psutil.Error:
-        return 0.0
+    tree: dict[int, float] = {}
+    for pid in pids:
+        try:
+            proc = psutil.Process(pid)
+            for p in [proc, *proc.children(recursive=True)]:
+                tree[p.pid] = float(p.create_time())
+        except psutil.Error:
+            continue
+    return tree
 
 
-def _reap(watched: dict[int, float]) -> None:
-    """SIGTERM the watched processes and everything below them, then SIGKILL what is left."""
+def reap(watched: dict[int, float]) -> None:
+    """SIGTERM the watched processes and everything below them, then SIGKILL what is left.
+
+    A pid whose start time differs from the one given names another process now: it is left alone.
+    """
     import psutil
 
     procs: dict[int, Any] = {}
@@ -114,11 +126,6 @@ def _reap(watched: dict[int, float]) -> None:
         with contextlib.suppress(psutil.Error):
             p.kill()
     psutil.wait_procs(alive, timeout=GRACE_S)
-
-
-def reap_processes(pids: list[int]) -> None:
-    """End these processes and every process below them (SIGTERM, then SIGKILL)."""
-    _reap({pid: 0.0 for pid in pids})
 
 
 def _main(parent: int, stdin: IO[bytes]) -> None:
@@ -152,7 +159,7 @@ def _main(parent: int, stdin: IO[bytes]) -> None:
         return
     with lock:
         targets = dict(watched)
-    _reap(targets)
+    reap(targets)
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import anyio
 import anyio.lowlevel
 
-from nbest.engines._reaper import Reaper, reap_processes
+from nbest.engines._reaper import Reaper, reap
 from nbest.engines.base import Health
 from nbest.engines.cpu import cpu_engine_defaults
 from nbest.engines.models import DEFAULT_MODEL, default_model_path, resolve_model
@@ -84,6 +84,7 @@ class VLLMEngine:
         self._closed = False
         self._reaper: Reaper | None = None
         self.engine_pids: list[int] = []
+        self._engine_tree: dict[int, float] = {}
         """The processes vLLM started for this engine (its engine core; workers run below it)."""
 
     @classmethod
@@ -118,9 +119,9 @@ class VLLMEngine:
                 self._llm = await anyio.to_thread.run_sync(self._build)
             finally:
                 self.engine_pids = sorted(_children() - before - {self._reaper.proc.pid})
-                self._reaper.watch(self.engine_pids)
+                self._engine_tree = self._reaper.watch(self.engine_pids)
                 if self._llm is None:  # vLLM failed to start: nothing of it may outlive this call
-                    await anyio.to_thread.run_sync(self._stop_reaper, True)
+                    await anyio.to_thread.run_sync(self._stop_reaper)
             self._tokenizer = self._llm.get_tokenizer()
 
     def _build(self) -> AsyncLLM:
@@ -159,15 +160,16 @@ class VLLMEngine:
                 with anyio.CancelScope(shield=True):
                     await anyio.lowlevel.checkpoint()
             await anyio.to_thread.run_sync(llm.shutdown)
-        await anyio.to_thread.run_sync(self._stop_reaper, False)
+        await anyio.to_thread.run_sync(self._stop_reaper)
 
-    def _stop_reaper(self, reap: bool) -> None:
-        """Stop the watchdog; with ``reap``, end the engine processes first."""
+    def _stop_reaper(self) -> None:
+        """End what is left of the engine's processes (after a clean shutdown: nothing;
+        after its engine core died: the workers it left), then stop the watchdog."""
         reaper, self._reaper = self._reaper, None
         if reaper is None:
             return
-        if reap and self.engine_pids:
-            reap_processes(self.engine_pids)
+        tree, self._engine_tree = self._engine_tree, {}
+        reap(tree)
         reaper.close()
 
     def health(self) -> Health:
