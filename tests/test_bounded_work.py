@@ -22,7 +22,7 @@ from nbest.rerankers.logprob import MeanLogProb
 from nbest.rerankers.ranker import Ranker, in_worker_loop
 from nbest.server import PreferenceStore, ServerSettings, create_app
 from nbest.server.limits import result_bytes
-from nbest.server.service import Service
+from nbest.server.service import Options, Service
 from nbest.strategies import Composite, Fixed, Grid, Mixture, PromptVariants, Route, from_config
 from nbest.strategies.base import MAX_DEPTH, MAX_ITEMS, rendered_limit, seeded_rng
 from nbest.types import Candidate, CandidateSpec, Request, Result, SamplingParams, Score
@@ -310,3 +310,20 @@ def test_the_plan_is_checked_with_every_text_counted() -> None:
     with pytest.raises(ApiError, match=r"at most 100 characters per candidate.*got 110 for candidate 0"):
         check_plan(settings, request, [spec])
     check_plan(settings, request, [spec.model_copy(update={"prompt": None})])
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_server_plans_once_in_a_worker_thread(scripted: ScriptedEngine) -> None:
+    threads: list[str] = []
+
+    class Recording:
+        def plan(self, request: Request) -> list[CandidateSpec]:
+            threads.append(threading.current_thread().name)
+            return Fixed().plan(request)
+
+    async with Orchestrator(scripted) as orch:
+        service = Service(orch, ServerSettings(), None)
+        request, specs = await service.plan(Request(prompt="x", n=2), Recording())
+        candidates = [c async for c in service.stream(request, Options(), Recording())]
+    assert len(specs) == 2 and len(candidates) == 2
+    assert len(threads) == 1 and threads[0] != threading.current_thread().name  # streamed as planned

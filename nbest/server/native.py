@@ -58,9 +58,9 @@ async def nbest(http: HttpRequest) -> Response:
 async def nbest_stream(http: HttpRequest) -> EventStream:
     service: Service = http.app.state.service
     request, options = await _body(http, service)
-    strategy = service.strategy(options.strategy)
+    strategy = await service.strategy(options.strategy)
     ranker = service.ranker(options.rerankers, request=request)
-    request, _ = service.plan(request, strategy, ranker)  # limits and plan errors answer 422 before streaming starts
+    request, _ = await service.plan(request, strategy, ranker)  # limits and plan errors answer 422 before streaming starts
 
     async def events() -> AsyncIterator[bytes]:
         started = time.perf_counter()

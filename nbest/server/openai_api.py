@@ -282,9 +282,9 @@ async def _serve(http: HttpRequest, chat: bool) -> Response | EventStream:
         raise ApiError(404, f"model: {body.model!r} is not served here; use {model!r} (see /v1/models)", param="model")
     service.check(request)
     request = service.issue_id(request)
-    strategy = service.strategy(body.nbest.strategy, "nbest.strategy")
+    strategy = await service.strategy(body.nbest.strategy, "nbest.strategy")
     ranker = service.ranker(body.nbest.rerankers, "nbest.rerankers", request=request)
-    request, _ = service.plan(request, strategy, ranker)
+    request, _ = await service.plan(request, strategy, ranker)
     prefix = "chatcmpl-" if chat else "cmpl-"
     ident, created = prefix + uuid.uuid4().hex[:24], int(time.time())
     options = Options(strategy=None, rerankers=None, timeout=body.nbest.timeout)

@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any, TypeVar
 
 import anyio
+import anyio.to_thread
 from pydantic import Field
 from starlette.requests import Request as HttpRequest
 
@@ -171,6 +172,20 @@ async def until_disconnect(http: HttpRequest, work: Callable[[], Awaitable[T]]) 
     return result[0] if result else None
 
 
+class _Planned:
+    """A plan already made (and checked), handed to the orchestrator as a strategy."""
+
+    def __init__(self, specs: list[CandidateSpec]) -> None:
+        self.specs = specs
+
+    def plan(self, request: Request) -> list[CandidateSpec]:
+        return self.specs
+
+
+MAX_CLIENT_ID_CHARS = 200
+"""Longest ``id`` a client may give a request (kept as ``metadata["client_id"]``)."""
+
+
 class Service:
     """Shared state of one app."""
 
@@ -184,6 +199,7 @@ class Service:
         self._rerankers_lock = threading.Lock()
         self.results: OrderedDict[str, Result] = OrderedDict()
         self._result_sizes: dict[str, int] = {}
+        self._plans: OrderedDict[str, list[CandidateSpec]] = OrderedDict()
         self.started = time.time()
         self.supervisor: Supervisor | None = None
         """Set by the app when it owns the orchestrator (a factory): restarts a dead engine."""
@@ -242,6 +258,8 @@ class Service:
         same id cannot read, abort or choose for each other's work)."""
         metadata = dict(request.metadata)
         if client_id is not None:
+            if len(client_id) > MAX_CLIENT_ID_CHARS:
+                raise ApiError(422, f"id: at most {MAX_CLIENT_ID_CHARS} characters (got {len(client_id)})", param="id")
             metadata["client_id"] = client_id
         return request.model_copy(update={"id": "nb-" + uuid.uuid4().hex, "metadata": metadata})
 
@@ -262,26 +280,37 @@ class Service:
             raise ApiError(422, f"{p}n: at most {cap} candidates per request (got {request.n})", param=f"{p}n")
         check_request(self.settings, request, prefix)
 
-    def plan(
+    async def plan(
         self, request: Request, strategy: Strategy | None, ranker: Ranker | None = None, prefix: str = ""
     ) -> tuple[Request, list[CandidateSpec]]:
-        """The request (seeded) and its plan, held to the server's limits before anything
-        is generated: each candidate's rendered prompt, sampling settings and their sum,
-        and the budget of a client's expensive rerankers (``ranker``). 422 naming the field."""
+        """The request (seeded) and its plan, made in a worker thread and held to the
+        server's limits before anything is generated: each candidate's rendered prompt,
+        sampling settings and their sum, and the budget of a client's expensive rerankers
+        (``ranker``). 422 naming the field. :meth:`stream` then sends this plan as it is."""
+        orch = self.orch
+        limit = self.settings.max_prompt_chars
+
+        def plan() -> tuple[Request, list[CandidateSpec]]:
+            with rendered_limit(limit):
+                return orch.plan(request, strategy)
+
         try:
-            with rendered_limit(self.settings.max_prompt_chars):
-                request, specs = self.orch.plan(request, strategy)
+            request, specs = await anyio.to_thread.run_sync(plan)
         except ConfigError as exc:
             raise from_config_error(exc, prefix) from None
         check_plan(self.settings, request, specs, ranker, prefix)
+        self._plans[request.id] = specs
+        while len(self._plans) > 256:  # plans never streamed (the client left first)
+            self._plans.popitem(last=False)
         return request, specs
 
-    def strategy(self, spec: str | dict[str, Any] | None, param: str = "strategy") -> Strategy | None:
-        """A client's strategy (short form or config object; no files), or 422 naming ``param``."""
+    async def strategy(self, spec: str | dict[str, Any] | None, param: str = "strategy") -> Strategy | None:
+        """A client's strategy (short form or config object; no files), built in a worker
+        thread (a large config takes a while to validate), or 422 naming ``param``."""
         if spec is None:
             return None
         try:
-            return STRATEGIES.build(spec, files=False)
+            return await anyio.to_thread.run_sync(lambda: STRATEGIES.build(spec, files=False))
         except ConfigError as exc:
             raise ApiError(422, f"{param}: {exc}" if not str(exc).startswith(param) else str(exc), param=param) from None
 
@@ -343,17 +372,21 @@ class Service:
         return sum(self._result_sizes.get(ident, 0) for ident in self.results)
 
     async def run(self, request: Request, options: Options) -> Result:
-        strategy = self.strategy(options.strategy)
+        strategy = await self.strategy(options.strategy)
         ranker = self.ranker(options.rerankers, request=request)
-        request, _ = self.plan(request, strategy, ranker)
+        request, _ = await self.plan(request, strategy, ranker)
         started = time.perf_counter()
         candidates = [c async for c in self.stream(request, options, strategy)]
         return await self.finish(request, candidates, ranker, time.perf_counter() - started, timeout=options.timeout)
 
     async def stream(self, request: Request, options: Options, strategy: Strategy | None) -> AsyncIterator[Candidate]:
-        """Candidates as they finish; closing this generator aborts the rest."""
+        """Candidates as they finish; closing this generator aborts the rest. A request
+        :meth:`plan` planned is sent as planned (not planned again on the event loop)."""
         orch = self.orch
         timeout = options.timeout or self.settings.timeout_s
+        specs = self._plans.pop(request.id, None)
+        if specs is not None:
+            strategy = _Planned(specs)
         gen = orch.stream_request(request, strategy=strategy, timeout=timeout)
         try:
             async for candidate in gen:
