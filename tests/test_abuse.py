@@ -166,6 +166,23 @@ HTTP: list[Http] = [
         path="/v1/chat/completions",
     ),
     # -- ids and choices
+    Http(
+        "choice naming a client's own id", {"result_id": "mine", "chosen": 0}, 404, "no recent result", "result_id", "/v1/choices"
+    ),
+    Http(
+        "choice naming an id the server never issued",
+        {"result_id": "nb-" + "0" * 32, "chosen": 0},
+        404,
+        "send the whole result instead",
+        "result_id",
+        "/v1/choices",
+    ),
+    Http("choice naming no result", {"chosen": 0}, 422, "exactly one of result_id or result", path="/v1/choices"),
+    Http(
+        "choice of a negative index", {"result_id": "x", "chosen": -1}, 422, "greater than or equal to 0", "chosen", "/v1/choices"
+    ),
+    Http("choice by a 201-character user", {"result_id": "x", "chosen": 0, "user": "u" * 201}, 422, "200", "user", "/v1/choices"),
+    Http("client id of 201 characters", {"prompt": "x", "id": "i" * 201}, 422, "id: at most 200 characters", "id"),
     # -- boundaries: numbers, nesting, duplicates (service.read_json, types.Result, server/guard.py)
     Http("integer of 5,000 digits", b'{"prompt": "x", "n": ' + b"9" * 5_000 + b"}", 422, "integer too large", "n"),
     Http(
