@@ -176,6 +176,27 @@ async def test_restarts_are_bounded_then_the_server_says_dead(caplog: pytest.Log
     assert "giving up on the engine after 3 failed restarts" in caplog.text
 
 
+async def test_an_engine_that_fails_to_start_on_a_restart_is_closed() -> None:
+    @dataclass
+    class Broken(MortalEngine):
+        async def start(self) -> None:
+            raise EngineError("out of memory", engine=self.name)
+
+    built: list[MortalEngine] = []
+
+    def factory() -> Orchestrator:
+        # a fleet of two: the first starts, the second fails; nothing may stay started
+        engines = {"a": MortalEngine(name="a"), "b": Broken(name="b")} if built else {"a": MortalEngine(name="first")}
+        built.extend(engines.values())
+        return Orchestrator(engines)
+
+    async with app_with_factory(factory, FAST_POLICY.model_copy(update={"max_attempts": 1})) as client:
+        built[0].dead = True
+        body = await wait_status(client, "dead")
+        assert "restart 1 of 1 failed: EngineError: out of memory" in str(body["detail"])
+        assert [e.closed for e in built] == [True, True, True]
+
+
 async def test_a_failed_first_start_fails_the_server_start() -> None:
     def factory() -> Orchestrator:
         raise EngineError("no model here", engine="vllm")

@@ -88,6 +88,8 @@ class Reaper:
 
 def process_tree(pids: list[int]) -> dict[int, float]:
     """These processes and every process below them, with their start times."""
+    if not pids:
+        return {}
     import psutil  # type: ignore[import-untyped]
 
     tree: dict[int, float] = {}
@@ -106,6 +108,8 @@ def reap(watched: dict[int, float]) -> None:
 
     A pid whose start time differs from the one given names another process now: it is left alone.
     """
+    if not watched:
+        return
     import psutil
 
     procs: dict[int, Any] = {}

@@ -123,22 +123,8 @@ class Supervisor:
         attempt = 0
         while True:
             try:
-                orchestrator = self.factory()
-                async with orchestrator:
-                    if self._ready.is_set():
-                        self.restarts += 1
-                        self._on_restart()
-                        log.warning("nbest: engine restarted (restart %d); serving again", self.restarts)
-                    attempt = 0
-                    self.state, self.detail = "ok", ""
-                    self._on_open(orchestrator)
-                    self._ready.set()
-                    health = await self._watch(orchestrator)
-                    self._on_open(None)
-                    self.state, self.detail = "restarting", health.detail
-                    log.error("nbest: %s; restarting the engine", health.detail)
+                orchestrator = await self._open()
             except Exception as exc:
-                self._on_open(None)
                 if not self._ready.is_set():
                     self._start_error = exc
                     self._ready.set()
@@ -146,12 +132,48 @@ class Supervisor:
                 attempt += 1
                 self.detail = f"engine restart {attempt} of {self.policy.max_attempts} failed: {type(exc).__name__}: {exc}"
                 log.error("nbest: %s", self.detail)
+            else:
+                if self._ready.is_set():
+                    self.restarts += 1
+                    self._on_restart()
+                    log.warning("nbest: engine restarted (restart %d); serving again", self.restarts)
+                attempt = 0
+                self.state, self.detail = "ok", ""
+                self._on_open(orchestrator)
+                self._ready.set()
+                try:
+                    health = await self._watch(orchestrator)
+                finally:
+                    self._on_open(None)
+                    await self._close(orchestrator)
+                self.state, self.detail = "restarting", health.detail
+                log.error("nbest: %s; restarting the engine", health.detail)
             if attempt >= self.policy.max_attempts:
                 self.state = "dead"
                 log.error("nbest: giving up on the engine after %d failed restarts; /healthz answers 503", attempt)
                 return
             self.state = "restarting"
             await anyio.sleep(self.policy.delay(attempt))
+
+    async def _open(self) -> Orchestrator:
+        """A new orchestrator, open; one that fails to open is closed (what it started stops)."""
+        orchestrator = self.factory()
+        try:
+            await orchestrator.__aenter__()
+        except BaseException:
+            await self._close(orchestrator)
+            raise
+        return orchestrator
+
+    @staticmethod
+    async def _close(orchestrator: Orchestrator) -> None:
+        """Close it (aborting what runs on it, closing its engines); a failure is logged, not raised."""
+        # not under a shield of our own: the orchestrator's task group must be left in the
+        # scope it was entered in (it shields the closing of its engines itself)
+        try:
+            await orchestrator.__aexit__(None, None, None)
+        except Exception as exc:
+            log.warning("nbest: closing the old engine: %s: %s", type(exc).__name__, exc)
 
     async def _watch(self, orchestrator: Orchestrator) -> Health:
         """Return once the engine needs a restart."""
