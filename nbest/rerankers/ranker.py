@@ -44,7 +44,7 @@ from nbest.rerankers.answers import group_answers, group_extracted
 from nbest.rerankers.base import AnswerGrouper, Reranker
 from nbest.types import Answer, Candidate, Request, Score
 
-__all__ = ["Normalize", "Ranked", "Ranker", "normalize", "softmax"]
+__all__ = ["Normalize", "Ranked", "Ranker", "in_worker_loop", "normalize", "softmax"]
 
 Normalize = Literal["auto", "none", "zscore", "minmax", "rank"]
 T = TypeVar("T")
