@@ -374,3 +374,26 @@ async def test_http_choice_on_a_full_disk_is_507_with_the_cause(tmp_path: Path, 
             store._conn.execute("PRAGMA max_page_count = 1000000")
             assert (await client.post("/v1/choices", json={"result": big, "chosen": 0})).json()["id"] == 3
     store.close()
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_a_page_of_choices_is_bounded_in_bytes(
+    tmp_path: Path, scripted: ScriptedEngine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = PreferenceStore(tmp_path / "p.db")
+    for i in range(5):
+        store.record(make_result([f"{i}" * 100_000, "b"]), chosen=0)
+    assert [c.id for c in store.page(0, 10, max_bytes=450_000)] == [1, 2]  # ~200 KB each (best repeats a candidate)
+    assert [c.id for c in store.page(4, 10, max_bytes=10)] == [5]  # always at least one
+    assert len(store.page(0, 10)) == 5
+    monkeypatch.setattr("nbest.server.choices.PAGE_BYTES", 650_000)
+    async with Orchestrator(scripted) as orch:
+        app = create_app(orch, ServerSettings(), prefs=store)
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://nbest.test") as client:
+            seen: list[int] = []
+            while len(seen) < 5:
+                page = (await client.get("/v1/choices", params={"offset": len(seen), "limit": 500})).json()
+                assert page["total"] == 5 and 1 <= len(page["data"]) <= 3
+                seen += [c["id"] for c in page["data"]]
+            assert seen == [1, 2, 3, 4, 5]
+    store.close()

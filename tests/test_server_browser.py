@@ -155,6 +155,9 @@ def test_a_choice_is_kept_when_the_server_forgot_the_result(browser, tmp_path: P
         assert "Saved choice 1: candidate 1" in page.locator("#status").inner_text()
         page.close()
     assert [("result_id" in p, "result" in p) for p in posted] == [(True, False), (False, True)]
+    sent = posted[1]["result"]
+    assert isinstance(sent, dict) and len(sent["candidates"]) == 2
+    assert all(c["token_logprobs"] is None and c["text"] for c in sent["candidates"])  # the bulk stays home
     rows = sqlite3.connect(db).execute("SELECT chosen, chosen_rank, n FROM choices").fetchall()
     assert rows == [(1, 2, 2)]
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM candidates").fetchone() == (2,)

@@ -76,8 +76,14 @@ def storage_error(exc: StorageError, what: str) -> ApiError:
     return ApiError(507 if exc.full else 503, f"{what}: {exc}", headers={"retry-after": "60"})
 
 
+PAGE_BYTES = 16_000_000
+"""A page of ``GET /v1/choices`` stops early once its Results pass this many bytes of JSON."""
+
+
 @router.get("/v1/choices", summary="Logged choices, oldest first, paged")
 async def get_choices(http: HttpRequest, offset: int = 0, limit: int = 50) -> dict[str, Any]:
+    """At most ``limit`` choices from ``offset``; fewer when their Results pass 16 MB of
+    JSON (the next page starts at ``offset + len(data)``)."""
     service: Service = http.app.state.service
     if offset < 0:
         raise ApiError(422, "offset: must not be negative", param="offset")
@@ -86,7 +92,7 @@ async def get_choices(http: HttpRequest, offset: int = 0, limit: int = 50) -> di
     try:
         store = service.prefs
         total = await anyio.to_thread.run_sync(store.count)
-        page = await anyio.to_thread.run_sync(lambda: store.page(offset, limit))
+        page = await anyio.to_thread.run_sync(lambda: store.page(offset, limit, max_bytes=PAGE_BYTES))
     except StorageError as exc:
         raise storage_error(exc, "the choices could not be read") from None
     return {"object": "list", "total": total, "offset": offset, "limit": limit, "data": [c.model_dump(mode="json") for c in page]}

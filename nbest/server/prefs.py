@@ -289,16 +289,26 @@ class PreferenceStore:
         with self._lock, _translated(self.path, "count the choices"):
             return int(self._conn.execute("SELECT COUNT(*) FROM choices").fetchone()[0])
 
-    def page(self, offset: int = 0, limit: int = 50) -> list[Choice]:
-        """Choices, oldest first, ``limit`` of them from ``offset``."""
+    def page(self, offset: int = 0, limit: int = 50, *, max_bytes: int | None = None) -> list[Choice]:
+        """Choices, oldest first, ``limit`` of them from ``offset``; with ``max_bytes``,
+        fewer when their Results' JSON would pass that many bytes (always at least one):
+        the next page starts at ``offset + len(page)``."""
         if offset < 0 or limit < 0:
             raise ConfigError("offset and limit must not be negative", parameter="offset" if offset < 0 else "limit")
+        rows: list[tuple[Any, ...]] = []
+        size = 0
         with self._lock, _translated(self.path, "read the choices"):
-            rows = self._conn.execute(
-                "SELECT id, created, request_id, chosen, chosen_rank, ranking, edited_text, user, result FROM choices"
-                " ORDER BY id LIMIT ? OFFSET ?",
+            cursor = self._conn.execute(
+                "SELECT id, created, request_id, chosen, chosen_rank, ranking, edited_text, user, result, length(result)"
+                " FROM choices ORDER BY id LIMIT ? OFFSET ?",
                 (limit, offset),
-            ).fetchall()
+            )
+            for row in cursor:  # read one row at a time: a page never holds more than max_bytes of Results
+                size += row[-1]
+                if max_bytes is not None and rows and size > max_bytes:
+                    break
+                rows.append(row[:-1])
+            cursor.close()
         return [_choice(row) for row in rows]
 
     def __iter__(self) -> Iterator[Choice]:
