@@ -313,7 +313,7 @@ class PreferenceStore:
 
     def __iter__(self) -> Iterator[Choice]:
         offset = 0
-        while page := self.page(offset, 500):
+        while page := self.page(offset, 500, max_bytes=16_000_000):  # bounded memory over any log
             yield from page
             offset += len(page)
 
