@@ -143,11 +143,11 @@ class Supervisor:
                 self._ready.set()
                 try:
                     health = await self._watch(orchestrator)
+                    self.state, self.detail = "restarting", health.detail
+                    log.error("nbest: %s; restarting the engine", health.detail)
                 finally:
                     self._on_open(None)
                     await self._close(orchestrator)
-                self.state, self.detail = "restarting", health.detail
-                log.error("nbest: %s; restarting the engine", health.detail)
             if attempt >= self.policy.max_attempts:
                 self.state = "dead"
                 log.error("nbest: giving up on the engine after %d failed restarts; /healthz answers 503", attempt)
