@@ -327,3 +327,17 @@ async def test_the_server_plans_once_in_a_worker_thread(scripted: ScriptedEngine
         candidates = [c async for c in service.stream(request, Options(), Recording())]
     assert len(specs) == 2 and len(candidates) == 2
     assert len(threads) == 1 and threads[0] != threading.current_thread().name  # streamed as planned
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_reranking_runs_under_the_request_deadline(scripted: ScriptedEngine) -> None:
+    spin = Spin(1.5)
+    async with Orchestrator(scripted, rerankers=[spin, MeanLogProb()]) as orch:
+        app = create_app(orch, ServerSettings(max_n=8, rerank_timeout_s=0.3), prefs=PreferenceStore(":memory:"))
+        async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://nbest.test") as client:
+            reply = await client.post("/v1/nbest", json={"prompt": "x", "n": 2})
+    assert reply.status_code == 200, reply.text
+    result = reply.json()
+    assert any("spin failed: did not finish within the deadline (0.3 s)" in w for w in result["warnings"])
+    assert all(c["scores"]["spin"] is None for c in result["candidates"])
+    assert len(result["candidates"]) == 2  # every candidate kept, ranked by the others
