@@ -18,13 +18,14 @@ import pytest
 from click.testing import CliRunner
 
 from nbest import Orchestrator
-from nbest.cli import cli
+from nbest.cli import cli, main
 from nbest.errors import ConfigError
 from nbest.rerankers import MBRConfig, MeanLogProbConfig, PerplexityConfig, SourceSimilarityConfig, VoteConfig, build_ranker
 from nbest.server import PreferenceStore, ServerSettings, create_app
 from nbest.server.fit import RankerConfig, fit_choices, logged_configs
 from nbest.server.prefs import StorageError
 from nbest.types import Candidate, CandidateSpec, Result, SamplingParams
+from tests.batch_engines import seed_answers
 from tests.scripted import ScriptedEngine
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -397,3 +398,19 @@ async def test_a_page_of_choices_is_bounded_in_bytes(
                 seen += [c["id"] for c in page["data"]]
             assert seen == [1, 2, 3, 4, 5]
     store.close()
+
+
+@pytest.mark.parametrize(
+    ("db", "words"),
+    [("junk.db", "cannot open it: file is not a database"), ("file/inside/a/file.db", "cannot create its folder")],
+)
+def test_serve_on_a_database_it_cannot_open_exits_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], db: str, words: str
+) -> None:
+    (tmp_path / "junk.db").write_bytes(b"not a database at all " * 100)
+    (tmp_path / "file").write_text("a file, not a folder")
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--port", "0", "--db", str(tmp_path / db)], engine_factory=seed_answers)
+    err = capsys.readouterr().err
+    assert info.value.code == 2 and err.count("\n") == 1 and err.startswith("nbest: error: --db: preference log "), err
+    assert words in err

@@ -115,7 +115,7 @@ def serve_command(
     from nbest.rerankers import RankerConfig
     from nbest.server.app import create_app
     from nbest.server.guard import RedactApiKey, allowed_hosts_for
-    from nbest.server.prefs import PreferenceStore
+    from nbest.server.prefs import PreferenceStore, StorageError
     from nbest.server.settings import ServerSettings
     from nbest.server.supervisor import RestartPolicy
 
@@ -147,7 +147,10 @@ def serve_command(
         return engines, ranker
 
     built = [build()]  # built (checked) here, started by the app; a restart builds them anew
-    prefs = PreferenceStore(settings.preferences)
+    try:
+        prefs = PreferenceStore(settings.preferences)
+    except StorageError as exc:
+        raise ConfigError(f"--db: {exc}", parameter="db") from None
     if host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         click.echo(f"nbest: warning: serving on {host} without --api-key: anyone who reaches it can generate", err=True)
 

@@ -160,7 +160,10 @@ class PreferenceStore:
             )
         self.path = text
         if text != ":memory:":
-            Path(text).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            try:
+                Path(text).expanduser().parent.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                raise StorageError(f"preference log {text}: cannot create its folder: {exc.strerror or exc}") from exc
             self.path = str(Path(text).expanduser())
         self._lock = threading.Lock()
         with _translated(self.path, "open it"):
