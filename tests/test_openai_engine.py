@@ -213,6 +213,14 @@ async def test_streamed_answers_are_merged_like_one_response() -> None:
     assert streamed == whole
 
 
+async def test_stream_false_asks_for_answers_in_one_piece() -> None:
+    fleet = FakeFleet("a:1")
+    async with engine(fleet, stream=False) as e:
+        (u,) = [u async for u in e.generate("Once", SamplingParams(seed=4), "r1")]
+    assert u.text == "a:1 seed=4" and u.token_logprobs == [-0.5, -0.5]
+    assert "stream" not in fleet["a:1"].bodies[0] and "stream_options" not in fleet["a:1"].bodies[0]
+
+
 @pytest.mark.parametrize(
     ("raw", "content_type", "error"),
     [

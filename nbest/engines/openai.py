@@ -102,6 +102,9 @@ class OpenAIEngine:
             headers, the next streamed token; it covers queueing and prefill);
             past it the endpoint counts as failed (a black hole).
         connect_timeout: seconds to connect, and to probe a down endpoint.
+        stream: ask for streamed answers (the default). False: each answer
+            comes in one piece, so ``read_timeout`` must cover a whole
+            generation (a silent endpoint is then found only that late).
         max_attempts: endpoints one candidate is tried on before it fails.
         max_concurrency: default per-endpoint cap on requests in flight.
         max_strikes: wrong answers in a row that mark an endpoint down.
@@ -130,6 +133,7 @@ class OpenAIEngine:
         request_timeout: float = 600.0,
         read_timeout: float = 60.0,
         connect_timeout: float = 5.0,
+        stream: bool = True,
         max_attempts: int = 3,
         max_concurrency: int = 64,
         max_strikes: int = 3,
@@ -165,6 +169,7 @@ class OpenAIEngine:
         self.request_timeout = request_timeout
         self.read_timeout = read_timeout
         self.connect_timeout = connect_timeout
+        self.stream = stream
         self.max_attempts = max_attempts
         self.extra_body = dict(extra_body or {})
         self._transport = transport
@@ -349,7 +354,8 @@ class OpenAIEngine:
             body["min_p"] = params.min_p
         if params.repetition_penalty != 1.0:
             body["repetition_penalty"] = params.repetition_penalty
-        body.update(stream=True, stream_options={"include_usage": True})
+        if self.stream:
+            body.update(stream=True, stream_options={"include_usage": True})
         if isinstance(prompt, str):
             body.update(prompt=prompt, logprobs=params.top_logprobs)
             path = "/completions"
