@@ -9,6 +9,7 @@ from pydantic import Field, field_validator, model_validator
 
 from nbest.errors import ConfigError
 from nbest.strategies.base import (
+    MAX_ITEMS,
     NestedStrategy,
     StrategyConfig,
     check_items,
@@ -69,6 +70,8 @@ class Composite(StrategyConfig):
     @classmethod
     def _pairs(cls, value: Any) -> Any:
         if isinstance(value, (list, tuple)):
+            if len(value) > MAX_ITEMS:  # refused before any entry is built
+                raise ValueError(f"at most {MAX_ITEMS} entries (got {len(value)})")
             return [
                 {"count": item[0], "strategy": item[1]} if isinstance(item, (list, tuple)) and len(item) == 2 else item
                 for item in value

@@ -10,6 +10,7 @@ from pydantic import Field, field_validator, model_validator
 
 from nbest.errors import ConfigError
 from nbest.strategies.base import (
+    MAX_ITEMS,
     NestedStrategy,
     StrategyConfig,
     check_items,
@@ -122,6 +123,8 @@ class PromptVariants(StrategyConfig):
     @classmethod
     def _strings(cls, value: Any) -> Any:
         if isinstance(value, (list, tuple)):
+            if len(value) > MAX_ITEMS:  # refused before any entry is built
+                raise ValueError(f"at most {MAX_ITEMS} entries (got {len(value)})")
             return [{"text": item} if isinstance(item, str) else item for item in value]
         return value
 
