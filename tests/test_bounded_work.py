@@ -341,3 +341,16 @@ async def test_reranking_runs_under_the_request_deadline(scripted: ScriptedEngin
     assert any("spin failed: did not finish within the deadline (0.3 s)" in w for w in result["warnings"])
     assert all(c["scores"]["spin"] is None for c in result["candidates"])
     assert len(result["candidates"]) == 2  # every candidate kept, ranked by the others
+
+
+@pytest.mark.parametrize(
+    ("kind", "field", "item"),
+    [
+        ("mixture", "components", {"weight": 1, "strategy": {"kind": "ladder"}}),
+        ("composite", "parts", {"count": 1, "strategy": {"kind": "ladder"}}),
+        ("prompt_variants", "variants", "Be brief."),
+    ],
+)
+def test_a_long_list_is_refused_before_its_entries_are_built(kind: str, field: str, item: object) -> None:
+    with pytest.raises(ConfigError, match=f"^{field}: at most {MAX_ITEMS} entries \\(got 20000\\)"):
+        from_config({"kind": kind, field: [item] * 20_000})
