@@ -75,8 +75,8 @@ def run_vllm(prompts: int, n: int, tokens: int) -> dict[str, Any]:
     from vllm import LLM, SamplingParams
     from vllm.platforms import current_platform
 
-    from nbest.engines.models import resolve_model
     from nbest.engines.cpu import cpu_engine_defaults
+    from nbest.engines.models import resolve_model
 
     args: dict[str, Any] = {"max_model_len": 4096, "disable_log_stats": True}
     if current_platform.is_cpu():
