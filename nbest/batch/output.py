@@ -13,7 +13,8 @@ One writer at a time: :class:`OutputLog` holds an exclusive lock
 (``flock``) on the file while it is open, taken before the file is read or
 cut, so a second run on the same output stops with a
 :class:`~nbest.errors.ConfigError` naming the process that holds it; the
-lock goes with the process, however it ends.
+lock goes with the process, however it ends (on a file system without
+``flock`` the file is written unlocked).
 """
 
 from __future__ import annotations
@@ -153,7 +154,7 @@ class OutputLog:
             ) from None
         try:
             fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
+        except BlockingIOError:
             os.close(self._fd)
             self._fd = -1
             holder = _lock_holder(path)
@@ -164,6 +165,8 @@ class OutputLog:
                 parameter="output",
                 value=str(path),
             ) from None
+        except OSError:  # a file system without flock: written unlocked
+            pass
         self._lock = anyio.Lock()
 
     def fileno(self) -> int:
