@@ -33,7 +33,8 @@ class Reaper:
     """The parent's handle on the watchdog process.
 
     >>> reaper = Reaper.start()
-    >>> reaper.watch([])
+    >>> reaper.watch([])  # the pids watched (with those below them), and their start times
+    {}
     >>> reaper.close()
     """
 
