@@ -89,7 +89,7 @@ class Guard:
                 send,
                 403,
                 f"origin: a request from the page {origin[:100]!r} is refused: only pages served by this server"
-                " (or an allowed host) may post here",
+                " may post here (behind a proxy, allow its public name: nbest serve --allowed-host NAME)",
                 "origin",
             )
             return
