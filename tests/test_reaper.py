@@ -1,13 +1,12 @@
 """No orphans: the processes an engine started end when the process that started
 them is killed outright (the watchdog of nbest/engines/_reaper.py).
 
-The fast tests stand ``sleep`` processes in for vLLM's engine core and its workers;
-the slow one kills a process running the real engine."""
+These stand ``sleep`` processes in for vLLM's engine core and its workers; the real
+engine's processes are checked in test_server_restart_vllm.py (SIGKILL ``nbest serve``)."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -101,54 +100,3 @@ def test_a_watchdog_ignores_signals_meant_for_its_parent() -> None:
     finally:
         reaper.close()
     assert reaper.proc.returncode == 0
-
-
-# The real engine: a child process starts VLLMEngine.default(), prints the pids of
-# the processes vLLM started, and waits to be SIGKILLed.
-REAL_PARENT = textwrap.dedent(
-    """
-    import anyio, json, time
-    from nbest import VLLMEngine
-
-    async def main():
-        engine = VLLMEngine.default()
-        await engine.start()
-        print("PIDS", json.dumps(engine.engine_pids), flush=True)
-        await anyio.sleep(600)
-
-    if __name__ == "__main__":
-        anyio.run(main)
-    """
-)
-
-
-@pytest.mark.slow
-def test_vllm_engine_processes_end_when_nbest_is_killed(tmp_path: Path) -> None:
-    script = tmp_path / "parent.py"
-    script.write_text(REAL_PARENT)
-    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING"}
-    parent = subprocess.Popen(
-        [sys.executable, str(script)], cwd=ROOT, stdout=subprocess.PIPE, text=True, env=env, start_new_session=True
-    )
-    tree: list[psutil.Process] = []
-    try:
-        assert parent.stdout is not None
-        line = "-"
-        while line and not line.startswith("PIDS "):  # vLLM logs to stdout as well
-            line = parent.stdout.readline()
-        assert line, "the engine did not start"
-        pids = json.loads(line.removeprefix("PIDS "))
-        assert pids, "VLLMEngine recorded no engine process"
-        for pid in pids:
-            proc = psutil.Process(pid)
-            tree += [proc, *proc.children(recursive=True)]
-        assert any("EngineCore" in p.name() or "EngineCore" in " ".join(p.cmdline()) for p in tree), tree
-        os.kill(parent.pid, signal.SIGKILL)
-        parent.wait()
-        alive = wait_gone(tree, timeout=20)
-        assert not alive, f"vLLM processes outlived the killed nbest process: {alive}"
-    finally:
-        _kill([*tree])
-        if parent.poll() is None:
-            parent.kill()
-            parent.wait()

@@ -1,10 +1,12 @@
 """Fault test on the real engine: kill the engine core under a running ``nbest serve``;
 /healthz answers 503, the server restarts the engine, and serves the next request.
+Then SIGKILL ``nbest serve`` itself: no vLLM process outlives it.
 
 One server process, two engine starts (the first and the restart)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -46,6 +48,7 @@ def test_a_killed_engine_core_is_reported_and_restarted(tmp_path: Path) -> None:
     with log.open("w") as err:  # a file, not a pipe: nobody has to drain vLLM's logs during the restart
         proc = subprocess.Popen(argv, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=err, text=True, env=env)
     server = psutil.Process(proc.pid)
+    seen: list[psutil.Process] = []  # every engine process, ended at the end whatever happens
     try:
         found: list[str] = []
 
@@ -56,6 +59,7 @@ def test_a_killed_engine_core_is_reported_and_restarted(tmp_path: Path) -> None:
 
         _wait(listening, 300, "nbest serve did not listen", log)
         first = engine_processes(server)
+        seen += first
         cores = [p for p in first if "EngineCore" in p.name()]
         assert cores, f"no engine core under nbest serve: {first}"
         with httpx.Client(base_url=found[0], timeout=60) as client:
@@ -79,12 +83,19 @@ def test_a_killed_engine_core_is_reported_and_restarted(tmp_path: Path) -> None:
         # nothing of the dead engine lives on (its workers were ended when it was closed)
         assert not wait_gone(first, timeout=15), "processes of the dead engine outlived it"
         assert "restarting the engine" in log.read_text() and "engine restarted" in log.read_text()
-        proc.send_signal(signal.SIGINT)
-        proc.wait(timeout=60)
+        # killed outright, as by the OOM killer: the new engine's processes go with it
+        second = engine_processes(server)
+        seen += second
+        assert any("EngineCore" in p.name() for p in second), second
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+        alive = wait_gone(second, timeout=20)
+        assert not alive, f"vLLM processes outlived the killed nbest serve: {alive}"
     finally:
-        leftover = engine_processes(server) if proc.poll() is None else []
         if proc.poll() is None:
+            seen += engine_processes(server)
             proc.kill()
             proc.wait()
-        for p in leftover:
-            p.kill()
+        for p in seen:
+            with contextlib.suppress(psutil.Error):
+                p.kill()
