@@ -284,9 +284,19 @@ class VLLMEngine:
 
 
 def _children() -> set[int]:
-    """Pids of this process's direct children (none known without psutil, which vLLM brings)."""
+    """Pids of this process's direct children but multiprocessing's own helpers (the
+    resource tracker serves the whole process and exits with it); none known without
+    psutil, which vLLM brings."""
     try:
         import psutil  # type: ignore[import-untyped]
     except ImportError:
         return set()
-    return {p.pid for p in psutil.Process().children(recursive=False)}
+    pids = set()
+    for child in psutil.Process().children(recursive=False):
+        try:
+            if "from multiprocessing." in " ".join(child.cmdline()):
+                continue
+        except psutil.Error:
+            continue
+        pids.add(child.pid)
+    return pids
