@@ -144,16 +144,23 @@ def _stream(server: FakeServer, chunks: list[dict[str, object]], finish: str, us
     """Server-sent events as vLLM sends them: a chunk per token, the finish reason
     on the last, a usage chunk, ``[DONE]``."""
 
-    async def events() -> AsyncIterator[bytes]:
-        for i, chunk in enumerate(chunks):
-            if i:
-                await anyio.sleep(server.token_delay)
-            last = i == len(chunks) - 1
-            yield f"data: {json.dumps({'choices': [{**chunk, 'finish_reason': finish if last else None}]})}\n\n".encode()
-        yield f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n".encode()
-        yield b"data: [DONE]\n\n"
+    last = len(chunks) - 1
+    events = [
+        f"data: {json.dumps({'choices': [{**c, 'finish_reason': finish if i == last else None}]})}\n\n"
+        for i, c in enumerate(chunks)
+    ]
+    events += [f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n", "data: [DONE]\n\n"]
+    headers = {"content-type": "text/event-stream; charset=utf-8"}
+    if not server.token_delay:  # all at once: readable as .content, as a plain JSON answer is
+        return httpx.Response(200, headers=headers, content="".join(events).encode())
 
-    return httpx.Response(200, headers={"content-type": "text/event-stream; charset=utf-8"}, content=events())
+    async def paced() -> AsyncIterator[bytes]:
+        for i, event in enumerate(events):
+            if 0 < i <= last:
+                await anyio.sleep(server.token_delay)
+            yield event.encode()
+
+    return httpx.Response(200, headers=headers, content=paced())
 
 
 Message = MutableMapping[str, Any]
