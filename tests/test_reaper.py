@@ -100,3 +100,19 @@ def test_a_watchdog_ignores_signals_meant_for_its_parent() -> None:
     finally:
         reaper.close()
     assert reaper.proc.returncode == 0
+
+
+def test_the_engine_watches_its_processes_not_multiprocessing_helpers() -> None:
+    from multiprocessing import resource_tracker
+
+    from nbest.engines.vllm import _children
+
+    resource_tracker.ensure_running()  # a child of this process that serves every user of multiprocessing
+    tracker = resource_tracker._resource_tracker._pid  # type: ignore[attr-defined]
+    engine = subprocess.Popen(["sleep", "30"])
+    try:
+        children = _children()
+        assert engine.pid in children and tracker not in children
+    finally:
+        engine.kill()
+        engine.wait()
