@@ -405,9 +405,7 @@ class OpenAIEngine:
                     self._connection_failed(endpoint, str(exc))
                 except EndpointFailure as exc:
                     failures.append(f"{endpoint.url}: {exc}")
-                    if self.fleet.strike(endpoint, str(exc)):
-                        log.warning("engine %s: %s marked down after %d failed requests: %s",
-                                    self.name, endpoint.url, endpoint.strikes, exc)  # fmt: skip
+                    self._strike(endpoint, str(exc))
                 except _Rejected as exc:
                     failures.append(f"{endpoint.url}: {exc}")
                     rejected.append((endpoint, str(exc)))
@@ -423,8 +421,15 @@ class OpenAIEngine:
         self.fleet.succeeded(endpoint)
         for other, error in rejected:
             if other is not endpoint:
-                self.fleet.strike(other, error)
+                self._strike(other, error)
         yield _update(data, path, params)
+
+    def _strike(self, endpoint: Endpoint, error: str) -> None:
+        """Count a failed request on ``endpoint``; log when that marks it down."""
+        if self.fleet.strike(endpoint, error):
+            log.warning(
+                "engine %s: %s marked down after %d failed requests: %s", self.name, endpoint.url, endpoint.strikes, error
+            )
 
     def _another(self, tried: list[str]) -> bool:
         """True when a healthy endpoint not in ``tried`` exists."""
