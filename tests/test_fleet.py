@@ -404,6 +404,26 @@ async def test_probe_loop_survives_an_exception_and_logs_it(caplog: pytest.LogCa
     assert "the endpoint probe failed; probing goes on" in caplog.text and "OverflowError" in caplog.text
 
 
+async def test_endpoint_that_never_answers_its_probe_does_not_hold_the_others_back() -> None:
+    fleet = FakeFleet("hang:1", "b:1", "c:1")
+    hang, b = fleet["hang:1"], fleet["b:1"]
+    hang.down = b.down = True
+    original = fleet.handle
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.netloc == b"hang:1" and not hang.down:
+            await anyio.sleep_forever()  # accepts the probe, never answers it
+        return await original(request)
+
+    fleet.transport.handler = handle
+    e = engine(fleet, backoff=0.02, connect_timeout=0.2)
+    async with e:
+        hang.down = b.down = False
+        await until(lambda: e.endpoints[1].healthy)  # probed after the hanging one gave up
+        await until(lambda: "GET /models: no answer within 0.4 s" in (e.endpoints[0].last_error or ""))
+    assert not e.endpoints[0].healthy
+
+
 async def test_aclose_stops_the_probe() -> None:
     fleet = FakeFleet("a:1", "b:1")
     fleet["a:1"].down = True

@@ -60,6 +60,9 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 ERROR_BODY_BYTES = 65536
 """Most bytes of an error response that are read."""
 
+MODELS_BYTES = 1_048_576
+"""Most bytes of a ``GET /models`` answer."""
+
 
 class EndpointFailure(Exception):
     """The endpoint (not the request) failed: a wrong answer (HTTP 429/5xx, not an
@@ -261,17 +264,25 @@ class OpenAIEngine:
                 )
 
     async def _models(self, client: httpx.AsyncClient, endpoint: Endpoint) -> list[str]:
-        """The model ids ``endpoint`` serves (``GET /models``)."""
+        """The model ids ``endpoint`` serves (``GET /models``), asked within
+        ``2 * connect_timeout`` in all and read up to ``MODELS_BYTES`` (a server
+        that drips or floods cannot hold the probe)."""
         try:
-            response = await client.get(f"{endpoint.url}/models", timeout=self.connect_timeout)
+            with anyio.fail_after(2 * self.connect_timeout):
+                async with client.stream("GET", f"{endpoint.url}/models", timeout=self.connect_timeout) as response:
+                    status = response.status_code
+                    raw = await self._read(response, MODELS_BYTES)
+        except TimeoutError as exc:
+            raise EndpointFailure(f"GET /models: no answer within {2 * self.connect_timeout:g} s") from exc
         except httpx.HTTPError as exc:
             raise EndpointFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
-        if response.status_code != 200:
-            raise EndpointFailure(f"GET /models: HTTP {response.status_code}: {response.text[:200]}")
+        text = raw.decode("utf-8", "replace")
+        if status != 200:
+            raise EndpointFailure(f"GET /models: HTTP {status}: {text[:200]}")
         try:
-            models = [str(m["id"]) for m in response.json()["data"]]
-        except (ValueError, KeyError, TypeError) as exc:
-            raise EndpointFailure(f"GET /models: not an OpenAI model list: {response.text[:200]}") from exc
+            models = [str(m["id"]) for m in json.loads(text)["data"]]
+        except (ValueError, KeyError, TypeError, RecursionError) as exc:
+            raise EndpointFailure(f"GET /models: not an OpenAI model list: {text[:200]}") from exc
         endpoint.served = models
         return models
 
