@@ -269,6 +269,10 @@ async def test_answer_longer_than_its_bound_is_an_endpoint_failure() -> None:
         ({"max_attempts": 2.5}, "max_attempts"),
         ({"max_strikes": 0}, "max_strikes"),
         ({"max_strikes": "3"}, "max_strikes"),
+        ({"backoff": "1"}, "backoff"),
+        ({"max_backoff": float("inf")}, "backoff"),
+        ({"backoff": 0}, "backoff"),
+        ({"down_timeout": float("nan")}, "down_timeout"),
     ],
 )
 def test_bad_fault_settings_are_config_errors(kwargs: dict[str, object], parameter: str) -> None:

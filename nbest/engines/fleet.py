@@ -134,8 +134,11 @@ class Fleet:
         urls = [e.url for e in endpoints]
         if len(set(urls)) != len(urls):
             raise ConfigError(f"endpoints: listed twice: {sorted({u for u in urls if urls.count(u) > 1})}", parameter="endpoints")
-        if not backoff > 0 or max_backoff < backoff:
-            raise ConfigError("backoff: need 0 < backoff <= max_backoff", parameter="backoff", value=backoff)
+        for value, label in ((backoff, "backoff"), (max_backoff, "max_backoff"), (down_timeout, "down_timeout")):
+            if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+                raise ConfigError(f"{label}: must be a number of seconds", parameter=label, value=value)
+        if not (0 < backoff <= max_backoff and math.isfinite(max_backoff)):
+            raise ConfigError("backoff: need 0 < backoff <= max_backoff, both finite", parameter="backoff", value=backoff)
         if not down_timeout >= 0:
             raise ConfigError("down_timeout: must be >= 0 seconds", parameter="down_timeout", value=down_timeout)
         if isinstance(max_strikes, bool) or not isinstance(max_strikes, int) or max_strikes < 1:
