@@ -188,3 +188,17 @@ async def test_orchestrator_starts_startable_engines_once() -> None:
         result = await orch.generate("x", n=2, seed=1)
     assert echo.starts == 1 and echo.closed
     assert sorted(c.text for c in result.candidates) == ["hi 1", "hi 2"]
+
+
+def test_every_openai_engine_option_is_an_engines_file_field() -> None:
+    """A keyword added to OpenAIEngine reaches engines files (and the short form's config) too."""
+    import inspect
+
+    from nbest.engines import OpenAIEngine
+    from nbest.engines.config import OpenAIEngineConfig
+
+    keywords = set(inspect.signature(OpenAIEngine.__init__).parameters) - {"self", "endpoints", "model", "name", "transport"}
+    fields = set(OpenAIEngineConfig.model_fields) - {"kind", "endpoints", "model", "api_key_env"}
+    assert keywords == fields
+    engine = OpenAIEngineConfig(endpoints=["http://h:1"], read_timeout=5, max_strikes=2, stream=False).build("r", {})
+    assert isinstance(engine, OpenAIEngine)

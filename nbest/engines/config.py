@@ -156,13 +156,19 @@ class OpenAIEngineConfig(EngineConfig):
     chat: bool = True
     """The servers offer /chat/completions."""
     request_timeout: float = Field(default=600.0, gt=0)
-    """Seconds one HTTP request may take before its endpoint counts as failed."""
+    """One candidate's whole deadline, in seconds (past it that candidate fails; no endpoint is blamed)."""
+    read_timeout: float = Field(default=60.0, gt=0)
+    """Seconds an endpoint may stay silent (no headers, no next token) before it counts as failed."""
     connect_timeout: float = Field(default=5.0, gt=0)
     """Seconds to connect, and to probe a down endpoint."""
+    stream: bool = True
+    """Ask for streamed answers (so read_timeout bounds each token, not a whole generation)."""
     max_attempts: int = Field(default=3, ge=1)
     """Endpoints a candidate is tried on before it fails."""
     max_concurrency: int = Field(default=64, ge=1)
     """Default per-endpoint cap on requests in flight."""
+    max_strikes: int = Field(default=3, ge=1)
+    """Wrong answers in a row (5xx, not an OpenAI response, no choices) that mark an endpoint down."""
     backoff: float = Field(default=0.5, gt=0)
     """First probe delay of a down endpoint (doubles per failure, jittered)."""
     max_backoff: float = Field(default=30.0, gt=0)
@@ -191,21 +197,8 @@ class OpenAIEngineConfig(EngineConfig):
                 endpoints.append(ep)
             else:
                 endpoints.append(Endpoint(ep.url, weight=ep.weight, max_concurrency=ep.max_concurrency or self.max_concurrency))
-        return OpenAIEngine(
-            endpoints,
-            self.model,
-            name=name or None,
-            api_key=api_key,
-            chat=self.chat,
-            request_timeout=self.request_timeout,
-            connect_timeout=self.connect_timeout,
-            max_attempts=self.max_attempts,
-            max_concurrency=self.max_concurrency,
-            backoff=self.backoff,
-            max_backoff=self.max_backoff,
-            down_timeout=self.down_timeout,
-            extra_body=self.extra_body,
-        )
+        options = self.model_dump(exclude={"kind", "endpoints", "model", "api_key", "api_key_env"})
+        return OpenAIEngine(endpoints, self.model, name=name or None, api_key=api_key, **options)
 
 
 class EnginesFile(NbestModel):
