@@ -13,6 +13,8 @@ hands it to every command through the click context (:class:`CliSettings` as
 from __future__ import annotations
 
 import contextlib
+import contextvars
+import functools
 import os
 import sys
 import types
@@ -60,6 +62,8 @@ class EngineOptions:
     """``--endpoint`` URLs (OpenAI-compatible servers)."""
     engines_file: str | None = None
     """``--engines``: an engines file."""
+    compile: bool = False
+    """``--compile``: the in-process engine compiles its model (vLLM ``enforce_eager=False``)."""
 
 
 EngineFactory = Callable[[EngineOptions], dict[str, Engine]]
@@ -243,18 +247,39 @@ def build_engines(model: str | None, endpoints: tuple[str, ...] = (), engines_fi
     """
     ctx = click.get_current_context(silent=True)
     settings = ctx.find_object(CliSettings) if ctx is not None else None
+    compiled = _COMPILE.get()
     if settings is not None and settings.engine_factory is not None:
-        engines = settings.engine_factory(EngineOptions(model, tuple(endpoints), engines_file))
+        engines = settings.engine_factory(EngineOptions(model, tuple(endpoints), engines_file, compiled))
         if not engines or not all(isinstance(e, Engine) for e in engines.values()):
             raise TypeError(f"the engine factory must return engines by route, not {engines!r}")
         return engines
     from nbest.engines.config import engines_from_options
 
-    return engines_from_options(model, endpoints, engines_file, os.environ)
+    return engines_from_options(
+        model, endpoints, engines_file, os.environ, engine_args={"enforce_eager": False} if compiled else None
+    )
+
+
+_COMPILE: contextvars.ContextVar[bool] = contextvars.ContextVar("nbest_compile", default=False)
+"""``--compile`` of the running command (read by :func:`build_engines`, also when a server rebuilds its engines)."""
 
 
 def engine_options(func: Any) -> Any:
-    """``--model``, ``--endpoint`` and ``--engines``, as ``nbest run`` has them."""
+    """``--model``, ``--endpoint``, ``--engines`` and ``--compile``, as ``nbest run`` has them."""
+
+    wrapped = func
+
+    @functools.wraps(wrapped)
+    def command(*args: Any, compile_model: bool = False, **kwargs: Any) -> Any:
+        token = _COMPILE.set(compile_model)
+        try:
+            return wrapped(*args, **kwargs)
+        finally:
+            _COMPILE.reset(token)
+
+    func = click.option("--compile", "compile_model", is_flag=True, default=False,
+                        help="Compile the model with torch.compile (vLLM enforce_eager=False): minutes to start "
+                        "the first time, less once vLLM's compile cache holds it; faster decoding.")(command)  # fmt: skip
     func = click.option("--engines", "engines_file", default=None,
                         help="Engines file (.yaml/.json/.toml) naming local and remote engines.")(func)  # fmt: skip
     func = click.option("--endpoint", "endpoints", multiple=True,

@@ -274,24 +274,30 @@ def engines_from_options(
     endpoints: Sequence[str],
     engines_file: str | Path | None,
     environ: Mapping[str, str] | None = None,
+    engine_args: Mapping[str, Any] | None = None,
 ) -> dict[str, Engine]:
     """The engines the command line asks for, by route: those of ``--engines
     FILE`` (plugin kinds loaded first), or ``{"default": ...}``: an
     ``openai`` engine over ``--endpoint URL`` (repeatable; ``OPENAI_API_KEY``
     from ``environ`` is the bearer token), or the ``vllm`` engine of
-    ``--model``.
+    ``--model`` (with ``engine_args``, e.g. ``--compile``'s ``enforce_eager=False``).
 
     Raises:
         ConfigError: conflicting options, a bad URL or engines file, a plugin
             that does not load.
     """
     environ = environ or {}
+    if engine_args and (engines_file is not None or endpoints):
+        raise ConfigError(
+            "--compile: only for the in-process engine (--model); in an engines file set args: {enforce_eager: false}",
+            parameter="compile",
+        )
     if engines_file is not None:
         if endpoints or model is not None:
             raise ConfigError("--engines: the file names the engines; drop --endpoint/--model", parameter="engines")
         ENGINES.load_plugins()
         return load_engines(engines_file, environ)
-    config: dict[str, Any] = {"kind": "vllm", "model": model}
+    config: dict[str, Any] = {"kind": "vllm", "model": model, "args": dict(engine_args or {})}
     if endpoints:
         api_key = environ.get("OPENAI_API_KEY") or None
         config = {"kind": "openai", "endpoints": list(endpoints), "model": model, "api_key": api_key}
