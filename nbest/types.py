@@ -362,7 +362,12 @@ class Timings(NbestModel):
     """Wall-clock seconds spent on a request."""
 
     generate_s: float = 0.0
+    """From the start to the last candidate."""
     rerank_s: float = 0.0
+    """Ranking the finished candidates (work prepared per candidate during generation not included)."""
+    rerank_after_last_s: float = 0.0
+    """From the last candidate to the ranked Result: what reranking adds to the wait
+    once per-candidate work (embeddings, extracted answers) runs as candidates finish."""
 
 
 class Diversity(NbestModel):

@@ -21,7 +21,7 @@ from nbest.orchestrator.many import check_count, run_many
 from nbest.orchestrator.stopping import StoppingRule, check_stop_strings
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb
-from nbest.rerankers.ranker import Ranker
+from nbest.rerankers.ranker import Preparation, Ranker
 from nbest.rerankers.registry import RankerConfig
 from nbest.strategies.base import Strategy, checked_plan
 from nbest.strategies.fixed import Fixed
@@ -321,9 +321,32 @@ class Orchestrator:
             )
         else:
             started = time.perf_counter()
-            async with contextlib.aclosing(self.stream_request(request, strategy=strategy, timeout=timeout)) as stream:
-                candidates = [c async for c in stream]
-            result = await self.rank(request, candidates, ranker=ranker, generate_s=time.perf_counter() - started)
+            prepared = ranker.preparation(request)
+            candidates: list[Candidate] = []
+            failure: Exception | None = None
+            try:
+                async with anyio.create_task_group() as preparing:  # prepare never raises: see Preparation.add
+                    try:
+                        async with contextlib.aclosing(
+                            self.stream_request(request, strategy=strategy, timeout=timeout)
+                        ) as stream:
+                            async for candidate in stream:
+                                candidates.append(candidate)
+                                if prepared is not None:
+                                    preparing.start_soon(prepared.add, candidate)
+                    except Exception as exc:  # re-raised as is, not in an exception group
+                        failure = exc
+                        preparing.cancel_scope.cancel()
+                    last = time.perf_counter()
+            except BaseException:
+                ranker.release(request)
+                raise
+            if failure is not None:
+                ranker.release(request)
+                raise failure
+            result = await self.rank(
+                request, candidates, ranker=ranker, generate_s=last - started, prepared=prepared, last_at=last
+            )
         if diversity:
             result = await add_diversity(result, embedder=self.embedder)
         return result
@@ -499,12 +522,22 @@ class Orchestrator:
         *,
         ranker: Ranker | None = None,
         generate_s: float = 0.0,
+        prepared: Preparation | None = None,
+        last_at: float | None = None,
     ) -> Result:
-        """Rerank finished candidates into a Result (used after ``stream``)."""
+        """Rerank finished candidates into a Result (used after ``stream``).
+
+        ``prepared``: the per-candidate work done as they finished
+        (:meth:`Ranker.preparation <nbest.rerankers.ranker.Ranker.preparation>`);
+        ``last_at``: when the last one arrived (``time.perf_counter()``), the
+        start of ``timings.rerank_after_last_s`` (default: now).
+        """
         ranker = ranker or self.ranker
         started = time.perf_counter()
-        ranked = await ranker.rank(request, candidates)
-        rerank_s = time.perf_counter() - started
+        ranked = await ranker.rank(request, candidates, prepared)
+        ended = time.perf_counter()
+        rerank_s = ended - started
+        after_last = ended - (started if last_at is None else last_at)
         ok = [c for c in ranked.candidates if c.ok]
         return Result(
             id=request.id,
@@ -517,7 +550,7 @@ class Orchestrator:
                 prompt_tokens=sum(c.prompt_tokens for c in candidates),
                 completion_tokens=sum(c.num_tokens for c in candidates),
             ),
-            timings=Timings(generate_s=generate_s, rerank_s=rerank_s),
+            timings=Timings(generate_s=generate_s, rerank_s=rerank_s, rerank_after_last_s=after_last),
             warnings=ranked.warnings,
             metadata=request.metadata,
             ranker=ranker_config(ranker),

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from nbest._models import LazyModel
 from nbest.errors import ConfigError
+from nbest.rerankers.base import CandidateCache, cache_key
 from nbest.rerankers.embedding import _require, check_model
 from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.types import Candidate, ChatMessage, Request, Score
@@ -85,6 +86,7 @@ class CrossEncoder:
         self.device = device
         self.name = name
         self._model = LazyModel("cross-encoder", self.model, self._build)
+        self._values: CandidateCache[float] = CandidateCache()
 
     def to_config(self) -> CrossEncoderConfig:
         """The config that rebuilds this reranker."""
@@ -121,9 +123,26 @@ class CrossEncoder:
             raw = raw[:, -1]
         return [float(v) for v in raw.reshape(-1)]
 
+    async def prepare(self, request: Request, candidate: Candidate) -> None:
+        """Score ``candidate`` alone ahead of :meth:`score` (in a worker thread)."""
+        key = cache_key(request, candidate)
+        if key not in self._values:
+            query = query_text(request, self.query)
+            (value,) = await anyio.to_thread.run_sync(self.predict_sync, [(query, candidate.text)])
+            self._values.put(key, value)
+
+    def release(self, request: Request) -> None:
+        """Drop the scores computed ahead for ``request``."""
+        self._values.forget(request.id)
+
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         query = query_text(request, self.query)
-        values = await anyio.to_thread.run_sync(self.predict_sync, [(query, c.text) for c in candidates])
+        values = [self._values.get(cache_key(request, c)) for c in candidates]
+        missing = [i for i, v in enumerate(values) if v is None]
+        if missing:
+            computed = await anyio.to_thread.run_sync(self.predict_sync, [(query, candidates[i].text) for i in missing])
+            for i, v in zip(missing, computed, strict=True):
+                values[i] = v
         return [Score(value=v) for v in values]
 
 

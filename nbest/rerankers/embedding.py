@@ -20,7 +20,9 @@ package (offline, English); any sentence-transformers name or folder works
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
@@ -29,7 +31,7 @@ import anyio.to_thread
 
 from nbest._models import LazyModel, embedding_model_path
 from nbest.errors import ConfigError, RerankerError
-from nbest.rerankers.base import Reranker
+from nbest.rerankers.base import CacheKey, CandidateCache, Reranker, cache_key, text_hash
 from nbest.rerankers.registry import RERANKERS, RerankerConfig
 from nbest.types import Answer, Candidate, Request, Score
 
@@ -97,12 +99,21 @@ class Embedder:
         device: torch device (``"cpu"``, ``"cuda"``); None lets
             sentence-transformers choose.
         batch_size: texts per forward pass.
+        debounce: seconds :meth:`prepare` waits for more texts before it
+            encodes them, so candidates that finish together go in one batch.
+
+    Candidates prepared ahead of ranking (:meth:`prepare`) are cached per
+    request until :meth:`forget`; :meth:`encode_cached` reuses them and encodes
+    only the rest. ``encoded`` counts every text encoded, ``reused`` every
+    cached vector used.
 
     Raises:
         ConfigError: sentence-transformers missing, a folder that is not a model.
     """
 
-    def __init__(self, model: str | None = None, *, device: str | None = None, batch_size: int = 64) -> None:
+    def __init__(
+        self, model: str | None = None, *, device: str | None = None, batch_size: int = 64, debounce: float = 0.005
+    ) -> None:
         _require("sentence_transformers", "sentence-transformers")
         if batch_size < 1:
             raise ConfigError("batch_size: must be at least 1", parameter="batch_size", value=batch_size)
@@ -112,6 +123,14 @@ class Embedder:
         self.device = device
         self.batch_size = batch_size
         self._model = LazyModel("embedding model", self.model, self._build)
+        self.debounce = debounce
+        self.cache: CandidateCache[np.ndarray] = CandidateCache()
+        self.encoded = 0
+        """Texts encoded so far."""
+        self.reused = 0
+        """Vectors taken from the cache so far."""
+        self._count = threading.Lock()
+        self._open: dict[int, _Batch] = {}  # per event loop: the batch still taking texts
 
     def load(self) -> Any:
         """The loaded SentenceTransformer (loading it now if needed).
@@ -132,6 +151,8 @@ class Embedder:
 
         if not texts:
             return np.zeros((0, 0), dtype=np.float32)
+        with self._count:
+            self.encoded += len(texts)
         vectors = self.load().encode(
             list(texts), batch_size=self.batch_size, convert_to_numpy=True, normalize_embeddings=True, show_progress_bar=False
         )
@@ -140,6 +161,71 @@ class Embedder:
     async def encode(self, texts: Sequence[str]) -> np.ndarray:
         """Unit-length embeddings of ``texts``, computed in a worker thread."""
         return await anyio.to_thread.run_sync(self.encode_sync, list(texts))
+
+    async def prepare(self, key: CacheKey, text: str) -> None:
+        """Encode ``text`` and cache it under ``key`` (until :meth:`forget`).
+
+        Texts prepared within ``debounce`` seconds of each other on one event
+        loop are encoded in one batch; each call returns once its text is cached.
+
+        Raises:
+            Exception: whatever encoding raised.
+        """
+        if key in self.cache:
+            return
+        loop = id(asyncio.get_running_loop())
+        batch = self._open.get(loop)
+        if batch is not None:
+            batch.items[key] = text
+            await batch.done.wait()
+            if batch.error is not None:
+                raise batch.error
+            return
+        batch = self._open[loop] = _Batch({key: text})
+        try:
+            await anyio.sleep(self.debounce)
+        finally:
+            if self._open.get(loop) is batch:
+                del self._open[loop]
+        try:
+            vectors = await self.encode(list(batch.items.values()))
+            for k, v in zip(batch.items, vectors, strict=True):
+                self.cache.put(k, v)
+        except Exception as exc:
+            batch.error = exc
+            raise
+        finally:
+            batch.done.set()
+
+    async def encode_cached(self, keyed: Sequence[tuple[CacheKey, str]]) -> np.ndarray:
+        """Unit-length embeddings of the texts, one row each: the cached ones
+        reused, the rest encoded in one batch in a worker thread."""
+        import numpy as np
+
+        rows: list[np.ndarray | None] = [self.cache.get(key) for key, _ in keyed]
+        missing = [i for i, row in enumerate(rows) if row is None]
+        with self._count:
+            self.reused += len(keyed) - len(missing)
+        if missing:
+            vectors = await self.encode([keyed[i][1] for i in missing])
+            for i, v in zip(missing, vectors, strict=True):
+                rows[i] = v
+        if not rows:
+            return np.zeros((0, 0), dtype=np.float32)
+        return np.stack([r for r in rows if r is not None])
+
+    def forget(self, request: Request) -> None:
+        """Drop the vectors cached for ``request``."""
+        self.cache.forget(request.id)
+
+
+class _Batch:
+    """Texts that :meth:`Embedder.prepare` encodes together."""
+
+    def __init__(self, items: dict[CacheKey, str]) -> None:
+        self.items = items
+        self.done = anyio.Event()
+        self.error: Exception | None = None
 
 
 def _embedder(model: str | Embedder | None) -> Embedder:
@@ -174,6 +260,14 @@ class _EmbeddingReranker:
         self.name = name or type(self).name
         self._shared = isinstance(model, Embedder)
 
+    async def prepare(self, request: Request, candidate: Candidate) -> None:
+        """Encode ``candidate`` ahead of :meth:`score` (see :class:`~nbest.rerankers.base.PerCandidate`)."""
+        await self.embedder.prepare(cache_key(request, candidate), candidate.text)
+
+    def release(self, request: Request) -> None:
+        """Drop what was encoded for ``request``."""
+        self.embedder.forget(request)
+
     def to_config(self) -> RerankerConfig:
         """The config that rebuilds this reranker.
 
@@ -203,7 +297,7 @@ class EmbeddingConsensus(_EmbeddingReranker):
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         if not candidates:
             return []
-        vectors = await self.embedder.encode([c.text for c in candidates])
+        vectors = await self.embedder.encode_cached([(cache_key(request, c), c.text) for c in candidates])
         return [Score(value=None if v is None else round(v, 7)) for v in mean_similarity_to_others(vectors)]
 
 
@@ -226,9 +320,22 @@ class SourceSimilarity(_EmbeddingReranker):
             raise RerankerError(f"{self.name} needs request.source (the text that was translated)", reranker=self.name)
         if not candidates:
             return []
-        vectors = await self.embedder.encode([request.source, *(c.text for c in candidates)])
+        keyed = [(_source_key(request), request.source), *((cache_key(request, c), c.text) for c in candidates)]
+        vectors = await self.embedder.encode_cached(keyed)
         source = vectors[0]
         return [Score(value=round(float(v @ source), 7)) for v in vectors[1:]]
+
+    async def prepare(self, request: Request, candidate: Candidate) -> None:
+        """Encode ``candidate`` (and, once, the source) ahead of :meth:`score`."""
+        if request.source is None:
+            return  # score says what is wrong
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(self.embedder.prepare, _source_key(request), request.source)
+            tg.start_soon(super().prepare, request, candidate)
+
+
+def _source_key(request: Request) -> CacheKey:
+    return (request.id, -1, text_hash(request.source or ""))
 
 
 class NearDuplicates:

@@ -24,6 +24,14 @@ does) or sets ``on_event_loop = True`` scores on the caller's loop. With a
 ``timeout``, a reranker that has not finished by then is cancelled (its thread is
 told to stop at its next await and left behind) and counts as failed; the ranking
 goes on with the others.
+
+Ahead of ranking: rerankers that can work on one candidate alone
+(:class:`~nbest.rerankers.base.PerCandidate`: the embedding rerankers, the vote,
+cross-encoders, reward models) are handed each candidate as it finishes through
+a :class:`Preparation` (:meth:`Ranker.preparation`), so their work hides behind
+the generation of the others and ``rank`` computes only what is left. A prepare
+that fails is recorded as a warning and the candidate is scored in ``rank`` as
+without it. ``Ranker(..., prepare=False)`` turns this off.
 """
 
 from __future__ import annotations
@@ -41,10 +49,10 @@ import anyio.to_thread
 
 from nbest.errors import ConfigError
 from nbest.rerankers.answers import group_answers, group_extracted
-from nbest.rerankers.base import AnswerGrouper, Reranker
+from nbest.rerankers.base import AnswerGrouper, PerCandidate, Reranker
 from nbest.types import Answer, Candidate, Request, Score
 
-__all__ = ["Normalize", "Ranked", "Ranker", "in_worker_loop", "normalize", "softmax"]
+__all__ = ["Normalize", "Preparation", "Ranked", "Ranker", "in_worker_loop", "normalize", "softmax"]
 
 Normalize = Literal["auto", "none", "zscore", "minmax", "rank"]
 T = TypeVar("T")
@@ -133,6 +141,7 @@ class Ranker:
         group: AnswerGrouper | None = None,
         configs: Sequence[Any] | None = None,
         timeout: float | None = None,
+        prepare: bool = True,
     ) -> None:
         if not rerankers:
             raise ConfigError("rerankers: give at least one reranker", parameter="rerankers")
@@ -175,6 +184,21 @@ class Ranker:
         self.group = group
         self.configs = list(configs) if configs is not None and len(configs) == len(self.rerankers) else None
         """The registry configs the rerankers were built from (``build_ranker`` sets them), else None."""
+        self.prepare = prepare
+        """Start per-candidate work as each candidate finishes (:meth:`preparation`)."""
+
+    @property
+    def per_candidate(self) -> list[PerCandidate]:
+        """The rerankers that can work on one candidate alone."""
+        return [r for r in self.rerankers if isinstance(r, PerCandidate)]
+
+    def preparation(self, request: Request) -> Preparation | None:
+        """Per-candidate work for ``request``, to feed each candidate as it
+        finishes and pass to :meth:`rank`; None when no reranker can use it
+        (or ``prepare`` is off)."""
+        if not self.prepare or not self.per_candidate:
+            return None
+        return Preparation(self, request)
 
     def bounded(self, timeout: float | None) -> Ranker:
         """This ranker with each reranker limited to ``timeout`` seconds (the same rerankers, shared).
@@ -188,12 +212,29 @@ class Ranker:
         bounded.timeout = timeout
         return bounded
 
-    async def rank(self, request: Request, candidates: Sequence[Candidate]) -> Ranked:
+    async def rank(self, request: Request, candidates: Sequence[Candidate], prepared: Preparation | None = None) -> Ranked:
         """Score the successful candidates with every reranker (concurrently,
-        each off the event loop), combine, rank; failed candidates follow, unranked."""
+        each off the event loop), combine, rank; failed candidates follow, unranked.
+
+        With ``prepared`` (whose work must be finished), the rerankers reuse
+        what it computed; what they cached for ``request`` is released when
+        the ranking is done, either way.
+        """
+        try:
+            return await self._rank(request, candidates, prepared)
+        finally:
+            self.release(request)
+
+    def release(self, request: Request) -> None:
+        """Drop what the rerankers cached for ``request`` (``rank`` does it when done)."""
+        for reranker in self.per_candidate:
+            with contextlib.suppress(Exception):
+                reranker.release(request)
+
+    async def _rank(self, request: Request, candidates: Sequence[Candidate], prepared: Preparation | None) -> Ranked:
         ok = [c for c in candidates if c.ok]
         failed = sorted((c for c in candidates if not c.ok), key=lambda c: c.index)
-        warnings: list[str] = []
+        warnings: list[str] = list(prepared.warnings) if prepared is not None else []
         results: dict[str, list[Score] | None] = {}
 
         async def run(reranker: Reranker) -> None:
@@ -266,6 +307,51 @@ class Ranker:
             except Exception as exc:  # grouping is a nicety: fall back to text
                 warnings.append(f"answer grouping failed: {type(exc).__name__}: {exc}")
         return group_answers(ranked)
+
+
+class Preparation:
+    """Per-candidate work for one request, started as each candidate finishes.
+
+    ``await add(candidate)`` runs every per-candidate reranker's ``prepare``
+    (each within the ranker's ``timeout``); a failure becomes one warning per
+    reranker, never an exception. Pass it to :meth:`Ranker.rank` once every
+    ``add`` has returned.
+    """
+
+    def __init__(self, ranker: Ranker, request: Request) -> None:
+        self.ranker = ranker
+        self.request = request
+        self.warnings: list[str] = []
+        """One line per reranker whose prepare failed (also in the Result's warnings)."""
+        self.prepared = 0
+        """Candidates handed to ``add`` so far."""
+        self._failed: set[str] = set()
+
+    async def add(self, candidate: Candidate) -> None:
+        """Prepare ``candidate`` with every per-candidate reranker, concurrently."""
+        if not candidate.ok:
+            return
+        self.prepared += 1
+
+        async def one(reranker: PerCandidate) -> None:
+            name = getattr(reranker, "name", type(reranker).__name__)
+            try:
+                with anyio.fail_after(self.ranker.timeout):
+                    await reranker.prepare(self.request, candidate)
+            except Exception as exc:  # scored in rank instead
+                if name not in self._failed:
+                    self._failed.add(name)
+                    late = isinstance(exc, TimeoutError)
+                    why = "did not finish within the deadline" if late else f"{type(exc).__name__}: {exc}"
+                    self.warnings.append(f"reranker {name}: prepare failed ({why}); scored after the last candidate")
+
+        per_candidate = self.ranker.per_candidate
+        if len(per_candidate) == 1:
+            await one(per_candidate[0])
+            return
+        async with anyio.create_task_group() as tg:
+            for reranker in per_candidate:
+                tg.start_soon(one, reranker)
 
 
 async def in_worker_loop(work: Callable[[], Awaitable[T]]) -> T:

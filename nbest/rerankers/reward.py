@@ -19,6 +19,7 @@ from pydantic import Field
 
 from nbest._models import LazyModel
 from nbest.errors import ConfigError
+from nbest.rerankers.base import CandidateCache, cache_key
 from nbest.rerankers.crossencoder import _name_the_model
 from nbest.rerankers.embedding import _require, check_model
 from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
@@ -63,6 +64,7 @@ class RewardModel:
         self.device = device
         self.name = name
         self._loaded = LazyModel("reward model", self.model, self._build)
+        self._values: CandidateCache[float] = CandidateCache()
 
     def to_config(self) -> RewardModelConfig:
         """The config that rebuilds this reranker."""
@@ -137,8 +139,24 @@ class RewardModel:
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         if not candidates:
             return []
-        values = await anyio.to_thread.run_sync(self.score_sync, request, [c.text for c in candidates])
+        values = [self._values.get(cache_key(request, c)) for c in candidates]
+        missing = [i for i, v in enumerate(values) if v is None]
+        if missing:
+            computed = await anyio.to_thread.run_sync(self.score_sync, request, [candidates[i].text for i in missing])
+            for i, v in zip(missing, computed, strict=True):
+                values[i] = v
         return [Score(value=v) for v in values]
+
+    async def prepare(self, request: Request, candidate: Candidate) -> None:
+        """Score ``candidate`` alone ahead of :meth:`score` (in a worker thread)."""
+        key = cache_key(request, candidate)
+        if key not in self._values:
+            (value,) = await anyio.to_thread.run_sync(self.score_sync, request, [candidate.text])
+            self._values.put(key, value)
+
+    def release(self, request: Request) -> None:
+        """Drop the scores computed ahead for ``request``."""
+        self._values.forget(request.id)
 
 
 @RERANKERS.register("reward")

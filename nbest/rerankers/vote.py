@@ -18,9 +18,11 @@ import math
 from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal, Self
 
+import anyio.to_thread
 from pydantic import field_validator
 
 from nbest.errors import ConfigError
+from nbest.rerankers.base import CandidateCache, cache_key
 from nbest.rerankers.extract import Extractor, get_extractor, normalize_answer
 from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.types import Candidate, Request, Score
@@ -73,6 +75,7 @@ class MajorityVote:
         self.normalize = normalize
         self.weight: VoteWeight = weight
         self.name = name
+        self._answers: CandidateCache[tuple[str | None]] = CandidateCache()
 
     def to_config(self) -> VoteConfig:
         """The config that rebuilds this reranker.
@@ -111,8 +114,21 @@ class MajorityVote:
         top = max(present)  # scale by the largest so tiny sequence probabilities do not underflow
         return [math.exp(lp - top) for lp in present], self.weight
 
+    async def prepare(self, request: Request, candidate: Candidate) -> None:
+        """Extract ``candidate``'s answer ahead of :meth:`score` (in a worker thread)."""
+        key = cache_key(request, candidate)
+        if key not in self._answers:
+            self._answers.put(key, (await anyio.to_thread.run_sync(self.answer, candidate.text),))
+
+    def release(self, request: Request) -> None:
+        """Drop the answers extracted for ``request``."""
+        self._answers.forget(request.id)
+
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
-        answers = [self.answer(c.text) for c in candidates]
+        answers = []
+        for c in candidates:
+            cached = self._answers.get(cache_key(request, c))
+            answers.append(cached[0] if cached is not None else self.answer(c.text))
         weights, how = self._weights(candidates)
         total = math.fsum(weights)
         mass: dict[str, float] = {}

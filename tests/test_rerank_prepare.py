@@ -1,0 +1,186 @@
+"""Per-candidate reranking work started as each candidate finishes (PerCandidate)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pytest
+
+from nbest import Orchestrator, VLLMEngine
+from nbest.rerankers import Embedder, EmbeddingConsensus, MajorityVote, MeanLogProb, Ranker, SourceSimilarity
+from nbest.rerankers.base import PerCandidate, cache_key
+from nbest.types import Candidate, Request, Score
+from tests.scripted import ScriptedEngine
+
+pytestmark = pytest.mark.asyncio(loop_scope="session")
+
+TEXTS = ["It is 51.", "51", "The answer is 52", "51 I think"]
+
+
+class CountingEmbedder(Embedder):
+    """Letter counts as vectors (deterministic, no model); records every batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[list[str]] = []
+
+    def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
+        self.calls.append(list(texts))
+        self.encoded += len(texts)
+        rows = []
+        for t in texts:
+            v = np.array([t.count(ch) for ch in "abcdefghijklmnopqrstuvwxyz0123456789 ."], dtype=np.float32) + 0.01
+            rows.append(v / np.linalg.norm(v))
+        return np.stack(rows)
+
+
+class Recorder:
+    """A per-candidate reranker that logs when it is called."""
+
+    name = "recorder"
+    on_event_loop = True
+
+    def __init__(self, engine: ScriptedEngine, fail: bool = False) -> None:
+        self.engine = None
+        self.scripted = engine
+        self.fail = fail
+        self.log: list[tuple[str, int, int]] = []  # (what, candidate index or -1, candidates finished so far)
+        self.released: list[str] = []
+
+    async def prepare(self, request: Request, candidate: Candidate) -> None:
+        self.log.append(("prepare", candidate.index, len(self.scripted.finished)))
+        if self.fail:
+            raise RuntimeError("no model here")
+
+    def release(self, request: Request) -> None:
+        self.released.append(request.id)
+
+    async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
+        self.log.append(("score", -1, len(self.scripted.finished)))
+        return [Score(value=float(len(c.text))) for c in candidates]
+
+
+def script(engine: ScriptedEngine, delays: Sequence[float]) -> None:
+    for text, delay in zip(TEXTS, delays, strict=False):
+        engine.enqueue(text, delay=delay)
+
+
+async def test_prepare_runs_for_each_candidate_as_it_finishes(scripted: ScriptedEngine) -> None:
+    script(scripted, [0.15, 0.0, 0.1, 0.05])
+    recorder = Recorder(scripted)
+    assert isinstance(recorder, PerCandidate)
+    async with Orchestrator(scripted, rerankers=Ranker([recorder])) as orch:
+        result = await orch.generate("q", n=4, seed=1)
+    prepares = [entry for entry in recorder.log if entry[0] == "prepare"]
+    assert [index for _, index, _ in prepares] == [1, 3, 2, 0]  # the engine's finish order
+    assert [done for _, _, done in prepares] == [1, 2, 3, 4]  # each right after its own finish, before the next
+    assert recorder.log[-1][0] == "score"
+    assert recorder.released == [result.id]
+    assert result.timings.rerank_after_last_s >= result.timings.rerank_s >= 0
+    assert not result.warnings
+
+
+async def test_scores_equal_those_without_prepare_and_nothing_is_encoded_after_the_last() -> None:
+    results = {}
+    embedders = {}
+    for prepare in (True, False):
+        engine = ScriptedEngine()
+        script(engine, [0.03, 0.0, 0.02, 0.01])
+        embedder = embedders[prepare] = CountingEmbedder()
+        ranker = Ranker(
+            [EmbeddingConsensus(embedder), SourceSimilarity(embedder), MajorityVote(extract="number"), MeanLogProb()],
+            prepare=prepare,
+        )
+        async with Orchestrator(engine, rerankers=ranker) as orch:
+            request = orch.request("q", n=4, seed=1, source="fifty-one")
+            results[prepare] = await orch.run(request)
+    with_prepare, without = results[True], results[False]
+    assert [(c.index, c.scores) for c in with_prepare.candidates] == [(c.index, c.scores) for c in without.candidates]
+    assert [a.model_dump() for a in with_prepare.answers] == [a.model_dump() for a in without.answers]
+    # with prepare every text (and the source, once) was encoded before ranking; rank reused all of them
+    assert embedders[True].encoded == 5 and embedders[True].reused == 4 + 5
+    assert embedders[False].encoded == 9 and embedders[False].reused == 0
+    assert len(embedders[True].cache) == 0  # released once ranked
+
+
+async def test_candidates_finishing_together_are_encoded_in_one_batch() -> None:
+    engine = ScriptedEngine()
+    script(engine, [0.0, 0.0, 0.0, 0.0])
+    embedder = CountingEmbedder()
+    embedder.debounce = 0.05
+    async with Orchestrator(engine, rerankers=[EmbeddingConsensus(embedder)]) as orch:
+        await orch.generate("q", n=4, seed=1)
+    assert [len(batch) for batch in embedder.calls] == [4]
+    assert embedder.reused == 4
+
+
+async def test_a_failing_prepare_falls_back_to_plain_scoring_with_a_warning() -> None:
+    engine = ScriptedEngine()
+    script(engine, [0.0, 0.01, 0.02, 0.03])
+    recorder = Recorder(engine, fail=True)
+    async with Orchestrator(engine, rerankers=Ranker([recorder])) as orch:
+        result = await orch.generate("q", n=4, seed=1)
+    assert [c.scores["recorder"] for c in result.candidates] == sorted((float(len(t)) for t in TEXTS), reverse=True)
+    failed = [w for w in result.warnings if "prepare failed" in w]
+    assert failed == ["reranker recorder: prepare failed (RuntimeError: no model here); scored after the last candidate"]
+
+
+async def test_a_failing_embedding_prepare_is_recomputed_by_score() -> None:
+    class Flaky(CountingEmbedder):
+        async def prepare(self, key: object, text: str) -> None:  # type: ignore[override]
+            raise OSError("disk full")
+
+    engine = ScriptedEngine()
+    script(engine, [0.0, 0.0, 0.0, 0.0])
+    plain = CountingEmbedder()
+    async with Orchestrator(engine, close_engines=False, rerankers=[EmbeddingConsensus(Flaky())]) as orch:
+        flaky_result = await orch.generate("q", n=4, seed=1)
+    script(engine, [0.0, 0.0, 0.0, 0.0])
+    async with Orchestrator(engine, rerankers=Ranker([EmbeddingConsensus(plain)], prepare=False)) as orch:
+        plain_result = await orch.generate("q", n=4, seed=1)
+    assert [c.scores for c in flaky_result.candidates] == [c.scores for c in plain_result.candidates]
+    assert any("prepare failed (OSError: disk full)" in w for w in flaky_result.warnings)
+
+
+async def test_nothing_is_cached_across_requests() -> None:
+    engine = ScriptedEngine()
+    embedder = CountingEmbedder()
+    vote = MajorityVote(extract="number")
+    async with Orchestrator(engine, rerankers=[EmbeddingConsensus(embedder), vote]) as orch:
+        script(engine, [0.0, 0.0, 0.0, 0.0])
+        first = await orch.generate("q", n=4, seed=1)
+        assert len(embedder.cache) == 0 and len(vote._answers) == 0
+        script(engine, [0.0, 0.0, 0.0, 0.0])  # the same texts again, in a new request
+        second = await orch.generate("q", n=4, seed=1)
+    assert first.id != second.id
+    assert embedder.encoded == 8  # encoded again for the second request: no vector outlived its request
+    assert len(embedder.cache) == 0 and len(vote._answers) == 0
+    # a request whose ranking never came (cancelled) is bounded by the cache size
+    embedder.cache.size = 2
+    for i in range(3):
+        await embedder.prepare(cache_key(Request(prompt="q"), first.candidates[i]), first.candidates[i].text)
+    assert len(embedder.cache) == 2
+
+
+async def test_prepare_false_and_adaptive_runs_rank_as_before(scripted: ScriptedEngine) -> None:
+    recorder = Recorder(scripted)
+    async with Orchestrator(scripted, rerankers=Ranker([recorder], prepare=False)) as orch:
+        script(scripted, [0.0, 0.0, 0.0, 0.0])
+        result = await orch.generate("q", n=4, seed=1)
+    assert [what for what, _, _ in recorder.log] == ["score"]
+    assert result.timings.rerank_after_last_s >= result.timings.rerank_s
+
+
+@pytest.mark.slow
+async def test_real_engine_and_minilm_encode_nothing_after_the_last_candidate(vllm_engine: VLLMEngine) -> None:
+    embedder = Embedder()
+    ranker = Ranker([EmbeddingConsensus(embedder), MeanLogProb()])
+    async with Orchestrator(vllm_engine, close_engines=False, rerankers=ranker) as orch:
+        result = await orch.generate("Name a colour.", n=4, max_tokens=6, seed=3)
+    ok = [c for c in result.candidates if c.ok]
+    assert len(ok) == 4
+    assert embedder.encoded == 4  # each text once, as it finished
+    assert embedder.reused == 4  # ranking encoded nothing after the last candidate
+    assert result.timings.rerank_after_last_s > 0
+    assert all(c.scores["embed"] is not None for c in ok)
