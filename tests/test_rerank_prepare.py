@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import anyio
 import numpy as np
 import pytest
 
@@ -184,3 +185,29 @@ async def test_real_engine_and_minilm_encode_nothing_after_the_last_candidate(vl
     assert embedder.reused == 4  # ranking encoded nothing after the last candidate
     assert result.timings.rerank_after_last_s > 0
     assert all(c.scores["embed"] is not None for c in ok)
+
+
+async def test_a_cancelled_batch_leader_does_not_hold_the_texts_that_joined_it() -> None:
+    embedder = CountingEmbedder()
+    embedder.debounce = 0.2
+    request = Request(prompt="q")
+    engine = ScriptedEngine()
+    script(engine, [0.0, 0.0])
+    async with Orchestrator(engine, rerankers=[MeanLogProb()]) as orch:
+        result = await orch.generate("q", n=2, seed=1)
+    first, second = result.candidates[0], result.candidates[1]
+    leader = anyio.CancelScope()
+
+    async def lead() -> None:
+        with leader:
+            await embedder.prepare(cache_key(request, first), first.text)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(lead)
+        await anyio.sleep(0.01)  # the first text opened a batch
+        with anyio.fail_after(2):
+            async with anyio.create_task_group() as joined:
+                joined.start_soon(embedder.prepare, cache_key(request, second), second.text)
+                await anyio.sleep(0.01)  # the second joined it
+                leader.cancel()  # the batch's opener gives up before encoding
+    assert embedder.encoded == 0 and len(embedder.cache) == 0  # nothing hangs; score encodes what is missing

@@ -183,11 +183,11 @@ class Embedder:
             return
         batch = self._open[loop] = _Batch({key: text})
         try:
-            await anyio.sleep(self.debounce)
-        finally:
-            if self._open.get(loop) is batch:
-                del self._open[loop]
-        try:
+            try:
+                await anyio.sleep(self.debounce)
+            finally:
+                if self._open.get(loop) is batch:
+                    del self._open[loop]
             vectors = await self.encode(list(batch.items.values()))
             for k, v in zip(batch.items, vectors, strict=True):
                 self.cache.put(k, v)
@@ -195,7 +195,7 @@ class Embedder:
             batch.error = exc
             raise
         finally:
-            batch.done.set()
+            batch.done.set()  # if this call was cancelled, the others' texts stay uncached: score encodes them
 
     async def encode_cached(self, keyed: Sequence[tuple[CacheKey, str]]) -> np.ndarray:
         """Unit-length embeddings of the texts, one row each: the cached ones
