@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 
 import anyio
@@ -211,3 +212,19 @@ async def test_a_cancelled_batch_leader_does_not_hold_the_texts_that_joined_it()
                 await anyio.sleep(0.01)  # the second joined it
                 leader.cancel()  # the batch's opener gives up before encoding
     assert embedder.encoded == 0 and len(embedder.cache) == 0  # nothing hangs; score encodes what is missing
+
+
+async def test_a_text_being_encoded_is_not_encoded_again() -> None:
+    class Slow(CountingEmbedder):
+        def encode_sync(self, texts: Sequence[str]) -> np.ndarray:
+            time.sleep(0.1)
+            return super().encode_sync(texts)
+
+    embedder = Slow()
+    embedder.debounce = 0.0
+    key = ("r", 0, "h")
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(embedder.prepare, key, "51")
+        await anyio.sleep(0.03)  # its batch is closed and being encoded
+        tg.start_soon(embedder.prepare, key, "51")  # as a second reranker sharing the embedder would
+    assert embedder.encoded == 1 and key in embedder.cache

@@ -131,6 +131,7 @@ class Embedder:
         """Vectors taken from the cache so far."""
         self._count = threading.Lock()
         self._open: dict[int, _Batch] = {}  # per event loop: the batch still taking texts
+        self._pending: dict[tuple[int, CacheKey], _Batch] = {}  # per event loop and text: its batch until encoded
 
     def load(self) -> Any:
         """The loaded SentenceTransformer (loading it now if needed).
@@ -174,14 +175,17 @@ class Embedder:
         if key in self.cache:
             return
         loop = id(asyncio.get_running_loop())
-        batch = self._open.get(loop)
+        batch = self._pending.get((loop, key)) or self._open.get(loop)  # being encoded already, or still taking texts
         if batch is not None:
-            batch.items[key] = text
+            if key not in batch.items:
+                batch.items[key] = text
+                self._pending[loop, key] = batch
             await batch.done.wait()
             if batch.error is not None:
                 raise batch.error
             return
         batch = self._open[loop] = _Batch({key: text})
+        self._pending[loop, key] = batch
         try:
             try:
                 await anyio.sleep(self.debounce)
@@ -195,6 +199,8 @@ class Embedder:
             batch.error = exc
             raise
         finally:
+            for k in batch.items:
+                self._pending.pop((loop, k), None)
             batch.done.set()  # if this call was cancelled, the others' texts stay uncached: score encodes them
 
     async def encode_cached(self, keyed: Sequence[tuple[CacheKey, str]]) -> np.ndarray:
