@@ -10,7 +10,16 @@ import numpy as np
 import pytest
 
 from nbest import Orchestrator, VLLMEngine
-from nbest.rerankers import Embedder, EmbeddingConsensus, MajorityVote, MeanLogProb, Ranker, SourceSimilarity
+from nbest.rerankers import (
+    CrossEncoder,
+    Embedder,
+    EmbeddingConsensus,
+    MajorityVote,
+    MeanLogProb,
+    Ranker,
+    RewardModel,
+    SourceSimilarity,
+)
 from nbest.rerankers.base import PerCandidate, cache_key
 from nbest.types import Candidate, Request, Score
 from tests.scripted import ScriptedEngine
@@ -228,3 +237,37 @@ async def test_a_text_being_encoded_is_not_encoded_again() -> None:
         await anyio.sleep(0.03)  # its batch is closed and being encoded
         tg.start_soon(embedder.prepare, key, "51")  # as a second reranker sharing the embedder would
     assert embedder.encoded == 1 and key in embedder.cache
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tests.test_rerank_models import build_tiny
+
+    return build_tiny(tmp_path_factory.mktemp("tiny_prepare"), num_labels=1)
+
+
+@pytest.mark.parametrize("kind", ["cross", "reward"])
+async def test_model_rerankers_reuse_what_was_prepared(kind: str, tiny_model: str) -> None:
+    from tests.test_rerank_models import cands
+
+    reranker: CrossEncoder | RewardModel = CrossEncoder(tiny_model) if kind == "cross" else RewardModel(tiny_model)
+    computed: list[int] = []
+    if isinstance(reranker, CrossEncoder):
+        predict = reranker.predict_sync
+        reranker.predict_sync = lambda pairs: computed.append(len(pairs)) or predict(pairs)  # type: ignore[method-assign]
+    else:
+        score_sync = reranker.score_sync
+        reranker.score_sync = lambda request, texts: computed.append(len(texts)) or score_sync(request, texts)  # type: ignore[method-assign]
+    request = Request(prompt="What is the capital of France?")
+    candidates = cands(TEXTS)
+    plain = [s.value for s in await reranker.score(request, candidates)]
+    computed.clear()
+    for c in candidates[:3]:
+        await reranker.prepare(request, c)
+    prepared = [s.value for s in await reranker.score(request, candidates)]
+    assert prepared == pytest.approx(plain, abs=1e-5)
+    assert computed == [1, 1, 1, 1]  # three alone ahead, then only the fourth in score
+    reranker.release(request)
+    computed.clear()
+    await reranker.score(request, candidates)
+    assert computed == [4]  # released: nothing kept for the request
