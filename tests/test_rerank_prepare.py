@@ -22,7 +22,7 @@ from nbest.rerankers import (
 )
 from nbest.rerankers.base import PerCandidate, cache_key
 from nbest.types import Candidate, Request, Score
-from tests.scripted import ScriptedEngine
+from tests.scripted import ScriptedEngine, Step
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
@@ -271,3 +271,24 @@ async def test_model_rerankers_reuse_what_was_prepared(kind: str, tiny_model: st
     computed.clear()
     await reranker.score(request, candidates)
     assert computed == [4]  # released: nothing kept for the request
+
+
+async def test_adaptive_waves_prepare_each_candidate_once_and_release_at_the_end() -> None:
+    from nbest import stopping
+
+    engine = ScriptedEngine(respond=lambda prompt, params, rid: Step(text="51", delay=0.01 * ((params.seed or 0) % 3)))
+    embedder = CountingEmbedder()
+    recorder = Recorder(engine)
+    vote = MajorityVote(extract="number")
+    ranker = Ranker([vote, EmbeddingConsensus(embedder), recorder])
+    async with Orchestrator(engine, rerankers=ranker) as orch:
+        result = await orch.generate("q", n=16, seed=1, until=stopping.Beta(0.9), wave=4)
+    assert result.samples_used is not None and result.samples_used < 16  # stopped early
+    prepared = sorted(index for what, index, _ in recorder.log if what == "prepare")
+    assert prepared[: result.samples_used] == list(range(result.samples_used))  # every ranked candidate was prepared
+    # each text encoded once over the waves (the ranked ones, and perhaps some of the cancelled next wave)
+    assert result.samples_used <= embedder.encoded <= len(prepared)  # not again for every wave's ranking
+    assert embedder.reused >= result.samples_used
+    assert recorder.released == [result.id]  # once, after the last wave
+    assert len(embedder.cache) == 0 and len(vote._answers) == 0
+    assert not result.warnings

@@ -7,7 +7,9 @@ reads that Result. The next wave generates while the current one is ranked,
 so the engine stays busy; when the rule says stop, that wave is cancelled
 (its engine requests aborted, its candidates dropped) and the Result of the
 waves that were ranked is returned, with ``samples_used`` = how many
-candidates it holds. The deadline (``timeout``) covers all waves; when it
+candidates it holds. Each candidate can be handed on as it finishes
+(``on_candidate``: the orchestrator prepares it for the rerankers), so a
+wave's ranking reuses that work and earlier waves' work. The deadline (``timeout``) covers all waves; when it
 passes, the waves ranked so far are returned.
 
 Because waves follow plan order, a seeded request stops after the same wave
@@ -22,8 +24,9 @@ with ``until=`` and ``wave=``).
 from __future__ import annotations
 
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Coroutine, Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 import anyio
 from anyio.abc import TaskGroup
@@ -34,10 +37,13 @@ from nbest.orchestrator.fanout import fan_out
 from nbest.orchestrator.stopping import StoppingRule
 from nbest.types import Candidate, CandidateSpec, Request, Result
 
-__all__ = ["DEFAULT_WAVE", "Rank", "check_adaptive", "run_adaptive"]
+__all__ = ["DEFAULT_WAVE", "OnCandidate", "Rank", "check_adaptive", "run_adaptive"]
 
 DEFAULT_WAVE = 4
 """Candidates per wave when a stopping rule is given without ``wave``."""
+
+OnCandidate = Callable[[Candidate], Coroutine[Any, Any, None]]
+"""Called for each candidate as it finishes (e.g. to prepare it for ranking); must not raise."""
 
 Rank = Callable[[list[Candidate], float], Awaitable[Result]]
 """Ranks the candidates generated so far (in plan order), given the seconds
@@ -76,22 +82,34 @@ class _Wave:
     error: Exception | None = None
 
     async def run(
-        self, request: Request, engines: Mapping[str, Engine], limiter: anyio.CapacityLimiter, timeout: float | None
+        self,
+        request: Request,
+        engines: Mapping[str, Engine],
+        limiter: anyio.CapacityLimiter,
+        timeout: float | None,
+        on_candidate: OnCandidate | None = None,
     ) -> None:
         send, receive = anyio.create_memory_object_stream[Candidate](len(self.specs))
+
+        async def collect() -> None:
+            with receive:
+                async with anyio.create_task_group() as tg:
+                    async for candidate in receive:
+                        self.candidates.append(candidate)
+                        if on_candidate is not None:
+                            tg.start_soon(on_candidate, candidate)
+
         try:
             with self.scope:
-                await fan_out(request, self.specs, engines, send, limiter, timeout)
-        except Exception as exc:  # an engine died: the caller re-raises it
-            self.error = exc
-        finally:
-            send.close()
-            with receive:
-                while True:
+                async with anyio.create_task_group() as tg:
+                    tg.start_soon(collect)
                     try:
-                        self.candidates.append(receive.receive_nowait())
-                    except (anyio.WouldBlock, anyio.EndOfStream):
-                        break
+                        await fan_out(request, self.specs, engines, send, limiter, timeout)
+                    finally:
+                        send.close()
+        except Exception as exc:  # an engine died: the caller re-raises it
+            self.error = exc.exceptions[0] if isinstance(exc, ExceptionGroup) and len(exc.exceptions) == 1 else exc
+        finally:
             self.done.set()
 
 
@@ -105,10 +123,12 @@ async def run_adaptive(
     wave: int,
     limiter: anyio.CapacityLimiter,
     timeout: float | None = None,
+    on_candidate: OnCandidate | None = None,
 ) -> Result:
     """Generate the plan ``specs`` of ``request`` (seeded, checked) in waves of
     ``wave``, each on the engine its spec names, under ``limiter``; stop when
-    ``until`` says so.
+    ``until`` says so. ``on_candidate`` sees each candidate as it finishes;
+    a wave is ranked once it has returned for all of the wave's candidates.
 
     Raises:
         EngineDeadError: an engine died; the running waves are cancelled.
@@ -129,7 +149,7 @@ async def run_adaptive(
         if remaining is not None:
             remaining = max(remaining, 1e-3)
         job = _Wave(waves[k])
-        tg.start_soon(job.run, request, engines, limiter, remaining)
+        tg.start_soon(job.run, request, engines, limiter, remaining, on_candidate)
         return job
 
     error: Exception | None = None

@@ -305,20 +305,27 @@ class Orchestrator:
         if until is not None and wave is not None:
             self._require_open()
             planned, specs = self.plan(request, strategy)
+            preparation = ranker.preparation(planned)
 
             async def rank(candidates: list[Candidate], generate_s: float) -> Result:
-                return await self.rank(planned, candidates, ranker=ranker, generate_s=generate_s)
+                return await self.rank(
+                    planned, candidates, ranker=ranker, generate_s=generate_s, prepared=preparation, release=False
+                )
 
-            result = await run_adaptive(
-                planned,
-                specs,
-                engines=self.engines,
-                rank=rank,
-                until=until,
-                wave=wave,
-                limiter=self._limiter,
-                timeout=self.timeout if timeout is None else timeout,
-            )
+            try:
+                result = await run_adaptive(
+                    planned,
+                    specs,
+                    engines=self.engines,
+                    rank=rank,
+                    until=until,
+                    wave=wave,
+                    limiter=self._limiter,
+                    timeout=self.timeout if timeout is None else timeout,
+                    on_candidate=None if preparation is None else preparation.add,
+                )
+            finally:
+                ranker.release(planned)
         else:
             started = time.perf_counter()
             prepared = ranker.preparation(request)
@@ -524,17 +531,19 @@ class Orchestrator:
         generate_s: float = 0.0,
         prepared: Preparation | None = None,
         last_at: float | None = None,
+        release: bool = True,
     ) -> Result:
         """Rerank finished candidates into a Result (used after ``stream``).
 
         ``prepared``: the per-candidate work done as they finished
         (:meth:`Ranker.preparation <nbest.rerankers.ranker.Ranker.preparation>`);
         ``last_at``: when the last one arrived (``time.perf_counter()``), the
-        start of ``timings.rerank_after_last_s`` (default: now).
+        start of ``timings.rerank_after_last_s`` (default: now); ``release``:
+        drop what the rerankers cached for the request once ranked.
         """
         ranker = ranker or self.ranker
         started = time.perf_counter()
-        ranked = await ranker.rank(request, candidates, prepared)
+        ranked = await ranker.rank(request, candidates, prepared, release=release)
         ended = time.perf_counter()
         rerank_s = ended - started
         after_last = ended - (started if last_at is None else last_at)

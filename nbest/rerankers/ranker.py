@@ -212,18 +212,22 @@ class Ranker:
         bounded.timeout = timeout
         return bounded
 
-    async def rank(self, request: Request, candidates: Sequence[Candidate], prepared: Preparation | None = None) -> Ranked:
+    async def rank(
+        self, request: Request, candidates: Sequence[Candidate], prepared: Preparation | None = None, *, release: bool = True
+    ) -> Ranked:
         """Score the successful candidates with every reranker (concurrently,
         each off the event loop), combine, rank; failed candidates follow, unranked.
 
         With ``prepared`` (whose work must be finished), the rerankers reuse
         what it computed; what they cached for ``request`` is released when
-        the ranking is done, either way.
+        the ranking is done, either way (``release=False``: the caller calls
+        :meth:`release` later, as adaptive sampling does after its last wave).
         """
         try:
             return await self._rank(request, candidates, prepared)
         finally:
-            self.release(request)
+            if release:
+                self.release(request)
 
     def release(self, request: Request) -> None:
         """Drop what the rerankers cached for ``request`` (``rank`` does it when done)."""
