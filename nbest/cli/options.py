@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import functools
+import inspect
 import os
 import sys
 import types
@@ -277,6 +278,11 @@ def engine_options(func: Any) -> Any:
         finally:
             _COMPILE.reset(token)
 
+    signature = inspect.signature(wrapped)
+    extra = inspect.Parameter("compile_model", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool)
+    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+    params += [extra] + [p for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]  # what the command takes
     func = click.option("--compile", "compile_model", is_flag=True, default=False,
                         help="Compile the model with torch.compile (vLLM enforce_eager=False): minutes to start "
                         "the first time, less once vLLM's compile cache holds it; faster decoding.")(command)  # fmt: skip
