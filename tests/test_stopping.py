@@ -145,7 +145,7 @@ def test_parse_rule(text: str, expected: str) -> None:
     ],
 )
 def test_parse_rule_rejects_bad_text(text: str, message: str) -> None:
-    with pytest.raises(ConfigError, match="--stop") as info:
+    with pytest.raises(ConfigError, match="--until") as info:
         stopping.parse_rule(text)
     assert message in str(info.value)
 

@@ -203,13 +203,7 @@ def build_until(texts: tuple[str, ...], wave: int | None) -> tuple[StoppingRule 
         if wave is not None:
             raise ConfigError("--wave: only used with a stopping rule (--until beta:0.95)", parameter="wave", value=wave)
         return None, None
-    try:
-        rule = stopping.parse_rule(texts[0])
-    except ConfigError as exc:  # parse_rule names the option --stop
-        message = str(exc)
-        if message.startswith("--stop "):
-            raise ConfigError("--until " + message.removeprefix("--stop "), parameter="until", value=texts[0]) from None
-        raise
+    rule = stopping.parse_rule(texts[0])
     return rule, check_adaptive(rule, wave)
 
 

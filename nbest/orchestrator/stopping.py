@@ -263,7 +263,7 @@ def parse_rule(text: str) -> StoppingRule:
     kind = _RULES.get(name.strip().lower())
     if kind is None:
         raise ConfigError(
-            f"--stop {text!r}: unknown stopping rule {name!r}; use beta:P, dirichlet:P or confidence:P",
+            f"--until {text!r}: unknown stopping rule {name!r}; use beta:P, dirichlet:P or confidence:P",
             parameter="stop",
             value=text,
         )
@@ -272,17 +272,17 @@ def parse_rule(text: str) -> StoppingRule:
         threshold = float(number)
     except ValueError:
         raise ConfigError(
-            f"--stop {text!r}: the threshold must be a number in (0, 1), e.g. {name}:0.95", parameter="stop", value=text
+            f"--until {text!r}: the threshold must be a number in (0, 1), e.g. {name}:0.95", parameter="until", value=text
         ) from None
     try:
         if kind is Confidence:
             if on and on not in ("answer", "candidate"):
-                raise ConfigError(f"--stop {text!r}: after the threshold use answer or candidate", parameter="stop", value=text)
+                raise ConfigError(f"--until {text!r}: after the threshold use answer or candidate", parameter="until", value=text)
             return Confidence(threshold, on="candidate" if on == "candidate" else "answer")
         if on:
-            raise ConfigError(f"--stop {text!r}: {name} takes only a threshold", parameter="stop", value=text)
+            raise ConfigError(f"--until {text!r}: {name} takes only a threshold", parameter="until", value=text)
         return Dirichlet(threshold) if kind is Dirichlet else Beta(threshold)
     except ConfigError as exc:
-        if str(exc).startswith("--stop"):
+        if str(exc).startswith("--until"):
             raise
-        raise ConfigError(f"--stop {text!r}: {exc}", parameter="stop", value=text) from None
+        raise ConfigError(f"--until {text!r}: {exc}", parameter="until", value=text) from None

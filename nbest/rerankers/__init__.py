@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from nbest.rerankers import extract
 from nbest.rerankers.answers import group_answers, group_extracted, normalize_text
-from nbest.rerankers.base import AnswerGrouper, Reranker
+from nbest.rerankers.base import AnswerGrouper, PerCandidate, Reranker
 from nbest.rerankers.calibrate import Calibration, fit_temperature
 from nbest.rerankers.crossencoder import CrossEncoder, CrossEncoderConfig
 from nbest.rerankers.embedding import (
@@ -61,6 +61,7 @@ __all__ = [
     "MeanLogProb",
     "MeanLogProbConfig",
     "NearDuplicates",
+    "PerCandidate",
     "Perplexity",
     "PerplexityConfig",
     "Ranked",
