@@ -165,6 +165,7 @@ HTTP: list[Http] = [
         "top_logprobs",
         path="/v1/chat/completions",
     ),
+    Http("17 rerankers", {"prompt": "x", "rerankers": ["logprob"] * 17}, 422, "at most 16 items", "rerankers"),
     # -- ids and choices
     Http(
         "choice naming a client's own id", {"result_id": "mine", "chosen": 0}, 404, "no recent result", "result_id", "/v1/choices"

@@ -37,14 +37,18 @@ __all__ = ["Options", "Service", "read_json", "until_disconnect"]
 T = TypeVar("T")
 
 
+MAX_CLIENT_RERANKERS = 16
+"""Most rerankers one request may name (their names must differ; every kind a client may ask for fits)."""
+
+
 class Options(NbestModel):
     """How candidates are planned and ranked: the ``nbest`` part of a body."""
 
     strategy: str | dict[str, Any] | None = None
     """A strategy short form (``ladder:0.3-1.2``) or config object (``{"kind": ...}``); None: the server's."""
-    rerankers: list[str | dict[str, Any]] | None = None
+    rerankers: list[str | dict[str, Any]] | None = Field(default=None, max_length=MAX_CLIENT_RERANKERS)
     """Rerankers: short forms ``NAME[:ARG][=WEIGHT]`` or config objects (``{"kind": "vote", "extract": "number"}``);
-    only kinds safe for clients; None: the server's."""
+    only kinds safe for clients, at most 16; None: the server's."""
     timeout: float | None = Field(default=None, gt=0)
     """Seconds before unfinished candidates are dropped."""
 
