@@ -28,7 +28,7 @@ import click
 from nbest.engines.base import Engine
 from nbest.errors import ConfigError
 from nbest.rerankers.ranker import Ranker
-from nbest.strategies.base import Strategy
+from nbest.strategies.base import StrategyConfig
 from nbest.types import DEFAULT_MAX_N, Request, SamplingParams
 
 if TYPE_CHECKING:
@@ -287,7 +287,7 @@ def engine_options(func: Any) -> Any:
     return click.option("--model", "-m", default=None, help="Model: a Hugging Face id, a folder, or the embedded default.")(func)
 
 
-def build_strategy(text: str | None) -> Strategy | None:
+def build_strategy(text: str | None) -> StrategyConfig | None:
     """``--strategy`` as a strategy (None: the orchestrator's default)."""
     from nbest.plugins import load_plugins
     from nbest.strategies import parse_spec

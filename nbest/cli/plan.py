@@ -20,9 +20,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from nbest.cli.options import build_request, sampling_param_options
+from nbest.cli.options import build_request, build_strategy, sampling_param_options
 from nbest.strategies.base import checked_plan
-from nbest.strategies.spec import parse_spec
+from nbest.strategies.fixed import Fixed
 from nbest.types import CandidateSpec, Prompt
 
 __all__ = ["plan_command", "plan_table", "prompt_summary"]
@@ -92,7 +92,7 @@ def plan_command(
 ) -> None:
     """Print the plan STRATEGY makes for PROMPT: each candidate's engine,
     sampling settings, seed and prompt variant. Nothing is generated."""
-    strategy = parse_spec(strategy_text)
+    strategy = build_strategy(strategy_text) or Fixed()  # plugins' kinds too, as run has them
     if seed is None:
         seed = secrets.randbelow(2**31)
     request = build_request(prompt, n, system, seed=seed, **sampling)
