@@ -176,6 +176,42 @@ async def test_restarts_are_bounded_then_the_server_says_dead(caplog: pytest.Log
     assert "giving up on the engine after 3 failed restarts" in caplog.text
 
 
+async def test_an_engine_that_dies_soon_after_every_restart_is_given_up_on(caplog: pytest.LogCaptureFixture) -> None:
+    built: list[MortalEngine] = []
+
+    def factory() -> Orchestrator:
+        engine = MortalEngine(name=f"engine{len(built)}", dead=bool(built))  # every restart is born dying
+        built.append(engine)
+        return Orchestrator(engine)
+
+    async with app_with_factory(factory, FAST_POLICY.model_copy(update={"max_attempts": 3})) as client:
+        built[0].dead = True
+        body = await wait_status(client, "dead")
+        assert "engine restart 3 of 3 died" in str(body["detail"]), body
+        assert len(built) == 4  # the first engine and three restarts, not a loop
+        assert all(e.closed for e in built)
+    assert "giving up on the engine after 3 failed restarts" in caplog.text
+
+
+async def test_a_restarted_engine_that_lived_long_enough_resets_the_count() -> None:
+    built: list[MortalEngine] = []
+
+    def factory() -> Orchestrator:
+        engine = MortalEngine(name=f"engine{len(built)}")
+        built.append(engine)
+        return Orchestrator(engine)
+
+    # stable after 0 s: each restart that opened counts as healthy, so deaths never add up
+    policy = FAST_POLICY.model_copy(update={"max_attempts": 1, "stable_s": 0.0})
+    async with app_with_factory(factory, policy) as client:
+        for i in range(3):
+            built[i].dead = True
+            with anyio.fail_after(10):
+                while len(built) < i + 2 or (await client.get("/healthz")).json()["status"] != "ok":
+                    await anyio.sleep(0.01)
+        assert (await client.get("/healthz")).json()["engine_restarts"] == 3
+
+
 async def test_an_engine_that_fails_to_start_on_a_restart_is_closed() -> None:
     @dataclass
     class Broken(MortalEngine):

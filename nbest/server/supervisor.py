@@ -8,7 +8,9 @@ and at once when a request met a dead engine. An engine that reports
 ``Health(ok=False, restart=True)`` (a vLLM engine whose engine core died) is
 closed with its orchestrator and a new one is built by the factory: up to
 ``max_attempts`` tries, waiting ``backoff_s``, then twice as long each time (at
-most ``max_backoff_s``). While it restarts, generation requests get 503 with
+most ``max_backoff_s``). A restarted engine that dies again within ``stable_s``
+of its start counts as a failed try too, so an engine that crashes soon after
+every start is not restarted forever. While it restarts, generation requests get 503 with
 ``Retry-After`` and ``/healthz`` answers 503; each restart is counted in
 ``nbest_engine_restarts`` and logged. When every attempt failed the server
 stays up, answering 503 (``/healthz`` says ``dead``), for whatever runs it to
@@ -21,6 +23,7 @@ task group must be left in the task that entered it.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from typing import Literal
 
@@ -51,6 +54,9 @@ class RestartPolicy(NbestModel):
     """Seconds before the second try; doubled for each further one."""
     max_backoff_s: float = Field(default=60.0, ge=0)
     """Longest wait between tries."""
+    stable_s: float = Field(default=60.0, ge=0)
+    """A restarted engine that dies within this many seconds of its start counts as a
+    failed try (a crash loop ends after ``max_attempts``); one that lived longer resets the count."""
     check_interval_s: float = Field(default=1.0, gt=0)
     """Seconds between health checks (a request that meets a dead engine checks at once)."""
     retry_after_s: int = Field(default=5, ge=1)
@@ -137,14 +143,25 @@ class Supervisor:
                     self.restarts += 1
                     self._on_restart()
                     log.warning("nbest: engine restarted (restart %d); serving again", self.restarts)
-                attempt = 0
+                restarted = self._ready.is_set()
+                opened = time.monotonic()
                 self.state, self.detail = "ok", ""
                 self._on_open(orchestrator)
                 self._ready.set()
                 try:
                     health = await self._watch(orchestrator)
-                    self.state, self.detail = "restarting", health.detail
-                    log.error("nbest: %s; restarting the engine", health.detail)
+                    lived = time.monotonic() - opened
+                    if restarted and lived < self.policy.stable_s:
+                        attempt += 1
+                        self.detail = (
+                            f"engine restart {attempt} of {self.policy.max_attempts} died {lived:.1f} s after it started: "
+                            f"{health.detail}"
+                        )
+                    else:
+                        attempt = 0
+                        self.detail = health.detail
+                    self.state = "restarting"
+                    log.error("nbest: %s; restarting the engine", self.detail)
                 finally:
                     self._on_open(None)
                     await self._close(orchestrator)
