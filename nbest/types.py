@@ -416,6 +416,10 @@ class Result(NbestModel):
     configs with their weights, normalisation, temperature: a
     ``nbest.rerankers.RankerConfig``), when every reranker has one. Lets a logged
     choice be refitted into a ranker that loads back exactly."""
+    ranker_version: int | None = None
+    """The version of the learned ranker that ranked these candidates, when the server
+    learns from choices (``nbest serve --learn``; 0: the base ranker, nothing learned yet);
+    None otherwise."""
 
     @field_validator("candidates")
     @classmethod
