@@ -43,6 +43,7 @@ MAY_IMPORT: dict[str, frozenset[str]] = {
     "batch": BOTTOM | EXTENSIONS | {"orchestrator", "plugins", "tasks"},
     "evaluation": BOTTOM | EXTENSIONS | {"orchestrator", "plugins", "tasks"},
     "server": BOTTOM | EXTENSIONS | {"orchestrator", "plugins", "tasks"},
+    "distributed": BOTTOM | EXTENSIONS | {"orchestrator", "plugins", "tasks", "batch", "evaluation"},
 }
 """The other parts of nbest each part may import (every part may import itself;
 ``cli`` may import anything, the public face included)."""

@@ -23,7 +23,7 @@ position. Greedy is scored when a greedy candidate was generated.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from statistics import fmean
 from typing import Literal
@@ -43,7 +43,7 @@ from nbest.strategies.base import Strategy, checked_plan
 from nbest.strategies.fixed import Fixed
 from nbest.types import Candidate, CandidateSpec, Request, Result, SamplingParams
 
-__all__ = ["EvalSample", "generate_samples", "levels_for", "score_samples"]
+__all__ = ["EvalPlan", "EvalSample", "collect_samples", "eval_requests", "generate_samples", "levels_for", "score_samples"]
 
 
 @dataclass
@@ -74,13 +74,74 @@ _GREEDY = "nbest.eval.greedy"
 
 
 @dataclass(frozen=True)
-class _EvalPlan:
-    """Plans an item's samples with ``strategy``, its greedy request with ``Fixed``."""
+class EvalPlan:
+    """Plans an item's samples with ``strategy``, its greedy request (made by
+    :func:`eval_requests`) with ``Fixed``."""
 
     strategy: Strategy
 
     def plan(self, request: Request) -> list[CandidateSpec]:
         return checked_plan(Fixed() if request.metadata.get(_GREEDY) else self.strategy, request)
+
+
+def eval_requests(
+    items: Sequence[EvalItem], *, n: int, params: SamplingParams, system: str | None = None, greedy: bool = False
+) -> list[Request]:
+    """The requests :func:`generate_samples` runs, items in order: each item's
+    samples (id: the item's id), then its greedy request when ``greedy`` (id
+    ``ID-greedy``, planned with ``Fixed`` by :class:`EvalPlan`). Without a
+    seed in ``params`` the samples use seed 0, so a run can be repeated.
+
+    Raises:
+        ConfigError: a bad ``n`` or prompt.
+    """
+    if params.seed is None:
+        params = params.model_copy(update={"seed": 0})
+    greedy_params = params.model_copy(update={"temperature": 0.0})
+    requests: list[Request] = []
+    for item in items:
+        request = Request(id=item.id, prompt=item.prompt, n=n, params=params, system=system, source=item.source)
+        requests.append(request)
+        if greedy:
+            update = {"n": 1, "params": greedy_params, "id": f"{item.id}-greedy", "metadata": {_GREEDY: True}}
+            requests.append(request.model_copy(update=update))
+    return requests
+
+
+async def collect_samples(
+    finished: AsyncGenerator[tuple[int, Result], None],
+    items: Sequence[EvalItem],
+    requests: Sequence[Request],
+    *,
+    greedy: bool = False,
+    on_done: Callable[[EvalSample], None] | None = None,
+) -> list[EvalSample]:
+    """The samples of ``items`` from the Results of their :func:`eval_requests`
+    (``finished`` yields ``(position in requests, Result)`` as
+    :meth:`Orchestrator.as_completed` does; it is closed on the way out),
+    each item's candidates in plan order; ``on_done`` is called as each item
+    completes."""
+    per_item = 2 if greedy else 1
+    samples: list[EvalSample | None] = [None] * len(items)
+    parts: dict[int, dict[int, Result]] = {}
+    async with contextlib.aclosing(finished):
+        async for j, result in finished:
+            i, part = divmod(j, per_item)
+            got = parts.setdefault(i, {})
+            got[part] = result
+            if len(got) < per_item:
+                continue
+            del parts[i]
+            sample = EvalSample(
+                item=items[i],
+                request=requests[i * per_item],
+                candidates=sorted(got[0].candidates, key=lambda c: c.index),
+                greedy=got[1].candidates[0] if greedy else None,
+            )
+            samples[i] = sample
+            if on_done is not None:
+                on_done(sample)
+    return [s for s in samples if s is not None]
 
 
 async def generate_samples(
@@ -120,45 +181,18 @@ async def generate_samples(
     """
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ConfigError("concurrency: must be at least 1", parameter="concurrency", value=concurrency)
-    if params.seed is None:
-        params = params.model_copy(update={"seed": 0})
-    greedy_params = params.model_copy(update={"temperature": 0.0})
-    per_item = 2 if greedy else 1
-    requests: list[Request] = []
-    for item in items:
-        request = orch.request(item.prompt, n, system=system, source=item.source, params=params)
-        requests.append(request.model_copy(update={"id": item.id}))
-        if greedy:
-            update = {"n": 1, "params": greedy_params, "id": f"{item.id}-greedy", "metadata": {_GREEDY: True}}
-            requests.append(requests[-1].model_copy(update=update))
-    samples: list[EvalSample | None] = [None] * len(items)
-    parts: dict[int, dict[int, Result]] = {}
+    requests = eval_requests(items, n=n, params=params, system=system, greedy=greedy)
+    for request in requests:
+        orch.check(request)
     finished = orch.as_completed(
         requests,
-        strategy=_EvalPlan(strategy or orch.strategy),
+        strategy=EvalPlan(strategy or orch.strategy),
         rerankers=ranker or Ranker([MeanLogProb()]),  # cheap; score_samples ranks every subset again
-        concurrency=concurrency * per_item,
+        concurrency=concurrency * (2 if greedy else 1),
         until=until,
         wave=wave,
     )
-    async with contextlib.aclosing(finished):
-        async for j, result in finished:
-            i, part = divmod(j, per_item)
-            got = parts.setdefault(i, {})
-            got[part] = result
-            if len(got) < per_item:
-                continue
-            del parts[i]
-            sample = EvalSample(
-                item=items[i],
-                request=requests[i * per_item],
-                candidates=sorted(got[0].candidates, key=lambda c: c.index),
-                greedy=got[1].candidates[0] if greedy else None,
-            )
-            samples[i] = sample
-            if on_done is not None:
-                on_done(sample)
-    return [s for s in samples if s is not None]
+    return await collect_samples(finished, items, requests, greedy=greedy, on_done=on_done)
 
 
 def _confidence(ranked_answers: Sequence[object], best: Candidate) -> float:

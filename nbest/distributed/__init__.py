@@ -1,0 +1,22 @@
+"""nbest past one machine, on Ray: replicas that each own an orchestrator.
+
+- :class:`ReplicaSpec` and :func:`build_orchestrator`: what a replica is
+  built from (plain data) and the one way to build it;
+- :class:`ReplicaPool`: replicas as Ray actors, fed from one driver with
+  :meth:`ReplicaPool.as_completed` (what ``nbest batch --ray`` and
+  ``nbest eval --ray`` run on).
+
+Ray is imported only when a pool starts (``pip install 'nbest[ray]'``), so
+this package imports without it.
+"""
+
+from __future__ import annotations
+
+from nbest.distributed.replica import ReplicaSpec, build_orchestrator, engine_configs, load_factory
+
+__all__ = [
+    "ReplicaSpec",
+    "build_orchestrator",
+    "engine_configs",
+    "load_factory",
+]
