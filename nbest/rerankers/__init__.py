@@ -26,6 +26,7 @@ from nbest.rerankers.embedding import (
     default_embedding_model,
 )
 from nbest.rerankers.extract import get_extractor, normalize_answer
+from nbest.rerankers.features import FeatureConfig, FeatureReranker
 from nbest.rerankers.judge import LLMJudge, LLMJudgeConfig
 from nbest.rerankers.logprob import MeanLogProb, MeanLogProbConfig, Perplexity, PerplexityConfig, SumLogProb, SumLogProbConfig
 from nbest.rerankers.mbr import MBR, MBRConfig
@@ -54,6 +55,8 @@ __all__ = [
     "Embedder",
     "EmbeddingConsensus",
     "EmbeddingConsensusConfig",
+    "FeatureConfig",
+    "FeatureReranker",
     "LLMJudge",
     "LLMJudgeConfig",
     "MBRConfig",

@@ -114,6 +114,10 @@ def reranker_config(spec: RerankerSpec, *, files: bool = True) -> RerankerConfig
             try:
                 weight = float(weight_text)
             except ValueError:
+                try:  # an argument that holds "=" (feature:model=ID)
+                    return RERANKERS.build(text, files=files)
+                except ConfigError:
+                    pass
                 raise ConfigError(f"reranker {text!r}: weight must be a number", parameter="reranker", value=text) from None
             config = _with_prefix(lambda: RERANKERS.build(body, files=files), text)
             return _with_prefix(lambda: config.parse({**config.model_dump(), "weight": weight}), text)

@@ -2,22 +2,35 @@
 
 For every logged choice, each reranker's scores are z-normalised over that
 request's candidates (as :class:`~nbest.rerankers.Ranker` does with several
-rerankers). A person's choice says "chosen beats each other candidate" (a full
-ranking says "each beats every one after it"); Bradley–Terry models
-``P(a beats b) = sigmoid(w · (z_a - z_b))``. The weights ``w >= 0`` maximise
-that likelihood (with a small L2 penalty). Their sum is the sharpness, so the
-written config is ``weights / sum`` with ``temperature = 1 / sum``: the same
-ranking and a confidence fitted to people's choices.
+rerankers); so are the cheap candidate features asked for
+(:mod:`nbest.rerankers.features`: length in tokens, answer share, temperature,
+cut-off, the model that produced it), computed from the logged candidates by
+the same function the ``feature`` reranker uses at serving time. A person's
+choice says "chosen beats each other candidate" (a full ranking says "each
+beats every one after it"; a choice on a group of equivalent candidates says
+"each of the group beats each candidate outside it", with no preference among
+its members); Bradley–Terry models ``P(a beats b) = sigmoid(w · (z_a - z_b))``.
+The weights maximise that likelihood with an L2 penalty ``l2 · ||w - w_prior||²``
+(toward 0 without a prior; toward the current ranker's weights with one, so a
+few choices cannot swing them). Reranker weights stay ``>= 0``; feature weights
+are signed (a negative ``tokens`` weight prefers short answers). The sum of
+``|w|`` is the sharpness, so the written config is ``|w| / sum`` (a feature's
+sign goes into its ``coef``) with ``temperature = 1 / sum``: the same ranking
+and a confidence fitted to people's choices.
 
-Agreement is how often the top-ranked candidate is the one a person chose;
-:func:`fit_choices` reports it on held-out choices for the logged ranking,
-for equal weights, and for the fitted weights.
+Agreement is how often the top-ranked candidate is the one a person chose (for
+a choice on a group: one of the group); :func:`fit_choices` reports it on
+held-out choices for the logged ranking, for equal weights, for the prior and
+for the fitted config. The fitted agreement is measured with the config's own
+(rounded) weights and the Ranker's tie-break (lower index first), so it is what
+the Ranker built from that config would score on those choices.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -25,19 +38,41 @@ import numpy as np
 from scipy.optimize import minimize  # type: ignore[import-untyped]
 
 from nbest.errors import ConfigError
+from nbest.rerankers.features import FeatureConfig, feature_values
 from nbest.rerankers.ranker import normalize
 from nbest.rerankers.registry import RankerConfig, RerankerConfig, config_for_name, reranker_config
 from nbest.server.prefs import Choice
 
-__all__ = ["FitReport", "RankerConfig", "fit_choices", "logged_configs"]
+__all__ = [
+    "DEFAULT_FEATURES",
+    "MAX_MODEL_FEATURES",
+    "FitReport",
+    "RankerConfig",
+    "default_features",
+    "effective_weights",
+    "fit_choices",
+    "logged_configs",
+]
+
+DEFAULT_FEATURES = ("tokens", "share", "temperature", "length_stop")
+"""The features a learner fits besides the rerankers' scores (plus ``model=ID``, see :func:`default_features`)."""
+
+MAX_MODEL_FEATURES = 8
+"""At most this many ``model=ID`` one-hot features (the most frequent engines) enter a fit."""
+
+_FEATURE = "feature:"
 
 
 @dataclass
 class _Example:
-    z: np.ndarray  # candidates x rerankers, z-normalised
-    chosen: int  # row of the chosen candidate
-    order: list[int]  # rows, best first as the person ranked them (at least the chosen one)
-    logged_top: bool  # the logged ranking put the chosen one first
+    z: list[list[float]]  # candidates x columns, z-normalised
+    indices: list[int]  # the candidate index of each row
+    tiers: list[list[int]]  # rows, best tier first: each beats every row of later tiers and every row in none
+    logged_top: bool  # the logged ranking put a chosen candidate first
+
+    @property
+    def hits(self) -> list[int]:
+        return self.tiers[0]
 
 
 @dataclass
@@ -45,9 +80,9 @@ class FitReport:
     """What :func:`fit_choices` found."""
 
     rerankers: list[str]
-    """Reranker names the weights apply to."""
+    """Column names the weights apply to: rerankers, then features (``feature:NAME``)."""
     weights: dict[str, float]
-    """Fitted weights (normalised to sum to 1)."""
+    """Fitted weights (``|w|`` normalised to sum to 1; a feature's is signed)."""
     temperature: float
     """Confidence temperature (1 / the weights' fitted sum)."""
     train: int
@@ -57,29 +92,64 @@ class FitReport:
     agreement_logged: float | None
     """Held-out agreement of the ranking that was logged with each choice."""
     agreement_equal: float | None
-    """Held-out agreement with equal weights."""
+    """Held-out agreement with equal reranker weights (features left out)."""
     agreement_fitted: float | None
-    """Held-out agreement with the fitted weights."""
+    """Held-out agreement of the fitted config."""
     skipped: int = 0
     """Choices without two scored candidates (nothing to learn)."""
     notes: list[str] = field(default_factory=list)
     configs: dict[str, RerankerConfig] = field(default_factory=dict)
     """Each reranker's config, as logged with the choices (see :func:`logged_configs`)."""
+    agreement_prior: float | None = None
+    """Held-out agreement of the prior (the ranker the fit started from), None without one."""
+    features: list[str] = field(default_factory=list)
+    """The feature columns (``feature:NAME``), also in :attr:`rerankers`."""
 
     def config(self) -> RankerConfig:
         """The fitted ranker as a config: each reranker's logged config with its fitted weight,
-        so it loads back exactly (``vote:number`` keeps its extractor).
+        so it loads back exactly (``vote:number`` keeps its extractor), then one ``feature``
+        reranker per feature (weight ``|w|``, ``coef`` its sign).
 
         Raises:
             ConfigError: a reranker whose config is unknown (neither logged nor a kind's default).
         """
-        rerankers = []
+        rerankers: list[RerankerConfig] = []
         for name in self.rerankers:
+            weight = self.weights[name]
+            if name.startswith(_FEATURE):
+                coef = -1.0 if weight < 0 else 1.0
+                rerankers.append(FeatureConfig(feature=name[len(_FEATURE) :], coef=coef, weight=round(abs(weight), 6)))
+                continue
             config = self.configs.get(name)
             if config is None:
                 raise ConfigError(f"reranker {name!r} has no config; build its Ranker in Python with weights {self.weights}")
-            rerankers.append(config.parse({**config.model_dump(), "weight": round(self.weights[name], 6)}))
+            rerankers.append(config.parse({**config.model_dump(), "weight": round(weight, 6)}))
         return RankerConfig(rerankers=rerankers, normalize="zscore", temperature=self.temperature)
+
+
+def effective_weights(config: RankerConfig) -> dict[str, float]:
+    """Each reranker's weight on its z-normalised score in the model the config
+    stands for: ``weight / temperature``, signed by a feature's ``coef``.
+
+    >>> tokens = {"kind": "feature", "feature": "tokens", "coef": -1}
+    >>> effective_weights(RankerConfig(rerankers=["vote=2", tokens], temperature=0.5))
+    {'vote': 4.0, 'feature:tokens': -2.0}
+    """
+    out = {}
+    for rc in config.rerankers:
+        sign = -1.0 if isinstance(rc, FeatureConfig) and rc.coef < 0 else 1.0
+        if isinstance(rc, FeatureConfig) and rc.coef == 0:
+            sign = 0.0
+        out[rc.reranker_name()] = sign * rc.weight / config.temperature
+    return out
+
+
+def default_features(choices: Sequence[Choice], *, max_models: int = MAX_MODEL_FEATURES) -> list[str]:
+    """:data:`DEFAULT_FEATURES`, plus ``model=ID`` for the ``max_models`` engines that produced
+    the most candidates when the choices saw more than one engine."""
+    engines = Counter(c.spec.engine for choice in choices for c in choice.result.candidates if c.ok)
+    models = [f"model={engine}" for engine, _ in engines.most_common(max_models)] if len(engines) > 1 else []
+    return [*DEFAULT_FEATURES, *models]
 
 
 def logged_configs(choices: Sequence[Choice], names: Sequence[str]) -> dict[str, RerankerConfig]:
@@ -100,60 +170,105 @@ def logged_configs(choices: Sequence[Choice], names: Sequence[str]) -> dict[str,
     return {name: found[name] for name in names if name in found}
 
 
-def _examples(choices: Sequence[Choice], names: list[str]) -> list[_Example]:
+def _examples(choices: Sequence[Choice], names: list[str], features: list[str]) -> list[_Example]:
     out = []
     for choice in choices:
         ok = [c for c in choice.result.candidates if c.ok]
         if len(ok) < 2 or not any(c.index == choice.chosen for c in ok):
             continue
+        if any(all(name not in c.scores for c in ok) for name in names):
+            continue  # ranked without one of the rerankers: nothing to say about its weight
         columns = [normalize([c.scores.get(name) for c in ok], "zscore") for name in names]
-        z = np.array(columns, dtype=float).T
+        columns += [normalize(list(feature_values(f, ok)), "zscore") for f in features]
+        z = [[col[i] for col in columns] for i in range(len(ok))]
         row = {c.index: i for i, c in enumerate(ok)}
-        chosen = row[choice.chosen]
-        order = [row[i] for i in (choice.ranking or [choice.chosen]) if i in row]
-        out.append(_Example(z, chosen, order, choice.chosen_rank == 1))
+        group = [row[i] for i in [choice.chosen, *(choice.group or [])] if i in row]
+        first = list(dict.fromkeys(group))
+        tiers = [first] + [[row[i]] for i in (choice.ranking or []) if i in row and row[i] not in first]
+        top = next((c.index for c in ok if c.rank == 1), None)
+        logged_top = top is not None and top in {ok[r].index for r in first}
+        out.append(_Example(z, [c.index for c in ok], tiers, logged_top))
     return out
 
 
-def _pairs(examples: Sequence[_Example]) -> np.ndarray:
+def _pairs(examples: Sequence[_Example], k: int) -> np.ndarray:
     diffs = []
     for ex in examples:
-        ranked = set(ex.order)
-        for pos, winner in enumerate(ex.order):
-            losers = ex.order[pos + 1 :] + [r for r in range(len(ex.z)) if r not in ranked]
-            diffs += [ex.z[winner] - ex.z[loser] for loser in losers]
-    return np.array(diffs, dtype=float).reshape(-1, examples[0].z.shape[1] if examples else 0)
+        z = np.asarray(ex.z, dtype=float)
+        placed: set[int] = set()
+        later = [r for tier in ex.tiers for r in tier]
+        for tier in ex.tiers:
+            placed.update(tier)
+            losers = [r for r in later if r not in placed] + [r for r in range(len(z)) if r not in later]
+            diffs += [z[winner] - z[loser] for winner in tier for loser in losers]
+    return np.array(diffs, dtype=float).reshape(-1, k)
 
 
-def _agreement(examples: Sequence[_Example], w: np.ndarray) -> float | None:
+def _top(ex: _Example, w: Sequence[float]) -> int:
+    scores = []
+    for values in ex.z:  # summed as the Ranker sums (column by column from 0.0): the same ties
+        total = 0.0
+        for weight, v in zip(w, values, strict=True):
+            total += weight * v
+        scores.append(total)
+    return min(range(len(scores)), key=lambda i: (-scores[i], ex.indices[i]))
+
+
+def _agreement(examples: Sequence[_Example], w: Sequence[float]) -> float | None:
     if not examples:
         return None
-    hits = 0
-    for ex in examples:
-        scores = ex.z @ w
-        top = min(range(len(scores)), key=lambda i: (-scores[i], i))
-        hits += top == ex.chosen
-    return hits / len(examples)
+    return sum(_top(ex, w) in ex.hits for ex in examples) / len(examples)
 
 
-def fit_choices(choices: Sequence[Choice], *, holdout: float = 0.2, seed: int = 0, l2: float = 0.01) -> FitReport:
-    """Fit reranker weights on logged choices; report held-out agreement.
+def fit_choices(
+    choices: Sequence[Choice],
+    *,
+    holdout: float = 0.2,
+    seed: int = 0,
+    l2: float = 0.01,
+    prior: RankerConfig | None = None,
+    features: Sequence[str] | None = None,
+    rerankers: Sequence[str] | None = None,
+) -> FitReport:
+    """Fit reranker (and feature) weights on logged choices; report held-out agreement.
+
+    Args:
+        choices: the logged choices (withdrawn ones are left out).
+        holdout: the fraction held out to measure agreement (split by ``seed``).
+        l2: the penalty ``l2 · ||w - w_prior||²``.
+        prior: the ranker to start from and regularise toward (its features join the columns).
+        features: feature names to fit besides the scores (``tokens``, ``share``,
+            ``temperature``, ``length_stop``, ``model=ID``); None: none (as
+            :data:`DEFAULT_FEATURES` shows, the learner passes them).
+        rerankers: the reranker names to weigh; a choice whose candidates lack one is
+            skipped. Default: the rerankers that scored every choice.
 
     Raises:
             ConfigError: fewer than 2 usable choices, no reranker scored every
-                choice, or a bad ``holdout``.
+                choice, an unknown feature, or a bad ``holdout`` or ``l2``.
     """
     if not 0 <= holdout < 1:
         raise ConfigError("holdout: must be in [0, 1)", parameter="holdout", value=holdout)
+    if not (l2 >= 0 and math.isfinite(l2)):
+        raise ConfigError("l2: must be a non-negative number", parameter="l2", value=l2)
+    choices = [c for c in choices if c.withdrawn is None]
     scored = [c for c in choices if any(cand.ok for cand in c.result.candidates)]
-    shared: set[str] | None = None
-    for choice in scored:
-        keys = {k for cand in choice.result.candidates if cand.ok for k in cand.scores}
-        shared = keys if shared is None else shared & keys
-    names = sorted(shared or ())
-    if not names:
+    prior_weights = effective_weights(prior) if prior is not None else {}
+    feature_names = list(
+        dict.fromkeys([*(features or ()), *(n[len(_FEATURE) :] for n in prior_weights if n.startswith(_FEATURE))])
+    )
+    if rerankers is not None:
+        names = list(dict.fromkeys(n for n in rerankers if not n.startswith(_FEATURE)))
+    else:
+        shared: set[str] | None = None
+        for choice in scored:
+            keys = {k for cand in choice.result.candidates if cand.ok for k in cand.scores if not k.startswith(_FEATURE)}
+            shared = keys if shared is None else shared & keys
+        names = sorted(shared or ())
+    if not names and not feature_names:
         raise ConfigError("no reranker scored every logged choice: nothing to weigh", parameter="rerankers")
-    examples = _examples(scored, names)
+    columns = names + [_FEATURE + f for f in feature_names]
+    examples = _examples(scored, names, feature_names)
     skipped = len(choices) - len(examples)
     if len(examples) < 2:
         raise ConfigError(
@@ -164,35 +279,48 @@ def fit_choices(choices: Sequence[Choice], *, holdout: float = 0.2, seed: int = 
     n_test = min(len(examples) - 1, max(1, round(holdout * len(examples)))) if holdout > 0 else 0
     test = [examples[i] for i in order[:n_test]]
     train = [examples[i] for i in order[n_test:]]
-    diffs = _pairs(train)
-    k = len(names)
+    k = len(columns)
+    diffs = _pairs(train, k)
+    is_feature = np.array([c.startswith(_FEATURE) for c in columns])
+    w0 = np.array([prior_weights.get(c, 0.0) for c in columns], dtype=float)
     notes = []
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
         margins = diffs @ w
-        value = float(np.sum(np.logaddexp(0.0, -margins))) + l2 * float(w @ w)
-        grad = -(diffs.T @ (1.0 / (1.0 + np.exp(margins)))) + 2 * l2 * w
+        value = float(np.sum(np.logaddexp(0.0, -margins))) + l2 * float((w - w0) @ (w - w0))
+        grad = -(diffs.T @ (0.5 * (1.0 - np.tanh(margins / 2)))) + 2 * l2 * (w - w0)
         return value, grad
 
+    start = w0 if prior is not None else np.where(is_feature, 0.0, 1.0)
+    bounds = [(None, None) if f else (0.0, None) for f in is_feature]
     if len(diffs):
-        fit = minimize(loss, np.ones(k), jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * k)
+        fit = minimize(loss, np.clip(start, [b[0] if b[0] is not None else -np.inf for b in bounds], None),
+                       jac=True, method="L-BFGS-B", bounds=bounds)  # fmt: skip
         w = np.asarray(fit.x, dtype=float)
     else:
         w = np.zeros(k)
-    total = float(w.sum())
+    total = float(np.abs(w).sum())
     if not total > 1e-9 or not math.isfinite(total):
-        notes.append("the choices show no preference the scores explain; kept equal weights")
-        w, total = np.ones(k), float(k)
+        notes.append(
+            "the choices show no preference the scores explain; kept " + ("the prior's weights" if prior else "equal weights")
+        )
+        w = start.astype(float) if float(np.abs(start).sum()) > 1e-9 else np.ones(k)
+        total = float(np.abs(w).sum())
+    weights = {name: round(float(v / total), 6) for name, v in zip(columns, w, strict=True)}
+    fitted = [weights[c] for c in columns]
+    equal = [0.0 if f else 1.0 for f in is_feature] if names else [1.0] * k
     return FitReport(
-        rerankers=names,
-        weights={name: float(v / total) for name, v in zip(names, w, strict=True)},
+        rerankers=columns,
+        weights={name: float(v / total) for name, v in zip(columns, w, strict=True)},
         temperature=1.0 / total,
         train=len(train),
         test=len(test),
         agreement_logged=sum(ex.logged_top for ex in test) / len(test) if test else None,
-        agreement_equal=_agreement(test, np.ones(k)),
-        agreement_fitted=_agreement(test, w),
+        agreement_equal=_agreement(test, equal),
+        agreement_fitted=_agreement(test, fitted),
         skipped=skipped,
         notes=notes,
         configs=logged_configs(choices, names),
+        agreement_prior=_agreement(test, list(w0)) if prior is not None else None,
+        features=[_FEATURE + f for f in feature_names],
     )

