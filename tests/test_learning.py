@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 import sqlite3
 import threading
@@ -11,7 +12,7 @@ import anyio
 import pytest
 from click.testing import CliRunner
 
-from nbest.cli import cli
+from nbest.cli import cli, main
 from nbest.errors import ConfigError
 from nbest.rerankers import RankerConfig
 from nbest.server.fit import effective_weights, fit_choices
@@ -115,19 +116,63 @@ def test_a_prior_keeps_three_choices_from_swinging_the_weights() -> None:
 
 
 def test_a_worse_refit_is_kept_out_and_the_current_ranker_stays() -> None:
+    """The held-out choices (the seed's split) pick the shortest answer, the others the
+    longest: the refit learns "long" from its training choices, agrees with none of the
+    held-out ones, and the current ranker (which prefers short) agrees with all of them."""
+    short = RankerConfig(rerankers=["logprob=0", {"kind": "feature", "feature": "tokens", "coef": -1}])
+    order = list(range(40))
+    random.Random(0).shuffle(order)
+    held_out = set(order[:10])
+    rng = random.Random(1)
     with PreferenceStore(":memory:") as store:
-        log_choices(store, 40)
+        saved = store.save_version("global", short.model_dump(mode="json"), choices=0)
+        for k in range(40):
+            result = make_result(rng, k)
+            store.record(result, chosen=shortest(result) if k in held_out else longest(result))
         learner = Learner(store, BASE, min_choices=20, every=10)
-        first = learner.refit()
-        assert first.accepted
-        before = learner.current()
-        # people now pick the longest answer: the held-out choices disagree with what the refit
-        # of the old choices... rather, make the refit worse: the new choices contradict the old ones
-        log_choices(store, 10, pick=longest, seed=9)
-        learner_strong = Learner(store, BASE, min_choices=20, every=10, l2=0.0, features=["tokens"])
-        outcome = learner_strong.refit()
-        assert not outcome.accepted or outcome.agreement == outcome.baseline or outcome.agreement >= outcome.baseline  # type: ignore[operator]
-        assert before[0] == 1
+        assert learner.current() == (saved.version, short)
+        outcome = learner.refit()
+        assert not outcome.accepted and (outcome.agreement, outcome.baseline) == (0.0, 1.0)
+        assert (
+            outcome.message
+            == "kept the current ranking: the refit agreed with 0 % of held-out choices, the current one with 100 %"
+        )
+        assert outcome.changes == []
+        assert learner.current() == (saved.version, short)
+        [kept] = learner.describe()["kept_out"]
+        assert (kept["version"], kept["status"], kept["agreement"], kept["baseline"]) == (outcome.version, "kept-out", 0.0, 1.0)
+        assert not learner.due()  # the kept-out refit counts: the next one waits for 10 new choices
+        assert learner.describe()["version"] == saved.version
+
+
+def test_a_choice_on_a_group_prefers_the_group_over_the_rest() -> None:
+    """Two equivalent candidates picked as one card: neither is preferred to the other."""
+    rng = random.Random(2)
+    with PreferenceStore(":memory:") as store:
+        for k in range(30):
+            result = make_result(rng, k)
+            by_length = sorted(result.candidates, key=lambda c: (c.num_tokens, c.index))
+            store.record(result, chosen=by_length[1].index, group=[by_length[0].index])  # the two shortest, shown as one
+        [first] = store.page(0, 1)
+        assert first.group is not None and len(first.group) == 2 and first.chosen in first.group
+        report = fit_choices(list(store), holdout=0.2, l2=0.01, features=["tokens"], rerankers=["mean_logprob"])
+    assert report.weights["feature:tokens"] < -0.5
+    assert report.agreement_fitted == 1.0  # the shortest is ranked first: it is in the group, so it agrees
+
+
+def test_withdrawn_choices_never_enter_a_fit() -> None:
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 20)
+        wrong = log_choices(store, 15, pick=longest, seed=8)
+        for choice_id in wrong:
+            store.withdraw(choice_id)
+        learner = Learner(store, BASE, min_choices=20, every=10)
+        outcome = learner.refit()
+        everything = list(store.iter(include_withdrawn=True))
+    assert outcome.choices == 20 and outcome.accepted
+    assert len(everything) == 35 and sum(c.withdrawn is not None for c in everything) == 15
+    report = fit_choices(everything, holdout=0.25, features=["tokens"])  # withdrawn rows passed in are dropped too
+    assert report.train + report.test == 20
 
 
 def test_rollback_restores_the_exact_config(tmp_path: Path) -> None:
@@ -269,5 +314,92 @@ CREATE TABLE IF NOT EXISTS candidates (
 CREATE INDEX IF NOT EXISTS choices_created ON choices(created);
 """
 
-assert cli  # the CLI tests below use it
-assert CliRunner
+
+# -- nbest prefs history / rollback ------------------------------------------------------
+
+
+@pytest.fixture
+def learned_db(tmp_path: Path) -> Path:
+    path = tmp_path / "prefs.db"
+    with PreferenceStore(path) as store:
+        log_choices(store, 30)
+        learner = Learner(store, BASE, min_choices=20, every=10)
+        assert learner.refit().accepted
+        log_choices(store, 10, seed=6)
+        assert learner.refit().accepted
+    return path
+
+
+def run_cli(argv: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = 0
+    try:
+        main(argv)
+    except SystemExit as exc:
+        code = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_history_lists_versions_with_weights_and_meanings(learned_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["prefs", "history", "--db", str(learned_db), "--json"], capsys)
+    assert code == 0
+    rows = json.loads(out)
+    assert [(r["version"], r["scope"], r["status"], r["choices"]) for r in rows] == [
+        (1, "global", "superseded", 30), (2, "global", "current", 40),
+    ]  # fmt: skip
+    tokens = next(w for w in rows[1]["weights"] if w["name"] == "feature:tokens")
+    assert tokens["weight"] < 0 and tokens["meaning"].endswith("prefers shorter answers")
+    code, out, _ = run_cli(["prefs", "history", "--db", str(learned_db)], capsys)
+    assert code == 0 and "version 2 ranks global:" in out and "superseded" in out
+    code, out, _ = run_cli(["prefs", "history", "--db", str(learned_db), "--scope", "task:poems"], capsys)
+    assert (code, out.strip()) == (0, "no ranker learned yet for task:poems")
+
+
+def test_rollback_from_the_command_line(learned_db: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run_cli(["prefs", "rollback", "1", "--db", str(learned_db)], capsys)
+    assert code == 0 and out.startswith("version 1 ranks global again (saved as version 3)")
+    with PreferenceStore(learned_db) as store:
+        current = store.current_version("global")
+        first = store.version(1)
+        assert current is not None and first is not None
+        assert current.version == 3 and current.config == first.config
+        assert store.version(2).status == "rolled-back"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("argv", "words"),
+    [
+        (["prefs", "rollback", "7"], "no ranker version 7"),
+        (["prefs", "rollback", "seven"], "'seven' is not a valid integer"),
+        (["prefs", "history", "--scope", "team:x"], "--scope: scope: 'team:x' is not global"),
+    ],
+)
+def test_history_and_rollback_refuse_bad_input_in_one_line(
+    learned_db: Path, capsys: pytest.CaptureFixture[str], argv: list[str], words: str
+) -> None:
+    code, out, err = run_cli([*argv, "--db", str(learned_db)], capsys)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and words in err
+
+
+def test_history_on_a_file_that_is_not_a_preference_log(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "notes.db"
+    bad.write_text("not a database at all" * 100)
+    for argv in (["prefs", "history"], ["prefs", "rollback", "1"]):
+        code, _, err = run_cli([*argv, "--db", str(bad)], capsys)
+        assert code == 2 and len(err.strip().splitlines()) == 1 and "is not a SQLite database" in err
+    code, _, err = run_cli(["prefs", "history", "--db", str(tmp_path / "none.db")], capsys)
+    assert code == 2 and "no preference database" in err
+
+
+def test_fit_command_fits_features_and_shows_their_meaning(
+    learned_db: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "ranker.json"
+    r = CliRunner().invoke(cli, ["prefs", "fit", "--db", str(learned_db), "-o", str(out), "--feature", "auto"])
+    assert r.exit_code == 0, r.output
+    assert "feature:tokens" in r.output and "prefers shorter answers" in r.output
+    config = RankerConfig.load(out)
+    assert effective_weights(config)["feature:tokens"] < 0
+    code, _, err = run_cli(["prefs", "fit", "--db", str(learned_db), "-o", str(out), "--feature", "colour"], capsys)
+    assert code == 2 and "--feature: feature: unknown feature 'colour'" in err

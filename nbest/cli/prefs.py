@@ -1,4 +1,4 @@
-"""``nbest prefs``: the preference log (export, stats, fit).
+"""``nbest prefs``: the preference log (export, stats, fit) and the learned rankers (history, rollback).
 
 ``NBEST_HOME`` (where the default database lives) is read here. ``--db`` must
 name a preference database (checked read-only first: another SQLite file, or a
@@ -65,7 +65,7 @@ def _store(db: str | None) -> Any:
 
 @click.group("prefs")
 def prefs_group() -> None:
-    """The preference log: export, statistics, learning the ranker's weights."""
+    """The preference log: export, statistics, learning the ranker's weights, its versions."""
 
 
 @prefs_group.command("export")
@@ -128,13 +128,28 @@ def stats(db: str | None, as_json: bool) -> None:
 )
 @click.option("--holdout", default=0.2, show_default=True, type=float, help="Fraction of choices held out to measure agreement.")
 @click.option("--seed", default=0, show_default=True, type=int, help="Seed of the train/held-out split.")
-def fit(db: str | None, out: str, holdout: float, seed: int) -> None:
+@click.option("--feature", "features", multiple=True, metavar="NAME",
+              help="Also fit a candidate feature: tokens, share, temperature, length_stop, model=ID; "
+                   "'auto' for the learner's set. Repeatable.")  # fmt: skip
+def fit(db: str | None, out: str, holdout: float, seed: int, features: tuple[str, ...]) -> None:
     """Fit the Ranker's weights on logged choices (Bradley–Terry); write a ranker config."""
     check_writable(Path(out), "--out")  # before the fitting code loads
-    from nbest.server.fit import fit_choices
+    from nbest.rerankers.features import feature_values
+    from nbest.server.fit import default_features, fit_choices
+    from nbest.server.learn import meaning
 
+    for name in features:
+        if name != "auto":
+            try:
+                feature_values(name, [])
+            except ConfigError as exc:
+                raise ConfigError(f"--feature: {exc}", parameter="feature", value=name) from None
     with _store(db) as store:
-        report = fit_choices(list(store), holdout=holdout, seed=seed)
+        choices = list(store)
+    chosen = [f for f in features if f != "auto"]
+    if "auto" in features:
+        chosen = list(dict.fromkeys([*default_features(choices), *chosen]))
+    report = fit_choices(choices, holdout=holdout, seed=seed, features=chosen or None)
     config = report.config()
     Path(out).write_text(config.model_dump_json(indent=2) + "\n", encoding="utf-8")
 
@@ -142,11 +157,75 @@ def fit(db: str | None, out: str, holdout: float, seed: int) -> None:
         return "n/a" if value is None else f"{value:.1%}"
 
     click.echo(f"fitted on {report.train} choices, {report.test} held out ({report.skipped} skipped)")
-    for name in report.rerankers:
-        click.echo(f"  weight {name:<16} {report.weights[name]:.3f}")
+    for rc in config.rerankers:
+        name = rc.reranker_name()
+        click.echo(f"  weight {name:<16} {report.weights[name]:+.3f}  {meaning(rc, report.weights[name])}")
     click.echo(f"  temperature      {report.temperature:.3f}")
     click.echo(f"held-out agreement: logged ranking {pct(report.agreement_logged)}, equal weights "
                f"{pct(report.agreement_equal)}, fitted {pct(report.agreement_fitted)}")  # fmt: skip
     for note in report.notes:
         click.echo(f"note: {note}")
     click.echo(f"wrote {out}  (use it with: nbest serve --ranker {out})")
+
+
+@prefs_group.command("history")
+@_DB
+@click.option("--scope", default=None, metavar="KEY", help="Only this scope: global, task:NAME or user:NAME.")
+@click.option("--json", "as_json", is_flag=True, help="Print the versions as JSON.")
+def history(db: str | None, scope: str | None, as_json: bool) -> None:
+    """The learned ranker versions (oldest first): status, choices, held-out agreement, weights."""
+    from nbest.rerankers.registry import RankerConfig
+    from nbest.server.fit import effective_weights
+    from nbest.server.learn import meaning
+    from nbest.server.prefs import scope_filter
+
+    if scope is not None:
+        try:
+            scope_filter(scope)
+        except ConfigError as exc:
+            raise ConfigError(f"--scope: {exc}", parameter="scope", value=scope) from None
+    with _store(db) as store:
+        versions = store.versions(scope)
+    rows = []
+    for v in versions:
+        config = RankerConfig.parse(v.config)
+        weights = effective_weights(config)
+        described = [
+            {"name": rc.reranker_name(), "weight": round(weights[rc.reranker_name()], 4),
+             "meaning": meaning(rc, weights[rc.reranker_name()])}
+            for rc in config.rerankers
+        ]  # fmt: skip
+        rows.append({**v.model_dump(mode="json"), "weights": described})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2, ensure_ascii=False))
+        return
+    if not rows:
+        click.echo("no ranker learned yet" + (f" for {scope}" if scope else ""))
+        return
+
+    def pct(value: float | None) -> str:
+        return "  n/a" if value is None else f"{value:5.1%}"
+
+    import datetime
+
+    click.echo("version  scope            status       created           choices  agreement  baseline  note")
+    for row in rows:
+        when = datetime.datetime.fromtimestamp(row["created"]).strftime("%Y-%m-%d %H:%M")
+        click.echo(f"{row['version']:>7}  {row['scope'][:16]:<16} {row['status']:<12} {when}  {row['choices']:>7}  "
+                   f"{pct(row['agreement']):>9}  {pct(row['baseline']):>8}  {row['note']}")  # fmt: skip
+    for row in rows:
+        if row["status"] == "current":
+            click.echo(f"\nversion {row['version']} ranks {row['scope']}:")
+            for w in row["weights"]:
+                click.echo(f"  {w['name']:<22} {w['weight']:+.3f}  {w['meaning']}")
+
+
+@prefs_group.command("rollback")
+@click.argument("version", type=int)
+@_DB
+def rollback(version: int, db: str | None) -> None:
+    """Make ranker VERSION current again in its scope (its exact config, as a new version)."""
+    with _store(db) as store:
+        restored = store.rollback(version)
+    click.echo(f"version {version} ranks {restored.scope} again (saved as version {restored.version}); "
+               "a running `nbest serve --learn` picks it up within seconds")  # fmt: skip
