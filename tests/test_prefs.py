@@ -75,6 +75,20 @@ def test_record_and_read_back(tmp_path: Path) -> None:
         ]
 
 
+def test_group_and_task_are_logged_with_the_choice() -> None:
+    with PreferenceStore(":memory:") as store:
+        tagged = make_result(["a", "b", "c"]).model_copy(update={"metadata": {"task": "math"}})
+        store.record(tagged, chosen=2, group=[0])  # the chosen candidate joins its group
+        store.record(tagged, chosen=1, task="poems")  # an explicit task wins over the metadata
+        store.record(make_result(["a", "b"]).model_copy(update={"metadata": {"task": 7}}), chosen=0, group=[])
+        got = store.page(0, 10)
+        assert [(c.group, c.task) for c in got] == [([2, 0], "math"), (None, "poems"), (None, None)]
+        assert (store.count("task:math"), store.count("task:poems"), store.count("global")) == (1, 1, 3)
+        assert [c.id for c in store.iter("task:poems")] == [2]
+        with pytest.raises(ConfigError, match="scope: 'team:x'"):
+            store.count("team:x")
+
+
 def test_default_path_under_nbest_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("NBEST_HOME", str(tmp_path / "home"))
     with PreferenceStore() as store:
@@ -88,7 +102,9 @@ def test_default_path_under_nbest_home(tmp_path: Path, monkeypatch: pytest.Monke
 @pytest.mark.parametrize(
     ("kwargs", "param"),
     [({"chosen": 5}, "chosen"), ({"chosen": 0, "ranking": [0, 9]}, "ranking"), ({"chosen": 0, "ranking": [0, 0]}, "ranking"),
-     ({"chosen": 1, "ranking": [0, 1]}, "ranking")],
+     ({"chosen": 1, "ranking": [0, 1]}, "ranking"), ({"chosen": 0, "group": [0, 7]}, "group"),
+     ({"chosen": 0, "group": [1, 1]}, "group"), ({"chosen": 0, "task": "t" * 201}, "task"),
+     ({"chosen": 0, "user": "u" * 201}, "user")],
 )  # fmt: skip
 def test_record_rejects_bad_choices(kwargs: dict, param: str) -> None:  # type: ignore[type-arg]
     with PreferenceStore(":memory:") as store:
