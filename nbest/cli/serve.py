@@ -70,6 +70,28 @@ __all__ = ["serve_command"]
 )
 @click.option("--db", "db", default=None, help="Preference database [default: $NBEST_HOME/preferences.db].")
 @click.option(
+    "--learn",
+    is_flag=True,
+    default=False,
+    help="Refit the ranker from the choices in the background while serving (see /v1/ranker).",
+)
+@click.option("--learn-every", type=int, default=None, help="With --learn: refit after this many new choices [default: 10].")
+@click.option(
+    "--learn-min", type=int, default=None, help="With --learn: choices before the first refit takes effect [default: 20]."
+)
+@click.option(
+    "--learn-interval",
+    type=float,
+    default=None,
+    help="With --learn: seconds between timer refits of scopes with new choices; 0: off [default: 300].",
+)
+@click.option(
+    "--learn-scope",
+    type=click.Choice(["global", "task", "user"]),
+    default=None,
+    help="With --learn: one ranker for all, or one per metadata task or user (too few choices: the wider one) [default: global].",
+)
+@click.option(
     "--engine-restarts",
     type=click.IntRange(0),
     default=5,
@@ -100,6 +122,11 @@ def serve_command(
     reranker_texts: tuple[str, ...],
     ranker_file: str | None,
     db: str | None,
+    learn: bool,
+    learn_every: int | None,
+    learn_min: int | None,
+    learn_interval: float | None,
+    learn_scope: str | None,
     engine_restarts: int,
 ) -> None:
     """Serve the HTTP API (OpenAI-compatible and native) and the choice page at /.
@@ -125,14 +152,20 @@ def serve_command(
         "max_tokens": max_tokens, "max_total_tokens": max_total_tokens, "max_top_logprobs": max_top_logprobs,
         "max_rerank_n": max_rerank_n, "max_rerank_tokens": max_rerank_tokens, "rerank_timeout_s": rerank_timeout,
         "remember_bytes": remember_bytes,
+        "learn_every": learn_every, "learn_min": learn_min, "learn_interval_s": learn_interval, "learn_scope": learn_scope,
     }  # fmt: skip
+    learn_given = [name for name in ("learn_every", "learn_min", "learn_interval_s", "learn_scope") if given[name] is not None]
+    if learn_given and not learn:
+        option = "--" + learn_given[0].removesuffix("_s").replace("_", "-")
+        raise ConfigError(f"{option}: only with --learn (learning is off)", parameter=learn_given[0])
     served = model or ("nbest" if endpoints or engines_file else DEFAULT_MODEL)
     try:
-        settings = ServerSettings(model_name=served, api_key=api_key or None,
+        settings = ServerSettings(model_name=served, api_key=api_key or None, learn=learn,
                                   allowed_hosts=allowed_hosts_for(host, allowed_hosts),
                                   **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     except ConfigError as exc:
-        raise ConfigError(f"--{str(exc.parameter).replace('_s', '').replace('_', '-')}: {exc}", parameter=exc.parameter) from None
+        option = str(exc.parameter).removesuffix("_s").replace("_", "-")
+        raise ConfigError(f"--{option}: {exc}", parameter=exc.parameter) from None
     strategy = build_strategy(strategy_text)
     if ranker_file and reranker_texts:
         raise ConfigError("give --ranker or --reranker, not both", parameter="ranker")

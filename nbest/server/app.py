@@ -15,7 +15,11 @@ is dead, or when the server gave up restarting it.
 
 Routes: ``/v1/nbest`` and ``/v1/nbest/stream`` (native), ``/v1/chat/completions``,
 ``/v1/completions``, ``/v1/models`` (OpenAI-compatible), ``/v1/choices``
-(preference log), ``/`` (the choice page), ``/healthz``, ``/metrics``.
+(preference log), ``/v1/ranker`` (the ranker and what it learned), ``/`` (the
+choice page), ``/healthz``, ``/metrics``.
+
+With ``settings.learn`` the app also refits the ranker from the choices in the
+background for as long as it runs (see :mod:`nbest.server.ranker_api`).
 """
 
 from __future__ import annotations
@@ -34,7 +38,7 @@ from starlette.responses import JSONResponse, Response
 from nbest.errors import ConfigError, EngineDeadError, NbestError
 from nbest.orchestrator import Orchestrator
 from nbest.plugins import load_plugins
-from nbest.server import choices, native, openai_api, ui
+from nbest.server import choices, native, openai_api, ranker_api, ui
 from nbest.server.errors import ApiError, error_body, error_response, from_config_error
 from nbest.server.guard import Guard
 from nbest.server.metrics import CONTENT_TYPE_LATEST
@@ -77,24 +81,37 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        if given is not None:
-            yield
-            return
-        assert callable(orchestrator)
-        supervisor = Supervisor(orchestrator, policy, opened, service.metrics.engine_restarts.inc)
-        service.supervisor = supervisor
+        supervisor: Supervisor | None = None
+        failed: list[Exception] = []
         async with anyio.create_task_group() as tg:
-            tg.start_soon(supervisor.run)
-            if await supervisor.wait_started():
+            started = True
+            if given is None:
+                assert callable(orchestrator)
+                supervisor = Supervisor(orchestrator, policy, opened, service.metrics.engine_restarts.inc)
+                service.supervisor = supervisor
+                tg.start_soon(supervisor.run)
+                started = await supervisor.wait_started()
+            if started and settings.learn:
+                try:
+                    tg.start_soon(service.start_learning().run)  # refits in the background, stopped at shutdown
+                except Exception as exc:  # raised below, outside the task group (no ExceptionGroup)
+                    failed.append(exc)
+                    started = False
+            if started:
                 try:
                     yield
                 finally:
                     tg.cancel_scope.cancel()
-        supervisor.raise_start_error()  # the first engine did not start: neither does the server
+            else:
+                tg.cancel_scope.cancel()
+        if failed:
+            raise failed[0]
+        if supervisor is not None:
+            supervisor.raise_start_error()  # the first engine did not start: neither does the server
 
     app = FastAPI(title="nbest", summary="N candidates per prompt, reranked, with a confidence", lifespan=lifespan)
     app.state.service = service
-    for module in (native, openai_api, choices, ui):
+    for module in (native, openai_api, choices, ranker_api, ui):
         app.include_router(module.router)
 
     service.metrics.engine_up.set_function(lambda: 1.0 if service.health()[0] == "ok" else 0.0)

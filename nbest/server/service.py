@@ -22,11 +22,12 @@ from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.ranker import Ranker
-from nbest.rerankers.registry import build_ranker, reranker_config
+from nbest.rerankers.registry import RankerConfig, build_ranker, reranker_config
 from nbest.server.errors import ApiError, from_config_error
 from nbest.server.limits import check_plan, check_request, check_rerank_budget, rerank_deadline, result_bytes
 from nbest.server.metrics import Metrics
 from nbest.server.prefs import PreferenceStore
+from nbest.server.ranker_api import MAX_SCOPE_CHARS, LiveRankers
 from nbest.server.settings import ServerSettings
 from nbest.server.supervisor import State, Supervisor, engine_health
 from nbest.strategies.base import STRATEGIES, Strategy, rendered_limit
@@ -209,6 +210,8 @@ class Service:
         """Set by the app when it owns the orchestrator (a factory): restarts a dead engine."""
         self.retry_after_s = 5
         """The Retry-After of a 503 while the engine is (re)starting."""
+        self.learning: LiveRankers | None = None
+        """The learned rankers, when the server learns (``settings.learn``; see :meth:`start_learning`)."""
 
     @property
     def orch(self) -> Orchestrator:
@@ -274,6 +277,35 @@ class Service:
                 self._prefs = PreferenceStore(self.settings.preferences)
             return self._prefs
 
+    def start_learning(self) -> LiveRankers:
+        """The learned rankers, on the preference log, from the orchestrator's ranker
+        (the base, version 0); the app runs their loop (:meth:`LiveRankers.run`).
+
+        Raises:
+            ConfigError: the server's ranker has a reranker without a config (nothing to learn from).
+        """
+        if self.learning is None:
+            base = RankerConfig.of(self.orch.ranker)
+            if base is None:
+                names = ", ".join(r.name for r in self.orch.ranker.rerankers)
+                raise ConfigError(
+                    f"learn: the server's ranker ({names}) has a reranker without a config, so it cannot be refitted;"
+                    " give --ranker or --reranker",
+                    parameter="learn",
+                )
+            self.learning = LiveRankers(self.settings, self.prefs, base, self.learned_ranker)
+        return self.learning
+
+    def learned_ranker(self, config: RankerConfig) -> Ranker:
+        """A learned config built into a Ranker through the one builder, with the server's
+        reranker cache (a model loads once); run in a worker thread."""
+        orch = self.orchestrator
+        engine = next(iter(orch.engines.values())) if orch is not None else None  # a judge asks the default route
+        with self._rerankers_lock:
+            return build_ranker(
+                config.rerankers, engine=engine, normalize=config.normalize, temperature=config.temperature, cache=self._rerankers
+            )
+
     # -- validation ------------------------------------------------------------
 
     def check(self, request: Request, prefix: str = "") -> None:
@@ -283,6 +315,13 @@ class Service:
         if request.n > cap:
             raise ApiError(422, f"{p}n: at most {cap} candidates per request (got {request.n})", param=f"{p}n")
         check_request(self.settings, request, prefix)
+        if self.settings.learn and self.settings.learn_scope != "global":
+            label = request.metadata.get(self.settings.learn_scope)
+            if label is not None and (not isinstance(label, str) or len(label) > MAX_SCOPE_CHARS):
+                field = f"{p}metadata.{self.settings.learn_scope}"
+                raise ApiError(
+                    422, f"{field}: the name rankers are learned for: text of at most {MAX_SCOPE_CHARS} characters", param=field
+                )
 
     async def plan(
         self, request: Request, strategy: Strategy | None, ranker: Ranker | None = None, prefix: str = ""
@@ -409,10 +448,18 @@ class Service:
         timeout: float | None = None,
     ) -> Result:
         """Rank the candidates (off the event loop, under what is left of the deadline:
-        ``timeout`` or the server's) and keep the Result for choices."""
+        ``timeout`` or the server's) and keep the Result for choices. Without a client's
+        ``ranker``, a learning server ranks with the learned ranker of the request's scope
+        and records its version in ``Result.ranker_version``."""
         orch = self.orch
         deadline = rerank_deadline(self.settings, timeout or self.settings.timeout_s, generate_s)
+        version = None
+        if ranker is None and self.learning is not None:
+            served = self.learning.pick(request.metadata)  # one whole ranker, whatever swaps meanwhile
+            ranker, version = served.ranker, served.version
         ranker = (ranker or orch.ranker).bounded(deadline)
         result = await orch.rank(request, candidates, ranker=ranker, generate_s=generate_s)
+        if version is not None:
+            result = result.model_copy(update={"ranker_version": version})
         self.remember(result)
         return result

@@ -7,6 +7,7 @@ app itself never reads the environment.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field
 
@@ -66,3 +67,17 @@ class ServerSettings(NbestModel):
     """How many recent Results the server keeps so a choice can name one by id."""
     remember_bytes: int = Field(default=64_000_000, ge=0)
     """Most bytes (estimated from texts and log-probabilities) the kept Results take; the oldest go first."""
+    learn: bool = False
+    """Refit the ranker from the preference log while serving (in the background) and rank with
+    the latest accepted version (see :mod:`nbest.server.ranker_api`)."""
+    learn_every: int = Field(default=10, ge=1)
+    """Refit a scope once this many new choices were logged in it since its last refit."""
+    learn_min: int = Field(default=20, ge=2)
+    """Choices a scope needs before its first refit takes effect (fewer: the wider scope ranks)."""
+    learn_interval_s: float = Field(default=300.0, ge=0)
+    """Seconds between timer refits of scopes with new choices (0: only every ``learn_every`` choices)."""
+    learn_scope: Literal["global", "task", "user"] = "global"
+    """What a ranker is learned for: every request, each ``metadata["task"]``, or each
+    ``metadata["user"]``; a task or user with too few choices is ranked by the wider scope."""
+    learn_gap_s: float = Field(default=2.0, ge=0)
+    """Fewest seconds between two refits, however fast choices arrive."""
