@@ -47,6 +47,12 @@ def _nested_routes(depth: int) -> dict[str, object]:
     return config
 
 
+def _two_candidates() -> dict[str, object]:
+    """A posted Result with candidates 0 and 1."""
+    candidates = [{"index": i, "rank": i + 1, "text": t, "spec": {"index": i, "params": {}}} for i, t in enumerate("ab")]
+    return {"id": "r", "prompt": "x", "n": 2, "best": candidates[0], "candidates": candidates}
+
+
 @dataclass(frozen=True)
 class Http:
     """One hostile HTTP request and how it must be answered."""
@@ -58,6 +64,7 @@ class Http:
     param: str | None = None
     path: str = "/v1/nbest"
     headers: dict[str, str] = field(default_factory=lambda: {"content-type": "application/json"})
+    method: str = "POST"
 
 
 @dataclass(frozen=True)
@@ -184,6 +191,35 @@ HTTP: list[Http] = [
     ),
     Http("choice by a 201-character user", {"result_id": "x", "chosen": 0, "user": "u" * 201}, 422, "200", "user", "/v1/choices"),
     Http("client id of 201 characters", {"prompt": "x", "id": "i" * 201}, 422, "id: at most 200 characters", "id"),
+    Http(
+        "choice group naming a candidate the result does not have",
+        {"chosen": 0, "group": [0, 7], "result": _two_candidates()},
+        422,
+        "distinct candidate indices",
+        "group",
+        "/v1/choices",
+    ),
+    Http(
+        "choice group longer than the result's n",
+        {"chosen": 0, "group": [0, 1, 2], "result": _two_candidates()},
+        422,
+        "at most 2 entries",
+        "group",
+        "/v1/choices",
+    ),
+    Http(
+        "choice group of 5,000 entries",
+        {"result_id": "x", "chosen": 0, "group": [0] * 5_000},
+        422,
+        "1024",
+        "group",
+        "/v1/choices",
+    ),
+    Http("withdraw of a choice id that is not a number", b"", 422, "whole number", "id", "/v1/choices/abc/withdraw"),
+    Http("withdraw of a 30-digit choice id", b"", 422, "whole number", "id", "/v1/choices/" + "9" * 30 + "/withdraw"),
+    Http(
+        "ranker of a 10 kB task name", b"", 422, "at most 200 characters", "task", "/v1/ranker?task=" + "t" * 10_000, method="GET"
+    ),
     # -- boundaries: numbers, nesting, duplicates (service.read_json, types.Result, server/guard.py)
     Http("integer of 5,000 digits", b'{"prompt": "x", "n": ' + b"9" * 5_000 + b"}", 422, "integer too large", "n"),
     Http(
@@ -407,7 +443,7 @@ async def test_http(case: Http, scripted: ScriptedEngine) -> None:
     body = case.body if isinstance(case.body, bytes) else json.dumps(case.body).encode()
     async with serving(scripted, SETTINGS) as client:
         started = time.perf_counter()
-        r = await client.post(case.path, content=body, headers=case.headers)
+        r = await client.request(case.method, case.path, content=body, headers=case.headers)
         elapsed = time.perf_counter() - started
         assert r.status_code == case.status, r.text
         error = r.json()["error"]
