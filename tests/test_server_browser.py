@@ -4,11 +4,13 @@ against a real uvicorn server with the scripted engine."""
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import psutil
 import pytest
 
@@ -135,7 +137,7 @@ def _ranked_page(browser, url: str, n: int):  # type: ignore[no-untyped-def]
     page.fill("#prompt", "What is 2 + 2?")
     page.fill("#n", str(n))
     page.click("#go")
-    page.wait_for_selector(f'.card[data-rank="{n}"]', timeout=20_000)
+    page.wait_for_selector("#cards[data-ranked]", timeout=20_000)
     return page
 
 
@@ -164,7 +166,9 @@ def test_a_choice_is_kept_when_the_server_forgot_the_result(browser, tmp_path: P
 
 
 def test_the_page_says_when_a_stream_or_a_choice_fails(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
-    engine = ScriptedEngine(respond=by_index({}, default=Step("an answer", mean_logprob=-0.3)))
+    engine = ScriptedEngine(
+        respond=by_index({0: Step("an answer", mean_logprob=-0.3), 1: Step("another answer", mean_logprob=-0.5)})
+    )
     db = tmp_path / "prefs.db"
     app = create_app(lambda: Orchestrator(engine, close_engines=False), ServerSettings(), prefs=PreferenceStore(db))
     with running(app) as url:
@@ -188,6 +192,16 @@ def test_the_page_says_when_a_stream_or_a_choice_fails(browser, tmp_path: Path) 
         card.locator("button.choose").click()
         page.wait_for_selector(".card.chosen", timeout=10_000)
         assert "Saved choice 1" in page.locator("#status").inner_text()
+        # Undo while the log cannot be written: the page says so, and Undo stays
+        refused = '{"error": {"message": "the choice was not withdrawn (send it again later): disk I/O error"}}'
+        page.route(
+            "**/v1/choices/1/withdraw", lambda route: route.fulfill(status=503, content_type="application/json", body=refused)
+        )
+        page.click("#undo")
+        page.wait_for_selector("#loop.error", timeout=10_000)
+        assert "Could not withdraw choice 1: the choice was not withdrawn" in page.locator("#loop-text").inner_text()
+        assert page.locator("#undo").is_enabled() and page.locator(".card.chosen").count() == 1
+        page.unroute("**/v1/choices/1/withdraw")
 
         # the stream ends (a dropped connection, a proxy timeout) before the ranked event
         def truncated(route) -> None:  # type: ignore[no-untyped-def]
@@ -203,3 +217,72 @@ def test_the_page_says_when_a_stream_or_a_choice_fails(browser, tmp_path: Path) 
         assert not page.locator("#go").is_disabled()
         page.close()
     assert sqlite3.connect(db).execute("SELECT COUNT(*) FROM choices").fetchone() == (1,)
+
+
+PARIS = "The capital is Paris."
+
+
+def test_equal_answers_show_as_one_card_and_a_choice_can_be_undone(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    # three of four candidates give the same sentence (up to case, spacing and punctuation)
+    engine = ScriptedEngine(
+        respond=by_index(
+            {
+                0: Step(PARIS, mean_logprob=-0.5),
+                1: Step("Lyon.", mean_logprob=-0.2),
+                2: Step(PARIS, mean_logprob=-0.3),
+                3: Step("the capital is  paris", mean_logprob=-0.4),
+            }
+        )
+    )
+    db = tmp_path / "prefs.db"
+    app = create_app(lambda: Orchestrator(engine, close_engines=False), ServerSettings(), prefs=PreferenceStore(db))
+    with running(app) as url:
+        page = _ranked_page(browser, url, 4)
+        cards = page.locator(".card")
+        assert cards.count() == 2  # two distinct options, not four cards
+        group, lyon = cards.nth(0), cards.nth(1)
+        # the group comes first (its confidence is the sum of three), shown by its best-ranked member
+        assert group.locator(".support").inner_text() == "3 of 4"
+        assert group.get_attribute("data-index") == "2" and group.get_attribute("data-members") == "2,3,0"
+        assert group.locator(":scope > .body").inner_text() == PARIS
+        assert lyon.get_attribute("data-index") == "1" and lyon.locator(".support").count() == 0
+        group_conf = float(group.locator(":scope > .head .meta").inner_text().split("confidence ")[1].rstrip("%"))
+        lyon_conf = float(lyon.locator(":scope > .head .meta").inner_text().split("confidence ")[1].split("%")[0])
+        assert group_conf > lyon_conf
+        assert "into 2 distinct options" in page.locator("#status").inner_text()
+        # the members are one click away: a real button that says whether it is expanded
+        toggle = group.locator("button.members-toggle")
+        assert toggle.get_attribute("aria-expanded") == "false"
+        assert not group.locator(".members").is_visible()
+        toggle.focus()
+        page.keyboard.press("Enter")
+        assert toggle.get_attribute("aria-expanded") == "true"
+        members = group.locator(".member")
+        assert [members.nth(i).get_attribute("data-index") for i in range(3)] == ["2", "3", "0"]
+        assert [members.nth(i).locator(".rank").inner_text() for i in range(3)] == ["rank 2", "rank 3", "rank 4"]
+        assert members.nth(1).locator(".body").inner_text() == "the capital is  paris"
+        assert "confidence" in members.nth(0).locator(".meta").inner_text()
+
+        # a pick on the group: the candidate shown, and the group
+        group.locator(".actions button.choose").click()
+        page.wait_for_selector(".card.chosen", timeout=10_000)
+        assert "Saved choice 1: candidate 2, one of 3 with this answer (ranker's rank 2)" in page.locator("#status").inner_text()
+        assert page.locator("#loop-text").inner_text() == "Choice saved."  # this server does not learn
+        assert members.nth(0).locator("button").is_disabled()
+        listed = httpx.get(url + "/v1/choices").json()
+        assert [(c["chosen"], c["group"]) for c in listed["data"]] == [(2, [2, 3, 0])]
+
+        # undo: the choice is withdrawn, and the page lets the person pick again
+        page.click("#undo")
+        page.wait_for_selector("#undo", state="hidden", timeout=10_000)
+        assert "Choice 1 withdrawn" in page.locator("#loop-text").inner_text()
+        assert page.locator(".card.chosen").count() == 0
+        assert httpx.get(url + "/v1/choices").json()["data"] == []
+
+        # one member picked by itself: that candidate, with its group
+        members.nth(2).locator("button.choose-member").click()
+        page.wait_for_selector(".member.chosen", timeout=10_000)
+        assert "Saved choice 2: candidate 0" in page.locator("#status").inner_text()
+        page.close()
+    rows = sqlite3.connect(db).execute("SELECT id, chosen, chosen_rank, grp, withdrawn IS NOT NULL FROM choices").fetchall()
+    assert [(*row[:3], json.loads(row[3]), row[4]) for row in rows] == [(1, 2, 2, [2, 3, 0], 1), (2, 0, 4, [2, 3, 0], 0)]
