@@ -55,7 +55,9 @@ def test_picks_on_the_page_move_the_short_answer_to_the_top(browser, tmp_path: P
         assert page.locator("#rerankers").evaluate("s => s.selectedOptions.length") == 0
         page.fill("#prompt", "What is 2 + 2?")
         page.fill("#n", "3")
+        page.fill("#user", "ann")
         assert _ask(page) == [LONG, MEDIUM, SHORT]
+        assert page.evaluate("current.metadata") == {"user": "ann"}  # a server learning per user ranks for her
         assert "(ranking version 0)" in page.locator("#status").inner_text()
 
         # the first pick: saved, and the page says how many more before the ranking learns
@@ -82,5 +84,5 @@ def test_picks_on_the_page_move_the_short_answer_to_the_top(browser, tmp_path: P
         version = httpx.get(url + "/v1/ranker").json()["version"]
         assert version >= 1 and f"(ranking version {version})" in status
         page.close()
-    picked = sqlite3.connect(db).execute("SELECT chosen FROM choices WHERE withdrawn IS NULL").fetchall()
-    assert picked and {row[0] for row in picked} == {2}
+    picked = sqlite3.connect(db).execute("SELECT chosen, user FROM choices WHERE withdrawn IS NULL").fetchall()
+    assert picked and set(picked) == {(2, "ann")}
