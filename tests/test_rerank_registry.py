@@ -22,7 +22,7 @@ from nbest.rerankers import (
 from nbest.rerankers.extract import get_extractor
 from tests.scripted import ScriptedEngine
 
-BUILT_IN = ["cross", "embed", "judge", "logprob", "mbr", "ppl", "reward", "source", "sumlogprob", "vote"]
+BUILT_IN = ["cross", "embed", "feature", "judge", "logprob", "mbr", "ppl", "reward", "source", "sumlogprob", "vote"]
 
 
 def test_the_built_in_kinds() -> None:
