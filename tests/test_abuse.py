@@ -103,6 +103,14 @@ HTTP: list[Http] = [
         "client regular expression", {"prompt": "x", "rerankers": ["vote:regex:(.|.)*\x00"]}, 422, "not offered", "rerankers[0]"
     ),
     Http("judge asked by a client", {"prompt": "x", "rerankers": ["judge"]}, 422, "not offered", "rerankers[0]"),
+    Http(
+        "feature naming a 10,000-character model id",
+        {"prompt": "x", "rerankers": [{"kind": "feature", "feature": "model=" + "m" * 10_000}]},
+        422,
+        "at most 206 characters",
+        "rerankers[0]",
+    ),
+    Http("unknown candidate feature", {"prompt": "x", "rerankers": ["feature:colour"]}, 422, "unknown feature", "rerankers[0]"),
     # -- bounded work (nbest/strategies, server/limits.py, rerankers/extract.py)
     Http(
         "grid axis of 100 values", {"prompt": "x", "strategy": "grid:t=" + ",".join(["0.5"] * 100)}, 422, "at most 64", "strategy"
@@ -324,6 +332,13 @@ CLI: list[Cli] = [
     Cli("strategies nested 9 deep", ["run", "hi", "--strategy", json.dumps(_nested_routes(9))], 2, "nested more than 8"),
     Cli("regex with a backreference (no linear-time match)", ["run", "hi", "--reranker", "vote:regex:(a)\\1"], 2, "RE2"),
     Cli("serve with --max-tokens 0", ["serve", "--max-tokens", "0"], 2, "--max-tokens"),
+    Cli(
+        "rollback to a ranker version that does not exist",
+        ["prefs", "rollback", "99", "--db", "{tmp}/p.db"],
+        2,
+        "no ranker version 99",
+        files={"p.db": b""},
+    ),
     # -- boundaries: files and paths
     Cli(
         "batch --errors in a missing folder",
