@@ -107,7 +107,7 @@ HTTP: list[Http] = [
         "feature naming a 10,000-character model id",
         {"prompt": "x", "rerankers": [{"kind": "feature", "feature": "model=" + "m" * 10_000}]},
         422,
-        "at most 206 characters",
+        "model=ID needs an engine/model id of 1 to 200 printable characters",
         "rerankers[0]",
     ),
     Http("unknown candidate feature", {"prompt": "x", "rerankers": ["feature:colour"]}, 422, "unknown feature", "rerankers[0]"),

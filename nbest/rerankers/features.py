@@ -40,7 +40,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import ClassVar, Literal, Self
 
-from pydantic import Field, field_validator
+from pydantic import field_validator
 
 from nbest.errors import ConfigError
 from nbest.rerankers.answers import normalize_text
@@ -159,7 +159,7 @@ class FeatureConfig(RerankerConfig):
     """
 
     kind: Literal["feature"] = "feature"
-    feature: str = Field(max_length=MAX_MODEL_ID + 6)
+    feature: str
     """Which feature: tokens, share, temperature, length_stop, or model=ID."""
     coef: float = 1.0
     """Multiplies the feature before the Ranker normalises it: negative turns it around
@@ -171,7 +171,10 @@ class FeatureConfig(RerankerConfig):
     @field_validator("feature")
     @classmethod
     def _known(cls, value: str) -> str:
-        return _check_name(value)
+        try:
+            return _check_name(value)
+        except ConfigError as exc:  # pydantic names the field itself
+            raise ValueError(str(exc).removeprefix("feature: ")) from None
 
     @field_validator("coef")
     @classmethod
