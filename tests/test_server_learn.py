@@ -142,10 +142,10 @@ async def test_the_timer_refits_a_scope_with_new_choices(scripted: ScriptedEngin
             reply = await choose_a(client, await ask(client))
             assert reply["learning"]["updated"] is False and reply["learning"]["message"] is None
         deadline = time.monotonic() + 20
-        while (shown := (await client.get("/v1/ranker")).json())["version"] == 0:
-            assert time.monotonic() < deadline, shown
+        while (result := await ask(client))["ranker_version"] == 0:
+            assert time.monotonic() < deadline
             await asyncio.sleep(0.05)
-        assert (await ask(client))["ranker_version"] == shown["version"]
+        assert (await client.get("/v1/ranker")).json()["version"] == result["ranker_version"]
 
 
 @on_loop
@@ -247,6 +247,32 @@ async def test_scopes_fall_back_to_the_wider_one(scripted: ScriptedEngine, tmp_p
         assert (await client.get("/v1/ranker", params={"task": "math"})).json()["version"] == math_version.version
         long = await client.post("/v1/nbest", json={"prompt": "x", "metadata": {"task": "t" * 201}})
         assert long.status_code == 422 and long.json()["error"]["param"] == "metadata.task"
+
+
+@on_loop
+async def test_saved_versions_rank_after_a_restart_and_a_rollback_is_picked_up(
+    scripted: ScriptedEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import nbest.server.ranker_api as ranker_api
+
+    monkeypatch.setattr(ranker_api, "POLL_S", 0.05)
+    db = tmp_path / "prefs.db"
+    async with learning(scripted, db) as client:
+        versions = []
+        for _ in range(6):
+            reply = (await choose_a(client, await ask(client)))["learning"]
+            if reply["updated"]:
+                versions.append(reply["version"])
+        assert len(versions) == 2
+    async with learning(scripted, db) as client:  # a new server on the same log
+        assert (await ask(client))["ranker_version"] == versions[-1]
+        with PreferenceStore(db) as store:  # `nbest prefs rollback` in another process
+            restored = store.rollback(versions[0])
+        deadline = time.monotonic() + 20
+        while (result := await ask(client))["ranker_version"] != restored.version:
+            assert time.monotonic() < deadline, result["ranker_version"]
+            await asyncio.sleep(0.05)
+        check_ranked_by(result, config_of(db, versions[0]))
 
 
 @on_loop
@@ -373,3 +399,29 @@ def test_nbest_serve_learn_serves_the_learned_ranker(tmp_path: Path) -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+@pytest.mark.slow
+@on_loop
+async def test_choices_on_the_real_engine_refit_the_next_ranking(vllm_engine: Any, tmp_path: Path) -> None:
+    db = tmp_path / "prefs.db"
+    settings = learn_settings(learn_min=2, learn_every=1)
+    async with Orchestrator(vllm_engine, close_engines=False, rerankers=BASE.to_ranker()) as orch:
+        app = create_app(orch, settings, prefs=PreferenceStore(db))
+        transport = httpx.ASGITransport(app)
+        async with (
+            app.router.lifespan_context(app),
+            httpx.AsyncClient(transport=transport, base_url="http://nbest.test", timeout=300) as client,
+        ):
+            body = {"prompt": "Name a colour.", "n": 3, "params": {"max_tokens": 6, "seed": 5}}
+            for _ in range(2):
+                result = (await client.post("/v1/nbest", json=body)).json()
+                assert result["ranker_version"] == 0
+                last = max((c for c in result["candidates"] if c["error"] is None), key=lambda c: c["rank"])
+                r = await client.post("/v1/choices", json={"result_id": result["id"], "chosen": last["index"]})
+                assert r.status_code == 201, r.text
+            learning = r.json()["learning"]
+            assert learning["updated"] is True and learning["version"] >= 1, learning  # the ranker agreed with none
+            after = (await client.post("/v1/nbest", json=body)).json()
+            assert after["ranker_version"] == learning["version"]
+            check_ranked_by(after, config_of(db, learning["version"]))

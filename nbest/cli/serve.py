@@ -134,6 +134,10 @@ def serve_command(
     The engines are those of --model, --endpoint or --engines, as for `nbest
     run`; /v1/models reports --model (else the embedded default's name, or
     "nbest" for --endpoint/--engines).
+
+    With --learn, the choices logged refit the ranker in the background (the
+    server's ranker is the starting point; a version saved earlier in --db
+    ranks from the start) and each Result records the version that ranked it.
     """
     import uvicorn
 
@@ -196,4 +200,11 @@ def serve_command(
     restart = RestartPolicy(max_attempts=engine_restarts)
     app = create_app(orchestrator, settings, prefs=prefs, restart=restart)
     click.echo(f"nbest: serving {settings.model_name} on http://{host}:{port}/ (preferences: {prefs.path})", err=True)
+    if settings.learn:
+        timer = f", and every {settings.learn_interval_s:g} s" if settings.learn_interval_s else ""
+        click.echo(
+            f"nbest: learning from choices ({settings.learn_scope} scope): a refit every {settings.learn_every} choices"
+            f"{timer}, from {settings.learn_min} on; see /v1/ranker",
+            err=True,
+        )
     uvicorn.run(app, host=host, port=port, log_level="info", timeout_graceful_shutdown=10)

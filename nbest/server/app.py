@@ -93,7 +93,9 @@ def create_app(
                 started = await supervisor.wait_started()
             if started and settings.learn:
                 try:
-                    tg.start_soon(service.start_learning().run)  # refits in the background, stopped at shutdown
+                    live = service.start_learning()
+                    await live.load()  # the versions saved before: they rank the first request
+                    tg.start_soon(live.run)  # refits in the background, stopped at shutdown
                 except Exception as exc:  # raised below, outside the task group (no ExceptionGroup)
                     failed.append(exc)
                     started = False

@@ -136,6 +136,18 @@ class LiveRankers:
 
     # -- the loop -----------------------------------------------------------------
 
+    async def load(self) -> None:
+        """Publish the versions saved before this server started (the app awaits this
+        before it serves, so the first request is ranked by them).
+
+        Raises:
+            StorageError: the log could not be read.
+        """
+        self._known |= await anyio.to_thread.run_sync(self._saved_scopes)
+        seen = await anyio.to_thread.run_sync(self.store.data_version)
+        await self._publish(await anyio.to_thread.run_sync(self._rebuild))
+        self._seen = seen
+
     async def run(self) -> None:
         """Refit and publish until cancelled (the app's lifespan runs this).
 
@@ -144,20 +156,15 @@ class LiveRankers:
         self.running = True
         interval = self.settings.learn_interval_s
         next_timer = time.monotonic() + interval if interval > 0 else math.inf
-        first = True
         try:
             while True:
-                if not first:
-                    with anyio.move_on_after(max(0.0, min(POLL_S, next_timer - time.monotonic()))):
-                        await self._wake.wait()
+                with anyio.move_on_after(max(0.0, min(POLL_S, next_timer - time.monotonic()))):
+                    await self._wake.wait()
                 self._wake = anyio.Event()
                 timer = time.monotonic() >= next_timer
                 if timer:
                     next_timer = time.monotonic() + interval
                 try:
-                    if first:  # the versions saved before this server started
-                        self._known |= await anyio.to_thread.run_sync(self._saved_scopes)
-                        first = False
                     await self._round(timer)
                 except Exception:  # never let learning take the server down: the next pass tries again
                     log.exception("nbest: learning: a refit round failed; the current rankers stay")
