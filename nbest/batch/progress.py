@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime
 import time
+from collections.abc import Callable
 from types import TracebackType
 
 from rich.console import Console
@@ -17,7 +18,7 @@ from rich.text import Text
 from nbest.batch.runner import BatchStats
 from nbest.types import Result
 
-__all__ = ["BatchProgress", "progress_line"]
+__all__ = ["BatchProgress", "StatusColumn", "progress_line"]
 
 
 def progress_line(stats: BatchStats) -> str:
@@ -47,17 +48,32 @@ class _Rate(ProgressColumn):
         return Text(f"{value:.1f} {self.label}")
 
 
+class StatusColumn(ProgressColumn):
+    """A column showing what ``status()`` says when the bar is drawn (e.g. replicas' states)."""
+
+    def __init__(self, status: Callable[[], str]) -> None:
+        super().__init__()
+        self.status = status
+
+    def render(self, task: Task) -> Text:
+        return Text(self.status())
+
+
 class BatchProgress:
     """Shows a batch run's progress; call :meth:`update` after each result.
 
     Use as a context manager around the run (after the engine has started,
-    so the rates exclude start-up).
+    so the rates exclude start-up). ``status`` adds a few words of its own
+    (the replicas of a run on a cluster).
     """
 
-    def __init__(self, total: int, *, console: Console | None = None, every: float = 5.0) -> None:
+    def __init__(
+        self, total: int, *, console: Console | None = None, every: float = 5.0, status: Callable[[], str] | None = None
+    ) -> None:
         self.console = console or Console(stderr=True)
         self.total = total
         self.every = every
+        self.status = status
         self._last = 0.0
         self._stats: BatchStats | None = None
         self._progress: Progress | None = None
@@ -72,6 +88,7 @@ class BatchProgress:
                 _Rate("tokens", "tokens/s"),
                 TextColumn("ETA"),
                 TimeRemainingColumn(),
+                *([StatusColumn(status)] if status is not None else []),
                 console=self.console,
             )
 
@@ -89,10 +106,13 @@ class BatchProgress:
             self._progress.update(self._task, completed=stats.done, candidates=stats.candidates, tokens=stats.tokens)
         elif time.perf_counter() - self._last >= self.every:
             self._last = time.perf_counter()
-            self.console.print(progress_line(stats), highlight=False, soft_wrap=True)
+            self.console.print(self._line(stats), highlight=False, soft_wrap=True)
+
+    def _line(self, stats: BatchStats) -> str:
+        return progress_line(stats) + (f", {self.status()}" if self.status is not None else "")
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         if self._progress is not None:
             self._progress.stop()
         elif self._stats is not None:
-            self.console.print(progress_line(self._stats), highlight=False, soft_wrap=True)
+            self.console.print(self._line(self._stats), highlight=False, soft_wrap=True)

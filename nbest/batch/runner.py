@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from dataclasses import dataclass, field
 
 from nbest.batch.output import OutputLog
@@ -22,7 +22,7 @@ from nbest.orchestrator.stopping import StoppingRule
 from nbest.strategies.base import Strategy
 from nbest.types import Request, Result
 
-__all__ = ["BatchStats", "run_batch"]
+__all__ = ["BatchStats", "run_batch", "write_results"]
 
 
 @dataclass
@@ -79,7 +79,6 @@ async def run_batch(
             (before anything is generated).
         EngineDeadError: an engine died; results written so far are kept.
     """
-    stats = BatchStats(total=len(requests))
     finished = orch.as_completed(
         requests,
         strategy=strategy,
@@ -90,6 +89,23 @@ async def run_batch(
         until=until,
         wave=wave,
     )
+    return await write_results(finished, log, total=len(requests), on_result=on_result)
+
+
+async def write_results(
+    finished: AsyncGenerator[tuple[int, Result], None],
+    log: OutputLog,
+    *,
+    total: int,
+    on_result: Callable[[Result, BatchStats], None] | None = None,
+) -> BatchStats:
+    """Append each Result ``finished`` yields (``(i, result)``, as
+    :meth:`Orchestrator.as_completed` does) to ``log`` as it arrives, counting
+    them; ``total`` is the number of requests. ``finished`` is closed on the
+    way out. :func:`run_batch` is this over an orchestrator; replicas on a
+    cluster (:class:`nbest.distributed.ReplicaPool`) feed it the same way.
+    """
+    stats = BatchStats(total=total)
     async with contextlib.aclosing(finished):
         async for _, result in finished:
             await log.write(result)

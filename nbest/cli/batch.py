@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -31,11 +31,13 @@ from nbest.batch.output import open_output
 from nbest.cli.options import (
     build_engines,
     build_ranker,
+    build_replica_spec,
     build_request,
     build_strategy,
     build_until,
     engine_options,
     quiet_vllm,
+    ray_options,
     sampling_options,
     stdout_to_stderr,
     until_options,
@@ -43,6 +45,9 @@ from nbest.cli.options import (
 from nbest.cli.paths import check_writable
 from nbest.errors import ConfigError, EngineError
 from nbest.types import DEFAULT_MAX_N
+
+if TYPE_CHECKING:
+    from nbest.distributed import RayOptions
 
 __all__ = ["batch_command"]
 
@@ -68,6 +73,7 @@ def _write_errors(path: Path, bad: list[BadLine]) -> None:
 @click.option("--max-in-flight", type=int, default=64, show_default=True, help="Candidates generating at once.")
 @click.option("--errors", "errors_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where bad input lines are reported [default: OUT.errors.jsonl].")  # fmt: skip
+@ray_options
 def batch_command(
     input_path: Path,
     output_path: Path,
@@ -84,6 +90,7 @@ def batch_command(
     concurrency: int,
     max_in_flight: int,
     errors_path: Path | None,
+    ray: RayOptions | None,
     **sampling: Any,
 ) -> None:
     """Generate N candidates for every prompt of IN.jsonl, rank them, append each Result to OUT.
@@ -92,6 +99,12 @@ def batch_command(
     (chat), and optional overrides: "n", "system", "metadata" and any sampling
     setting under its option's name with underscores ("temperature", "top_p",
     "max_tokens", "stop", ...).
+
+    With --ray the prompts run on replicas on a Ray cluster, each an
+    orchestrator with its own engine (the engine options are theirs), at most
+    --concurrency prompts in progress on each; this process reads IN and
+    writes OUT as without Ray. A replica that dies is replaced (at most
+    --max-restarts times) and its prompts run elsewhere, each written once.
     """
     import anyio
 
@@ -118,7 +131,18 @@ def batch_command(
     for name, value in (("--concurrency", concurrency), ("--max-in-flight", max_in_flight)):
         if value < 1:
             raise ConfigError(f"{name}: must be at least 1 (got {value})", parameter=name, value=value)
+    spec = None
+    if ray is not None:
+        from nbest.distributed import ReplicaPool
+
+        spec = build_replica_spec(
+            model, endpoints, engines_file, strategy=strategy, ranker=ranker, max_in_flight=max_in_flight,
+            concurrency=concurrency, timeout=timeout, until=until[0] if until else None, wave=wave,
+        )  # fmt: skip
+        ReplicaPool(spec, ray)  # checks the spec and the options
     parsed = read_input(input_path, base, max_n=DEFAULT_MAX_N)
+    if spec is not None and ray is not None:
+        ReplicaPool(spec, ray).check(parsed.requests)  # as a replica will: before any starts
     log, resume = open_output(output_path)
     if parsed.bad:
         try:
@@ -155,9 +179,29 @@ def batch_command(
                 )
             stats_box.append(stats)
 
+    async def main_ray() -> None:
+        from nbest.batch.runner import write_results
+        from nbest.distributed import ReplicaPool
+
+        assert spec is not None and ray is not None
+
+        def say(message: str) -> None:
+            click.echo(f"nbest batch: {message}", err=True)
+
+        async with ReplicaPool(spec, ray, say=say) as pool:
+            with BatchProgress(len(todo), status=pool.status) as progress:
+                finished = pool.as_completed(todo)
+                stats_box.append(await write_results(finished, log, total=len(todo), on_result=progress.update))
+
     quiet_vllm()
-    with log, stdout_to_stderr():
-        anyio.run(main, backend="asyncio")
+    if ray is not None:
+        from nbest.distributed import ray_cluster
+
+        with ray_cluster(ray.address, verbose=ray.verbose), log, stdout_to_stderr():
+            anyio.run(main_ray, backend="asyncio")
+    else:
+        with log, stdout_to_stderr():
+            anyio.run(main, backend="asyncio")
     stats = stats_box[0]
     click.echo(f"nbest batch: {stats.done} prompt(s) written to {output_path} in {stats.elapsed:.1f} s", err=True)
     if stats.failed_prompts:

@@ -16,24 +16,29 @@ the paths of ``--report`` and ``--plots`` included (their folders must exist).
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
 from nbest.cli.options import (
     build_engines,
     build_ranker,
+    build_replica_spec,
     build_request,
     build_strategy,
     build_until,
     engine_options,
     quiet_vllm,
+    ray_options,
     sampling_options,
     stdout_to_stderr,
     until_options,
 )
 from nbest.cli.paths import check_folder, check_writable
 from nbest.errors import ConfigError, NbestError
+
+if TYPE_CHECKING:
+    from nbest.distributed import RayOptions
 
 __all__ = ["eval_command"]
 
@@ -61,6 +66,7 @@ __all__ = ["eval_command"]
               help="Write PNG plots into this folder.")  # fmt: skip
 @engine_options
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once.")
+@ray_options
 def eval_command(
     dataset: Path,
     answer_field: str | None,
@@ -85,6 +91,7 @@ def eval_command(
     endpoints: tuple[str, ...],
     engines_file: str | None,
     concurrency: int,
+    ray: RayOptions | None,
     **sampling: Any,
 ) -> None:
     """Evaluate best-of-N on DATASET.jsonl: every reranker at N = 1, 2, 4, ... up to -n.
@@ -92,14 +99,18 @@ def eval_command(
     With --until RULE each prompt's candidates stop coming once the rule, reading
     them ranked by the rerankers, is satisfied; a prompt with fewer than N
     candidates is scored on all of them at N.
+
+    With --ray the candidates are generated on replicas on a Ray cluster (as
+    for nbest batch --ray), with the same seeds: the report is the same.
     """
     import anyio
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     from nbest import rerankers
+    from nbest.batch.progress import StatusColumn
     from nbest.evaluation.dataset import Fields, read_dataset
-    from nbest.evaluation.evaluate import EvalSample, generate_samples, score_samples
+    from nbest.evaluation.evaluate import EvalSample, collect_samples, eval_requests, generate_samples, score_samples
     from nbest.evaluation.matching import Matcher
     from nbest.evaluation.plots import write_plots
     from nbest.evaluation.table import print_report
@@ -133,6 +144,39 @@ def eval_command(
     if len(combined.rerankers) > 1:
         rankers["combined"] = combined
     console = Console(stderr=True)
+    spec = None
+    if ray is not None:
+        from nbest.distributed import ReplicaPool
+
+        spec = build_replica_spec(
+            model, endpoints, engines_file, strategy=strategy, ranker=combined if rule is not None else None,
+            max_in_flight=max(64, n), concurrency=concurrency * (2 if greedy else 1), eval_plan=True,
+            until=until[0] if until else None, wave=wave,
+        )  # fmt: skip
+        if rule is None:
+            spec = spec.model_copy(update={"rerankers": ["logprob"]})  # as generate_samples ranks on the way
+        requests = eval_requests(items, n=base.n, params=base.params, system=base.system, greedy=greedy)
+        ReplicaPool(spec, ray).check(requests)  # as a replica will: before any starts
+
+    async def main_ray() -> tuple[list[EvalSample], float]:
+        from nbest.distributed import ReplicaPool
+
+        assert spec is not None and ray is not None
+
+        def say(message: str) -> None:
+            console.print(f"nbest eval: {message}", highlight=False, markup=False)
+
+        async with ReplicaPool(spec, ray, say=say) as pool:
+            with Progress(
+                TextColumn("[bold]nbest eval"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
+                TimeRemainingColumn(), StatusColumn(pool.status), console=console,
+            ) as progress:  # fmt: skip
+                task = progress.add_task("eval", total=len(items))
+                started = anyio.current_time()
+                samples = await collect_samples(
+                    pool.as_completed(requests), items, requests, greedy=greedy, on_done=lambda _: progress.advance(task)
+                )
+                return samples, anyio.current_time() - started
 
     async def main() -> tuple[list[EvalSample], float]:
         async with Orchestrator(engines, max_in_flight=max(64, n)) as orch:
@@ -150,8 +194,14 @@ def eval_command(
                 return samples, anyio.current_time() - started
 
     quiet_vllm()
-    with stdout_to_stderr():
-        samples, generate_s = anyio.run(main, backend="asyncio")
+    if ray is not None:
+        from nbest.distributed import ray_cluster
+
+        with ray_cluster(ray.address, verbose=ray.verbose), stdout_to_stderr():
+            samples, generate_s = anyio.run(main_ray, backend="asyncio")
+    else:
+        with stdout_to_stderr():
+            samples, generate_s = anyio.run(main, backend="asyncio")
     if rule is not None and samples:
         used = sum(len(s.candidates) for s in samples) / len(samples)
         click.echo(f"nbest eval: --until {until[0]}: {used:.1f} of {base.n} candidates per prompt on average", err=True)

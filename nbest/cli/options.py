@@ -32,6 +32,7 @@ from nbest.strategies.base import StrategyConfig
 from nbest.types import DEFAULT_MAX_N, Request, SamplingParams
 
 if TYPE_CHECKING:
+    from nbest.distributed import ReplicaSpec
     from nbest.orchestrator.stopping import StoppingRule
 
 __all__ = [
@@ -41,11 +42,13 @@ __all__ = [
     "EngineOptions",
     "build_engines",
     "build_ranker",
+    "build_replica_spec",
     "build_request",
     "build_strategy",
     "build_until",
     "engine_options",
     "quiet_vllm",
+    "ray_options",
     "sampling_options",
     "sampling_param_options",
     "stdout_to_stderr",
@@ -314,3 +317,116 @@ def build_ranker(texts: tuple[str, ...], engine: Engine | None = None) -> Ranker
     except ConfigError as exc:
         message = str(exc) if str(exc).startswith("--reranker") else f"--reranker: {exc}"
         raise ConfigError(message, parameter="reranker") from None
+
+
+_RAY_PARAMS = ("ray_address", "replicas", "replica_cpus", "replica_gpus", "max_restarts", "verbose")
+
+
+def ray_options(func: Any) -> Any:
+    """``--ray [ADDRESS]``, ``--replicas``, ``--replica-cpus``, ``--replica-gpus``,
+    ``--max-restarts`` and ``-v``: the command gets them as one ``ray`` keyword,
+    a checked :class:`~nbest.distributed.RayOptions`, or None without ``--ray``.
+
+    Raises:
+        ConfigError: a bad value, a replica option without ``--ray``, or Ray not
+            installed (``--ray needs Ray: pip install 'nbest[ray]'``).
+    """
+    wrapped = func
+
+    @functools.wraps(wrapped)
+    def command(
+        *args: Any,
+        ray_address: str | None = None,
+        replicas: int | None = None,
+        replica_cpus: float | None = None,
+        replica_gpus: float | None = None,
+        max_restarts: int | None = None,
+        verbose: bool = False,
+        **kwargs: Any,
+    ) -> Any:
+        given = {"--replicas": replicas, "--replica-cpus": replica_cpus, "--replica-gpus": replica_gpus,
+                 "--max-restarts": max_restarts}  # fmt: skip
+        if ray_address is None:
+            for name, value in given.items():
+                if value is not None:
+                    raise ConfigError(f"{name}: only used with --ray", parameter=name, value=value)
+            return wrapped(*args, ray=None, **kwargs)
+        from nbest.distributed import RayOptions
+        from nbest.distributed.ray_batch import import_ray
+
+        options = RayOptions(
+            address=None if ray_address == "local" else ray_address,
+            replicas=1 if replicas is None else replicas,
+            replica_cpus=1.0 if replica_cpus is None else replica_cpus,
+            replica_gpus=0.0 if replica_gpus is None else replica_gpus,
+            max_restarts=3 if max_restarts is None else max_restarts,
+            verbose=verbose,
+        )
+        options.check()
+        import_ray()
+        return wrapped(*args, ray=options, **kwargs)
+
+    signature = inspect.signature(wrapped)
+    kinds = inspect.Parameter.KEYWORD_ONLY
+    extra = [inspect.Parameter(name, kinds, default=None) for name in _RAY_PARAMS]
+    params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD and p.name != "ray"]
+    params += extra + [p for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
+    command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]  # what the command takes
+    func = click.option("-v", "--verbose", is_flag=True, default=False,
+                        help="With --ray: show Ray's logs and the replicas' output.")(command)  # fmt: skip
+    func = click.option("--max-restarts", type=int, default=None,
+                        help="With --ray: replicas started again after one died, over the run [default: 3].")(func)  # fmt: skip
+    func = click.option("--replica-gpus", type=float, default=None,
+                        help="With --ray: GPUs reserved per replica [default: 0].")(func)  # fmt: skip
+    func = click.option("--replica-cpus", type=float, default=None,
+                        help="With --ray: CPUs reserved per replica [default: 1].")(func)  # fmt: skip
+    func = click.option("--replicas", type=int, default=None,
+                        help="With --ray: replicas, each an orchestrator with its own engine [default: 1].")(func)  # fmt: skip
+    return click.option("--ray", "ray_address", is_flag=False, flag_value="local", default=None, metavar="[ADDRESS]",
+                        help="Run on a Ray cluster: alone, start a local one; auto: join the running one; "
+                        "HOST:PORT or ray://HOST:PORT: connect there.")(func)  # fmt: skip
+
+
+def build_replica_spec(
+    model: str | None,
+    endpoints: tuple[str, ...],
+    engines_file: str | None,
+    *,
+    strategy: StrategyConfig | None,
+    ranker: Ranker | None,
+    **settings: Any,
+) -> ReplicaSpec:
+    """What each replica of ``--ray`` builds its orchestrator from: the engines
+    of ``--model``/``--endpoint``/``--engines`` (as configs), or the engine
+    factory the command line was made with (its import path: a module-level
+    function, called in each replica with the spec); ``settings`` are other
+    :class:`~nbest.distributed.ReplicaSpec` fields (``concurrency``, ``until`` ...).
+
+    Raises:
+        ConfigError: as :func:`build_engines`, or an engine factory the replicas cannot import.
+    """
+    from nbest.distributed import ReplicaSpec, engine_configs
+    from nbest.distributed.replica import environ_for
+
+    rerankers = [c.model_dump(mode="json") for c in ranker.configs] if ranker is not None and ranker.configs else []
+    if ranker is not None and not rerankers:
+        raise ConfigError("--ray: the rerankers must come from their configs (--reranker)", parameter="reranker")
+    common: dict[str, Any] = {
+        "strategy": strategy.model_dump(mode="json") if strategy is not None else None,
+        "rerankers": rerankers,
+        **settings,
+    }
+    ctx = click.get_current_context(silent=True)
+    cli_settings = ctx.find_object(CliSettings) if ctx is not None else None
+    if cli_settings is not None and cli_settings.engine_factory is not None:
+        factory = cli_settings.engine_factory
+        module, name = getattr(factory, "__module__", None), getattr(factory, "__qualname__", "")
+        if not module or module == "__main__" or "<" in name:
+            raise ConfigError(
+                f"--ray: the engine factory must be a module-level function the replicas can import (got {factory!r})",
+                parameter="ray",
+            )
+        return ReplicaSpec(engine_factory=f"{module}:{name}", **common)
+    compiled = _COMPILE.get()
+    configs = engine_configs(model, endpoints, engines_file, os.environ, {"enforce_eager": False} if compiled else None)
+    return ReplicaSpec(engines=configs, environ=environ_for(configs, os.environ), **common)

@@ -12,11 +12,17 @@ this package imports without it.
 
 from __future__ import annotations
 
+from nbest.distributed.ray_batch import RayOptions, Replica, ReplicaPool, check_address, ray_cluster
 from nbest.distributed.replica import ReplicaSpec, build_orchestrator, engine_configs, load_factory
 
 __all__ = [
+    "RayOptions",
+    "Replica",
+    "ReplicaPool",
     "ReplicaSpec",
     "build_orchestrator",
+    "check_address",
     "engine_configs",
     "load_factory",
+    "ray_cluster",
 ]
