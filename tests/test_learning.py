@@ -252,6 +252,20 @@ def test_old_database_files_gain_the_new_columns(tmp_path: Path) -> None:
     )
     conn.commit()
     conn.close()
+    errors: list[BaseException] = []
+
+    def open_it() -> None:
+        try:
+            PreferenceStore(path).close()
+        except BaseException as exc:  # reported below
+            errors.append(exc)
+
+    openers = [threading.Thread(target=open_it) for _ in range(4)]  # several processes may open it first at once
+    for t in openers:
+        t.start()
+    for t in openers:
+        t.join()
+    assert errors == []
     with PreferenceStore(path) as store:
         [old] = list(store)
         assert (old.chosen, old.user, old.task, old.group, old.withdrawn) == (2, "ana", None, None, None)

@@ -263,10 +263,14 @@ class PreferenceStore:
                 raise
 
     def _migrate(self) -> None:
-        have = {row[1] for row in self._conn.execute("PRAGMA table_info(choices)")}
-        for name, sql_type in _ADDED_COLUMNS:
-            if name not in have:
-                self._conn.execute(f"ALTER TABLE choices ADD COLUMN {name} {sql_type}")
+        def missing() -> list[tuple[str, str]]:
+            have = {row[1] for row in self._conn.execute("PRAGMA table_info(choices)")}
+            return [(name, sql_type) for name, sql_type in _ADDED_COLUMNS if name not in have]
+
+        if missing():  # an older file: add the columns under the write lock (another process may be at it too)
+            with self._transaction() as cur:
+                for name, sql_type in missing():
+                    cur.execute(f"ALTER TABLE choices ADD COLUMN {name} {sql_type}")
         self._conn.executescript(_SCOPE_INDEXES)
 
     def close(self) -> None:
