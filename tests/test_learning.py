@@ -82,10 +82,29 @@ def test_people_who_pick_the_shortest_teach_a_negative_length_weight() -> None:
     assert tokens.model_dump()["coef"] == -1.0
 
 
+def test_a_refit_is_due_after_min_choices_then_every_k_new_ones() -> None:
+    with PreferenceStore(":memory:") as store:
+        learner = Learner(store, BASE, min_choices=20, every=10)
+        ids = log_choices(store, 19)
+        assert (learner.due(), learner.next_refit_in()) == (False, 1)
+        log_choices(store, 1, seed=1)
+        assert (learner.due(), learner.next_refit_in()) == (True, 0)
+        assert learner.refit().accepted
+        log_choices(store, 9, seed=2)
+        assert (learner.due(), learner.next_refit_in()) == (False, 1)
+        store.withdraw(ids[0])  # an undone choice is not a new one
+        log_choices(store, 1, seed=3)
+        assert (learner.due(), learner.next_refit_in()) == (False, 1)
+        log_choices(store, 1, seed=4)
+        assert learner.due()
+        assert not learner.due("task:math")  # a scope without choices is never due
+        with pytest.raises(ConfigError, match="scope"):
+            learner.due("team:x")
+
+
 def test_the_fitted_config_ranks_exactly_as_the_fitted_model() -> None:
     """The Ranker built from the fitted config puts first, on each held-out choice, the
     candidate the fit counted as its top: its agreement is the report's."""
-    rng = random.Random(3)
     with PreferenceStore(":memory:") as store:
         log_choices(store, 40, seed=3)
         choices = list(store)
@@ -98,8 +117,7 @@ def test_the_fitted_config_ranks_exactly_as_the_fitted_model() -> None:
         result = choices[i].result
         ranked = anyio.run(ranker.rank, Request(prompt="Q?"), result.candidates)
         hits += ranked.candidates[0].index == choices[i].chosen
-    assert hits / report.test == report.agreement_fitted
-    assert rng  # the split is the report's: seed 0 over the same order
+    assert hits / report.test == report.agreement_fitted  # the held-out split is the report's: seed 0, same order
 
 
 def test_a_prior_keeps_three_choices_from_swinging_the_weights() -> None:
