@@ -29,11 +29,11 @@ def make_result(
     """A Result ranked by mean_logprob (random), with random lengths, temperatures and engines."""
     cands = []
     for i in range(n):
-        tokens = rng.randint(2, 60)
+        tokens, logprob = rng.randint(2, 60), rng.uniform(-3, 0)
         cands.append(
             Candidate(
                 index=i, text=f"answer {k}-{i} " + "w" * tokens, num_tokens=tokens, finish_reason="stop",
-                scores={"mean_logprob": rng.uniform(-3, 0)},
+                scores={"mean_logprob": logprob}, mean_logprob=logprob,
                 spec=CandidateSpec(
                     index=i, engine=rng.choice(engines), params=SamplingParams(temperature=rng.choice([0.3, 0.7, 1.0]))
                 ),
