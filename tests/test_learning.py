@@ -209,6 +209,7 @@ def test_rollback_restores_the_exact_config(tmp_path: Path) -> None:
         version, config = learner.current()
         assert version == 3 and config.model_dump(mode="json") == v1.config
         assert [v.status for v in store.versions("global")][1:] == ["rolled-back", "current"]
+        assert store.rollback(3).version == 3 and len(store.versions()) == 3  # the current one: nothing to do
         with pytest.raises(ConfigError, match="no ranker version 99"):
             store.rollback(99)
 

@@ -159,8 +159,8 @@ def fit(db: str | None, out: str, holdout: float, seed: int, features: tuple[str
     click.echo(f"fitted on {report.train} choices, {report.test} held out ({report.skipped} skipped)")
     for rc in config.rerankers:
         name = rc.reranker_name()
-        click.echo(f"  weight {name:<16} {report.weights[name]:+.3f}  {meaning(rc, report.weights[name])}")
-    click.echo(f"  temperature      {report.temperature:.3f}")
+        click.echo(f"  weight {name:<22} {report.weights[name]:+.3f}  {meaning(rc, report.weights[name])}")
+    click.echo(f"  {'temperature':<29} {report.temperature:.3f}")
     click.echo(f"held-out agreement: logged ranking {pct(report.agreement_logged)}, equal weights "
                f"{pct(report.agreement_equal)}, fitted {pct(report.agreement_fitted)}")  # fmt: skip
     for note in report.notes:
@@ -227,5 +227,8 @@ def rollback(version: int, db: str | None) -> None:
     """Make ranker VERSION current again in its scope (its exact config, as a new version)."""
     with _store(db) as store:
         restored = store.rollback(version)
+    if restored.version == version:
+        click.echo(f"version {version} ranks {restored.scope} already; nothing to roll back")
+        return
     click.echo(f"version {version} ranks {restored.scope} again (saved as version {restored.version}); "
                "a running `nbest serve --learn` picks it up within seconds")  # fmt: skip

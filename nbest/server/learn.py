@@ -280,7 +280,7 @@ class Learner:
                     f"kept the current ranking: the refit agreed with {_pct(agreement)} of held-out choices, "
                     f"the current one with {_pct(baseline)}"
                 )
-                note = message
+                note = f"kept out: agreed with {_pct(agreement)} of held-out choices, the current ranker with {_pct(baseline)}"
                 changes = []
             if ranked_by != scope_key and saved is not None:
                 note += f" (started from version {saved.version} of {ranked_by})"

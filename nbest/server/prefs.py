@@ -577,7 +577,8 @@ class PreferenceStore:
     def rollback(self, version: int) -> RankerVersion:
         """Make ranker ``version``'s config current again in its scope, exactly: a new
         version with the same config JSON (noted ``rollback to version V``); the version
-        it replaces is marked ``rolled-back``. Returns the new version.
+        it replaces is marked ``rolled-back``. Returns the new version (``version`` itself,
+        unchanged, when it is its scope's current one already).
 
         Raises:
             ConfigError: no such version.
@@ -594,6 +595,8 @@ class PreferenceStore:
                     value=version,
                 )
             old = _version(row)
+            if old.status == "current":
+                return old  # it ranks its scope already: nothing to restore
             cur.execute("UPDATE rankers SET status = 'rolled-back' WHERE scope = ? AND status = 'current'", (old.scope,))
             where, params = scope_filter(old.scope)
             seen = int(cur.execute(f"SELECT COUNT(*) FROM choices WHERE {where} AND withdrawn IS NULL", params).fetchone()[0])
