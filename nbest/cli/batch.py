@@ -188,7 +188,10 @@ def batch_command(
         def say(message: str) -> None:
             click.echo(f"nbest batch: {message}", err=True)
 
+        say(f"starting {ray.replicas} replica(s) on the Ray cluster")
+        started = anyio.current_time()
         async with ReplicaPool(spec, ray, say=say) as pool:
+            say(f"{pool.status()} in {anyio.current_time() - started:.1f} s")
             with BatchProgress(len(todo), status=pool.status) as progress:
                 finished = pool.as_completed(todo)
                 stats_box.append(await write_results(finished, log, total=len(todo), on_result=progress.update))

@@ -166,7 +166,10 @@ def eval_command(
         def say(message: str) -> None:
             console.print(f"nbest eval: {message}", highlight=False, markup=False)
 
+        say(f"starting {ray.replicas} replica(s) on the Ray cluster")
+        started = anyio.current_time()
         async with ReplicaPool(spec, ray, say=say) as pool:
+            say(f"{pool.status()} in {anyio.current_time() - started:.1f} s")
             with Progress(
                 TextColumn("[bold]nbest eval"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
                 TimeRemainingColumn(), StatusColumn(pool.status), console=console,
