@@ -44,6 +44,13 @@ def test_feature_values(name: str, values: list[float]) -> None:
     assert [s.value for s in scored] == [-2.0 * v for v in values]
 
 
+def test_share_is_the_vote_share_of_the_answer() -> None:
+    spec = CandidateSpec(index=0, params=SamplingParams())
+    texts = ["So 17 * 3 = 51.", "51", "It is 51.0", "52", "I do not know", ""]
+    candidates = [Candidate(index=i, text=t, spec=spec) for i, t in enumerate(texts)]
+    assert [round(v, 3) for v in feature_values("share", candidates)] == [0.5, 0.5, 0.5, 0.167, 0.167, 0.0]
+
+
 @pytest.mark.parametrize(
     ("spec", "dump"),
     [

@@ -5,7 +5,7 @@ from the candidates of its request, for ``share``), with no model:
 
 ========================  ==================================================================
 ``feature:tokens``        length of the answer in tokens
-``feature:share``         share of the candidates giving the same answer (normalised text)
+``feature:share``         vote share of the candidate's answer (as ``vote`` extracts it)
 ``feature:temperature``   the sampling temperature the strategy gave this candidate
 ``feature:length_stop``   1 when the answer was cut off at ``max_tokens``, else 0
 ``feature:model=ID``      1 when the engine/model ``ID`` produced the candidate, else 0
@@ -43,8 +43,8 @@ from typing import ClassVar, Literal, Self
 from pydantic import field_validator
 
 from nbest.errors import ConfigError
-from nbest.rerankers.answers import normalize_text
 from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
+from nbest.rerankers.vote import MajorityVote
 from nbest.types import Candidate, Request, Score
 
 __all__ = ["FEATURES", "FeatureConfig", "FeatureReranker", "feature_meaning", "feature_values"]
@@ -103,8 +103,9 @@ def feature_values(name: str, candidates: Sequence[Candidate]) -> list[float]:
         return [float(c.spec.params.temperature) for c in candidates]
     if name == "length_stop":
         return [1.0 if c.finish_reason == "length" else 0.0 for c in candidates]
-    if name == "share":
-        keys = [normalize_text(c.text) for c in candidates]
+    if name == "share":  # the answer as the vote reranker reads it: boxed, else the last number, else the text
+        vote = MajorityVote()
+        keys = [vote.answer(c.text) for c in candidates]
         counts = Counter(k for k in keys if k)
         return [counts[k] / len(candidates) if k else 0.0 for k in keys]
     model = name.partition("=")[2]
