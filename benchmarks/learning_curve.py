@@ -1,0 +1,389 @@
+"""Learning curve: a simulated person's choices teach ``nbest serve --learn`` to rank their way.
+
+Starts ``nbest serve --learn`` on the embedded default model as a subprocess on
+127.0.0.1 (a free port, a fresh preference database), waits until ``/healthz``
+says it can serve, then plays a person through the HTTP API on a labelled set:
+"What is the capital of X?" for the countries of ``benchmarks/data/capitals.tsv``
+(a person accepts a candidate that names the capital, any listed spelling, as a
+word of its text).
+
+The countries are split once (a fixed seed) into a training part and a held-out
+part. The person asks a training question (``POST /v1/nbest``, a new seed each
+time round) and picks (``POST /v1/choices`` with the Result's id): a candidate they
+accept when there is one (the first they read, in the order shown), else a random
+one; with probability ``--noise`` a random one whatever the candidates say. Like the
+choice page, the pick names the card's members (``group``: the candidates with the
+same answer, from the Result's ``answers``).
+
+Agreement is measured on the held-out questions with no choice logged: the share
+of Results whose top candidate the person accepts. Each held-out question is asked
+with the same seeds at every checkpoint, so the candidates are the same and only
+the ranking differs. Checkpoints: before learning, then after 25, 50, 100 and 200
+choices (``--choices``), each once the refit those choices made due has been applied
+(``/v1/ranker`` reports no refit pending). The oracle is the share of held-out
+Results with any accepted candidate: no ranker can do better.
+
+It prints the curve (agreement, the ranker version, its weights), saves a PNG
+(``--png``), and ends with ``ratio: A`` = agreement after the last checkpoint /
+agreement before learning (goal: after 100 choices at least 10 points above
+before; 1.0 = learning changed nothing).
+
+    python benchmarks/learning_curve.py [--choices 200] [--noise 0.1] [--n 4]
+        [--max-tokens 16] [--temperature 1.0] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import random
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import unicodedata
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+DATA = Path(__file__).resolve().parent / "data" / "capitals.tsv"
+CHECKPOINTS = (25, 50, 100, 200)
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labelled question: the prompt and the answers a person accepts."""
+
+    prompt: str
+    answers: tuple[str, ...]
+
+
+def load_capitals(path: Path = DATA) -> list[Item]:
+    """The labelled set: one question per country line (``country<TAB>capital|alternative``)."""
+    items = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if not line.strip() or line.startswith("#"):
+            continue
+        country, capitals = line.split("\t")
+        items.append(Item(f"What is the capital of {country}?", tuple(capitals.split("|"))))
+    return items
+
+
+def _fold(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
+
+
+def accepts(item: Item, text: str) -> bool:
+    """Whether the person accepts ``text``: it names one of the item's answers as whole words.
+
+    >>> item = Item("What is the capital of Brazil?", ("Brasilia", "Brasília"))
+    >>> accepts(item, "The capital of Brazil is Brasília."), accepts(item, "Brasilian cities")
+    (True, False)
+    """
+    folded = _fold(text)
+    return any(re.search(rf"\b{re.escape(_fold(answer))}\b", folded) for answer in item.answers)
+
+
+def split(items: Sequence[Item], heldout: int, seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """(training, held-out): ``heldout`` items drawn with ``seed``, the rest for training."""
+    order = list(items)
+    random.Random(seed).shuffle(order)
+    return order[heldout:], order[:heldout]
+
+
+@dataclass
+class Person:
+    """Picks a candidate it accepts (the first in the order shown), else a random one;
+    with probability ``noise`` a random one whatever the candidates say."""
+
+    noise: float = 0.1
+    seed: int = 0
+    rng: random.Random = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)
+
+    def choose(self, item: Item, result: dict[str, Any]) -> tuple[int, list[int]]:
+        """(chosen candidate index, the members of its card) for one Result (its JSON)."""
+        shown = [c for c in result["candidates"] if c.get("error") is None]
+        good = [c for c in shown if accepts(item, c["text"])]
+        keep = bool(good) and self.rng.random() >= self.noise
+        chosen = good[0]["index"] if keep else self.rng.choice(shown)["index"]
+        for answer in result.get("answers") or []:
+            if chosen in answer["support"]:
+                return chosen, sorted(answer["support"])
+        return chosen, [chosen]
+
+
+def top_accepted(item: Item, result: dict[str, Any]) -> bool:
+    """The Result's top candidate is one the person accepts."""
+    best = result.get("best")
+    return best is not None and accepts(item, best["text"])
+
+
+def any_accepted(item: Item, result: dict[str, Any]) -> bool:
+    """Some candidate of the Result is one the person accepts (the oracle)."""
+    return any(c.get("error") is None and accepts(item, c["text"]) for c in result["candidates"])
+
+
+@dataclass
+class Point:
+    """One checkpoint of the curve."""
+
+    choices: int
+    agreement: float
+    oracle: float
+    version: int | None
+    weights: list[dict[str, Any]]
+    kept_out: int
+
+
+@dataclass
+class Settings:
+    """What every request asks for."""
+
+    n: int = 4
+    max_tokens: int = 16
+    temperature: float = 1.0
+    seeds: int = 2
+    """Seeds each held-out question is asked with."""
+    concurrency: int = 4
+
+
+async def _nbest(client: httpx.AsyncClient, item: Item, seed: int, s: Settings) -> dict[str, Any]:
+    body = {"prompt": item.prompt, "n": s.n, "params": {"temperature": s.temperature, "max_tokens": s.max_tokens, "seed": seed}}
+    r = await client.post("/v1/nbest", json=body)
+    r.raise_for_status()
+    result: dict[str, Any] = r.json()
+    return result
+
+
+async def _gather(client: httpx.AsyncClient, jobs: Sequence[tuple[Item, int]], s: Settings) -> list[dict[str, Any]]:
+    limit = asyncio.Semaphore(s.concurrency)
+
+    async def one(item: Item, seed: int) -> dict[str, Any]:
+        async with limit:
+            return await _nbest(client, item, seed, s)
+
+    return list(await asyncio.gather(*(one(item, seed) for item, seed in jobs)))
+
+
+async def measure(client: httpx.AsyncClient, heldout: Sequence[Item], s: Settings, choices: int) -> Point:
+    """Agreement on the held-out questions now (nothing logged)."""
+    jobs = [(item, 1_000_000 + 1_000 * i + 100 * k) for i, item in enumerate(heldout) for k in range(s.seeds)]
+    results = await _gather(client, jobs, s)
+    hits = [top_accepted(item, r) for (item, _), r in zip(jobs, results, strict=True)]
+    oracle = [any_accepted(item, r) for (item, _), r in zip(jobs, results, strict=True)]
+    versions = {r.get("ranker_version") for r in results}
+    ranker = (await client.get("/v1/ranker")).json()
+    return Point(
+        choices=choices,
+        agreement=sum(hits) / len(hits),
+        oracle=sum(oracle) / len(oracle),
+        version=versions.pop() if len(versions) == 1 else None,
+        weights=ranker.get("weights", []),
+        kept_out=len(ranker.get("kept_out", [])),
+    )
+
+
+async def settled(client: httpx.AsyncClient, timeout: float = 120.0) -> None:
+    """Wait until the server has no refit pending (the choices so far are learned from)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        ranker = (await client.get("/v1/ranker")).json()
+        if not ranker.get("learning") or ranker.get("next_refit_in", 0) > 0:
+            return
+        await asyncio.sleep(0.5)
+    raise RuntimeError(f"a refit was still pending after {timeout:g} s")
+
+
+async def run_curve(
+    client: httpx.AsyncClient,
+    train: Sequence[Item],
+    heldout: Sequence[Item],
+    person: Person,
+    s: Settings,
+    checkpoints: Sequence[int] = CHECKPOINTS,
+    log: Any = print,
+) -> list[Point]:
+    """The person's choices through ``client`` (a learning server), with the held-out
+    agreement before learning and at each checkpoint (a number of choices)."""
+    points = [await measure(client, heldout, s, 0)]
+    log(_row(points[-1]))
+    made = 0
+    for target in sorted(checkpoints):
+        while made < target:
+            batch = min(s.concurrency, target - made)
+            jobs = [(train[(made + j) % len(train)], 7 + 1_000 * (made + j)) for j in range(batch)]
+            for (item, _), result in zip(jobs, await _gather(client, jobs, s), strict=True):
+                chosen, group = person.choose(item, result)
+                r = await client.post("/v1/choices", json={"result_id": result["id"], "chosen": chosen, "group": group})
+                r.raise_for_status()
+            made += batch
+        await settled(client)
+        points.append(await measure(client, heldout, s, made))
+        log(_row(points[-1]))
+    return points
+
+
+def _row(p: Point) -> str:
+    version = "-" if p.version is None else str(p.version)
+    return f"{p.choices:>7}  {100 * p.agreement:>8.1f} %  {100 * p.oracle:>6.1f} %  {version:>7}  {p.kept_out:>8}"
+
+
+def describe_weights(weights: Sequence[dict[str, Any]]) -> list[str]:
+    return [f"  {w['name']:<22} {w['weight']:+.3f}  {w.get('meaning', '')}" for w in weights]
+
+
+def save_png(points: Sequence[Point], path: Path, title: str) -> None:
+    """The learning curve (agreement and the oracle against choices) as a PNG."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [p.choices for p in points]
+    fig, ax = plt.subplots(figsize=(6, 4), dpi=100)
+    ax.plot(xs, [100 * p.agreement for p in points], marker="o", label="learned ranker (top-1 accepted)")
+    ax.axhline(100 * points[0].agreement, color="grey", linestyle=":", label="before learning")
+    ax.plot(xs, [100 * p.oracle for p in points], color="green", linestyle="--", label="oracle (any accepted)")
+    ax.set_xlabel("choices logged")
+    ax.set_ylabel("held-out agreement (%)")
+    ax.set_ylim(0, 100)
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def learning_server(folder: Path, extra: Sequence[str]) -> Iterator[str]:
+    """``nbest serve --learn`` on the embedded model in its own process group; stopped on exit."""
+    port = _free_port()
+    cmd = [sys.executable, "-m", "nbest.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
+           "--db", str(folder / "preferences.db"), "--learn", *extra]  # fmt: skip
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
+    log_path = folder / "server.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
+    try:
+        deadline = time.monotonic() + 900
+        while True:
+            if proc.poll() is not None:
+                raise SystemExit(f"nbest serve exited with {proc.returncode}; log: {log_path}")
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
+                    break
+            if time.monotonic() > deadline:
+                raise SystemExit(f"nbest serve not healthy after 900 s; log: {log_path}")
+            time.sleep(1)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGINT)
+        try:
+            proc.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def _cpu() -> str:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return f"{line.split(':', 1)[1].strip()}, {os.cpu_count()} cores"
+    return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--choices", type=int, default=200, help="choices the person makes (checkpoints 25, 50, 100, 200 up to it)")
+    p.add_argument("--noise", type=float, default=0.1, help="probability that a choice is a random candidate")
+    p.add_argument("--n", type=int, default=4, help="candidates per request")
+    p.add_argument("--max-tokens", type=int, default=16, help="most new tokens per candidate")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every candidate")
+    p.add_argument("--heldout", type=int, default=40, help="countries held out for measuring")
+    p.add_argument("--seeds", type=int, default=2, help="seeds each held-out question is asked with")
+    p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
+    p.add_argument("--learn-every", type=int, default=5, help="nbest serve --learn-every")
+    p.add_argument("--learn-min", type=int, default=20, help="nbest serve --learn-min")
+    p.add_argument("--seed", type=int, default=0, help="seed of the split and of the person")
+    p.add_argument("--png", type=Path, default=Path("learning_curve.png"), help="where the curve is saved")
+    p.add_argument("--quick", action="store_true", help="a small run: 30 choices, 12 held-out countries, one seed")
+    args = p.parse_args(argv)
+    if not 0 <= args.noise <= 1:
+        p.error("--noise: a probability in [0, 1]")
+    if args.quick:
+        args.choices, args.heldout, args.seeds = min(args.choices, 30), min(args.heldout, 12), 1
+    return args
+
+
+def checkpoints_for(total: int) -> list[int]:
+    """The checkpoints up to ``total`` choices (``total`` itself is always one).
+
+    >>> checkpoints_for(200), checkpoints_for(30), checkpoints_for(60)
+    ([25, 50, 100, 200], [25, 30], [25, 50, 60])
+    """
+    return sorted({c for c in CHECKPOINTS if c < total} | {total})
+
+
+async def _main(args: argparse.Namespace, base: str) -> list[Point]:
+    items = load_capitals()
+    train, heldout = split(items, args.heldout, args.seed)
+    s = Settings(
+        n=args.n, max_tokens=args.max_tokens, temperature=args.temperature, seeds=args.seeds, concurrency=args.concurrency
+    )
+    print(f"labelled set: {len(items)} capitals, {len(train)} for choices, {len(heldout)} held out x {s.seeds} seeds")
+    print(f"person: accepts a candidate naming the capital; noise {args.noise:g}")
+    print(f"requests: n={s.n}, temperature {s.temperature:g}, max_tokens {s.max_tokens}")
+    print()
+    print(f"{'choices':>7}  {'agreement':>10}  {'oracle':>8}  {'version':>7}  {'kept-out':>8}")
+    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+        points = await run_curve(client, train, heldout, Person(args.noise, args.seed), s, checkpoints_for(args.choices))
+        print()
+        print("weights before learning:")
+        print("\n".join(describe_weights(points[0].weights)))
+        print(f"weights after {points[-1].choices} choices (version {points[-1].version}):")
+        print("\n".join(describe_weights(points[-1].weights)))
+    return points
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    args = parse_args(argv)
+    print(f"CPU: {_cpu()}")
+    extra = ["--learn-every", str(args.learn_every), "--learn-min", str(args.learn_min), "--learn-interval", "0"]
+    started = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="nbest-learning-") as tmp, learning_server(Path(tmp), extra) as base:
+        print(f"server ready after {time.monotonic() - started:.0f} s")
+        points = asyncio.run(_main(args, base))
+    title = f"capitals, n={args.n}, T={args.temperature:g}, noise {args.noise:g}"
+    save_png(points, args.png, title)
+    before = points[0].agreement
+    print(f"curve saved to {args.png}; {time.monotonic() - started:.0f} s in all")
+    at = {p.choices: p.agreement for p in points}
+    if 100 in at:
+        print(f"after 100 choices: {100 * (at[100] - before):+.1f} points (goal: +10)")
+    print(f"ratio: {points[-1].agreement / before:.3f}" if before > 0 else "ratio: nan")
+
+
+if __name__ == "__main__":
+    main()
