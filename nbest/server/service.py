@@ -316,12 +316,15 @@ class Service:
             raise ApiError(422, f"{p}n: at most {cap} candidates per request (got {request.n})", param=f"{p}n")
         check_request(self.settings, request, prefix)
         if self.settings.learn and self.settings.learn_scope != "global":
-            label = request.metadata.get(self.settings.learn_scope)
-            if label is not None and (not isinstance(label, str) or len(label) > MAX_SCOPE_CHARS):
-                field = f"{p}metadata.{self.settings.learn_scope}"
-                raise ApiError(
-                    422, f"{field}: the name rankers are learned for: text of at most {MAX_SCOPE_CHARS} characters", param=field
-                )
+            for name in ("task", "user") if self.settings.learn_scope == "user" else ("task",):  # the scopes it may fall in
+                label = request.metadata.get(name)
+                if label is not None and (not isinstance(label, str) or len(label) > MAX_SCOPE_CHARS):
+                    field = f"{p}metadata.{name}"
+                    raise ApiError(
+                        422,
+                        f"{field}: a name rankers are learned for: text of at most {MAX_SCOPE_CHARS} characters",
+                        param=field,
+                    )
 
     async def plan(
         self, request: Request, strategy: Strategy | None, ranker: Ranker | None = None, prefix: str = ""
