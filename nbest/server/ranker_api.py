@@ -187,9 +187,11 @@ class LiveRankers:
             self.rounds += 1
         try:
             seen = await anyio.to_thread.run_sync(self.store.data_version)
-            if current.scopes or seen != self._seen:  # a refit here, or a write by another process
+            if seen != self._seen:  # a write by another process (a rollback): every scope is read again
                 await self._publish(await anyio.to_thread.run_sync(self._rebuild))
                 self._seen = seen
+            elif current.scopes:  # only the scopes refitted here can have a new version
+                await self._publish(await anyio.to_thread.run_sync(lambda: self._rebuild(current.scopes)))
         finally:
             if current is not self._next:
                 current.done.set()
@@ -230,11 +232,12 @@ class LiveRankers:
             log.info("nbest: learning (%s, version %d): %s", key, outcome.version, outcome.message)
         return outcomes
 
-    def _rebuild(self) -> dict[str, Served]:
-        """The table of current versions, each ranker built in full (reused when unchanged)."""
+    def _rebuild(self, only: set[str] | None = None) -> dict[str, Served]:
+        """The table of current versions, each ranker built in full (reused when unchanged);
+        with ``only``, the other scopes are kept as they are."""
         old = self._served
-        table: dict[str, Served] = {}
-        for key in sorted(self._known | set(old)):
+        table: dict[str, Served] = {} if only is None else {k: v for k, v in old.items() if k not in only}
+        for key in sorted(self._known | set(old) if only is None else only):
             try:
                 saved = self.store.current_version(key)
             except Exception as exc:
