@@ -202,6 +202,19 @@ async def test_a_refit_that_fails_keeps_the_current_ranker(
 
 
 @on_loop
+async def test_refits_are_spaced_however_fast_choices_arrive(scripted: ScriptedEngine, tmp_path: Path) -> None:
+    settings = learn_settings(learn_min=2, learn_every=1, learn_gap_s=0.5)
+    async with learning(scripted, tmp_path / "prefs.db", settings) as client:
+        results = [await ask(client) for _ in range(12)]
+        started = time.monotonic()
+        replies = await asyncio.gather(*(choose_a(client, r) for r in results))  # every choice makes a refit due
+        elapsed = time.monotonic() - started
+        rounds = client.app.state.service.learning.rounds  # type: ignore[attr-defined]
+        assert 1 <= rounds <= 1 + elapsed / 0.5, (rounds, elapsed)  # choices arriving together share a round
+        assert any(r["learning"]["updated"] for r in replies)
+
+
+@on_loop
 async def test_undo_withdraws_a_choice(scripted: ScriptedEngine, tmp_path: Path) -> None:
     db = tmp_path / "prefs.db"
     async with learning(scripted, db) as client:
