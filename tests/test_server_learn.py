@@ -26,6 +26,7 @@ from nbest.rerankers import RankerConfig
 from nbest.rerankers.ranker import normalize
 from nbest.server import PreferenceStore, ServerSettings, create_app
 from nbest.server.learn import Learner
+from nbest.server.prefs import StorageError
 from tests.batch_engines import seed_answers
 from tests.scripted import ScriptedEngine, Step
 from tests.serving import by_index, running
@@ -212,6 +213,23 @@ async def test_refits_are_spaced_however_fast_choices_arrive(scripted: ScriptedE
         rounds = client.app.state.service.learning.rounds  # type: ignore[attr-defined]
         assert 1 <= rounds <= 1 + elapsed / 0.5, (rounds, elapsed)  # choices arriving together share a round
         assert any(r["learning"]["updated"] for r in replies)
+
+
+@on_loop
+async def test_a_choice_is_saved_when_learning_cannot_read_the_log(
+    scripted: ScriptedEngine, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def unreadable(self: Learner, scope_key: str = "global") -> Any:
+        raise StorageError("preference log: cannot read the ranker history: disk I/O error")
+
+    async with learning(scripted, tmp_path / "prefs.db") as client:
+        monkeypatch.setattr(Learner, "due", unreadable)
+        monkeypatch.setattr(Learner, "next_refit_in", unreadable)
+        reply = await choose_a(client, await ask(client))
+        assert reply["id"] == 1 and reply["learning"] == {
+            "version": 0, "updated": False, "message": None, "choices": 0, "next_refit_in": 0,
+        }  # fmt: skip
+        assert (await client.get("/v1/choices")).json()["total"] == 1
 
 
 @on_loop

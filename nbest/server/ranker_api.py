@@ -269,11 +269,16 @@ class LiveRankers:
     async def after_choice(self, task: str | None, user: str | None) -> dict[str, Any]:
         """What a logged choice changed: when it made a refit due, the refit is asked for
         and waited for (at most ``WAIT_S`` seconds, without blocking the event loop).
-        The ``learning`` object of the ``POST /v1/choices`` response."""
+        The ``learning`` object of the ``POST /v1/choices`` response. The choice is saved
+        already: a log that cannot be read now is logged, and answered as "nothing changed"."""
         keys = self.keys(task, user)
         self._known.update(keys)
-        due = await anyio.to_thread.run_sync(lambda: [k for k in keys if self.learner.due(k)])
         updated, message = False, None
+        try:
+            due = await anyio.to_thread.run_sync(lambda: [k for k in keys if self.learner.due(k)])
+        except Exception as exc:
+            log.warning("nbest: learning: cannot tell whether a refit is due: %s: %s", type(exc).__name__, exc)
+            due = []
         if due and self.running:
             current = self._next
             current.scopes.update(due)
@@ -284,14 +289,14 @@ class LiveRankers:
             if outcome is not None:
                 updated, message = outcome.accepted, outcome.message
         served = self.pick({"task": task, "user": user})
-        info = await anyio.to_thread.run_sync(lambda: self.learner.describe(keys[0]))
-        return {
-            "version": served.version,
-            "updated": updated,
-            "message": message,
-            "choices": int(info.get("choices_logged", info.get("choices", 0)) or 0),
-            "next_refit_in": int(info.get("next_refit_in", 0) or 0),
-        }
+        try:
+            count, until = await anyio.to_thread.run_sync(
+                lambda: (self.store.count(keys[0]), self.learner.next_refit_in(keys[0]))
+            )
+        except Exception as exc:
+            log.warning("nbest: learning: cannot read the scope's progress: %s: %s", type(exc).__name__, exc)
+            count, until = 0, 0
+        return {"version": served.version, "updated": updated, "message": message, "choices": count, "next_refit_in": until}
 
     async def describe(self, task: str | None, user: str | None) -> dict[str, Any]:
         """``GET /v1/ranker``: the learner's account of the scope that ranks such a request."""
