@@ -325,6 +325,8 @@ class ReplicaPool:
                 raise ConfigError(f"requests[{i}] ({request.id}): {exc}", parameter=exc.parameter, value=exc.value) from None
 
     def _check_resources(self, ray: Any) -> None:
+        """A replica must fit in the cluster: refused on a local cluster, said
+        on a joined one (an autoscaler may add the nodes it needs)."""
         total = ray.cluster_resources()
         for name, key, amount in (
             ("--replica-cpus", "CPU", self.options.replica_cpus),
@@ -332,9 +334,10 @@ class ReplicaPool:
         ):
             have = float(total.get(key, 0.0))
             if amount > have:
-                raise ConfigError(
-                    f"{name}: a replica needs {amount:g} {key}(s); the cluster has {have:g}", parameter=name, value=amount
-                )
+                message = f"{name}: a replica needs {amount:g} {key}(s); the cluster has {have:g}"
+                if self.options.address is None:
+                    raise ConfigError(message, parameter=name, value=amount)
+                self._say(f"{message} now; waiting for nodes (at most {self.options.start_timeout:g} s)")
 
     # -- lifecycle -----------------------------------------------------------
 
