@@ -352,7 +352,7 @@ def ray_options(func: Any) -> Any:
                     raise ConfigError(f"{name}: only used with --ray", parameter=name, value=value)
             return wrapped(*args, ray=None, **kwargs)
         from nbest.distributed import RayOptions
-        from nbest.distributed.ray_batch import import_ray
+        from nbest.distributed.cluster import import_ray
 
         options = RayOptions(
             address=None if ray_address == "local" else ray_address,

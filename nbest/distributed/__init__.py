@@ -12,7 +12,8 @@ this package imports without it.
 
 from __future__ import annotations
 
-from nbest.distributed.ray_batch import RayOptions, Replica, ReplicaPool, check_address, ray_cluster
+from nbest.distributed.cluster import RayOptions, check_address, ray_cluster
+from nbest.distributed.ray_batch import Replica, ReplicaPool
 from nbest.distributed.replica import ReplicaSpec, build_orchestrator, engine_configs, load_factory
 
 __all__ = [
