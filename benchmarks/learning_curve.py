@@ -7,6 +7,16 @@ says it can serve, then plays a person through the HTTP API on a labelled set:
 (a person accepts a candidate that names the capital, any listed spelling, as a
 word of its text).
 
+The default setting is one where the ranking has something to learn: each request
+plans its 4 candidates over a temperature ladder (0.3 to 1.2, 16 tokens), and the
+server ranks with the log-probability and MBR consensus (chrF) at equal weights, a
+plausible first guess of an operator. Measured offline on the same set, that ranker
+leaves room below the oracle, and a linear mix of the two scores with the cheap
+features (``feature:tokens``, ``share``, ``temperature``, ``length_stop``) ranks better.
+With the server's default ranker alone (``--reranker logprob --strategy fixed``, all
+candidates at ``--temperature``) the model is as good a judge of its candidates as
+those features can make it: learning has nothing to add there (README, "Performance").
+
 The countries are split once (a fixed seed) into a training part and a held-out
 part. The person asks a training question (``POST /v1/nbest``, a new seed each
 time round) and picks (``POST /v1/choices`` with the Result's id): a candidate they
@@ -29,7 +39,7 @@ agreement before learning (goal: after 100 choices at least 10 points above
 before; 1.0 = learning changed nothing).
 
     python benchmarks/learning_curve.py [--choices 200] [--noise 0.1] [--n 4]
-        [--max-tokens 16] [--temperature 1.0] [--quick]
+        [--max-tokens 16] [--strategy ladder:0.3-1.2] [--reranker logprob --reranker mbr] [--png PATH] [--quick]
 """
 
 from __future__ import annotations
@@ -48,6 +58,7 @@ import sys
 import tempfile
 import time
 import unicodedata
+from collections import Counter
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +68,10 @@ import httpx
 
 DATA = Path(__file__).resolve().parent / "data" / "capitals.tsv"
 CHECKPOINTS = (25, 50, 100, 200)
+DEFAULT_STRATEGY = "ladder:0.3-1.2"
+"""Candidates from cool (mostly right when the model knows) to hot (mostly not)."""
+DEFAULT_RERANKERS = ("logprob", "mbr")
+"""The server's ranker before learning: the log-probability and MBR consensus (chrF), equal weights."""
 
 
 @dataclass(frozen=True)
@@ -154,13 +169,19 @@ class Settings:
     n: int = 4
     max_tokens: int = 16
     temperature: float = 1.0
+    strategy: str | None = None
+    """The strategy each request names (None: the server's, every candidate at ``temperature``)."""
     seeds: int = 2
     """Seeds each held-out question is asked with."""
     concurrency: int = 4
 
 
 async def _nbest(client: httpx.AsyncClient, item: Item, seed: int, s: Settings) -> dict[str, Any]:
-    body = {"prompt": item.prompt, "n": s.n, "params": {"temperature": s.temperature, "max_tokens": s.max_tokens, "seed": seed}}
+    body: dict[str, Any] = {
+        "prompt": item.prompt, "n": s.n, "params": {"temperature": s.temperature, "max_tokens": s.max_tokens, "seed": seed},
+    }  # fmt: skip
+    if s.strategy:
+        body["strategy"] = s.strategy
     r = await client.post("/v1/nbest", json=body)
     r.raise_for_status()
     result: dict[str, Any] = r.json()
@@ -306,6 +327,15 @@ def learning_server(folder: Path, extra: Sequence[str]) -> Iterator[str]:
             proc.wait()
 
 
+def history(db: Path) -> str:
+    """How many versions the refits saved, by status (``nbest prefs history`` in one line)."""
+    from nbest.server.prefs import PreferenceStore
+
+    with PreferenceStore(db) as store:
+        statuses = Counter(v.status for v in store.versions())
+    return ", ".join(f"{count} {status}" for status, count in sorted(statuses.items())) or "none"
+
+
 def _cpu() -> str:
     with contextlib.suppress(OSError):
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -320,18 +350,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--noise", type=float, default=0.1, help="probability that a choice is a random candidate")
     p.add_argument("--n", type=int, default=4, help="candidates per request")
     p.add_argument("--max-tokens", type=int, default=16, help="most new tokens per candidate")
-    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature of every candidate")
+    p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (without a strategy that sets it)")
+    p.add_argument("--strategy", default=DEFAULT_STRATEGY, help="strategy of every request ('fixed': all at --temperature)")
+    p.add_argument(
+        "--reranker",
+        action="append",
+        default=None,
+        help=f"the server's ranker (repeatable) [default: {' '.join(DEFAULT_RERANKERS)}]",
+    )
     p.add_argument("--heldout", type=int, default=40, help="countries held out for measuring")
     p.add_argument("--seeds", type=int, default=2, help="seeds each held-out question is asked with")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     p.add_argument("--learn-every", type=int, default=5, help="nbest serve --learn-every")
     p.add_argument("--learn-min", type=int, default=20, help="nbest serve --learn-min")
     p.add_argument("--seed", type=int, default=0, help="seed of the split and of the person")
-    p.add_argument("--png", type=Path, default=Path("learning_curve.png"), help="where the curve is saved")
+    p.add_argument(
+        "--png", type=Path, default=Path(tempfile.gettempdir()) / "nbest-learning-curve.png", help="where the curve is saved"
+    )
     p.add_argument("--quick", action="store_true", help="a small run: 30 choices, 12 held-out countries, one seed")
     args = p.parse_args(argv)
     if not 0 <= args.noise <= 1:
         p.error("--noise: a probability in [0, 1]")
+    args.reranker = args.reranker or list(DEFAULT_RERANKERS)
     if args.quick:
         args.choices, args.heldout, args.seeds = min(args.choices, 30), min(args.heldout, 12), 1
     return args
@@ -349,14 +389,14 @@ def checkpoints_for(total: int) -> list[int]:
 async def _main(args: argparse.Namespace, base: str) -> list[Point]:
     items = load_capitals()
     train, heldout = split(items, args.heldout, args.seed)
-    s = Settings(
-        n=args.n, max_tokens=args.max_tokens, temperature=args.temperature, seeds=args.seeds, concurrency=args.concurrency
-    )
+    strategy = None if args.strategy == "fixed" else args.strategy
+    s = Settings(args.n, args.max_tokens, args.temperature, strategy, args.seeds, args.concurrency)
     print(f"labelled set: {len(items)} capitals, {len(train)} for choices, {len(heldout)} held out x {s.seeds} seeds")
     print(f"person: accepts a candidate naming the capital; noise {args.noise:g}")
-    print(f"requests: n={s.n}, temperature {s.temperature:g}, max_tokens {s.max_tokens}")
+    plan = f"strategy {s.strategy}" if s.strategy else f"temperature {s.temperature:g}"
+    print(f"requests: n={s.n}, {plan}, max_tokens {s.max_tokens}; server ranker: {' + '.join(args.reranker)}")
     print()
-    print(f"{'choices':>7}  {'agreement':>10}  {'oracle':>8}  {'version':>7}  {'kept-out':>8}")
+    print(f"{'choices':>7}  {'agreement':>10}  {'oracle':>8}  {'version':>7}  {'kept-out':>8}  (kept-out: the last 3 at most)")
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
         points = await run_curve(client, train, heldout, Person(args.noise, args.seed), s, checkpoints_for(args.choices))
         print()
@@ -370,12 +410,15 @@ async def _main(args: argparse.Namespace, base: str) -> list[Point]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     print(f"CPU: {_cpu()}")
-    extra = ["--learn-every", str(args.learn_every), "--learn-min", str(args.learn_min), "--learn-interval", "0"]
+    extra = [arg for name in args.reranker for arg in ("--reranker", name)]
+    extra += ["--learn-every", str(args.learn_every), "--learn-min", str(args.learn_min), "--learn-interval", "0"]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="nbest-learning-") as tmp, learning_server(Path(tmp), extra) as base:
         print(f"server ready after {time.monotonic() - started:.0f} s")
         points = asyncio.run(_main(args, base))
-    title = f"capitals, n={args.n}, T={args.temperature:g}, noise {args.noise:g}"
+        print(f"versions saved: {history(Path(tmp) / 'preferences.db')}")
+    plan = f"T={args.temperature:g}" if args.strategy == "fixed" else args.strategy
+    title = f"capitals, n={args.n}, {plan}, ranker {' + '.join(args.reranker)}, noise {args.noise:g}"
     save_png(points, args.png, title)
     before = points[0].agreement
     print(f"curve saved to {args.png}; {time.monotonic() - started:.0f} s in all")

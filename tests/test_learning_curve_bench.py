@@ -103,6 +103,7 @@ async def test_curve_rises_when_the_features_carry_the_persons_taste(scripted: S
     assert all(p.oracle == 1.0 for p in points)
     tokens = next(w for w in points[-1].weights if w["name"] == "feature:tokens")
     assert tokens["weight"] < 0 and "shorter" in tokens["meaning"]
+    assert "current" in lc.history(tmp_path / "prefs.db")
     png = tmp_path / "curve.png"
     lc.save_png(points, png, "scripted")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
