@@ -212,9 +212,10 @@ def test_ctrl_c_stops_the_cluster_and_the_output_resumes(cluster: None, tmp_path
 # -- eval -------------------------------------------------------------------------------------------
 
 
-def test_eval_on_ray_gives_the_report_it_gives_without(cluster: None, tmp_path: Path) -> None:
+@pytest.mark.parametrize("extra", [["--greedy"], ["--until", "beta:0.8", "--wave", "2"]], ids=["greedy", "until"])
+def test_eval_on_ray_gives_the_report_it_gives_without(cluster: None, extra: list[str], tmp_path: Path) -> None:
     data = write_lines(tmp_path / "data.jsonl", [{"id": f"i{k}", "prompt": f"q{k}", "answer": str(k % 3)} for k in range(6)])
-    args = ["eval", str(data), "--answer-field", "answer", "-n", "4", "--greedy", "--reranker", "logprob",
+    args = ["eval", str(data), "--answer-field", "answer", "-n", "4", *extra, "--reranker", "logprob",
             "--reranker", "vote:number"]  # fmt: skip
     main([*args, "--report", str(tmp_path / "local.json")], engine_factory=batch_engines.seed_answers)
     main([*args, "--report", str(tmp_path / "ray.json"), *RAY, "--replicas", "2"], engine_factory=batch_engines.seed_answers)

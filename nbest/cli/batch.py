@@ -69,7 +69,7 @@ def _write_errors(path: Path, bad: list[BadLine]) -> None:
 @engine_options
 @click.option("--timeout", type=float, default=None, help="Seconds before a prompt's unfinished candidates are dropped.")
 @until_options
-@click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once (per replica, --ray).")
 @click.option("--max-in-flight", type=int, default=64, show_default=True, help="Candidates generating at once.")
 @click.option("--errors", "errors_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Where bad input lines are reported [default: OUT.errors.jsonl].")  # fmt: skip

@@ -65,7 +65,7 @@ __all__ = ["eval_command"]
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write PNG plots into this folder.")  # fmt: skip
 @engine_options
-@click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once.")
+@click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once (per replica, --ray).")
 @ray_options
 def eval_command(
     dataset: Path,
