@@ -25,6 +25,7 @@ import pytest
 from nbest.batch import open_output, read_input, run_batch
 from nbest.cli import main
 from nbest.distributed import RayOptions, ReplicaPool, ReplicaSpec, build_orchestrator, engine_configs
+from nbest.distributed.replica import environ_for
 from nbest.engines.vllm import VLLMEngine
 from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
@@ -294,3 +295,16 @@ async def test_the_embedded_engine_in_a_replica_gives_the_texts_it_gives_in_proc
             "--ray", "--replicas", "1"]  # fmt: skip
     await anyio.to_thread.run_sync(main, argv)  # the command runs its own event loop
     assert texts(read_results(tmp_path / "ray.jsonl")) == texts(read_results(tmp_path / "local.jsonl"))
+
+
+def test_an_engines_file_reaches_the_replicas_as_configs_with_the_keys_it_names(tmp_path: Path) -> None:
+    (tmp_path / "engines.yaml").write_text(
+        "engines:\n  local: vllm\n  fleet: {kind: openai, endpoints: [http://10.0.0.1:8000/v1], api_key_env: FLEET_KEY}\n"
+    )
+    configs = engine_configs(None, (), str(tmp_path / "engines.yaml"))
+    spec = ReplicaSpec(engines=configs, environ=environ_for(configs, {"FLEET_KEY": "s3cret", "OTHER": "x"}))
+    assert spec.environ == {"FLEET_KEY": "s3cret"}  # only what the configs read
+    orch = build_orchestrator(ReplicaSpec.parse(spec.model_dump_json()))  # as a replica gets it
+    assert sorted(orch.engines) == ["default", "fleet", "local"]
+    with pytest.raises(ConfigError, match="--engines: the file names the engines"):
+        engine_configs("some/model", (), str(tmp_path / "engines.yaml"))
