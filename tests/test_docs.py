@@ -17,6 +17,9 @@ Conventions (README authors: keep to them, and add a check below for a new block
 - A block that cannot run on its own (a call signature, a sketch, a module of
   another package) starts with a line ``# fragment`` (``# fragment: why``) and
   is skipped. Keep them rare.
+- An example that runs on Ray is listed in ``RAY_EXAMPLES``: it runs on a local
+  cluster started for it, whose workers' ``VLLMEngine.default()`` is the
+  scripted engine too.
 - Every block and every ``examples/*.py`` needs a check in ``README_CHECKS`` or
   ``EXAMPLE_CHECKS``: what it printed or produced, not only that it ran.
 """
@@ -24,13 +27,15 @@ Conventions (README authors: keep to them, and add a check below for a new block
 from __future__ import annotations
 
 import ast
+import contextlib
 import functools
 import inspect
+import os
 import re
 import runpy
 import sys
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -356,11 +361,55 @@ def check_translate_rerank(run: Run) -> None:
     assert {p.temperature for p in params} == {0.7} and {p.max_tokens for p in params} == {60}
 
 
+def check_ray_data_stage(run: Run) -> None:
+    lines = run.out.splitlines()
+    assert len(lines) == 9, run.out
+    ids = [line.split(":", 1)[0] for line in lines[:8]]
+    assert ids == [f"arith-{i:02d}" for i in range(1, 9)]  # file order
+    # "17 * 3": three of the four scripted candidates say 51; elsewhere four different numbers
+    assert lines[2] == "arith-03: 51 (vote share 0.75, right)"
+    assert all(
+        re.fullmatch(r"arith-\d\d: [0-3] \(vote share 0\.25, wrong, expected \d+\)", line)
+        for line in lines[:8]
+        if line != lines[2]
+    )
+    assert lines[8] == "1 of 8 right"
+
+
 EXAMPLE_CHECKS: dict[str, Callable[[Run], None]] = {
     "best_of_n.py": check_best_of_n,
+    "ray_data_stage.py": check_ray_data_stage,
     "strategies_tour.py": check_strategies_tour,
     "translate_rerank.py": check_translate_rerank,
 }
+
+RAY_EXAMPLES = {"ray_data_stage.py"}
+"""Examples that run on Ray: a local cluster whose workers make ``VLLMEngine.default()`` the scripted engine too."""
+
+
+def scripted_default_in_ray_workers() -> None:
+    """Ray's worker setup hook for :data:`RAY_EXAMPLES` (runs in each worker process)."""
+    scripted = functools.partial(ScriptedEngine, name="smollm2-135m-instruct", respond=reply)
+    VLLMEngine.default = lambda *args, **kwargs: scripted()  # type: ignore[method-assign,assignment]
+
+
+@contextlib.contextmanager
+def local_ray() -> Iterator[None]:
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized(), "another test left Ray running"
+    # the hook is unpickled before the driver's sys.path reaches the worker: tests/ goes on PYTHONPATH
+    env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
+    hook = {"worker_process_setup_hook": scripted_default_in_ray_workers, "env_vars": env}
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING", runtime_env=hook)
+    context = ray.data.DataContext.get_current()
+    saved = (context.execution_options.preserve_order, context.enable_progress_bars)
+    context.enable_progress_bars = False
+    try:
+        yield
+    finally:
+        context.execution_options.preserve_order, context.enable_progress_bars = saved
+        ray.shutdown()
+
 
 SCRIPTS = sorted(EXAMPLES.glob("*.py"))
 
@@ -372,7 +421,8 @@ def test_example(
     assert script.name in EXAMPLE_CHECKS, f"add a check for {script.name} to EXAMPLE_CHECKS"
     monkeypatch.setattr(sys, "argv", [str(script)])
     monkeypatch.chdir(EXAMPLES)
-    namespace = runpy.run_path(str(script), run_name="__main__")
+    with local_ray() if script.name in RAY_EXAMPLES else contextlib.nullcontext():
+        namespace = runpy.run_path(str(script), run_name="__main__")
     EXAMPLE_CHECKS[script.name](Run(capsys.readouterr().out, namespace, engine))
 
 
