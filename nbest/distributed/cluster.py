@@ -10,6 +10,7 @@ import contextlib
 import importlib
 import logging
 import re
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
@@ -117,16 +118,20 @@ def ray_cluster(address: str | None, *, verbose: bool = False) -> Iterator[None]
     """
     address = check_address(address)
     ray = import_ray()
+    if address is not None and address != "auto":
+        _probe(address)
     if ray.is_initialized():
         yield
         return
     level = logging.INFO if verbose else logging.ERROR
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=verbose, logging_level=level)
-    except ConnectionError as exc:
+    except (ConnectionError, TimeoutError) as exc:
         where = "on this machine" if address == "auto" else f"at {address}"
+        said = str(exc).strip().splitlines()
         raise ConfigError(
-            f"--ray: no Ray cluster {where} ({exc}); start one with `ray start --head`, or give --ray alone for a local one",
+            f"--ray: no Ray cluster {where} ({said[0] if said else type(exc).__name__}); "
+            "start one with `ray start --head`, or give --ray alone for a local one",
             parameter="ray",
             value=address,
         ) from None
@@ -134,3 +139,21 @@ def ray_cluster(address: str | None, *, verbose: bool = False) -> Iterator[None]
         yield
     finally:
         ray.shutdown()
+
+
+def _probe(address: str, timeout: float = 5.0) -> None:
+    """Fail fast when nothing listens at ``address`` (Ray itself retries for minutes).
+
+    Raises:
+        ConfigError: the host does not resolve, or refuses or ignores the connection.
+    """
+    host, _, port = address.removeprefix("ray://").rpartition(":")
+    try:
+        socket.create_connection((host, int(port)), timeout=timeout).close()
+    except OSError as exc:
+        raise ConfigError(
+            f"--ray: no Ray cluster at {address} ({exc.strerror or type(exc).__name__}); "
+            "start one with `ray start --head`, or give --ray alone for a local one",
+            parameter="ray",
+            value=address,
+        ) from None
