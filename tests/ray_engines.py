@@ -10,6 +10,9 @@ passes on to its replicas.
 ``$NBEST_TEST_DIE_AFTER``-th candidate (default 3) unless the file
 ``$NBEST_TEST_DIE_MARKER`` exists; it creates the file first, so exactly one replica dies.
 
+``engine_dies_once``: as ``dies_once``, but the replica's engine dies (``EngineDeadError``)
+and the process lives on.
+
 ``fails_to_start``: an engine whose start raises (a model that does not load).
 """
 
@@ -19,7 +22,7 @@ import os
 from pathlib import Path
 
 from nbest.engines.base import Engine
-from nbest.errors import EngineError
+from nbest.errors import EngineDeadError, EngineError
 from nbest.types import Prompt, SamplingParams
 from tests.scripted import ScriptedEngine, Step
 
@@ -33,7 +36,7 @@ def answers(spec: object = None) -> dict[str, Engine]:
     return {"default": ScriptedEngine(respond=_answer)}
 
 
-def dies_once(spec: object = None) -> dict[str, Engine]:
+def _dying(process: bool) -> dict[str, Engine]:
     after = int(os.environ.get("NBEST_TEST_DIE_AFTER", "3"))
     marker = Path(os.environ["NBEST_TEST_DIE_MARKER"])
     calls = 0
@@ -47,10 +50,20 @@ def dies_once(spec: object = None) -> dict[str, Engine]:
             except FileExistsError:
                 pass
             else:
-                os._exit(1)  # the replica's process dies with its requests in flight
+                if process:
+                    os._exit(1)  # the replica's process dies with its requests in flight
+                return Step(error=EngineDeadError("the engine core died", engine="scripted"))
         return _answer(prompt, params, request_id)
 
     return {"default": ScriptedEngine(respond=respond)}
+
+
+def dies_once(spec: object = None) -> dict[str, Engine]:
+    return _dying(process=True)
+
+
+def engine_dies_once(spec: object = None) -> dict[str, Engine]:
+    return _dying(process=False)
 
 
 class _NoStart(ScriptedEngine):

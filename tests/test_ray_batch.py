@@ -24,6 +24,7 @@ import pytest
 
 from nbest.batch import open_output, read_input, run_batch
 from nbest.cli import main
+from nbest.cli.options import EngineFactory
 from nbest.distributed import RayOptions, ReplicaPool, ReplicaSpec, build_orchestrator, engine_configs
 from nbest.distributed.replica import environ_for
 from nbest.engines.vllm import VLLMEngine
@@ -127,8 +128,18 @@ def test_a_run_resumes_on_ray_after_an_interrupted_one(cluster: None, tmp_path: 
     assert sorted(ids[:3]) == ["q0", "q1", "q2"] and ids[3:] == [f"q{i}" for i in range(3, 8)]
 
 
+@pytest.mark.parametrize(
+    ("factory", "why"),
+    [(ray_engines.dies_once, "its process or node was lost"), (ray_engines.engine_dies_once, "the engine core died")],
+    ids=["process", "engine"],
+)
 def test_the_prompts_of_a_replica_that_dies_run_again_each_once(
-    cluster: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    cluster: None,
+    factory: EngineFactory,
+    why: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     marker = tmp_path / "died"
     monkeypatch.setenv("NBEST_TEST_DIE_MARKER", str(marker))
@@ -137,12 +148,12 @@ def test_the_prompts_of_a_replica_that_dies_run_again_each_once(
     inp = write_lines(tmp_path / "in.jsonl", prompts(16))
     out = tmp_path / "out.jsonl"
     main(["batch", str(inp), "-o", str(out), "-n", "2", "--concurrency", "2", *RAY, "--replicas", "2"],
-         engine_factory=ray_engines.dies_once)  # fmt: skip
+         engine_factory=factory)  # fmt: skip
     assert marker.exists()  # a replica did die
     ids = [r["id"] for r in read_results(out)]
     assert sorted(ids) == sorted(f"q{i}" for i in range(16))  # every prompt, none twice
     err = capsys.readouterr().err
-    assert "nbest batch: replica " in err and "starting another (1 of --max-restarts 3)" in err
+    assert f"died ({why}); its requests go to the others, starting another (1 of --max-restarts 3)" in err
 
 
 def test_when_no_restart_is_left_the_run_stops_and_resumes_later(
