@@ -20,7 +20,7 @@ import pytest
 from nbest.distributed import ReplicaSpec, engine_configs
 from nbest.distributed.stage import OUTPUT_COLUMNS, NBestStage, stage_spec
 from nbest.engines.base import Engine
-from nbest.errors import ConfigError
+from nbest.errors import ConfigError, EngineDeadError
 from nbest.types import Prompt, SamplingParams
 from tests.conftest import engine_processes, wait_gone
 from tests.scripted import ScriptedEngine, Step
@@ -38,6 +38,22 @@ def _echo(prompt: Prompt, params: SamplingParams, request_id: str) -> Step:
 def echo(spec: object = None) -> dict[str, Engine]:
     """Candidate with seed s answers "echo <last user message> #s" (a prompt holding "fail" fails)."""
     return {"default": ScriptedEngine(respond=_echo)}
+
+
+BUILT: list[ScriptedEngine] = []
+
+
+def dies_on_first_engine(spec: object = None) -> dict[str, Engine]:
+    """As ``echo``, but the first engine built dies on a prompt holding "die"."""
+
+    def respond(prompt: Prompt, params: SamplingParams, request_id: str) -> Step:
+        if first and "die" in str(prompt):
+            return Step(error=EngineDeadError("engine core died", engine="scripted"))
+        return _echo(prompt, params, request_id)
+
+    first = not BUILT
+    BUILT.append(ScriptedEngine(respond=respond))
+    return {"default": BUILT[-1]}
 
 
 @pytest.fixture
@@ -127,6 +143,21 @@ def test_pandas_batches(stage: NBestStage) -> None:
 def test_bad_batches(stage: NBestStage, batch: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         stage(batch)
+
+
+def test_a_dead_engine_fails_the_batch_and_the_next_one_gets_new_engines() -> None:
+    BUILT.clear()
+    made = NBestStage(engine_factory="tests.test_ray_stage:dies_on_first_engine", n=2, seed=0)
+    try:
+        with pytest.raises(EngineDeadError, match="engine core died"):
+            made({"prompt": np.array(["fine", "die now"], dtype=object)})
+        assert len(BUILT) == 1 and BUILT[0].closed  # the dead one closed...
+        out = made({"prompt": np.array(["fine", "die now"], dtype=object)})  # ...a new one answers the retry
+        assert list(out["best_text"]) == ["echo fine #0", "echo die now #0"]
+        assert len(BUILT) == 2 and not BUILT[1].closed
+    finally:
+        made.close()
+    assert BUILT[1].closed
 
 
 def test_closed_stage_refuses_work(stage: NBestStage) -> None:

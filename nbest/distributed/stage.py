@@ -24,7 +24,8 @@ candidate's), ``answers`` and ``candidates`` (the Result's lists, as JSON
 text), ``request_id`` and ``error``. A row whose prompt cannot be used, or
 whose every candidate failed, gets its reason in ``error`` (and None in
 ``best_text`` and ``confidence``); the other rows of its batch are answered.
-A dead engine fails the batch (Ray Data retries it on a fresh actor).
+A dead engine fails the batch (Ray Data may retry it); the replica starts
+new engines for the next batch.
 
 The stage itself does not import Ray: called directly, it answers a batch
 (a mapping of column name to array, as Ray Data's default batch format, or a
@@ -49,7 +50,8 @@ from anyio.from_thread import BlockingPortal, start_blocking_portal
 
 from nbest.distributed.replica import ReplicaSpec, build_orchestrator, engine_configs, run_options
 from nbest.engines.config import ENGINES, EnginesFile
-from nbest.errors import ConfigError
+from nbest.errors import ConfigError, EngineDeadError
+from nbest.orchestrator import Orchestrator
 from nbest.types import Request, Result, SamplingParams
 
 __all__ = ["OUTPUT_COLUMNS", "NBestStage", "stage_spec"]
@@ -227,6 +229,8 @@ class NBestStage:
     ) -> None:
         self._portal: BlockingPortal | None = None
         self._closers = contextlib.ExitStack()
+        self._engine_closer = contextlib.ExitStack()
+        self._orch: Orchestrator | None = None
         for name, column in (("prompt_column", prompt_column), ("id_column", id_column)):
             if column is not None and (not isinstance(column, str) or not column):
                 raise ConfigError(f"{name}: give a column name (got {column!r})", parameter=name, value=column)
@@ -239,12 +243,25 @@ class NBestStage:
         self._run_options = run_options(self.spec)
         orch = build_orchestrator(self.spec)
         self.base: Request = orch.request("(per row)", n, system=system, **sampling)
-        self._orch = orch
-        portal_cm = start_blocking_portal(backend="asyncio")
-        self._portal = self._closers.enter_context(portal_cm)
-        self._closers.enter_context(self._portal.wrap_async_context_manager(orch))
+        self._checker = orch  # plans rows; never started
+        self._portal = self._closers.enter_context(start_blocking_portal(backend="asyncio"))
+        self._closers.callback(self._stop_engines)
+        self._start_engines(orch)
 
     # -- lifecycle -----------------------------------------------------------
+
+    def _start_engines(self, orch: Orchestrator | None = None) -> Orchestrator:
+        """Enter a replica's orchestrator (``orch``, or a new one built from the spec) on the portal's loop."""
+        assert self._portal is not None
+        orch = orch if orch is not None else build_orchestrator(self.spec)
+        self._engine_closer.enter_context(self._portal.wrap_async_context_manager(orch))
+        self._orch = orch
+        return orch
+
+    def _stop_engines(self) -> None:
+        self._orch = None
+        closer, self._engine_closer = self._engine_closer, contextlib.ExitStack()
+        closer.close()
 
     def close(self) -> None:
         """Shut the engines down and stop the event loop. Idempotent."""
@@ -264,7 +281,8 @@ class NBestStage:
         Raises:
             ConfigError: the prompt or id column is missing, or the batch
                 already has an output column.
-            EngineDeadError: the engine died (the batch can be retried).
+            EngineDeadError: the engine died (the batch can be retried: the
+                next call starts new engines).
         """
         frame = None
         if not isinstance(batch, Mapping) and hasattr(batch, "to_dict") and hasattr(batch, "columns"):
@@ -331,7 +349,7 @@ class NBestStage:
         data = self.base.model_dump()
         data.pop("id")
         request = Request(**{**data, **update})
-        self._orch.plan(request)  # the strategy accepts it (checked again when it runs)
+        self._checker.plan(request)  # the strategy accepts it (checked again when it runs)
         return request
 
     def _run(self, requests: dict[int, Request]) -> dict[int, Result]:
@@ -340,15 +358,20 @@ class NBestStage:
         portal = self._portal
         if portal is None:
             raise ConfigError("NBestStage: closed; make a new one")
+        orch = self._orch if self._orch is not None else self._start_engines()  # after a dead engine: a new one
         positions = list(requests)
         batch = [requests[i] for i in positions]
 
         async def run() -> dict[int, Result]:
             found: dict[int, Result] = {}
-            finished = self._orch.as_completed(batch, concurrency=self.spec.concurrency, **self._run_options)
+            finished = orch.as_completed(batch, concurrency=self.spec.concurrency, **self._run_options)
             async with contextlib.aclosing(finished):
                 async for k, result in finished:
                     found[positions[k]] = result
             return found
 
-        return portal.call(run)
+        try:
+            return portal.call(run)
+        except EngineDeadError:
+            self._stop_engines()  # the batch fails (Ray Data may retry it); the next one starts new engines
+            raise
