@@ -256,6 +256,7 @@ def test_without_ray_installed_ray_is_a_one_line_error(
     ("argv", "words"),
     [
         (["--replicas", "2"], "--replicas: only used with --ray"),
+        (["-v"], "--verbose: only used with --ray"),
         (["--ray", "--replica-gpus", "4"], "--replica-gpus: a replica needs 4 GPU(s); the cluster has 0"),
         (["--ray", "127.0.0.1:9"], "--ray: no Ray cluster at 127.0.0.1:9 (Connection refused)"),  # nothing listens there
     ],

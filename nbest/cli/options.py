@@ -345,7 +345,7 @@ def ray_options(func: Any) -> Any:
         **kwargs: Any,
     ) -> Any:
         given = {"--replicas": replicas, "--replica-cpus": replica_cpus, "--replica-gpus": replica_gpus,
-                 "--max-restarts": max_restarts}  # fmt: skip
+                 "--max-restarts": max_restarts, "--verbose": verbose or None}  # fmt: skip
         if ray_address is None:
             for name, value in given.items():
                 if value is not None:
