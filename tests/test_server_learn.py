@@ -456,3 +456,28 @@ async def test_choices_on_the_real_engine_refit_the_next_ranking(vllm_engine: An
             after = (await client.post("/v1/nbest", json=body)).json()
             assert after["ranker_version"] == learning["version"]
             check_ranked_by(after, config_of(db, learning["version"]))
+
+
+@on_loop
+async def test_openai_routes_rank_by_the_users_learned_ranker(scripted: ScriptedEngine, tmp_path: Path) -> None:
+    db = tmp_path / "prefs.db"
+    async with learning(scripted, db, learn_settings(learn_scope="user")) as client:
+        for _ in range(4):
+            reply = await choose_a(client, await ask(client, metadata={"user": "ana"}))
+        assert reply["learning"]["updated"] is True
+        with PreferenceStore(db) as store:
+            ana = store.current_version("user:ana")
+        assert ana is not None
+        service = client.app.state.service  # type: ignore[attr-defined]
+        r = await client.post(
+            "/v1/chat/completions", json={"messages": [{"role": "user", "content": "pick"}], "n": 4, "user": "ana"}
+        )
+        assert r.status_code == 200, r.text
+        result = next(reversed(service.results.values()))
+        assert result.metadata["user"] == "ana" and result.ranker_version == ana.version
+        r = await client.post("/v1/completions", json={"prompt": "pick", "n": 4, "user": "bo"})
+        assert r.status_code == 200, r.text
+        result = next(reversed(service.results.values()))
+        assert result.metadata["user"] == "bo" and result.ranker_version != ana.version
+        r = await client.post("/v1/chat/completions", json={"messages": [{"role": "user", "content": "pick"}], "user": "u" * 201})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "user", r.text

@@ -106,9 +106,14 @@ class _Common(_VllmExtras):
     stream_options: dict[str, Any] | None = None
     presence_penalty: float | None = None
     frequency_penalty: float | None = None
-    user: str | None = None
+    user: str | None = Field(default=None, max_length=200)
+    """Who asks: kept as the request's metadata ``user`` (``nbest serve --learn-scope user`` ranks by it)."""
     nbest: NbestOptions = Field(default_factory=NbestOptions)
     """nbest's own options: strategy, rerankers, return."""
+
+    def metadata(self) -> dict[str, Any]:
+        """The request's metadata: the body's ``user``, when given."""
+        return {} if self.user is None else {"user": self.user}
 
     def sampling(self) -> SamplingParams:
         """The body's sampling fields (see :data:`OPENAI_SAMPLING`) as SamplingParams.
@@ -152,7 +157,7 @@ class ChatBody(_Common):
     top_logprobs: int | None = None
 
     def request(self) -> Request:
-        return Request(prompt=self.messages, n=self.n, params=self.sampling(), chat=True)
+        return Request(prompt=self.messages, n=self.n, params=self.sampling(), chat=True, metadata=self.metadata())
 
 
 class CompletionBody(_Common):
@@ -173,7 +178,7 @@ class CompletionBody(_Common):
             prompt = prompt[0]
         if self.echo:
             raise ConfigError("echo: not supported", parameter="echo", value=True)
-        return Request(prompt=prompt, n=self.n, params=self.sampling(), chat=False)
+        return Request(prompt=prompt, n=self.n, params=self.sampling(), chat=False, metadata=self.metadata())
 
 
 @router.get("/v1/models", summary="The served model")
