@@ -23,18 +23,16 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Mapping, Sequence
-from pathlib import Path
+from collections.abc import Mapping
 from typing import Any
 
 from pydantic import Field, field_validator
 
 from nbest.engines.base import Engine
-from nbest.engines.config import ENGINES, EnginesFile, build_engines
+from nbest.engines.config import EnginesFile, build_engines, engine_configs
 from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
 from nbest.orchestrator.stopping import StoppingRule
-from nbest.registry import read_config_file
 from nbest.rerankers.ranker import Ranker
 from nbest.rerankers.registry import build_ranker
 from nbest.strategies.base import STRATEGIES, Strategy
@@ -93,44 +91,6 @@ class ReplicaSpec(NbestModel):
         if (self.engines is None) == (self.engine_factory is None):
             raise ConfigError("replica: give exactly one of engines or engine_factory", parameter="engines")
         run_options(self)
-
-
-def engine_configs(
-    model: str | None,
-    endpoints: Sequence[str] = (),
-    engines_file: str | Path | None = None,
-    environ: Mapping[str, str] | None = None,
-    engine_args: Mapping[str, Any] | None = None,
-) -> EnginesFile:
-    """The engine configs of ``--model``/``--endpoint``/``--engines FILE``: what
-    :func:`~nbest.engines.config.engines_from_options` builds, as data.
-
-    >>> engine_configs(None).engines["default"].model_dump()
-    {'kind': 'vllm', 'model': None, 'args': {}}
-
-    Raises:
-        ConfigError: conflicting options, a bad URL or engines file.
-    """
-    environ = environ or {}
-    if engine_args and (engines_file is not None or endpoints):
-        raise ConfigError(
-            "--compile: only for the in-process engine (--model); in an engines file set args: {enforce_eager: false}",
-            parameter="compile",
-        )
-    if engines_file is not None:
-        if endpoints or model is not None:
-            raise ConfigError("--engines: the file names the engines; drop --endpoint/--model", parameter="engines")
-        ENGINES.load_plugins()
-        data = read_config_file(Path(engines_file), "engines")
-        try:
-            return EnginesFile.parse(data)
-        except ConfigError as exc:
-            raise ConfigError(f"engines file {engines_file}: {exc}", parameter=exc.parameter, value=exc.value) from None
-    config: dict[str, Any] = {"kind": "vllm", "model": model, "args": dict(engine_args or {})}
-    if endpoints:
-        api_key = environ.get("OPENAI_API_KEY") or None
-        config = {"kind": "openai", "endpoints": list(endpoints), "model": model, "api_key": api_key}
-    return EnginesFile(engines={"default": ENGINES.build(config)})
 
 
 def environ_for(engines: EnginesFile, environ: Mapping[str, str]) -> dict[str, str]:

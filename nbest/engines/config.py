@@ -66,6 +66,7 @@ __all__ = [
     "OpenAIEngineConfig",
     "VLLMEngineConfig",
     "build_engines",
+    "engine_configs",
     "engines_from_options",
     "load_engines",
 ]
@@ -269,18 +270,21 @@ def load_engines(path: str | Path, environ: Mapping[str, str] | None = None) -> 
         raise ConfigError(f"engines file {path}: {exc}", parameter=exc.parameter, value=exc.value) from None
 
 
-def engines_from_options(
+def engine_configs(
     model: str | None,
-    endpoints: Sequence[str],
-    engines_file: str | Path | None,
+    endpoints: Sequence[str] = (),
+    engines_file: str | Path | None = None,
     environ: Mapping[str, str] | None = None,
     engine_args: Mapping[str, Any] | None = None,
-) -> dict[str, Engine]:
-    """The engines the command line asks for, by route: those of ``--engines
-    FILE`` (plugin kinds loaded first), or ``{"default": ...}``: an
+) -> EnginesFile:
+    """The engine configs the command line asks for, by route, as data: those of
+    ``--engines FILE`` (plugin kinds loaded first), or ``{"default": ...}``: an
     ``openai`` engine over ``--endpoint URL`` (repeatable; ``OPENAI_API_KEY``
     from ``environ`` is the bearer token), or the ``vllm`` engine of
     ``--model`` (with ``engine_args``, e.g. ``--compile``'s ``enforce_eager=False``).
+
+    >>> engine_configs(None).engines["default"].model_dump()
+    {'kind': 'vllm', 'model': None, 'args': {}}
 
     Raises:
         ConfigError: conflicting options, a bad URL or engines file, a plugin
@@ -296,9 +300,35 @@ def engines_from_options(
         if endpoints or model is not None:
             raise ConfigError("--engines: the file names the engines; drop --endpoint/--model", parameter="engines")
         ENGINES.load_plugins()
-        return load_engines(engines_file, environ)
+        data = read_config_file(Path(engines_file), "engines")
+        try:
+            return EnginesFile.parse(data)
+        except ConfigError as exc:
+            raise ConfigError(f"engines file {engines_file}: {exc}", parameter=exc.parameter, value=exc.value) from None
     config: dict[str, Any] = {"kind": "vllm", "model": model, "args": dict(engine_args or {})}
     if endpoints:
         api_key = environ.get("OPENAI_API_KEY") or None
         config = {"kind": "openai", "endpoints": list(endpoints), "model": model, "api_key": api_key}
-    return {"default": ENGINES.build(config).build("", environ)}
+    return EnginesFile(engines={"default": ENGINES.build(config)})
+
+
+def engines_from_options(
+    model: str | None,
+    endpoints: Sequence[str],
+    engines_file: str | Path | None,
+    environ: Mapping[str, str] | None = None,
+    engine_args: Mapping[str, Any] | None = None,
+) -> dict[str, Engine]:
+    """The engines of :func:`engine_configs`, built.
+
+    Raises:
+        ConfigError: conflicting options, a bad URL or engines file, a plugin
+            that does not load.
+    """
+    configs = engine_configs(model, endpoints, engines_file, environ, engine_args)
+    try:
+        return build_engines(configs, environ)
+    except ConfigError as exc:
+        if engines_file is None:
+            raise
+        raise ConfigError(f"engines file {engines_file}: {exc}", parameter=exc.parameter, value=exc.value) from None
