@@ -50,6 +50,16 @@ MIN_TEMPERATURE = 0.01
 log line; nbest rejects them instead (use 0 for greedy decoding)."""
 
 
+def _shown(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to about ``limit`` characters (a hostile value is not echoed whole).
+
+    >>> _shown("x" * 10_000)
+    "'xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx... (10002 characters)"
+    """
+    shown = repr(value)
+    return shown if len(shown) <= limit else f"{shown[:limit]}... ({len(shown)} characters)"
+
+
 def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     """Turn pydantic's ``ValidationError`` into one readable ``ConfigError``.
 
@@ -70,7 +80,7 @@ def config_error(exc: ValidationError, prefix: str = "") -> ConfigError:
     given = first.get("input")
     text = f"{loc}: {msg}" if loc else msg
     if loc and first["type"] not in ("missing", "extra_forbidden") and not isinstance(given, (dict, list)):
-        text += f" (got {given!r})"
+        text += f" (got {_shown(given)})"
     if len(errors) > 1:
         text += f" [and {len(errors) - 1} more problem(s)]"
     return ConfigError(text, parameter=loc, value=given)

@@ -84,3 +84,11 @@ def test_bad_json_is_a_config_error() -> None:
 def test_spec_round_trips_through_json() -> None:
     spec = CandidateSpec(index=2, engine="a", params=SamplingParams(seed=9, top_k=5), strategy="fixed")
     assert CandidateSpec.parse(spec.model_dump_json()) == spec
+
+
+def test_a_long_bad_value_is_not_echoed_whole() -> None:
+    with pytest.raises(ConfigError) as info:
+        SamplingParams(temperature="x" * 10_000)  # type: ignore[arg-type]
+    message = str(info.value)
+    assert message.startswith("temperature:") and "(10002 characters)" in message and len(message) < 300
+    assert info.value.value == "x" * 10_000  # the value itself is kept for code that needs it
