@@ -208,6 +208,18 @@ def test_export_dpo_pairs(db: Path, tmp_path: Path) -> None:
     ]  # fmt: skip
 
 
+def test_export_dpo_pairs_leave_the_chosen_group_out() -> None:
+    from nbest.server.export import dpo_pairs
+
+    with PreferenceStore(":memory:") as store:
+        result = make_result(["4", "four", "5", "It is 4."], prompt="2+2?")
+        by_text = {c.text: c.index for c in result.candidates}
+        group = [by_text["4"], by_text["four"], by_text["It is 4."]]
+        store.record(result, chosen=by_text["4"], group=group)
+        pairs = list(dpo_pairs(store))
+    assert [(p["chosen"], p["rejected"]) for p in pairs] == [("4", "5")]  # the same answer is not "rejected"
+
+
 def test_export_jsonl(db: Path, tmp_path: Path) -> None:
     out = tmp_path / "all.jsonl"
     assert CliRunner().invoke(cli, ["prefs", "export", "--format", "jsonl", "--db", str(db), str(out)]).exit_code == 0
