@@ -50,6 +50,7 @@ from nbest.metrics import diversity
 from nbest.server import PreferenceStore, ServerSettings, create_app
 from nbest.types import Prompt, SamplingParams
 from tests.fake_openai import FakeFleet
+from tests.ray_processes import ray_processes, wait_ray_gone
 from tests.scripted import ScriptedEngine, Step
 from tests.serving import running
 
@@ -397,6 +398,7 @@ def scripted_default_in_ray_workers() -> None:
 def local_ray() -> Iterator[None]:
     ray = pytest.importorskip("ray")
     assert not ray.is_initialized(), "another test left Ray running"
+    before = ray_processes()
     # the hook is unpickled before the driver's sys.path reaches the worker: tests/ goes on PYTHONPATH
     env = {"PYTHONPATH": os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)}
     hook = {"worker_process_setup_hook": scripted_default_in_ray_workers, "env_vars": env}
@@ -409,6 +411,8 @@ def local_ray() -> Iterator[None]:
     finally:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
         ray.shutdown()
+        left = wait_ray_gone(ray_processes() - before)
+        assert not left, f"Ray processes still alive after shutdown: {left}"
 
 
 SCRIPTS = sorted(EXAMPLES.glob("*.py"))

@@ -19,7 +19,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import anyio
-import psutil
 import pytest
 
 from nbest.batch import open_output, read_input, run_batch
@@ -32,28 +31,14 @@ from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
 from nbest.types import Request, SamplingParams
 from tests import batch_engines, ray_engines
+from tests.ray_processes import ray_processes, wait_ray_gone
+
+CLUSTER = ("raylet", "gcs_server")
+"""A cluster's own processes (its workers come and go with the tests' work)."""
 
 ray = pytest.importorskip("ray")
 
 ROOT = Path(__file__).resolve().parent.parent
-RAY_PROCESSES = ("raylet", "gcs_server")
-
-
-def ray_processes() -> set[int]:
-    found = set()
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        text = (proc.info["name"] or "") + " " + " ".join(proc.info["cmdline"] or [])
-        if any(name in text for name in RAY_PROCESSES):
-            found.add(proc.pid)
-    return found
-
-
-def wait_gone(pids: set[int], timeout: float = 20.0) -> set[int]:
-    deadline = time.monotonic() + timeout
-    while pids and time.monotonic() < deadline:
-        pids = {pid for pid in pids if psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE}
-        time.sleep(0.2)
-    return pids
 
 
 @pytest.fixture(scope="module")
@@ -66,7 +51,7 @@ def cluster() -> Iterator[None]:
         yield
     finally:
         ray.shutdown()
-        left = wait_gone(ours)
+        left = wait_ray_gone(ray_processes() - before)  # the cluster and every worker it started
         assert not left, f"Ray processes still alive after shutdown: {left}"
 
 
@@ -196,7 +181,7 @@ def test_a_request_the_replicas_cannot_serve_stops_the_run_before_any_starts(tmp
 def test_ctrl_c_stops_the_cluster_and_the_output_resumes(cluster: None, tmp_path: Path) -> None:
     inp = write_lines(tmp_path / "in.jsonl", prompts(40))
     out = tmp_path / "out.jsonl"
-    before = ray_processes()
+    before = ray_processes(CLUSTER)
     env = {**os.environ, "NBEST_TEST_DELAY": "0.3", "PYTHONPATH": str(ROOT)}
     argv = ["batch", str(inp), "-o", str(out), "-n", "1", "--concurrency", "1", "--ray", "--replica-cpus", "0.5"]
     proc = subprocess.Popen([sys.executable, "-m", "tests.cli_with_engine", "slow_scripted", *argv], cwd=ROOT, env=env,
@@ -213,7 +198,7 @@ def test_ctrl_c_stops_the_cluster_and_the_output_resumes(cluster: None, tmp_path
             proc.kill()
     assert proc.returncode == 130, err.decode()
     assert err.decode().strip().splitlines()[-1] == "nbest: error: interrupted"
-    left = wait_gone(ray_processes() - before)  # the cluster it started went with it
+    left = wait_ray_gone(ray_processes(CLUSTER) - before)  # the cluster it started went with it
     assert not left, f"Ray processes left: {left}"
     first = read_results(out)
     assert 2 <= len(first) < 40

@@ -23,6 +23,7 @@ from nbest.engines.base import Engine
 from nbest.errors import ConfigError, EngineDeadError
 from nbest.types import Prompt, SamplingParams
 from tests.conftest import engine_processes, wait_gone
+from tests.ray_processes import ray_processes, wait_ray_gone
 from tests.scripted import ScriptedEngine, Step
 
 FACTORY = "tests.test_ray_stage:echo"
@@ -248,6 +249,7 @@ def ray_data() -> Iterator[Any]:
     ray = pytest.importorskip("ray")
     data = pytest.importorskip("ray.data")
     started = not ray.is_initialized()
+    before = ray_processes()
     if started:
         ray.init(num_cpus=2, include_dashboard=False, logging_level="WARNING")
     context = data.DataContext.get_current()
@@ -260,6 +262,8 @@ def ray_data() -> Iterator[Any]:
         context.execution_options.preserve_order, context.enable_progress_bars = saved
         if started:
             ray.shutdown()
+            left = wait_ray_gone(ray_processes() - before)
+            assert not left, f"Ray processes (a stage's actor among them?) still alive after shutdown: {left}"
 
 
 def test_map_batches_on_a_local_cluster(ray_data: Any) -> None:

@@ -41,12 +41,17 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
+import queue
+import sys
+import threading
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import anyio
 import numpy as np
-from anyio.from_thread import BlockingPortal, start_blocking_portal
+from anyio.from_thread import BlockingPortal
 
 from nbest.distributed.replica import ReplicaSpec, build_orchestrator, engine_configs, run_options
 from nbest.engines.config import ENGINES, EnginesFile
@@ -198,6 +203,42 @@ def _missing(value: Any) -> bool:
     return value is None or (isinstance(value, float) and math.isnan(value))
 
 
+log = logging.getLogger("nbest.distributed")
+
+
+class _Loop:
+    """An asyncio event loop in a daemon thread, reached through an anyio portal.
+    A daemon: a process that exits (a Ray worker retired without :meth:`NBestStage.close`)
+    does not wait on it."""
+
+    def __init__(self) -> None:
+        handed: queue.Queue[BlockingPortal | BaseException] = queue.Queue(maxsize=1)
+
+        async def serve() -> None:
+            async with BlockingPortal() as portal:
+                handed.put(portal)
+                await portal.sleep_until_stopped()
+
+        def main() -> None:
+            try:
+                anyio.run(serve, backend="asyncio")
+            except BaseException as exc:  # the loop could not start: said in the constructor
+                handed.put(exc)
+
+        self.thread = threading.Thread(target=main, name="nbest-stage-loop", daemon=True)
+        self.thread.start()
+        got = handed.get()
+        if isinstance(got, BaseException):
+            raise got
+        self.portal: BlockingPortal = got
+
+    def stop(self) -> None:
+        """Stop the loop (its tasks are done by then: the engines were closed first)."""
+        if self.thread.is_alive():
+            self.portal.call(self.portal.stop)
+            self.thread.join()
+
+
 class NBestStage:
     """A callable class for ``Dataset.map_batches``: one replica per actor,
     built once from its keyword arguments (see :func:`stage_spec`), plus:
@@ -244,7 +285,9 @@ class NBestStage:
         orch = build_orchestrator(self.spec)
         self.base: Request = orch.request("(per row)", n, system=system, **sampling)
         self._checker = orch  # plans rows; never started
-        self._portal = self._closers.enter_context(start_blocking_portal(backend="asyncio"))
+        loop = _Loop()
+        self._closers.callback(loop.stop)
+        self._portal = loop.portal
         self._closers.callback(self._stop_engines)
         self._start_engines(orch)
 
@@ -263,15 +306,29 @@ class NBestStage:
         closer, self._engine_closer = self._engine_closer, contextlib.ExitStack()
         closer.close()
 
-    def close(self) -> None:
-        """Shut the engines down and stop the event loop. Idempotent."""
+    def close(self, timeout: float = 120.0) -> None:
+        """Shut the engines down and stop the event loop, waiting at most ``timeout``
+        seconds (an engine that does not stop by then is left to the watchdog that
+        ends its processes with this one). Idempotent."""
         self._portal = None
         closers, self._closers = self._closers, contextlib.ExitStack()
-        closers.close()
+        if sys.is_finalizing():
+            return  # no thread runs any more: the watchdog ends the engine's processes with this one
+
+        def close() -> None:
+            try:
+                closers.close()
+            except Exception as exc:
+                log.warning("nbest: closing a stage's engines: %s: %s", type(exc).__name__, exc)
+
+        # in a daemon thread: a loop already gone (the interpreter is exiting) cannot hold this one
+        closing = threading.Thread(target=close, name="nbest-stage-close", daemon=True)
+        closing.start()
+        closing.join(timeout)
 
     def __del__(self) -> None:
         with contextlib.suppress(Exception):
-            self.close()
+            self.close(timeout=10.0)
 
     # -- a batch -------------------------------------------------------------
 
