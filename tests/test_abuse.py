@@ -465,6 +465,7 @@ BATCH_LINES: list[BatchLine] = [
         b'{"prompt": "p", "metadata": {"a": ' + b"{}".join([b"[" * 40, b"]" * 40]) + b"}}",
         "at most 32 levels",
     ),
+    BatchLine("a 17 MiB line", b'{"prompt": "' + b"x" * (17 * 2**20) + b'"}', "bytes; at most 16777216"),
     BatchLine("NaN", b'{"prompt": "p", "temperature": NaN}', "NaN is not a number here"),
     BatchLine("-Infinity in metadata", b'{"prompt": "p", "metadata": {"x": -Infinity}}', "numbers must be finite"),
     BatchLine("1e999", b'{"prompt": "p", "top_p": 1e999}', "1e999 is out of range"),

@@ -384,3 +384,21 @@ def test_cli_checks_the_errors_folder_before_reading_the_input(
     assert code == 2
     assert capsys.readouterr().err == f"nbest: error: --errors: folder {errors.parent} does not exist\n"
     assert not (tmp_path / "out.jsonl").exists()
+
+
+def test_a_line_longer_than_the_limit_is_a_bad_line_and_the_next_ones_are_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from nbest.batch import inputs
+
+    monkeypatch.setattr(inputs, "MAX_LINE_BYTES", 40)
+    exact = b'{"id": "a", "prompt": "' + b"x" * 15 + b'"}'
+    assert len(exact) == 40
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(exact + b"\n" + b'{"id": "b", "prompt": "' + b"y" * 200 + b'"}\n{"id": "c", "prompt": "z"}\n' + exact[:-2])
+    parsed = inputs.read_input(path, Request(prompt="-"), max_n=8)
+    assert [r.id for r in parsed.requests] == ["a", "c"]
+    assert [(b.line, b.reason) for b in parsed.bad] == [
+        (2, "a line of 226 bytes; at most 40"),
+        (4, "invalid JSON (Unterminated string starting at column 23)"),  # the last line, cut short, has no newline
+    ]

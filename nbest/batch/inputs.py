@@ -13,7 +13,9 @@ run. Two lines with the same id are a user error for the whole file
 (:class:`~nbest.errors.ConfigError`), found before anything is generated.
 
 Every line is read under limits checked while it is parsed, so that no line can
-crash the run or make a Result that cannot be written: it must be UTF-8 (a
+crash the run or make a Result that cannot be written: it is at most
+:data:`MAX_LINE_BYTES` long (a longer one is a bad line, read no further than the
+limit at a time), it must be UTF-8 (a
 byte-order mark at the start is skipped), its numbers finite (no ``NaN``,
 ``Infinity`` or ``1e999``) with integers of at most :data:`MAX_INT_DIGITS`
 digits, its values nested at most :data:`MAX_DEPTH` deep, and its strings valid
@@ -40,8 +42,11 @@ from pydantic import Field, create_model, field_validator, model_validator
 from nbest.errors import ConfigError
 from nbest.types import ChatMessage, NbestModel, Prompt, Request, SamplingParams
 
-__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "BadLine", "BatchLine", "ParsedInput", "load_line", "read_input"]
+__all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "MAX_LINE_BYTES", "BadLine", "BatchLine", "ParsedInput", "load_line", "read_input"]
 
+MAX_LINE_BYTES = 16 * 2**20
+"""Longest input line, in bytes (16 MiB); a longer line is reported as bad, and
+memory holds at most this much of it at a time."""
 MAX_DEPTH = 32
 """How deeply a line's values may nest (objects and lists; the line itself is level 1)."""
 MAX_INT_DIGITS = 64
@@ -159,10 +164,20 @@ class ParsedInput(NbestModel):
     bad: list[BadLine]
 
 
-def _lines(path: Path) -> Iterator[tuple[int, bytes]]:
+def _lines(path: Path, limit: int) -> Iterator[tuple[int, bytes | int]]:
+    """Each line's number and bytes, or its length in bytes when it is longer than ``limit``."""
     try:
         with path.open("rb") as f:
-            yield from enumerate(f, start=1)
+            lineno = 0
+            while line := f.readline(limit + 1):
+                lineno += 1
+                if len(line) <= limit or (line.endswith(b"\n") and len(line) == limit + 1):
+                    yield lineno, line
+                    continue
+                size = len(line)
+                while not line.endswith(b"\n") and (line := f.readline(limit)):
+                    size += len(line)
+                yield lineno, size
     except FileNotFoundError:
         raise ConfigError(f"input: no such file: {path}", parameter="input", value=str(path)) from None
     except IsADirectoryError:
@@ -200,7 +215,7 @@ def load_line(text: str) -> Any:
     try:
         data = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        raise ConfigError(f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
     except RecursionError:
         raise ConfigError(f"values nested too deeply; at most {MAX_DEPTH} levels") from None
     strings = _SURROGATE_ESCAPE.search(text) is not None  # only \\u escapes can make a lone surrogate
@@ -253,7 +268,10 @@ def read_input(path: Path, base: Request, *, max_n: int) -> ParsedInput:
     requests: list[Request] = []
     bad: list[BadLine] = []
     seen: dict[str, int] = {}
-    for lineno, raw in _lines(path):
+    for lineno, raw in _lines(path, MAX_LINE_BYTES):
+        if isinstance(raw, int):
+            bad.append(BadLine(line=lineno, reason=f"a line of {raw} bytes; at most {MAX_LINE_BYTES}", text=""))
+            continue
         try:
             text = raw.removeprefix(_BOM).decode("utf-8").strip()
         except UnicodeDecodeError as exc:

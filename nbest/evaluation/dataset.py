@@ -102,7 +102,7 @@ def _load(raw: str) -> Any:
     try:
         return json.loads(raw, parse_float=_finite, parse_constant=_not_a_number)
     except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON ({exc.msg} at column {exc.colno})") from None
+        raise ConfigError(f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
     except RecursionError:
         raise ConfigError("values nested too deeply") from None
     except ConfigError:
