@@ -122,15 +122,20 @@ class Person:
 
     noise: float = 0.1
     seed: int = 0
+    skip_none: bool = False
+    """When no candidate is right, make no choice (instead of a random one)."""
     rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
 
-    def choose(self, item: Item, result: dict[str, Any]) -> tuple[int, list[int]]:
-        """(chosen candidate index, the members of its card) for one Result (its JSON)."""
+    def choose(self, item: Item, result: dict[str, Any]) -> tuple[int, list[int]] | None:
+        """(chosen candidate index, the members of its card) for one Result (its JSON);
+        None when the person makes no choice (``skip_none`` and nothing right)."""
         shown = [c for c in result["candidates"] if c.get("error") is None]
         good = [c for c in shown if accepts(item, c["text"])]
+        if not good and self.skip_none:
+            return None
         keep = bool(good) and self.rng.random() >= self.noise
         chosen = good[0]["index"] if keep else self.rng.choice(shown)["index"]
         for answer in result.get("answers") or []:
@@ -240,16 +245,22 @@ async def run_curve(
     agreement before learning and at each checkpoint (a number of choices)."""
     points = [await measure(client, heldout, s, 0)]
     log(_row(points[-1]))
-    made = 0
+    made = asked = 0
     for target in sorted(checkpoints):
         while made < target:
             batch = min(s.concurrency, target - made)
-            jobs = [(train[(made + j) % len(train)], 7 + 1_000 * (made + j)) for j in range(batch)]
+            jobs = [(train[(asked + j) % len(train)], 7 + 1_000 * (asked + j)) for j in range(batch)]
+            asked += batch
+            if asked > 50 * target:
+                raise RuntimeError(f"the person found a right candidate in too few of {asked} Results to make {target} choices")
             for (item, _), result in zip(jobs, await _gather(client, jobs, s), strict=True):
-                chosen, group = person.choose(item, result)
+                picked = person.choose(item, result)
+                if picked is None:
+                    continue
+                chosen, group = picked
                 r = await client.post("/v1/choices", json={"result_id": result["id"], "chosen": chosen, "group": group})
                 r.raise_for_status()
-            made += batch
+                made += 1
         await settled(client)
         points.append(await measure(client, heldout, s, made))
         log(_row(points[-1]))
@@ -348,6 +359,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     p.add_argument("--choices", type=int, default=200, help="choices the person makes (checkpoints 25, 50, 100, 200 up to it)")
     p.add_argument("--noise", type=float, default=0.1, help="probability that a choice is a random candidate")
+    p.add_argument(
+        "--when-none",
+        choices=("random", "skip"),
+        default="random",
+        help="when no candidate is right, the person picks a random one or makes no choice",
+    )
     p.add_argument("--n", type=int, default=4, help="candidates per request")
     p.add_argument("--max-tokens", type=int, default=16, help="most new tokens per candidate")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (without a strategy that sets it)")
@@ -392,13 +409,14 @@ async def _main(args: argparse.Namespace, base: str) -> list[Point]:
     strategy = None if args.strategy == "fixed" else args.strategy
     s = Settings(args.n, args.max_tokens, args.temperature, strategy, args.seeds, args.concurrency)
     print(f"labelled set: {len(items)} capitals, {len(train)} for choices, {len(heldout)} held out x {s.seeds} seeds")
-    print(f"person: accepts a candidate naming the capital; noise {args.noise:g}")
+    print(f"person: accepts a candidate naming the capital; noise {args.noise:g}; when none is right: {args.when_none}")
     plan = f"strategy {s.strategy}" if s.strategy else f"temperature {s.temperature:g}"
     print(f"requests: n={s.n}, {plan}, max_tokens {s.max_tokens}; server ranker: {' + '.join(args.reranker)}")
     print()
     print(f"{'choices':>7}  {'agreement':>10}  {'oracle':>8}  {'version':>7}  {'kept-out':>8}  (kept-out: the last 3 at most)")
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
-        points = await run_curve(client, train, heldout, Person(args.noise, args.seed), s, checkpoints_for(args.choices))
+        person = Person(args.noise, args.seed, skip_none=args.when_none == "skip")
+        points = await run_curve(client, train, heldout, person, s, checkpoints_for(args.choices))
         print()
         print("weights before learning:")
         print("\n".join(describe_weights(points[0].weights)))
