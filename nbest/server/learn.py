@@ -78,6 +78,8 @@ def meaning(config: RerankerConfig, weight: float | None = None) -> str:
     >>> from nbest.rerankers import reranker_config
     >>> meaning(reranker_config("vote"))
     'self-consistency majority vote'
+    >>> meaning(reranker_config("mbr"))
+    'minimum Bayes risk'
     >>> meaning(reranker_config("feature:tokens"), -0.5)
     'length of the answer in tokens; this weight prefers shorter answers'
     """
@@ -86,6 +88,7 @@ def meaning(config: RerankerConfig, weight: float | None = None) -> str:
     doc = (type(config).__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
     doc = re.sub(r"^``[^`]*``:\s*", "", doc)
     doc = re.sub(r"\s*\(:\w+:`[^`]*`\)", "", doc)
+    doc = re.sub(r",?\s*e\.g\.\s.*$", "", doc)  # a usage example is not a meaning
     doc = re.sub(r":\w+:`~?([^`]*)`", r"\1", doc).replace("``", "").strip().rstrip(".")
     return doc or config.registry_kind
 
