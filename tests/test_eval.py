@@ -213,7 +213,7 @@ def test_dataset_fields_and_bad_lines(tmp_path: Path) -> None:
         (b'{"prompt": "caf\xe9", "answer": 4}', "line 2: not UTF-8 text (invalid continuation byte at byte 16)"),
         (b'{"prompt": "p", "answer": NaN}', "line 2: NaN is not a number here; numbers must be finite"),
         (b'{"prompt": "p", "answer": 1e999}', "line 2: 1e999 is out of range"),
-        (b'{"prompt": "p", "answer": ' + b"9" * 5000 + b"}", "line 2: Exceeds the limit (4300 digits)"),
+        (b'{"prompt": "p", "answer": ' + b"9" * 5000 + b"}", "line 2: an integer with 5000 digits; at most 64 digits"),
         (b'{"prompt": "p", "answer": 1, "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}", "line 2: values nested too deeply"),
         # only the file may start with a byte-order mark
         (b'\xef\xbb\xbf{"prompt": "p", "answer": 1}', "line 2: invalid JSON (Unexpected UTF-8 BOM"),
@@ -349,3 +349,13 @@ async def test_end_to_end_eval_on_the_real_engine(vllm_engine: VLLMEngine, tmp_p
     assert report.completion_tokens > 0
     paths = write_plots(report, tmp_path)
     assert all(p.read_bytes().startswith(PNG) for p in paths)
+
+
+def test_a_dataset_line_over_the_limit_names_its_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from nbest.evaluation import dataset
+
+    monkeypatch.setattr(dataset, "MAX_LINE_BYTES", 40)
+    path = tmp_path / "set.jsonl"
+    path.write_bytes(b'{"prompt": "2+2?", "answer": 4}\n{"prompt": "' + b"x" * 100 + b'", "answer": 1}\n')
+    with pytest.raises(ConfigError, match=re.escape(f"{path}: line 2: a line of 128 bytes; at most 40")):
+        read_dataset(path, Fields())

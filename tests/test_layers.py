@@ -30,7 +30,7 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parent.parent / "nbest"
 
-BOTTOM = frozenset({"errors", "types", "_models", "registry"})
+BOTTOM = frozenset({"errors", "types", "_models", "_json", "registry"})
 EXTENSIONS = frozenset({"engines", "strategies", "rerankers", "metrics"})
 PUBLIC_FACE = frozenset({"nbest", "nbest._sync"})
 

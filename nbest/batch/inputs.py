@@ -30,31 +30,19 @@ Unicode (no lone ``\\ud800`` surrogate escapes)::
 
 from __future__ import annotations
 
-import json
-import math
-import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
 
 from pydantic import Field, create_model, field_validator, model_validator
 
+from nbest._json import MAX_DEPTH, MAX_INT_DIGITS, MAX_LINE_BYTES, load_line, numbered_lines
 from nbest.errors import ConfigError
 from nbest.types import ChatMessage, NbestModel, Prompt, Request, SamplingParams
 
 __all__ = ["MAX_DEPTH", "MAX_INT_DIGITS", "MAX_LINE_BYTES", "BadLine", "BatchLine", "ParsedInput", "load_line", "read_input"]
 
-MAX_LINE_BYTES = 16 * 2**20
-"""Longest input line, in bytes (16 MiB); a longer line is reported as bad, and
-memory holds at most this much of it at a time."""
-MAX_DEPTH = 32
-"""How deeply a line's values may nest (objects and lists; the line itself is level 1)."""
-MAX_INT_DIGITS = 64
-"""Most digits of an integer in a line."""
-_MAX_NUMBER_CHARS = 100
 _BOM = b"\xef\xbb\xbf"
-_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
-_SURROGATE = re.compile(r"[\ud800-\udfff]")
 
 # Every SamplingParams field, optional (None: the run's setting): what a line may
 # override. BatchLine checks the values with SamplingParams itself.
@@ -168,72 +156,13 @@ def _lines(path: Path, limit: int) -> Iterator[tuple[int, bytes | int]]:
     """Each line's number and bytes, or its length in bytes when it is longer than ``limit``."""
     try:
         with path.open("rb") as f:
-            lineno = 0
-            while line := f.readline(limit + 1):
-                lineno += 1
-                if len(line) <= limit or (line.endswith(b"\n") and len(line) == limit + 1):
-                    yield lineno, line
-                    continue
-                size = len(line)
-                while not line.endswith(b"\n") and (line := f.readline(limit)):
-                    size += len(line)
-                yield lineno, size
+            yield from numbered_lines(f, limit)
     except FileNotFoundError:
         raise ConfigError(f"input: no such file: {path}", parameter="input", value=str(path)) from None
     except IsADirectoryError:
         raise ConfigError(f"input: {path} is a folder, not a file", parameter="input", value=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"input: cannot read {path} ({exc.strerror or exc})", parameter="input", value=str(path)) from None
-
-
-def _int(text: str) -> int:
-    digits = len(text.lstrip("-"))
-    if digits > MAX_INT_DIGITS:
-        raise ConfigError(f"an integer with {digits} digits; at most {MAX_INT_DIGITS} digits")
-    return int(text)
-
-
-def _float(text: str) -> float:
-    if len(text) > _MAX_NUMBER_CHARS:
-        raise ConfigError(f"a number written with {len(text)} characters; at most {_MAX_NUMBER_CHARS}")
-    value = float(text)
-    if not math.isfinite(value):
-        raise ConfigError(f"{text} is out of range; numbers must be finite")
-    return value
-
-
-def _constant(name: str) -> Any:
-    raise ConfigError(f"{name} is not a number here; numbers must be finite")
-
-
-def load_line(text: str) -> Any:
-    """One JSON value, under the limits of the module docs.
-
-    Raises:
-        ConfigError: invalid JSON, or a value over a limit (the message says which).
-    """
-    try:
-        data = json.loads(text, parse_int=_int, parse_float=_float, parse_constant=_constant)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
-    except RecursionError:
-        raise ConfigError(f"values nested too deeply; at most {MAX_DEPTH} levels") from None
-    strings = _SURROGATE_ESCAPE.search(text) is not None  # only \\u escapes can make a lone surrogate
-    stack: list[tuple[Any, int]] = [(data, 1)]
-    while stack:
-        value, depth = stack.pop()
-        if isinstance(value, dict):
-            if depth > MAX_DEPTH:
-                raise ConfigError(f"values nested too deeply; at most {MAX_DEPTH} levels")
-            stack.extend((key, depth) for key in value)
-            stack.extend((item, depth + 1) for item in value.values())
-        elif isinstance(value, list):
-            if depth > MAX_DEPTH:
-                raise ConfigError(f"values nested too deeply; at most {MAX_DEPTH} levels")
-            stack.extend((item, depth + 1) for item in value)
-        elif strings and isinstance(value, str) and (bad := _SURROGATE.search(value)):
-            raise ConfigError(f"a string holds a lone UTF-16 surrogate (\\u{ord(bad.group()):04x}); text must be valid Unicode")
-    return data
 
 
 def parse_line(text: str, lineno: int, base: Request, max_n: int) -> Request:

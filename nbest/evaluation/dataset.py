@@ -16,12 +16,11 @@ read, nests too deeply, or lacks a field.
 
 from __future__ import annotations
 
-import json
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from nbest._json import MAX_LINE_BYTES, load_line, numbered_lines
 from nbest.errors import ConfigError
 from nbest.types import ChatMessage, NbestModel, Prompt
 
@@ -87,30 +86,6 @@ def _item(data: Any, lineno: int, fields: Fields) -> EvalItem:
     return EvalItem(id=ident, prompt=prompt, gold=gold, reference=reference, source=source)
 
 
-def _finite(text: str) -> float:
-    value = float(text)
-    if not math.isfinite(value):
-        raise ConfigError(f"{text} is out of range; numbers must be finite")
-    return value
-
-
-def _not_a_number(name: str) -> Any:
-    raise ConfigError(f"{name} is not a number here; numbers must be finite")
-
-
-def _load(raw: str) -> Any:
-    try:
-        return json.loads(raw, parse_float=_finite, parse_constant=_not_a_number)
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"invalid JSON ({exc.msg.removesuffix(' at')} at column {exc.colno})") from None
-    except RecursionError:
-        raise ConfigError("values nested too deeply") from None
-    except ConfigError:
-        raise
-    except ValueError as exc:  # an integer over Python's digit limit
-        raise ConfigError(str(exc).split(";")[0]) from None
-
-
 def read_dataset(path: Path, fields: Fields, *, limit: int | None = None) -> list[EvalItem]:
     """The items of ``path`` (the first ``limit`` when given).
 
@@ -126,12 +101,15 @@ def read_dataset(path: Path, fields: Fields, *, limit: int | None = None) -> lis
     seen: dict[str, int] = {}
     try:
         with path.open("rb") as f:
-            for lineno, data in enumerate(f, start=1):
+            for lineno, data in numbered_lines(f, MAX_LINE_BYTES):
+                if isinstance(data, int):
+                    why = f"a line of {data} bytes; at most {MAX_LINE_BYTES}"
+                    raise ConfigError(f"{path}: line {lineno}: {why}", parameter="dataset", value=lineno)
                 try:
                     raw = (data.removeprefix(b"\xef\xbb\xbf") if lineno == 1 else data).decode("utf-8")
                     if not raw.strip():
                         continue
-                    item = _item(_load(raw), lineno, fields)
+                    item = _item(load_line(raw), lineno, fields)
                 except UnicodeDecodeError as exc:
                     why = f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})"
                     raise ConfigError(f"{path}: line {lineno}: {why}", parameter="dataset", value=lineno) from None
