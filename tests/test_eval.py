@@ -151,6 +151,23 @@ MATCH_TABLE = [
     ("contains", "auto", "The capital is New York, of course.", ["new york"], True),
     ("contains", "auto", "It is 123.", ["12"], False),
     ("contains", "auto", "no answer", ["yes"], False),
+    ("contains", "auto", "La capitale est Bogotá.", ["Bogota"], True),  # accents ignored
+    ("contains", "auto", "It is SAO PAULO", ["São Paulo"], True),
+    # auto: exact on a boxed answer or (numeric gold) the last number, the gold phrase in the text otherwise
+    ("auto", "auto", "The capital city of Japan is Tokyo.", ["Tokyo"], True),
+    ("auto", "auto", "Tokyo has 14 million people; it is the capital.", ["tokyo"], True),  # a number, but gold is a word
+    ("auto", "auto", "The capital of Japan is Kyoto.", ["Tokyo"], False),
+    ("auto", "auto", "Tokyoites live in Japan.", ["Tokyo"], False),  # word-bounded
+    ("auto", "auto", "17 * 3 = 51, so 51.", ["51"], True),
+    ("auto", "auto", "It is 51, no: 52.", ["51"], False),  # the last number counts, as in exact
+    ("auto", "auto", "The answer is fifty-one, not 50.", ["51"], False),
+    ("auto", "auto", r"Maybe Tokyo, but \boxed{Kyoto}", ["Tokyo"], False),  # a boxed answer is the answer
+    ("auto", "auto", r"\boxed{3/4} of 12", ["0.75"], True),
+    ("auto", "auto", "Two, i.e. 2.", ["2", "two"], True),
+    ("auto", "choice", "I pick (B) over A.", ["B"], True),  # another extractor: its answer when it finds one
+    ("auto", "choice", "I pick (A); B is wrong.", ["B"], False),
+    ("auto", "choice", "Tokyo", ["Tokyo"], True),  # no letter found: the text is searched
+    ("exact", "auto", "The capital city of Japan is Tokyo.", ["Tokyo"], False),  # why auto is the default
 ]
 
 
@@ -359,3 +376,105 @@ def test_a_dataset_line_over_the_limit_names_its_line(tmp_path: Path, monkeypatc
     path.write_bytes(b'{"prompt": "2+2?", "answer": 4}\n{"prompt": "' + b"x" * 100 + b'", "answer": 1}\n')
     with pytest.raises(ConfigError, match=re.escape(f"{path}: line 2: a line of 128 bytes; at most 40")):
         read_dataset(path, Fields())
+
+
+ARITHMETIC_TEXTS = [
+    "17 * 3 = 51, so the answer is 51.",
+    "It is 52.",
+    "The answer is fifty-one.",
+    r"So \boxed{51}.",
+    "$1,000.00 in all",
+    "3/4 of the cake",
+    "",
+    "-3.5 degrees",
+    "51 apples, minus 3 = 48",
+]
+
+
+@pytest.mark.parametrize("gold", ["51", "1000", "0.75", "-3.5", "48"])
+def test_auto_matching_scores_numeric_answers_as_exact_did(gold: str) -> None:
+    for text in ARITHMETIC_TEXTS:
+        assert Matcher().correct(text, [gold]) is Matcher("exact", "auto").correct(text, [gold]), text
+
+
+def test_auroc_prr_and_cost_by_hand(report: EvalReport) -> None:
+    first, top = report.levels[0], report.levels[-1]
+    # N=1: one candidate per subset, confidence 1.0 for all: no discrimination (ties count half, rejection is random)
+    assert (first.rerankers["mean_logprob"].auroc, first.rerankers["mean_logprob"].prr) == (0.5, 0.0)
+    # N=4, log-prob: A's wrong "52" (conf ~0.42) is less confident than B's right "7" (~0.48): a perfect separation
+    assert (top.rerankers["mean_logprob"].auroc, top.rerankers["mean_logprob"].prr) == (1.0, 1.0)
+    # N=4, vote: both answers right: undefined
+    assert (top.rerankers["vote"].auroc, top.rerankers["vote"].prr) == (None, None)
+    # every candidate has 4 tokens: N candidates cost 4N per prompt; the greedy ones 4 each
+    assert [lv.rerankers["vote"].tokens for lv in report.levels] == [4.0, 8.0, 16.0]
+    assert report.completion_tokens == 2 * 4 * 4 + 2 * 4 and report.greedy_tokens == 4.0
+    assert top.rerankers["vote"].engine_s is None  # generation time unknown
+    assert report.warnings == [] and report.match == "exact"
+
+
+def test_engine_time_is_shared_by_tokens() -> None:
+    import anyio
+
+    report = anyio.run(lambda: score_samples(SAMPLES, RANKERS, subsamples=10, generate_s=10.0))
+    assert report.generate_s == 10.0 and report.match == "auto" and report.extract == "auto"
+    # 40 tokens in 10 s; N=4 uses 16 per prompt, 32 of 40
+    assert [lv.rerankers["mean_logprob"].engine_s for lv in report.levels] == pytest.approx([2.0, 4.0, 8.0])
+    assert [it.correct for it in report.items] == [[True, True, False, False], [True, False, False, True]]  # as exact
+
+
+def test_report_table_shows_discrimination_cost_and_warnings(report: EvalReport) -> None:
+    from rich.console import Console
+
+    from nbest.evaluation import report_table
+
+    console = Console(record=True, width=220)
+    console.print(report_table(report.model_copy(update={"warnings": ["--match exact judged no candidate right"]})))
+    text = console.export_text()
+    for header in ("ECE", "AUROC", "PRR", "tokens/prompt", "engine s", "oracle@N"):
+        assert header in text
+    assert "1.00" in text and "warning: --match exact judged no candidate right" in text
+
+
+CAPITALS = {"Japan": "Tokyo", "France": "Paris", "Peru": "Lima"}
+
+
+def capitals(options: object) -> dict[str, ScriptedEngine]:
+    """Even seeds answer in a sentence with the right capital, odd seeds with a wrong one."""
+
+    def respond(prompt: Prompt, params: SamplingParams, request_id: str) -> Step:
+        country = str(prompt[-1].content if isinstance(prompt, list) else prompt).split()[-1].rstrip("?")
+        city = CAPITALS[country] if (params.seed or 0) % 2 == 0 else "Berlin"
+        return Step(text=f"The capital city of {country} is {city}.", tokens=9)
+
+    return {"default": ScriptedEngine(respond=respond)}
+
+
+@pytest.mark.parametrize("match", [None, "contains", "exact"])
+def test_cli_eval_on_sentence_answers(tmp_path: Path, capsys: pytest.CaptureFixture[str], match: str | None) -> None:
+    data = tmp_path / "capitals.jsonl"
+    data.write_text(
+        "".join(json.dumps({"prompt": f"What is the capital of {c}?", "answer": a}) + "\n" for c, a in CAPITALS.items())
+    )
+    argv = ["eval", str(data), "--answer-field", "answer", "-n", "4", "--greedy", "--seed", "0",
+            "--report", str(tmp_path / "report.json"), *(["--match", match] if match else [])]  # fmt: skip
+    with pytest.raises(SystemExit) as info:
+        main(argv, engine_factory=capitals)
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    assert info.value.code == 0, err
+    report = EvalReport.model_validate_json((tmp_path / "report.json").read_text())
+    assert report.match == (match or "auto")
+    if match == "exact":  # exact on the whole sentence: nothing is right, and the run says so, loudly
+        assert report.random.accuracy == 0.0 and report.levels[-1].oracle.accuracy == 0.0
+        assert len(report.warnings) == 1
+        assert "gold answer appears in 9 of 15 candidates (3 of 3 prompts" in report.warnings[0]
+        assert "nbest eval: warning: --match exact judged no candidate right" in err
+        assert "warning: --match exact" in out  # the table's caption
+        return
+    assert report.warnings == [] and "warning" not in err
+    assert report.random.accuracy == 0.5  # seeds 0, 2 of 0..3 answer right
+    assert report.greedy is not None and report.greedy.accuracy == 1.0  # the greedy request has seed 0
+    assert report.levels[-1].oracle.accuracy == 1.0
+    assert all(r.tokens == 9 * lv.n for lv in report.levels for r in lv.rerankers.values())
+    assert report.completion_tokens == 3 * 5 * 9 and report.generate_s > 0
+    assert all(r.engine_s is not None and r.engine_s > 0 for r in report.levels[-1].rerankers.values())

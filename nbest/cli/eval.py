@@ -7,7 +7,8 @@
 
 Generates N candidates per prompt once, then prints, per N = 1, 2, 4, ... and
 per reranker, the accuracy (or chrF/BLEU with ``--reference-field``) of the
-top-ranked candidate, oracle@N, the calibration error and diversity; see
+top-ranked candidate, oracle@N, the calibration error, AUROC and PRR of its
+confidence, the tokens and engine time it cost, and diversity; see
 :mod:`nbest.evaluation.evaluate`. The sampling, strategy and reranker options
 are those of ``nbest run``. Everything is validated before the engine starts,
 the paths of ``--report`` and ``--plots`` included (their folders must exist).
@@ -50,10 +51,11 @@ __all__ = ["eval_command"]
 @click.option("--prompt-field", default="prompt", show_default=True, help="Field holding the prompt (text or chat messages).")
 @click.option("--source-field", default=None, help="Field holding the source text (Request.source, e.g. for --reranker source).")
 @click.option("--id-field", default="id", show_default=True, help="Field holding the item's id (default: its line number).")
-@click.option("--match", "match_mode", type=click.Choice(["exact", "contains"]), default="exact", show_default=True,
-              help="exact: normalised extracted answer equals gold; contains: gold phrase appears in the text.")  # fmt: skip
+@click.option("--match", "match_mode", type=click.Choice(["auto", "exact", "contains"]), default="auto", show_default=True,
+              help="auto: exact on a boxed answer or a number, the gold phrase in the text otherwise; exact: normalised "
+                   "extracted answer equals gold; contains: gold phrase appears in the text.")  # fmt: skip
 @click.option(
-    "--extract", default="auto", show_default=True, help="Answer extractor for --match exact (number, boxed, choice, ...)."
+    "--extract", default="auto", show_default=True, help="Answer extractor for --match auto/exact (number, boxed, choice, ...)."
 )
 @sampling_options
 @until_options
@@ -210,10 +212,13 @@ def eval_command(
         click.echo(f"nbest eval: --until {until[0]}: {used:.1f} of {base.n} candidates per prompt on average", err=True)
     seed = base.params.seed if base.params.seed is not None else 0
     report = anyio.run(
-        lambda: score_samples(samples, rankers, matcher=matcher, subsamples=subsamples, seed=seed, dataset=dataset.name)
+        lambda: score_samples(
+            samples, rankers, matcher=matcher, subsamples=subsamples, seed=seed, dataset=dataset.name, generate_s=generate_s
+        )
     )
-    report = report.model_copy(update={"generate_s": generate_s})
     print_report(report)
+    for warning in report.warnings:
+        console.print(f"nbest eval: warning: {warning}", style="bold red", highlight=False, markup=False)
     if report_path is not None:
         try:
             report_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")

@@ -10,11 +10,14 @@ subset on its own:
 - accuracy tasks: accuracy of the top-ranked candidate, oracle@N (some
   candidate in the subset is right), expected calibration error of the
   confidence of the top candidate's answer (its vote share for ``vote``, the
-  summed softmax confidence of the candidates giving it otherwise);
+  summed softmax confidence of the candidates giving it otherwise), and how
+  well that confidence tells right from wrong (AUROC, prediction-rejection
+  ratio);
 - translation tasks: corpus chrF and BLEU of the top-ranked candidates, and of
   the oracle (per prompt, the candidate with the best sentence chrF);
 - both: distinct-1/2 and self-BLEU of the subset
-  (:mod:`nbest.metrics.diversity`).
+  (:mod:`nbest.metrics.diversity`), and the cost: completion tokens of the
+  candidates chosen among, and their share of the engine's wall time.
 
 A single random sample's score is exact: the mean over every candidate
 position. Greedy is scored when a greedy candidate was generated.
@@ -30,10 +33,10 @@ from typing import Literal
 
 from nbest.errors import ConfigError
 from nbest.evaluation.dataset import EvalItem
-from nbest.evaluation.matching import Matcher
+from nbest.evaluation.matching import Matcher, matching_warning
 from nbest.evaluation.metrics import corpus_bleu, corpus_chrf, sentence_chrf, subsets
 from nbest.evaluation.report import DiversityLevel, EvalReport, ItemReport, Level, Quality, RerankerLevel
-from nbest.metrics.calibration import expected_calibration_error, reliability
+from nbest.metrics.calibration import auroc, expected_calibration_error, prediction_rejection_ratio, reliability
 from nbest.metrics.diversity import distinct_n, self_bleu
 from nbest.orchestrator import Orchestrator
 from nbest.orchestrator.stopping import StoppingRule
@@ -211,6 +214,11 @@ async def _top(ranker: Ranker, request: Request, cands: list[Candidate]) -> tupl
     return ok[0], min(1.0, max(0.0, _confidence(ranked.answers, ok[0])))
 
 
+def _share(tokens: float, total: int, seconds: float) -> float | None:
+    """``seconds`` times the share ``tokens / total``; None when either is unknown (0)."""
+    return seconds * tokens / total if seconds > 0 and total > 0 else None
+
+
 def _task(samples: Sequence[EvalSample]) -> Literal["accuracy", "translation"]:
     if all(s.item.gold is not None for s in samples):
         return "accuracy"
@@ -252,6 +260,7 @@ async def score_samples(
     seed: int = 0,
     bins: int = 10,
     dataset: str | None = None,
+    generate_s: float = 0.0,
 ) -> EvalReport:
     """Measure every ranker at every N on already generated candidates (see the module docs).
 
@@ -259,6 +268,11 @@ async def score_samples(
     stopping rule): at each N, one with fewer candidates than N is scored on
     all of its candidates, as an adaptive run with a budget of N would have
     stopped there.
+
+    Cost: each ranker's ``tokens`` per prompt are those of the candidates it
+    chose among (every one listed, failed or stopped ones too); with
+    ``generate_s`` (the generation's wall time) its ``engine_s`` is that time's
+    share by tokens.
 
     Raises:
         ConfigError: no samples or rankers, a sample without candidates, missing gold/references.
@@ -278,6 +292,8 @@ async def score_samples(
     texts = [[c.text if c.ok else "" for c in s.candidates] for s in samples]
     refs = [s.item.reference or "" for s in samples]
     correct: list[list[bool]] = []
+    greedy_tokens = sum(s.greedy.num_tokens for s in samples if s.greedy is not None)
+    total_tokens = sum(c.num_tokens for s in samples for c in s.candidates) + greedy_tokens
     position = [{c.index: p for p, c in enumerate(s.candidates)} for s in samples]
     if task == "accuracy":
         correct = [[c.ok and matcher.correct(c.text, s.item.gold or []) for c in s.candidates] for s in samples]
@@ -288,6 +304,9 @@ async def score_samples(
         count = max(len(subs) for subs in draws)  # the same for all unless counts differ; then fewer draws repeat
         sub_texts = [[texts[i][j] for j in sub if samples[i].candidates[j].ok] for i, subs in enumerate(draws) for sub in subs]
         diversity = _diversity(sub_texts)
+        tokens = fmean(
+            fmean(sum(samples[i].candidates[j].num_tokens for j in sub) for sub in subs) for i, subs in enumerate(draws)
+        )
         if task == "accuracy":
             oracle = Quality(
                 accuracy=fmean(fmean(any(correct[i][j] for j in sub) for sub in subs) for i, subs in enumerate(draws))
@@ -298,6 +317,7 @@ async def score_samples(
                 [[texts[i][picks[i][d % len(picks[i])]] for i in range(len(samples))] for d in range(count)], refs
             )
         per_ranker: dict[str, RerankerLevel] = {}
+        engine_s = _share(tokens * len(samples), total_tokens, generate_s)
         for name, ranker in rankers.items():
             tops: list[list[tuple[Candidate | None, float]]] = []
             for i, subs in enumerate(draws):
@@ -313,10 +333,14 @@ async def score_samples(
                     quality=Quality(accuracy=fmean(fmean(row) for row in hits)),
                     ece=expected_calibration_error(confs, flat, bins),
                     reliability=reliability(confs, flat, bins),
+                    auroc=auroc(confs, flat),
+                    prr=prediction_rejection_ratio(confs, flat),
+                    tokens=tokens,
+                    engine_s=engine_s,
                 )
             else:
                 hyps = [[_text(tops[i][d % len(tops[i])][0]) for i in range(len(samples))] for d in range(count)]
-                per_ranker[name] = RerankerLevel(quality=_translation_quality(hyps, refs))
+                per_ranker[name] = RerankerLevel(quality=_translation_quality(hyps, refs), tokens=tokens, engine_s=engine_s)
         levels.append(Level(n=k, subsets=count, oracle=oracle, diversity=diversity, rerankers=per_ranker))
 
     with_greedy = all(s.greedy is not None for s in samples)
@@ -332,12 +356,17 @@ async def score_samples(
         greedy_q = _translation_quality([greedy_texts], refs) if with_greedy else None
         greedy_hits = []
 
+    warning = None
+    if task == "accuracy":
+        all_texts = [[*texts[i], *([greedy_texts[i]] if with_greedy else [])] for i in range(len(samples))]
+        verdicts = [[*correct[i], *([greedy_hits[i]] if with_greedy else [])] for i in range(len(samples))]
+        warning = matching_warning(matcher.mode, all_texts, [s.item.gold or [] for s in samples], verdicts)
     items = [
         ItemReport(
             id=s.item.id,
             gold=s.item.gold,
             reference=s.item.reference,
-            answers=[matcher.answer(t) for t in texts[i]] if task == "accuracy" and matcher.mode == "exact" else [],
+            answers=[matcher.answer(t) for t in texts[i]] if task == "accuracy" and matcher.mode != "contains" else [],
             correct=correct[i] if task == "accuracy" else [],
             greedy_text=s.greedy.text if s.greedy is not None else None,
             greedy_correct=greedy_hits[i] if with_greedy and task == "accuracy" else None,
@@ -351,12 +380,15 @@ async def score_samples(
         prompts=len(samples),
         n=m,
         match=matcher.mode if task == "accuracy" else None,
-        extract=matcher.extract_name if task == "accuracy" and matcher.mode == "exact" else None,
+        extract=matcher.extract_name if task == "accuracy" and matcher.mode != "contains" else None,
         subsamples=subsamples,
         seed=seed,
         random=random_q,
         greedy=greedy_q,
         levels=levels,
         items=items,
-        completion_tokens=sum(c.num_tokens for s in samples for c in [*s.candidates, *([s.greedy] if s.greedy else [])]),
+        completion_tokens=total_tokens,
+        generate_s=generate_s,
+        greedy_tokens=greedy_tokens / len(samples) if with_greedy else None,
+        warnings=[warning] if warning is not None else [],
     )

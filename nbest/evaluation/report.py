@@ -32,6 +32,21 @@ class RerankerLevel(NbestModel):
     """Expected calibration error of the top answer's confidence (accuracy tasks)."""
     reliability: list[ReliabilityBin] = Field(default_factory=list)
     """The reliability diagram behind ``ece``."""
+    auroc: float | None = None
+    """How well the same confidence tells its right answers from its wrong ones: the chance
+    that a right one is more confident than a wrong one (0.5: no better than chance;
+    :func:`~nbest.metrics.calibration.auroc`). None when every answer is right or every one wrong."""
+    prr: float | None = None
+    """Prediction-rejection ratio of that confidence (1: rejecting the least confident answers
+    drops the wrong ones first, 0: no better than random;
+    :func:`~nbest.metrics.calibration.prediction_rejection_ratio`). None as for ``auroc``."""
+    tokens: float = 0.0
+    """Completion tokens of the candidates it chose among, per prompt (averaged over the
+    subsets): every candidate the Result lists counts, failed, stopped or unused ones too."""
+    engine_s: float | None = None
+    """Engine wall time for those tokens: the run's generation time (``EvalReport.generate_s``)
+    times their share of every generated token. An estimate, as the candidates of all N were
+    generated together; None when the generation time is unknown."""
 
 
 class DiversityLevel(NbestModel):
@@ -65,7 +80,7 @@ class ItemReport(NbestModel):
     gold: list[str] | None = None
     reference: str | None = None
     answers: list[str | None] = Field(default_factory=list)
-    """Each candidate's extracted, normalised answer (exact matching)."""
+    """Each candidate's extracted, normalised answer (``exact`` and ``auto`` matching)."""
     correct: list[bool] = Field(default_factory=list)
     """Whether each candidate is right (accuracy tasks)."""
     greedy_text: str | None = None
@@ -83,9 +98,9 @@ class EvalReport(NbestModel):
     n: int
     """Candidates generated per prompt."""
     match: str | None = None
-    """Answer matching (accuracy tasks): ``exact`` or ``contains``."""
+    """Answer matching (accuracy tasks): ``auto``, ``exact`` or ``contains``."""
     extract: str | None = None
-    """Answer extractor of exact matching."""
+    """Answer extractor of ``auto`` and ``exact`` matching."""
     subsamples: int
     """Most subsets of N candidates per prompt and level."""
     seed: int
@@ -98,4 +113,11 @@ class EvalReport(NbestModel):
     """N = 1, 2, 4, ... up to ``n``."""
     items: list[ItemReport]
     completion_tokens: int = 0
+    """Every generated token: all candidates, the greedy ones included."""
     generate_s: float = 0.0
+    """Wall time of the generation (0 when unknown)."""
+    greedy_tokens: float | None = None
+    """Completion tokens of the greedy candidate, per prompt."""
+    warnings: list[str] = Field(default_factory=list)
+    """Why some numbers may mislead, e.g. a matching that judged nothing right while the
+    gold answers appear in the candidates."""
