@@ -8,7 +8,7 @@ import pytest
 
 from nbest import Orchestrator
 from nbest.errors import ConfigError
-from nbest.rerankers import MajorityVote, MeanLogProb, Ranker, parse_spec
+from nbest.rerankers import MajorityVote, MeanLogProb, Ranker, build_ranker, parse_spec, reranker_config
 from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
 from tests.scripted import ScriptedEngine
 
@@ -155,3 +155,166 @@ def test_cli_vote_extractor_is_used() -> None:
 def test_cli_bad_short_forms(spec: str) -> None:
     with pytest.raises(ConfigError):
         parse_spec(spec)
+
+
+# -- confidence-weighted votes. Five candidates, signal mean_logprob = log(p) with
+# p = 0.4, 0.1, 0.1, 0.3, 0.1 (sum 1): answers 51, 52, 52, 51, 53. Plain votes tie 51 and 52 (2:2:1).
+WEIGHTED = ["51", "52", "52", "51", "53"]
+PROBS = [0.4, 0.1, 0.1, 0.3, 0.1]
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize(
+    ("options", "shares"),
+    [
+        ({}, {"51": 2 / 5, "52": 2 / 5, "53": 1 / 5}),
+        # softmax(log p / 1) = p: 0.4 + 0.3, 0.1 + 0.1, 0.1
+        ({"weight": "cisc"}, {"51": 0.7, "52": 0.2, "53": 0.1}),
+        # softmax(log p / 0.5) ∝ p²: 0.16 + 0.09, 0.01 + 0.01, 0.01 over 0.28
+        ({"weight": "cisc", "temperature": 0.5}, {"51": 25 / 28, "52": 2 / 28, "53": 1 / 28}),
+        # keep ceil(0.4 * 5) = 2: candidates 0 and 3 (both 51)
+        ({"weight": "filter", "keep": 0.4}, {"51": 1.0, "52": 0.0, "53": 0.0}),
+        # keep 3: 0, 3, then the tie at 0.1 goes to plan order (candidate 1)
+        ({"weight": "filter", "keep": 0.6}, {"51": 2 / 3, "52": 1 / 3, "53": 0.0}),
+        # default keep 0.5: ceil(2.5) = 3
+        ({"weight": "filter"}, {"51": 2 / 3, "52": 1 / 3, "53": 0.0}),
+        # ranks 1 (c0), 2 (c3), and c1, c2, c4 tied at ranks 3..5 share rank 4:
+        # weights N - r + 1 = 5, 2, 2, 4, 2 (sum 15)
+        ({"weight": "borda"}, {"51": 9 / 15, "52": 4 / 15, "53": 2 / 15}),
+        # squared: 25, 4, 4, 16, 4 (sum 53)
+        ({"weight": "borda", "power": 2.0}, {"51": 41 / 53, "52": 8 / 53, "53": 4 / 53}),
+        ({"weight": "borda", "power": 0.0}, {"51": 2 / 5, "52": 2 / 5, "53": 1 / 5}),  # power 0: plain votes
+    ],
+)
+async def test_confidence_weighted_vote_tables(options: dict[str, object], shares: dict[str, float]) -> None:
+    cs = cands(WEIGHTED, means=[math.log(p) for p in PROBS])
+    scores = await MajorityVote(extract="number", **options).score(REQUEST, cs)  # type: ignore[arg-type]
+    assert [s.value for s in scores] == pytest.approx([shares[a] for a in WEIGHTED])
+    assert [s.details["votes"] for s in scores] == [2, 2, 2, 2, 1]  # counts stay counts
+    if options:
+        assert scores[0].details["weight"] == f"{options['weight']}:mean_logprob"
+        assert math.isclose(sum(s.details["vote_weight"] for s in scores), 1.0)
+
+
+def with_alternatives(texts: list[str], confidences: list[float]) -> list[Candidate]:
+    """Candidates whose every token has two alternatives at -c ± 0.5: token confidence c."""
+    out = []
+    for i, (t, c) in enumerate(zip(texts, confidences, strict=True)):
+        alternatives = [{"x": -c + 0.5, "y": -c - 0.5}] * 3
+        out.append(
+            Candidate(
+                index=i,
+                spec=CandidateSpec(index=i, params=SamplingParams(top_logprobs=2)),
+                text=t,
+                num_tokens=3,
+                token_logprobs=[-c + 0.5] * 3,
+                top_logprobs=alternatives,
+            )
+        )
+    return out
+
+
+@pytest.mark.asyncio
+async def test_weighted_vote_reads_the_chosen_signal() -> None:
+    # tail confidence 3, 1, 1, 2: ranks 1, 3.5, 3.5, 2 (the tie shares ranks 3 and 4),
+    # Borda weights N - r + 1 = 4, 1.5, 1.5, 3 (sum 10): 7 gets 0.4, 8 gets 0.3, 9 gets 0.3
+    cs = with_alternatives(["7", "8", "8", "9"], [3.0, 1.0, 1.0, 2.0])
+    scores = await MajorityVote(extract="number", weight="borda", signal="tail").score(REQUEST, cs)
+    assert [s.value for s in scores] == pytest.approx([0.4, 0.3, 0.3, 0.3])
+    assert [s.details["vote_weight"] for s in scores] == pytest.approx([0.4, 0.15, 0.15, 0.3])
+    assert scores[0].details["weight"] == "borda:tail"
+    filtered = await MajorityVote(extract="number", weight="filter", signal="mean_confidence", keep=0.25).score(REQUEST, cs)
+    assert [s.value for s in filtered] == [1.0, 0.0, 0.0, 0.0]
+
+
+@pytest.mark.asyncio
+async def test_weighted_vote_without_the_signal_falls_back_to_uniform() -> None:
+    cs = cands(["51", "52"], means=[math.log(0.9), math.log(0.1)])  # no top_logprobs: no tail signal
+    scores = await MajorityVote(extract="number", weight="cisc", signal="tail").score(REQUEST, cs)
+    assert [s.value for s in scores] == [0.5, 0.5]
+    assert scores[0].details["weight"] == "uniform (missing tail)"
+
+
+@pytest.mark.asyncio
+async def test_weighted_support_is_the_answers_confidence() -> None:
+    cs = cands(WEIGHTED, means=[math.log(p) for p in PROBS])
+    ranked = await Ranker([MajorityVote(extract="number", weight="cisc")]).rank(REQUEST, cs)
+    assert [(a.answer, round(a.confidence, 9), sorted(a.support)) for a in ranked.answers] == [
+        ("51", 0.7, [0, 3]),
+        ("52", 0.2, [1, 2]),
+        ("53", 0.1, [4]),
+    ]
+
+
+@pytest.mark.asyncio
+async def test_prepared_signals_are_reused() -> None:
+    vote = MajorityVote(extract="number", weight="cisc")
+    cs = cands(WEIGHTED, means=[math.log(p) for p in PROBS])
+    for c in cs:
+        await vote.prepare(REQUEST, c)
+    scores = await vote.score(REQUEST, cs)
+    assert scores[0].value == pytest.approx(0.7)
+    vote.release(REQUEST)
+
+
+@pytest.mark.parametrize(
+    ("spec", "config"),
+    [
+        ("vote:cisc", {"votes": "cisc", "extract": "auto"}),
+        ("vote:cisc:number", {"votes": "cisc", "extract": "number"}),
+        ("vote:filter@tail:boxed=2", {"votes": "filter", "signal": "tail", "extract": "boxed", "weight": 2.0}),
+        ("vote:borda@self_certainty", {"votes": "borda", "signal": "self_certainty"}),
+        ("vote:prob:json:answer", {"votes": "prob", "extract": "json:answer"}),
+        ("vote:Borda", {"votes": "borda"}),
+        ("vote:number", {"votes": "uniform", "extract": "number"}),  # extractor forms unchanged
+        ("vote:regex:cisc(\\d+)", {"votes": "uniform", "extract": "regex:cisc(\\d+)"}),
+    ],
+)
+def test_weighted_vote_short_forms(spec: str, config: dict[str, object]) -> None:
+    cfg = reranker_config(spec)
+    dumped = cfg.model_dump()
+    assert {k: dumped.get(k) for k in config} == config
+    assert reranker_config(dumped) == cfg
+    vote = cfg.build()
+    assert isinstance(vote, MajorityVote) and vote.to_config() == cfg.model_copy(update={"weight": 1.0})
+
+
+def test_plain_vote_config_dumps_as_before() -> None:
+    assert reranker_config("vote:number").model_dump() == {"kind": "vote", "weight": 1.0, "extract": "number", "votes": "uniform"}
+    assert repr(reranker_config("vote")) == "VoteConfig(kind='vote', weight=1.0, extract='auto', votes='uniform')"
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ("vote:cisc@confidence", "signal"),
+        ("vote:cisc@", "signal"),
+        ("vote:uniform@tail", "signal: only read by the votes cisc, filter and borda"),
+        ({"kind": "vote", "votes": "cisc", "temperature": 0}, "temperature"),
+        ({"kind": "vote", "votes": "cisc", "temperature": -1}, "temperature"),
+        ({"kind": "vote", "votes": "filter", "keep": 0}, "keep"),
+        ({"kind": "vote", "votes": "filter", "keep": 1.5}, "keep"),
+        ({"kind": "vote", "votes": "borda", "power": 17}, "power"),
+        ({"kind": "vote", "votes": "borda", "power": -1}, "power"),
+        ({"kind": "vote", "votes": "cisc", "keep": 0.5}, "keep: only read by votes=filter"),
+        ({"kind": "vote", "temperature": 0.5}, "temperature: only read by votes=cisc"),
+        ({"kind": "vote", "votes": "softmax"}, "votes"),
+    ],
+)
+def test_bad_weighted_vote_settings(spec: str | dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        reranker_config(spec)
+
+
+def test_bad_weighted_vote_arguments() -> None:
+    with pytest.raises(ConfigError, match="signal"):
+        MajorityVote(weight="cisc", signal="nope")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="temperature"):
+        MajorityVote(weight="cisc", temperature=math.inf)
+    with pytest.raises(ConfigError, match="keep"):
+        MajorityVote(weight="borda", keep=0.5)
+
+
+def test_weighted_votes_are_offered_to_clients() -> None:
+    for spec in ["vote:cisc@tail:number", {"kind": "vote", "votes": "borda", "power": 0.5}]:
+        assert build_ranker([spec], for_client=True).rerankers[0].name == "vote"

@@ -7,9 +7,25 @@ share*: the fraction of all candidates (or of their probability mass, with
 ``weight="prob"``) that give the same answer. Candidates that give no answer
 vote for nothing and score 0.
 
+Confidence-weighted votes read a confidence signal of each candidate
+(:mod:`nbest.rerankers.confidence`: ``mean_logprob`` by default, the others
+need ``top_logprobs`` > 0 in the sampling settings):
+
+* ``cisc`` — CISC (Taubenfeld et al., 2025): each vote weighs
+  ``softmax(signal / temperature)`` over the candidates.
+* ``filter`` — DeepConf offline (Fu et al., 2025): keep the ``keep`` fraction
+  of candidates with the highest signal (at least one; ties broken by plan
+  order), then a plain majority among them; the others vote for nothing.
+* ``borda`` — Borda count over the signal's ranks (Kang et al., 2025, with
+  self-certainty): the candidate ranked ``r`` of ``N`` (1 = most confident,
+  ties share their mean rank) votes ``(N - r + 1) ** power``.
+
+When some candidate lacks the signal the set falls back to uniform votes
+(``details["weight"]`` says so), as the ``prob`` weights do.
+
 The Ranker groups ``Result.answers`` by the extracted answer, with the vote
 share as each answer's confidence (this reranker puts ``answer`` and ``share``
-in every Score's details).
+in every Score's details): with weighted votes, the answer's weighted support.
 """
 
 from __future__ import annotations
@@ -19,17 +35,27 @@ from collections.abc import Callable, Sequence
 from typing import ClassVar, Literal, Self
 
 import anyio.to_thread
-from pydantic import field_validator
+from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from nbest.errors import ConfigError
 from nbest.rerankers.base import CandidateCache, cache_key
+from nbest.rerankers.confidence import SIGNALS, Signal, signals
 from nbest.rerankers.extract import Extractor, get_extractor, normalize_answer
 from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.types import Candidate, Request, Score
 
 __all__ = ["MajorityVote", "VoteConfig", "VoteWeight"]
 
-VoteWeight = Literal["uniform", "prob", "seq_prob"]
+VoteWeight = Literal["uniform", "prob", "seq_prob", "cisc", "filter", "borda"]
+"""How votes weigh: one each, by probability, or by a confidence signal (cisc, filter, borda)."""
+
+WEIGHTS: tuple[str, ...] = ("uniform", "prob", "seq_prob", "cisc", "filter", "borda")
+SIGNAL_WEIGHTS = ("cisc", "filter", "borda")
+"""The weightings that read a confidence signal."""
+
+DEFAULT_TEMPERATURE = 1.0
+DEFAULT_KEEP = 0.5
+DEFAULT_POWER = 1.0
 
 
 class MajorityVote:
@@ -41,14 +67,22 @@ class MajorityVote:
             ``"auto"`` (boxed, else last number, else the whole text).
         normalize: maps an extracted answer to the key votes are counted on.
         weight: ``"uniform"`` (one vote each), ``"prob"`` (each vote weighs
-            ``exp(mean_logprob)``, the per-token probability) or ``"seq_prob"``
-            (``exp(cumulative_logprob)``, the whole text's probability). With a
-            weight, a set in which some candidate lacks log-probabilities falls
-            back to uniform votes (``details["weight"]`` says so).
+            ``exp(mean_logprob)``, the per-token probability), ``"seq_prob"``
+            (``exp(cumulative_logprob)``, the whole text's probability), or a
+            confidence weighting ``"cisc"``, ``"filter"``, ``"borda"`` (see the
+            module docstring). With a weight, a set in which some candidate
+            lacks what it needs falls back to uniform votes
+            (``details["weight"]`` says so).
+        signal: the confidence signal ``cisc``/``filter``/``borda`` read (a
+            name in :data:`~nbest.rerankers.confidence.SIGNALS`; default ``mean_logprob``).
+        temperature: ``cisc``'s softmax temperature (> 0; default 1).
+        keep: ``filter``'s kept fraction, in (0, 1] (default 0.5).
+        power: ``borda``'s exponent on the rank weight, >= 0 (default 1).
         name: the reranker's name (``"vote"``).
 
     Raises:
-        ConfigError: unknown extractor or weight.
+        ConfigError: unknown extractor, weight or signal; an option out of
+            range or given to a weighting that does not use it.
 
     >>> import anyio
     >>> from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
@@ -64,18 +98,27 @@ class MajorityVote:
         *,
         normalize: Callable[[str], str] = normalize_answer,
         weight: VoteWeight = "uniform",
+        signal: Signal | None = None,
+        temperature: float | None = None,
+        keep: float | None = None,
+        power: float | None = None,
         name: str = "vote",
     ) -> None:
-        if weight not in ("uniform", "prob", "seq_prob"):
+        if weight not in WEIGHTS:
             raise ConfigError(
-                f"weight: unknown vote weight {weight!r}; use uniform, prob or seq_prob", parameter="weight", value=weight
+                f"weight: unknown vote weight {weight!r}; use {', '.join(WEIGHTS)}", parameter="weight", value=weight
             )
+        _check_options(weight, signal, temperature, keep, power)
         self.extract: Extractor = get_extractor(extract)
         self._extract_name = extract if isinstance(extract, str) else None
         self.normalize = normalize
         self.weight: VoteWeight = weight
+        self.signal: Signal | None = signal
+        self.temperature = temperature
+        self.keep = keep
+        self.power = power
         self.name = name
-        self._answers: CandidateCache[tuple[str | None]] = CandidateCache()
+        self._answers: CandidateCache[tuple[str | None, dict[str, float] | None]] = CandidateCache()
 
     def to_config(self) -> VoteConfig:
         """The config that rebuilds this reranker.
@@ -86,7 +129,14 @@ class MajorityVote:
         """
         if self._extract_name is None or self.normalize is not normalize_answer or self.name != "vote":
             raise ConfigError("vote: built with a callable extractor, normaliser or name; it has no config", parameter="extract")
-        return VoteConfig(extract=self._extract_name, votes=self.weight)
+        return VoteConfig(
+            extract=self._extract_name,
+            votes=self.weight,
+            signal=self.signal,
+            temperature=self.temperature,
+            keep=self.keep,
+            power=self.power,
+        )
 
     def answer(self, text: str) -> str | None:
         """The normalised answer ``text`` gives, or None."""
@@ -96,9 +146,46 @@ class MajorityVote:
         key = self.normalize(found)
         return key or None
 
-    def _weights(self, candidates: Sequence[Candidate]) -> tuple[list[float], str]:
+    def _prepared(self, candidate: Candidate) -> tuple[str | None, dict[str, float] | None]:
+        return self.answer(candidate.text), signals(candidate) if self.weight in SIGNAL_WEIGHTS else None
+
+    def _signal_weights(self, values: Sequence[dict[str, float] | None]) -> tuple[list[float], str]:
+        name = self.signal or "mean_logprob"
+        found = [v.get(name) if v is not None else None for v in values]
+        present = [x for x in found if x is not None]
+        if len(present) < len(found) or not present:
+            return [1.0] * len(values), f"uniform (missing {name})"
+        label = f"{self.weight}:{name}"
+        if self.weight == "cisc":
+            t = self.temperature if self.temperature is not None else DEFAULT_TEMPERATURE
+            top = max(present)
+            raw = [math.exp((x - top) / t) for x in present]
+            total = math.fsum(raw)
+            return [w / total for w in raw], label
+        order = sorted(range(len(present)), key=lambda i: (-present[i], i))
+        if self.weight == "filter":
+            keep = self.keep if self.keep is not None else DEFAULT_KEEP
+            kept = set(order[: max(1, math.ceil(keep * len(present) - 1e-9))])
+            return [1.0 if i in kept else 0.0 for i in range(len(present))], label
+        # borda: mean rank of each value (ties share it), rank 1 the most confident
+        ranks = [0.0] * len(present)
+        start = 0
+        while start < len(order):
+            end = start
+            while end + 1 < len(order) and present[order[end + 1]] == present[order[start]]:
+                end += 1
+            for j in range(start, end + 1):
+                ranks[order[j]] = (start + end) / 2 + 1
+            start = end + 1
+        power = self.power if self.power is not None else DEFAULT_POWER
+        n = len(present)
+        return [(n - r + 1) ** power for r in ranks], label
+
+    def _weights(self, candidates: Sequence[Candidate], values: Sequence[dict[str, float] | None]) -> tuple[list[float], str]:
         if self.weight == "uniform":
             return [1.0] * len(candidates), "uniform"
+        if self.weight in SIGNAL_WEIGHTS:
+            return self._signal_weights(values)
         logps: list[float | None] = []
         for c in candidates:
             if self.weight == "prob":
@@ -115,21 +202,26 @@ class MajorityVote:
         return [math.exp(lp - top) for lp in present], self.weight
 
     async def prepare(self, request: Request, candidate: Candidate) -> None:
-        """Extract ``candidate``'s answer ahead of :meth:`score` (in a worker thread)."""
+        """Extract ``candidate``'s answer (and its confidence signals, when the votes
+        read them) ahead of :meth:`score`, in a worker thread."""
         key = cache_key(request, candidate)
         if key not in self._answers:
-            self._answers.put(key, (await anyio.to_thread.run_sync(self.answer, candidate.text),))
+            self._answers.put(key, await anyio.to_thread.run_sync(self._prepared, candidate))
 
     def release(self, request: Request) -> None:
         """Drop the answers extracted for ``request``."""
         self._answers.forget(request.id)
 
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
-        answers = []
-        for c in candidates:
-            cached = self._answers.get(cache_key(request, c))
-            answers.append(cached[0] if cached is not None else self.answer(c.text))
-        weights, how = self._weights(candidates)
+        cached = [self._answers.get(cache_key(request, c)) for c in candidates]
+        missing = [c for c, got in zip(candidates, cached, strict=True) if got is None]
+        if missing and self.weight in SIGNAL_WEIGHTS:  # signals cost O(tokens * k): off the event loop
+            done = iter(await anyio.to_thread.run_sync(lambda: [self._prepared(c) for c in missing]))
+        else:
+            done = iter([self._prepared(c) for c in missing])
+        prepared = [got if got is not None else next(done) for got in cached]
+        answers = [p[0] for p in prepared]
+        weights, how = self._weights(candidates, [p[1] for p in prepared])
         total = math.fsum(weights)
         mass: dict[str, float] = {}
         votes: dict[str, int] = {}
@@ -138,32 +230,81 @@ class MajorityVote:
                 mass[answer] = mass.get(answer, 0.0) + w
                 votes[answer] = votes.get(answer, 0) + 1
         scores = []
-        for answer in answers:
+        for answer, w in zip(answers, weights, strict=True):
             share = mass[answer] / total if answer is not None and total > 0 else 0.0
-            scores.append(
-                Score(
-                    value=share,
-                    details={"answer": answer, "share": share, "votes": votes.get(answer, 0) if answer else 0, "weight": how},
-                )
-            )
+            details = {"answer": answer, "share": share, "votes": votes.get(answer, 0) if answer else 0, "weight": how}
+            if self.weight in SIGNAL_WEIGHTS:
+                details["vote_weight"] = w / total if total > 0 else 0.0
+            scores.append(Score(value=share, details=details))
         return scores
+
+
+def _check_options(weight: str, signal: str | None, temperature: float | None, keep: float | None, power: float | None) -> None:
+    """Each weighting option in range and given only to the weighting that reads it.
+
+    Raises:
+        ConfigError: naming the option and what is allowed.
+    """
+    if signal is not None:
+        if weight not in SIGNAL_WEIGHTS:
+            raise ConfigError(
+                f"signal: only read by the votes cisc, filter and borda (votes is {weight!r})", parameter="signal", value=signal
+            )
+        if signal not in SIGNALS:
+            raise ConfigError(f"signal: unknown signal {signal!r}; use {', '.join(SIGNALS)}", parameter="signal", value=signal)
+    checks: tuple[tuple[str, float | None, str, str, Callable[[float], bool]], ...] = (
+        ("temperature", temperature, "cisc", "a number > 0", lambda x: x > 0),
+        ("keep", keep, "filter", "a fraction in (0, 1]", lambda x: 0 < x <= 1),
+        ("power", power, "borda", "a number in [0, 16]", lambda x: 0 <= x <= 16),
+    )
+    for field, value, owner, allowed, ok in checks:
+        if value is None:
+            continue
+        if weight != owner:
+            raise ConfigError(f"{field}: only read by votes={owner} (votes is {weight!r})", parameter=field, value=value)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or not ok(value):
+            raise ConfigError(f"{field}: must be {allowed} (got {value!r})", parameter=field, value=value)
+
+
+_OPTIONS = ("signal", "temperature", "keep", "power")
+"""VoteConfig's weighting options: left out of its dump when unset, so a plain vote's config reads as before."""
 
 
 @RERANKERS.register("vote")
 class VoteConfig(RerankerConfig):
-    """``vote[:EXTRACTOR]``: self-consistency majority vote (:class:`MajorityVote`).
+    """``vote[:WEIGHTING[@SIGNAL]][:EXTRACTOR]``: self-consistency majority vote (:class:`MajorityVote`).
+
+    The argument is an extractor (``vote:number``), optionally after a vote
+    weighting (``vote:cisc:number``, ``vote:filter@tail:boxed``,
+    ``vote:borda@self_certainty``): the words uniform, prob, seq_prob, cisc,
+    filter and borda name a weighting, never an extractor. ``temperature``,
+    ``keep`` and ``power`` are set in the config (``{"kind": "vote", "votes":
+    "cisc", "temperature": 0.5}``).
 
     >>> VoteConfig.from_short("number")
     VoteConfig(kind='vote', weight=1.0, extract='number', votes='uniform')
+    >>> VoteConfig.from_short("filter@tail:number").model_dump()
+    {'kind': 'vote', 'weight': 1.0, 'extract': 'number', 'votes': 'filter', 'signal': 'tail'}
     """
 
     kind: Literal["vote"] = "vote"
     extract: str = "auto"
     """Answer extractor: auto, number, boxed, choice, last_line, json:FIELD, regex:PATTERN ..."""
     votes: VoteWeight = "uniform"
-    """How votes weigh: uniform (one each), prob (per-token probability), seq_prob (whole text's)."""
+    """How votes weigh: uniform (one each), prob (per-token probability), seq_prob (whole text's),
+    or by a confidence signal: cisc (softmax(signal / temperature)), filter (a plain vote among
+    the most confident `keep` fraction), borda (Borda count over the signal's ranks)."""
+    signal: Signal | None = None
+    """The confidence signal cisc, filter and borda read (default mean_logprob): mean_confidence,
+    lowest_group, tail, bottom10 and self_certainty need top_logprobs > 0."""
+    temperature: float | None = Field(default=None, gt=0.0)
+    """cisc: the softmax temperature (default 1)."""
+    keep: float | None = Field(default=None, gt=0.0, le=1.0)
+    """filter: the fraction of candidates kept, the most confident first (default 0.5)."""
+    power: float | None = Field(default=None, ge=0.0, le=16.0)
+    """borda: the exponent on the rank weight N - rank + 1 (default 1)."""
 
-    short_help: ClassVar[str] = "vote[:EXTRACTOR]"
+    short_help: ClassVar[str] = "vote[:WEIGHTING[@SIGNAL]][:EXTRACTOR]"
     client_safe: ClassVar[bool] = True
 
     @field_validator("extract")
@@ -172,8 +313,28 @@ class VoteConfig(RerankerConfig):
         get_extractor(value)
         return value
 
+    @model_validator(mode="after")
+    def _options_fit(self) -> Self:
+        _check_options(self.votes, self.signal, self.temperature, self.keep, self.power)
+        return self
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_options(self, handler: SerializerFunctionWrapHandler) -> dict[str, object]:
+        data: dict[str, object] = handler(self)
+        for key in _OPTIONS:
+            if data.get(key) is None:
+                data.pop(key, None)
+        return data
+
+    def __repr_args__(self) -> list[tuple[str | None, object]]:
+        return [(k, v) for k, v in super().__repr_args__() if not (k in _OPTIONS and v is None)]
+
     @classmethod
     def from_short(cls, arg: str) -> Self:
+        head, _, rest = arg.partition(":")
+        weighting, at, signal = head.partition("@")
+        if weighting.strip().lower() in WEIGHTS:
+            return cls(votes=weighting.strip().lower(), signal=signal.strip() if at else None, extract=rest or "auto")
         return cls(extract=arg or "auto")
 
     def safe_for_clients(self) -> bool:
@@ -181,4 +342,11 @@ class VoteConfig(RerankerConfig):
         return not self.extract.startswith("regex:")
 
     def build(self, *, engine: Generator | None = None) -> MajorityVote:
-        return MajorityVote(extract=self.extract, weight=self.votes)
+        return MajorityVote(
+            extract=self.extract,
+            weight=self.votes,
+            signal=self.signal,
+            temperature=self.temperature,
+            keep=self.keep,
+            power=self.power,
+        )
