@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 import math
 
 import pytest
 
-from nbest import ConfigError, stopping
-from nbest.types import Answer, Candidate, CandidateSpec, Result, SamplingParams
+from nbest import ConfigError, Orchestrator, rerankers, stopping
+from nbest.orchestrator.adaptive import DEFAULT_WAVE, check_adaptive
+from nbest.types import Answer, Candidate, CandidateSpec, Prompt, Result, SamplingParams
+from tests.scripted import ScriptedEngine, Step
 
 
 def result_with(votes: list[int], confidences: list[float] | None = None) -> Result:
@@ -125,6 +128,9 @@ def test_confidence_rule(rule: stopping.Confidence, stop: bool, probability: flo
         ("Dirichlet:0.9", "Dirichlet(threshold=0.9)"),
         ("confidence:0.8", "Confidence(threshold=0.8, on='answer')"),
         ("confidence:0.5:candidate", "Confidence(threshold=0.5, on='candidate')"),
+        ("esc:5", "ESC(window=5)"),
+        (" ESC: 1 ", "ESC(window=1)"),
+        ("esc:64", "ESC(window=64)"),
     ],
 )
 def test_parse_rule(text: str, expected: str) -> None:
@@ -142,6 +148,15 @@ def test_parse_rule(text: str, expected: str) -> None:
         ("beta:0.9:answer", "only a threshold"),
         ("confidence:0.9:best", "answer or candidate"),
         ("gamma:0.9", "unknown stopping rule 'gamma'"),
+        ("gamma:0.9", "esc:W"),
+        ("esc:", "window size"),
+        ("esc:0", "from 1 to 64"),
+        ("esc:65", "from 1 to 64"),
+        ("esc:2.5", "whole number"),
+        ("esc:-3", "whole number"),
+        ("esc:²", "whole number"),
+        ("esc:" + "9" * 5000, "whole number"),
+        ("esc:5:answer", "window size"),
     ],
 )
 def test_parse_rule_rejects_bad_text(text: str, message: str) -> None:
@@ -159,3 +174,97 @@ def test_threshold_must_be_a_probability(threshold: float) -> None:
 def test_stop_strings_are_not_rules() -> None:
     assert not stopping.is_rule_text("\n")
     assert not stopping.is_rule_text("Answer:")
+
+
+def result_of(answers: list[str | None], failed: tuple[int, ...] = ()) -> Result:
+    """A Result whose candidate i (plan order) gives ``answers[i]`` (None: no answer)."""
+    cands = [
+        Candidate(
+            index=i,
+            spec=CandidateSpec(index=i, params=SamplingParams()),
+            text="t",
+            rank=None if i in failed else i + 1,
+            error="boom" if i in failed else None,
+        )
+        for i in range(len(answers))
+    ]
+    groups: dict[str, list[int]] = {}
+    for i, a in enumerate(answers):
+        if a is not None and i not in failed:
+            groups.setdefault(a, []).append(i)
+    found = [Answer(answer=a, confidence=len(s) / len(answers), support=s) for a, s in groups.items()]
+    found.sort(key=lambda a: -len(a.support))
+    return Result(id="r", prompt="q", n=32, candidates=cands, best=cands[0], answers=found)
+
+
+@pytest.mark.parametrize(
+    ("window", "answers", "failed", "stop", "probability"),
+    [
+        (3, ["a", "a", "a"], (), True, 1.0),  # the first window agrees
+        (3, ["a", "a", "b"], (), False, 2 / 3),
+        (3, ["a", "a"], (), False, None),  # no complete window yet
+        (3, ["a", "b", "a", "c", "c", "c"], (), True, 1.0),  # the second window agrees
+        (3, ["a", "b", "a", "c", "c", "c", "d"], (), True, 1.0),  # a partial third window is not judged
+        (3, ["a", "b", "a", "a", "a", "b"], (), False, 2 / 3),  # 4 a's in all, but no window agrees
+        (2, ["a", "a", "a", "a"], (1,), True, 1.0),  # window 0 broken by a failure, window 1 agrees
+        (2, ["a", "a"], (1,), False, 0.5),
+        (2, [None, None], (), False, 0.0),  # agreeing on no answer is no agreement
+        (1, ["z"], (), True, 1.0),
+    ],
+)
+def test_esc_decision(
+    window: int, answers: list[str | None], failed: tuple[int, ...], stop: bool, probability: float | None
+) -> None:
+    decision = stopping.ESC(window).check(result_of(answers, failed))
+    assert decision.stop is stop
+    assert decision.probability == (None if probability is None else pytest.approx(probability))
+
+
+@pytest.mark.parametrize("window", [0, 65, 2.0, True, "5"])
+def test_esc_window_must_be_a_whole_number_in_range(window: object) -> None:
+    with pytest.raises(ConfigError, match="window"):
+        stopping.ESC(window)  # type: ignore[arg-type]
+
+
+def test_esc_sets_the_wave_size() -> None:
+    assert check_adaptive(stopping.ESC(5), None) == 5
+    assert check_adaptive(stopping.ESC(5), 2) == 2  # an explicit wave wins
+    assert check_adaptive(stopping.Beta(0.9), None) == DEFAULT_WAVE
+    assert isinstance(stopping.parse_rule("esc:3"), stopping.StoppingRule)
+
+
+def by_index(answers: dict[int, str]) -> object:
+    def respond(prompt: Prompt, params: SamplingParams, request_id: str) -> Step:
+        return Step(text=f"The answer is {answers.get(int(request_id.rsplit('-', 1)[1]), '0')}.")
+
+    return respond
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize(
+    ("answers", "used"),
+    [
+        (["7"] * 16, 4),  # the first window agrees
+        (["7", "7", "8", "7"] + ["7"] * 12, 8),  # window 0 split, window 1 agrees
+        (["1", "2", "1", "1", "3", "1", "1", "1", "2", "2", "2", "2"] + ["9"] * 4, 12),  # only window 2 agrees
+        ([str(i) for i in range(16)], 16),  # never agrees: the whole plan
+    ],
+)
+async def test_esc_stops_after_the_first_unanimous_window(scripted: ScriptedEngine, answers: list[str], used: int) -> None:
+    scripted.respond = by_index(dict(enumerate(answers)))  # type: ignore[assignment]
+    async with Orchestrator(scripted, close_engines=False) as orch:
+        result = await orch.generate(
+            "q", n=16, seed=2, until=stopping.parse_rule("esc:4"), rerankers=[rerankers.MajorityVote(extract="number")]
+        )
+    assert result.samples_used == used
+    assert sorted(c.index for c in result.candidates) == list(range(used))
+    assert len(scripted.history) <= used + 4  # at most one window generated ahead
+
+
+def test_until_esc_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from nbest.cli import main
+    from tests.batch_engines import same_answer
+
+    main(["run", "q", "-n", "12", "--until", "esc:3", "--reranker", "vote:number", "--json"], engine_factory=same_answer)
+    result = json.loads(capsys.readouterr().out)
+    assert result["samples_used"] == 3  # the first window of 3 agrees, and it was the first wave

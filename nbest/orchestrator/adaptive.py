@@ -68,7 +68,10 @@ def check_adaptive(until: StoppingRule | None, wave: int | None) -> int | None:
             f"until: {until!r} is not a stopping rule (use stopping.Beta, stopping.Dirichlet or stopping.Confidence)",
             parameter="until",
         )
-    return DEFAULT_WAVE if wave is None else wave
+    if wave is None:  # a rule may say which wave size it is meant for (stopping.ESC: its window)
+        preferred = getattr(until, "wave", None)
+        return preferred if isinstance(preferred, int) and not isinstance(preferred, bool) and preferred >= 1 else DEFAULT_WAVE
+    return wave
 
 
 @dataclass

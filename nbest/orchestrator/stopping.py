@@ -22,6 +22,13 @@ for Efficient Reasoning and Coding with LLMs"):
 * :class:`Confidence` — for any ranker: stop when the top answer's
   confidence (``on="answer"``, the default) or the best candidate's
   (``on="candidate"``) reaches the threshold.
+* :class:`ESC` — Early-Stopping Self-Consistency (Li et al., 2024, "Escape
+  Sky-high Cost: Early-stopping Self-Consistency for Multi-step Reasoning"):
+  the plan is cut into windows of ``window`` consecutive candidates (plan
+  order); stop as soon as every candidate of one window gives the same
+  answer. Its waves are its windows (``wave`` defaults to ``window`` where
+  the caller asks the rule, see :attr:`ESC.wave`); with another wave size a
+  window is judged once all of its candidates are in.
 
 Votes are the sizes of ``Result.answers`` (candidates grouped by the answer a
 vote reranker extracted, else by near-duplicate or normalised text); failed
@@ -33,6 +40,8 @@ candidates vote for nothing. With one answer seen, the runner-up has 0 votes.
 0.8125
 >>> parse_rule("dirichlet:0.9")
 Dirichlet(threshold=0.9)
+>>> parse_rule("esc:5")
+ESC(window=5)
 """
 
 from __future__ import annotations
@@ -48,6 +57,7 @@ from nbest.errors import ConfigError
 from nbest.types import Result
 
 __all__ = [
+    "ESC",
     "Beta",
     "Confidence",
     "Decision",
@@ -241,17 +251,95 @@ class Confidence:
         return Decision(stop=best.confidence >= self.threshold, probability=best.confidence, answer=best.text)
 
 
-_RULES = {"beta": Beta, "dirichlet": Dirichlet, "confidence": Confidence}
-_RULE_TEXT = re.compile(r"^\s*(beta|dirichlet|confidence)\s*:", re.IGNORECASE)
+MAX_WINDOW = 64
+"""The largest ESC window (the default cap on ``n``)."""
+
+
+class ESC:
+    """Stop as soon as one whole window of ``window`` consecutive candidates agrees on one answer.
+
+    Windows follow plan order: candidates ``0 .. W-1``, ``W .. 2W-1``, ... A
+    window is judged once all of its candidates are in the Result; a failed
+    candidate or one without an answer breaks its window's agreement. The
+    reported probability is the largest share one answer has in the latest
+    complete window (1.0: unanimous). A window of 1 stops after the first
+    answer (greedy-like).
+
+    The rule's wave size is its window (:attr:`wave`): run it with ``wave=window``
+    (the default where the caller reads :attr:`wave`) so that each wave is one window.
+
+    Raises:
+        ConfigError: a window that is not a whole number in 1..64.
+
+    >>> rule = ESC(3)
+    >>> rule.window_shares([["a", "a", "b"], ["c", "c", "c"]])
+    [0.6666666666666666, 1.0]
+    """
+
+    threshold: float = 1.0
+    """A window stops sampling when one answer holds this share of it: all of it."""
+
+    def __init__(self, window: int = 5) -> None:
+        if isinstance(window, bool) or not isinstance(window, int) or not 1 <= window <= MAX_WINDOW:
+            raise ConfigError(
+                f"window: must be a whole number from 1 to {MAX_WINDOW} (got {window!r})", parameter="window", value=window
+            )
+        self.window = window
+        self.wave = window
+        """The wave size this rule is meant to run with: one window per wave."""
+
+    def __repr__(self) -> str:
+        return f"ESC(window={self.window})"
+
+    @staticmethod
+    def window_shares(windows: Sequence[Sequence[str | None]]) -> list[float]:
+        """For each window's answers (None: no answer), the largest share one answer has."""
+        shares = []
+        for answers in windows:
+            counts: dict[str, int] = {}
+            for a in answers:
+                if a is not None:
+                    counts[a] = counts.get(a, 0) + 1
+            shares.append(max(counts.values(), default=0) / len(answers) if answers else 0.0)
+        return shares
+
+    def check(self, result: Result) -> Decision:
+        by_index: dict[int, str | None] = {c.index: None for c in result.candidates}
+        for answer in result.answers:
+            for index in answer.support:
+                if index in by_index:
+                    by_index[index] = answer.answer
+        windows: list[list[str | None]] = []
+        start = 0
+        while all(i in by_index for i in range(start, start + self.window)):
+            windows.append([by_index[i] for i in range(start, start + self.window)])
+            start += self.window
+        leader = result.answers[0].answer if result.answers else None
+        if not windows:
+            return Decision(stop=False, probability=None, answer=leader)
+        shares = self.window_shares(windows)
+        for answers, share in zip(windows, shares, strict=True):
+            if share >= self.threshold and answers[0] is not None:
+                return Decision(stop=True, probability=1.0, answer=leader)
+        return Decision(stop=False, probability=shares[-1], answer=leader)
+
+
+_RULES: dict[str, type[Beta] | type[Confidence] | type[ESC]] = {
+    "beta": Beta,
+    "dirichlet": Dirichlet,
+    "confidence": Confidence,
+    "esc": ESC,
+}
+_RULE_TEXT = re.compile(r"^\s*(beta|dirichlet|confidence|esc)\s*:", re.IGNORECASE)
 
 
 def is_rule_text(text: str) -> bool:
-    """True when ``text`` names a stopping rule (``beta:``, ``dirichlet:``, ``confidence:`` ...)."""
+    """True when ``text`` names a stopping rule (``beta:``, ``dirichlet:``, ``confidence:``, ``esc:`` ...)."""
     return _RULE_TEXT.match(text) is not None
 
 
 def parse_rule(text: str) -> StoppingRule:
-    """Parse the short form ``beta:P``, ``dirichlet:P``, ``confidence:P[:answer|candidate]``.
+    """Parse the short form ``beta:P``, ``dirichlet:P``, ``confidence:P[:answer|candidate]``, ``esc:W``.
 
     >>> parse_rule("confidence:0.8:candidate")
     Confidence(threshold=0.8, on='candidate')
@@ -263,11 +351,19 @@ def parse_rule(text: str) -> StoppingRule:
     kind = _RULES.get(name.strip().lower())
     if kind is None:
         raise ConfigError(
-            f"--until {text!r}: unknown stopping rule {name!r}; use beta:P, dirichlet:P or confidence:P",
+            f"--until {text!r}: unknown stopping rule {name!r}; use beta:P, dirichlet:P, confidence:P or esc:W",
             parameter="stop",
             value=text,
         )
     number, _, on = rest.partition(":")
+    if kind is ESC:
+        if on or not re.fullmatch(r"\s*[0-9]{1,3}\s*", number) or not 1 <= int(number) <= MAX_WINDOW:
+            raise ConfigError(
+                f"--until {text!r}: esc takes a window size, a whole number from 1 to {MAX_WINDOW}, e.g. esc:5",
+                parameter="until",
+                value=text,
+            )
+        return ESC(int(number))
     try:
         threshold = float(number)
     except ValueError:
