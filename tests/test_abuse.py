@@ -309,6 +309,29 @@ HTTP: list[Http] = [
         "host",
         headers={"content-type": "application/json", "host": "attacker.example"},
     ),
+    # -- confidence-weighted votes (rerankers/vote.py)
+    Http(
+        "vote weighted with a zero temperature",
+        {"prompt": "x", "rerankers": [{"kind": "vote", "votes": "cisc", "temperature": 0}]},
+        422,
+        "temperature",
+        "rerankers[0]",
+    ),
+    Http("vote weighted by an unknown signal", {"prompt": "x", "rerankers": ["vote:cisc@verbal"]}, 422, "signal", "rerankers[0]"),
+    Http(
+        "vote keeping 1e308 of the candidates",
+        {"prompt": "x", "rerankers": [{"kind": "vote", "votes": "filter", "keep": 1e308}]},
+        422,
+        "keep",
+        "rerankers[0]",
+    ),
+    Http(
+        "Borda vote with power 1e6",
+        {"prompt": "x", "rerankers": [{"kind": "vote", "votes": "borda", "power": 1e6}]},
+        422,
+        "power",
+        "rerankers[0]",
+    ),
 ]
 
 CLI: list[Cli] = [
@@ -444,6 +467,11 @@ CLI: list[Cli] = [
         "is not a cluster address",
         files={"d.jsonl": b'{"prompt": "x", "a": "1"}\n'},
     ),
+    # -- confidence-weighted votes and the ESC rule (rerankers/vote.py, orchestrator/stopping.py)
+    Cli("ESC window of 0", ["run", "hi", "--until", "esc:0"], 2, "esc takes a window size"),
+    Cli("ESC window of 5,000 digits", ["run", "hi", "--until", "esc:" + "9" * 5_000], 2, "from 1 to 64"),
+    Cli("ESC window in superscript digits", ["run", "hi", "--until", "esc:²"], 2, "whole number"),
+    Cli("vote weighted by an unknown signal", ["run", "hi", "--reranker", "vote:borda@verbal"], 2, "signal"),
 ]
 
 BATCH_LINES: list[BatchLine] = [
