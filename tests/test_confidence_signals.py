@@ -7,7 +7,9 @@ import random
 
 import pytest
 
+from nbest import Orchestrator, VLLMEngine
 from nbest.errors import ConfigError
+from nbest.rerankers import MajorityVote, build_ranker
 from nbest.rerankers.confidence import (
     SIGNALS,
     ConfidenceTracker,
@@ -15,7 +17,7 @@ from nbest.rerankers.confidence import (
     signals,
     token_confidence,
 )
-from nbest.types import Candidate, CandidateSpec, SamplingParams
+from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
 
 
 def candidate(
@@ -147,3 +149,27 @@ def test_bad_window(window: object) -> None:
         ConfidenceTracker(window)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="window"):
         signals(candidate(LOGPROBS, ALTERNATIVES), window=window)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_signals_and_weighted_votes_on_the_real_engine(vllm_engine: VLLMEngine) -> None:
+    vote = build_ranker(["vote:borda@self_certainty:number"])
+    async with Orchestrator(vllm_engine, close_engines=False) as orch:
+        result = await orch.generate(
+            "What is 2 + 2? Answer with the number.", n=4, temperature=0.8, seed=0, max_tokens=8, top_logprobs=5, rerankers=vote
+        )
+    for c in result.candidates:
+        assert c.ok and c.top_logprobs is not None and c.token_logprobs is not None
+        got = signals(c)
+        assert list(got) == list(SIGNALS)  # every signal, with five alternatives per token
+        assert got["mean_confidence"] > 0 and got["self_certainty"] >= 0
+        assert got["lowest_group"] <= got["mean_confidence"] + 1e-9
+        assert got["mean_logprob"] == pytest.approx(c.mean_logprob, abs=1e-4)
+    assert result.best is not None and result.best.scores["vote"] is not None
+    shares = [a.confidence for a in result.answers]
+    assert sum(shares) <= 1.0 + 1e-9  # weighted support: the answers' shares of the Borda weight
+    scores = await MajorityVote(extract="number", weight="borda", signal="self_certainty").score(
+        Request(prompt="2 + 2?"), result.candidates
+    )
+    assert {s.details["weight"] for s in scores} == {"borda:self_certainty"}  # no fallback: every signal was there

@@ -222,12 +222,11 @@ def signals(candidate: Candidate, window: int | None = None) -> dict[str, float]
     """
     logprobs: Sequence[float] | None = candidate.token_logprobs
     alternatives = candidate.top_logprobs
-    n = len(logprobs) if logprobs is not None else len(alternatives) if alternatives is not None else 0
+    n = max(len(logprobs or ()), len(alternatives or ()))
     tracker = ConfidenceTracker(_check_window(window) if window is not None else default_window(n))
-    if logprobs is not None or alternatives is not None:
-        for i in range(n):
-            lp = logprobs[i] if logprobs is not None and i < len(logprobs) else math.nan
-            tracker.update(lp, alternatives[i] if alternatives is not None and i < len(alternatives) else None)
+    for i in range(n):  # a position without a sampled log-probability leaves mean_logprob to the candidate's own
+        lp = logprobs[i] if logprobs is not None and i < len(logprobs) else math.nan
+        tracker.update(lp, alternatives[i] if alternatives is not None and i < len(alternatives) else None)
     out = tracker.signals()
     if "mean_logprob" not in out:
         if candidate.mean_logprob is not None and math.isfinite(candidate.mean_logprob):
