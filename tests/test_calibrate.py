@@ -121,6 +121,8 @@ def test_auroc_and_prediction_rejection_ratio_by_hand(
 ) -> None:
     assert auroc(confidences, correct) == (None if area is None else pytest.approx(area, abs=1e-12))
     assert prediction_rejection_ratio(confidences, correct) == (None if prr is None else pytest.approx(prr, abs=1e-12))
+    if prr == 0.0:
+        assert str(prediction_rejection_ratio(confidences, correct)) == "0.0"  # not -0.0
 
 
 def test_discrimination_ignores_order_and_scale() -> None:

@@ -177,4 +177,4 @@ def prediction_rejection_ratio(confidences: Sequence[float], correct: Sequence[b
     area = _rejection_area(groups, correct)
     randomly = right / len(correct)
     oracle = _rejection_area([[i] for i in sorted(range(len(correct)), key=lambda i: bool(correct[i]))], correct)
-    return round((area - randomly) / (oracle - randomly), 12)
+    return round((area - randomly) / (oracle - randomly), 12) + 0.0  # + 0.0: no -0.0
