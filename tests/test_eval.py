@@ -359,11 +359,16 @@ async def test_end_to_end_eval_on_the_real_engine(vllm_engine: VLLMEngine, tmp_p
         for result in level.rerankers.values():
             assert result.quality.accuracy is not None and result.quality.accuracy <= level.oracle.accuracy + 1e-12
             assert result.ece is not None and 0.0 <= result.ece <= 1.0
+            assert result.auroc is None or 0.0 <= result.auroc <= 1.0
+            assert result.tokens > 0 and result.engine_s is None  # no generation time given
     first = report.levels[0]
     assert all(r.quality.accuracy == pytest.approx(report.random.accuracy) for r in first.rerankers.values())
     oracles = [lv.oracle.accuracy for lv in report.levels]
     assert oracles == sorted(oracles)  # more candidates, more chances
     assert report.completion_tokens > 0
+    assert report.levels[-1].rerankers["vote"].tokens == pytest.approx(
+        sum(c.num_tokens for s in samples for c in s.candidates) / len(samples)
+    )
     paths = write_plots(report, tmp_path)
     assert all(p.read_bytes().startswith(PNG) for p in paths)
 
