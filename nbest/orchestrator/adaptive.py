@@ -65,7 +65,7 @@ def check_adaptive(until: StoppingRule | None, wave: int | None) -> int | None:
         return None
     if not isinstance(until, StoppingRule):
         raise ConfigError(
-            f"until: {until!r} is not a stopping rule (use stopping.Beta, stopping.Dirichlet or stopping.Confidence)",
+            f"until: {until!r} is not a stopping rule (use stopping.Beta, Dirichlet, Confidence or ESC)",
             parameter="until",
         )
     if wave is None:  # a rule may say which wave size it is meant for (stopping.ESC: its window)
