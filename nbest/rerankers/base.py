@@ -10,7 +10,7 @@ from typing import Generic, Protocol, TypeVar, runtime_checkable
 
 from nbest.types import Answer, Candidate, Request, Score
 
-__all__ = ["AnswerGrouper", "CacheKey", "CandidateCache", "PerCandidate", "Reranker", "cache_key", "text_hash"]
+__all__ = ["AnswerGrouper", "CacheKey", "CandidateCache", "PerCandidate", "Reranker", "cache_key", "text_hash", "tied_ranks"]
 
 V = TypeVar("V")
 
@@ -126,3 +126,22 @@ class CandidateCache(Generic[V]):
     def __len__(self) -> int:
         with self._lock:
             return len(self._items)
+
+
+def tied_ranks(values: Sequence[float]) -> list[float]:
+    """Each value's rank from 1 (the smallest) up; tied values share their mean rank.
+
+    >>> tied_ranks([3.0, 1.0, 3.0, 2.0])
+    [3.5, 1.0, 3.5, 2.0]
+    """
+    order = sorted(range(len(values)), key=lambda i: values[i])
+    ranks = [0.0] * len(values)
+    start = 0
+    while start < len(order):
+        end = start
+        while end + 1 < len(order) and values[order[end + 1]] == values[order[start]]:
+            end += 1
+        for j in range(start, end + 1):
+            ranks[order[j]] = (start + end) / 2 + 1
+        start = end + 1
+    return ranks

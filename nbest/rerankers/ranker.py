@@ -49,7 +49,7 @@ import anyio.to_thread
 
 from nbest.errors import ConfigError
 from nbest.rerankers.answers import group_answers, group_extracted
-from nbest.rerankers.base import AnswerGrouper, PerCandidate, Reranker
+from nbest.rerankers.base import AnswerGrouper, PerCandidate, Reranker, tied_ranks
 from nbest.types import Answer, Candidate, Request, Score
 
 __all__ = ["Normalize", "Preparation", "Ranked", "Ranker", "in_worker_loop", "normalize", "softmax"]
@@ -97,16 +97,7 @@ def normalize(values: Sequence[float | None], method: Normalize) -> list[float]:
         return [0.0 if hi == lo else (v - lo) / (hi - lo) for v in filled]
     if method == "rank":
         # average rank of ties, scaled to [0, 1]; higher value, higher rank
-        order = sorted(range(len(filled)), key=lambda i: filled[i])
-        ranks = [0.0] * len(filled)
-        i = 0
-        while i < len(order):
-            j = i
-            while j + 1 < len(order) and filled[order[j + 1]] == filled[order[i]]:
-                j += 1
-            for k in range(i, j + 1):
-                ranks[order[k]] = (i + j) / 2
-            i = j + 1
+        ranks = [r - 1 for r in tied_ranks(filled)]
         top = len(filled) - 1
         return [0.0 if top == 0 else r / top for r in ranks]
     raise ConfigError(

@@ -38,7 +38,7 @@ import anyio.to_thread
 from pydantic import Field, SerializerFunctionWrapHandler, field_validator, model_serializer, model_validator
 
 from nbest.errors import ConfigError
-from nbest.rerankers.base import CandidateCache, cache_key
+from nbest.rerankers.base import CandidateCache, cache_key, tied_ranks
 from nbest.rerankers.confidence import SIGNALS, Signal, signals
 from nbest.rerankers.extract import Extractor, get_extractor, normalize_answer
 from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
@@ -168,15 +168,7 @@ class MajorityVote:
             kept = set(order[: max(1, math.ceil(keep * len(present) - 1e-9))])
             return [1.0 if i in kept else 0.0 for i in range(len(present))], label
         # borda: mean rank of each value (ties share it), rank 1 the most confident
-        ranks = [0.0] * len(present)
-        start = 0
-        while start < len(order):
-            end = start
-            while end + 1 < len(order) and present[order[end + 1]] == present[order[start]]:
-                end += 1
-            for j in range(start, end + 1):
-                ranks[order[j]] = (start + end) / 2 + 1
-            start = end + 1
+        ranks = tied_ranks([-v for v in present])
         power = self.power if self.power is not None else DEFAULT_POWER
         n = len(present)
         return [(n - r + 1) ** power for r in ranks], label
