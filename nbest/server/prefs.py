@@ -32,7 +32,7 @@ import json
 import sqlite3
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Container, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -99,6 +99,18 @@ CREATE INDEX IF NOT EXISTS choices_user ON choices(user);
 
 MAX_LABEL = 200
 """The longest task or user label a choice or a scope may carry (characters)."""
+
+
+def _distinct_indices(name: str, indices: Sequence[int], candidates: Container[int]) -> list[int]:
+    """``indices`` as a list, or ConfigError naming ``name``: each must be a candidate's, once."""
+    indices = list(indices)
+    if any(i not in candidates for i in indices) or len(set(indices)) != len(indices):
+        raise ConfigError(
+            f"{name}: must list distinct candidate indices of the result (got {indices[:20]})",
+            parameter=name,
+            value=indices[:20],
+        )
+    return indices
 
 
 class StorageError(NbestError, sqlite3.DatabaseError):
@@ -327,27 +339,13 @@ class PreferenceStore:
                 value=chosen,
             )
         if ranking is not None:
-            ranking = list(ranking)
-            unknown = [i for i in ranking if i not in by_index]
-            if unknown or len(set(ranking)) != len(ranking):
-                raise ConfigError(
-                    f"ranking: must list distinct candidate indices of the result (got {ranking})",
-                    parameter="ranking",
-                    value=ranking,
-                )
+            ranking = _distinct_indices("ranking", ranking, by_index)
             if ranking and ranking[0] != chosen:
                 raise ConfigError(
                     f"ranking: must start with the chosen candidate {chosen} (got {ranking})", parameter="ranking", value=ranking
                 )
         if group is not None:
-            group = list(group)
-            unknown = [i for i in group if i not in by_index]
-            if unknown or len(set(group)) != len(group):
-                raise ConfigError(
-                    f"group: must list distinct candidate indices of the result (got {group[:20]})",
-                    parameter="group",
-                    value=group[:20],
-                )
+            group = _distinct_indices("group", group, by_index)
             group = (group if chosen in group else [chosen, *group]) if group else None
         if task is None and isinstance(meta_task := result.metadata.get("task"), str) and 0 < len(meta_task) <= MAX_LABEL:
             task = meta_task
