@@ -51,15 +51,11 @@ import os
 import platform
 import random
 import re
-import signal
-import socket
-import subprocess
-import sys
 import tempfile
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -299,45 +295,6 @@ def save_png(points: Sequence[Point], path: Path, title: str) -> None:
     plt.close(fig)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@contextlib.contextmanager
-def learning_server(folder: Path, extra: Sequence[str]) -> Iterator[str]:
-    """``nbest serve --learn`` on the embedded model in its own process group; stopped on exit."""
-    port = _free_port()
-    cmd = [sys.executable, "-m", "nbest.cli", "serve", "--host", "127.0.0.1", "--port", str(port),
-           "--db", str(folder / "preferences.db"), "--learn", *extra]  # fmt: skip
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
-    log_path = folder / "server.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True, env=env)
-    try:
-        deadline = time.monotonic() + 900
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"nbest serve exited with {proc.returncode}; log: {log_path}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise SystemExit(f"nbest serve not healthy after 900 s; log: {log_path}")
-            time.sleep(1)
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGINT)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-
-
 def history(db: Path) -> str:
     """How many versions the refits saved, by status (``nbest prefs history`` in one line)."""
     from nbest.server.prefs import PreferenceStore
@@ -428,10 +385,12 @@ async def _main(args: argparse.Namespace, base: str) -> list[Point]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parse_args(argv)
     print(f"CPU: {_cpu()}")
-    extra = [arg for name in args.reranker for arg in ("--reranker", name)]
+    from load import nbest_server  # the benchmarks' one way to start `nbest serve` (this script's folder is on the path)
+
+    extra = ["--learn", *(arg for name in args.reranker for arg in ("--reranker", name))]
     extra += ["--learn-every", str(args.learn_every), "--learn-min", str(args.learn_min), "--learn-interval", "0"]
     started = time.monotonic()
-    with tempfile.TemporaryDirectory(prefix="nbest-learning-") as tmp, learning_server(Path(tmp), extra) as base:
+    with tempfile.TemporaryDirectory(prefix="nbest-learning-") as tmp, nbest_server(Path(tmp), extra) as (base, _):
         print(f"server ready after {time.monotonic() - started:.0f} s")
         points = asyncio.run(_main(args, base))
         print(f"versions saved: {history(Path(tmp) / 'preferences.db')}")
