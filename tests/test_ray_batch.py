@@ -32,6 +32,7 @@ from nbest.orchestrator import Orchestrator
 from nbest.types import Request, SamplingParams
 from tests import batch_engines, ray_engines
 from tests.ray_processes import ray_processes, wait_ray_gone
+from tests.test_batch import read_results, write_lines
 
 CLUSTER = ("raylet", "gcs_server")
 """A cluster's own processes (its workers come and go with the tests' work)."""
@@ -53,17 +54,6 @@ def cluster() -> Iterator[None]:
         ray.shutdown()
         left = wait_ray_gone(ray_processes() - before)  # the cluster and every worker it started
         assert not left, f"Ray processes still alive after shutdown: {left}"
-
-
-def write_lines(path: Path, lines: list[object]) -> Path:
-    path.write_text("".join((line if isinstance(line, str) else json.dumps(line)) + "\n" for line in lines))
-    return path
-
-
-def read_results(path: Path) -> list[dict[str, object]]:
-    text = path.read_text()
-    assert text.endswith("\n")
-    return [json.loads(line) for line in text.splitlines()]
 
 
 def prompts(count: int) -> list[object]:
@@ -246,6 +236,7 @@ def test_without_ray_installed_ray_is_a_one_line_error(
         (["--replicas", "2"], "--replicas: only used with --ray"),
         (["-v"], "--verbose: only used with --ray"),
         (["--ray", "--replica-gpus", "4"], "--replica-gpus: a replica needs 4 GPU(s); the cluster has 0"),
+        (["--ray", "--replicas", "1000"], "--replicas: 1000 replicas of 1 CPU(s) need 1000; the cluster has 2"),
         (["--ray", "127.0.0.1:9"], "--ray: no Ray cluster at 127.0.0.1:9 (Connection refused)"),  # nothing listens there
     ],
 )

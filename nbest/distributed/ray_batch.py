@@ -207,19 +207,26 @@ class ReplicaPool:
                 raise ConfigError(f"requests[{i}] ({request.id}): {exc}", parameter=exc.parameter, value=exc.value) from None
 
     def _check_resources(self, ray: Any) -> None:
-        """A replica must fit in the cluster: refused on a local cluster, said
-        on a joined one (an autoscaler may add the nodes it needs)."""
+        """The replicas must fit in the cluster (each, and all of them at once): refused
+        on a local cluster, said on a joined one (an autoscaler may add the nodes it needs)."""
         total = ray.cluster_resources()
         for name, key, amount in (
             ("--replica-cpus", "CPU", self.options.replica_cpus),
             ("--replica-gpus", "GPU", self.options.replica_gpus),
         ):
             have = float(total.get(key, 0.0))
+            replicas = self.options.replicas
             if amount > have:
                 message = f"{name}: a replica needs {amount:g} {key}(s); the cluster has {have:g}"
-                if self.options.address is None:
-                    raise ConfigError(message, parameter=name, value=amount)
-                self._say(f"{message} now; waiting for nodes (at most {self.options.start_timeout:g} s)")
+            elif amount * replicas > have:
+                need = amount * replicas
+                message = f"--replicas: {replicas} replicas of {amount:g} {key}(s) need {need:g}; the cluster has {have:g}"
+                name, amount = "--replicas", replicas
+            else:
+                continue
+            if self.options.address is None:
+                raise ConfigError(message, parameter=name, value=amount)
+            self._say(f"{message} now; waiting for nodes (at most {self.options.start_timeout:g} s)")
 
     # -- lifecycle -----------------------------------------------------------
 
