@@ -290,6 +290,13 @@ class CandidateUpdate(NbestModel):
     """Why generation stopped ("stop", "length", ...); None while running."""
     finished: bool = False
     """True on the last update of a request."""
+    new_token_logprobs: list[float] | None = Field(default=None, repr=False)
+    """With token updates (``Engine.generate(..., tokens=True)``): the log-probabilities of
+    the tokens generated since the previous update (the final update included), so an
+    observer sees every token exactly once; None without token updates."""
+    new_top_logprobs: list[dict[str, float]] | None = Field(default=None, repr=False)
+    """With token updates and ``SamplingParams.top_logprobs`` > 0: the alternatives of the
+    tokens generated since the previous update, one dict per token."""
 
 
 class Candidate(NbestModel):
@@ -310,7 +317,8 @@ class Candidate(NbestModel):
     spec: CandidateSpec
     """The settings that produced it."""
     finish_reason: str | None = None
-    """Why generation stopped: "stop", "length", "timeout", "error", "cancelled"."""
+    """Why generation stopped: "stop", "length", "timeout", "error", "cancelled", or
+    "pruned" (stopped early by a pruning policy: its text is partial and it does not vote)."""
     num_tokens: int = 0
     """Generated tokens."""
     prompt_tokens: int = 0
@@ -323,6 +331,10 @@ class Candidate(NbestModel):
     """Each sampled token's log-probability."""
     top_logprobs: list[dict[str, float]] | None = Field(default=None, repr=False)
     """Per token, the most likely alternatives (text -> log-probability), when asked for."""
+    signals: dict[str, float] | None = None
+    """Its confidence signals (``mean_confidence``, ``lowest_group``, ``tail``, ``bottom10``,
+    ``self_certainty``, ``mean_logprob``: see :mod:`nbest.rerankers.confidence`), computed
+    when it finished from its per-token log-probabilities; None without them."""
     latency_s: float | None = None
     """Seconds from sending the request to its last token."""
     error: str | None = None
@@ -332,6 +344,11 @@ class Candidate(NbestModel):
     def ok(self) -> bool:
         """True when the candidate was generated without error."""
         return self.error is None
+
+    @property
+    def pruned(self) -> bool:
+        """True when a pruning policy stopped it early (partial text; it does not vote)."""
+        return self.finish_reason == "pruned"
 
 
 class Score(NbestModel):

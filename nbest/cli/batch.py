@@ -86,6 +86,7 @@ def batch_command(
     engines_file: str | None,
     timeout: float | None,
     until: tuple[str, ...],
+    prune: str | None,
     wave: int | None,
     concurrency: int,
     max_in_flight: int,

@@ -83,6 +83,7 @@ def eval_command(
     strategy_text: str | None,
     reranker_texts: tuple[str, ...],
     until: tuple[str, ...],
+    prune: str | None,
     wave: int | None,
     greedy: bool,
     subsamples: int,

@@ -33,6 +33,7 @@ from nbest.types import DEFAULT_MAX_N, Request, SamplingParams
 
 if TYPE_CHECKING:
     from nbest.distributed import ReplicaSpec
+    from nbest.orchestrator.pruning import Prune
     from nbest.orchestrator.stopping import StoppingRule
 
 __all__ = [
@@ -44,6 +45,7 @@ __all__ = [
     "build_ranker",
     "build_replica_spec",
     "build_request",
+    "build_prune",
     "build_strategy",
     "build_until",
     "engine_options",
@@ -182,7 +184,12 @@ def sampling_options(func: Any) -> Any:
 
 
 def until_options(func: Any) -> Any:
-    """``--until RULE`` (an early-stopping rule) and ``--wave N``; see :func:`build_until`."""
+    """``--until RULE`` (an early-stopping rule), ``--wave N`` (see :func:`build_until`) and
+    ``--prune POLICY`` (online pruning, see :func:`build_prune`)."""
+    func = click.option("--prune", "prune", default=None, metavar="KEEP[:WARMUP[:WINDOW]]",
+                        help="Stop weak candidates while they generate (DeepConf online): WARMUP candidates "
+                        "[4] set a confidence threshold keeping KEEP of them (0.9, or high/low), later ones "
+                        "are aborted once their WINDOW-token [16] group confidence falls below it.")(func)  # fmt: skip
     func = click.option("--wave", type=int, default=None,
                         help="Adaptive sampling: candidates per wave, with --until [default: 4].")(func)  # fmt: skip
     return click.option("--until", "until", multiple=True, metavar="RULE",
@@ -208,6 +215,22 @@ def build_until(texts: tuple[str, ...], wave: int | None) -> tuple[StoppingRule 
         return None, None
     rule = stopping.parse_rule(texts[0])
     return rule, check_adaptive(rule, wave)
+
+
+def build_prune(text: str | None) -> Prune | None:
+    """``--prune`` as a pruning policy (None: no pruning).
+
+    Raises:
+        ConfigError: a bad policy, naming the form allowed.
+    """
+    from nbest.orchestrator.pruning import parse_prune
+
+    if text is None:
+        return None
+    try:
+        return parse_prune(text)
+    except ConfigError as exc:
+        raise ConfigError(f"--{exc}", parameter="prune", value=text) from None
 
 
 def build_request(prompt: str, n: int, system: str | None, **sampling: Any) -> Request:

@@ -43,6 +43,7 @@ def run_command(
     timeout: float | None,
     as_json: bool,
     until: tuple[str, ...],
+    prune: str | None,
     wave: int | None,
     **sampling: Any,
 ) -> None:

@@ -8,7 +8,7 @@ from typing import Protocol, runtime_checkable
 
 from nbest.types import CandidateUpdate, Prompt, SamplingParams
 
-__all__ = ["Engine", "Health", "HealthReporting", "Startable"]
+__all__ = ["Engine", "Health", "HealthReporting", "Startable", "streams_tokens"]
 
 
 @runtime_checkable
@@ -21,6 +21,14 @@ class Engine(Protocol):
     :class:`~nbest.errors.EngineDeadError` when the engine is gone. ``abort``
     stops a running request (a no-op for an unknown or finished id) and
     ``aclose`` releases everything the engine holds (processes, sockets).
+
+    Token updates: an engine whose class sets ``token_updates = True`` also
+    accepts ``generate(prompt, params, request_id, tokens=True)``; it then yields
+    a partial update as tokens arrive, each holding the new tokens'
+    log-probabilities in ``CandidateUpdate.new_token_logprobs`` (and their
+    alternatives in ``new_top_logprobs``). Without ``tokens=True`` (the default)
+    it may yield only the final update. Callers pass ``tokens=True`` only to an
+    engine for which :func:`streams_tokens` is true.
     """
 
     name: str
@@ -30,6 +38,17 @@ class Engine(Protocol):
     async def abort(self, request_id: str) -> None: ...
 
     async def aclose(self) -> None: ...
+
+
+def streams_tokens(engine: object) -> bool:
+    """True when ``engine`` can report tokens as they are generated (``generate(..., tokens=True)``).
+
+    >>> class Quiet:
+    ...     name = "quiet"
+    >>> streams_tokens(Quiet())
+    False
+    """
+    return getattr(engine, "token_updates", False) is True
 
 
 @runtime_checkable
