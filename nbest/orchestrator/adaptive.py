@@ -15,6 +15,22 @@ passes, the waves ranked so far are returned.
 Because waves follow plan order, a seeded request stops after the same wave
 every time the engine reproduces its texts.
 
+With pruning (``prune=``, :mod:`nbest.orchestrator.pruning`) one pruning state
+spans all waves: the warm-up candidates are the first ``warmup`` of the plan,
+whichever waves hold them, and the later waves' candidates wait for them. A
+pruned candidate stays in the Result but does not vote, and the stopping rule
+reads a Result without the pruned candidates (the complete ones renumbered
+0, 1, ... in plan order, so the windows of :class:`~nbest.orchestrator.stopping.ESC`
+run over complete candidates).
+
+Cost: ``Result.usage`` counts every candidate of the ranked waves (pruned ones
+with the tokens they had when stopped) and, when the rule stops early, what the
+cancelled wave had generated: its candidates that had already finished or been
+pruned, and its requests cancelled mid-generation as far as their last token
+update said. An engine that reports only final outputs (no token updates asked
+for) reports nothing before the end, so the tokens of a request cancelled
+mid-generation then cannot be known and are not counted.
+
 This module knows nothing of the orchestrator: it is handed the planned
 request, the engines, a rank function and the limiter
 (:meth:`Orchestrator.run <nbest.orchestrator.core.Orchestrator.run>` calls it
@@ -33,11 +49,12 @@ from anyio.abc import TaskGroup
 
 from nbest.engines.base import Engine
 from nbest.errors import ConfigError
-from nbest.orchestrator.fanout import fan_out
+from nbest.orchestrator.fanout import Spent, fan_out
+from nbest.orchestrator.pruning import PruneRun
 from nbest.orchestrator.stopping import StoppingRule
-from nbest.types import Candidate, CandidateSpec, Request, Result
+from nbest.types import Candidate, CandidateSpec, Request, Result, Usage
 
-__all__ = ["DEFAULT_WAVE", "OnCandidate", "Rank", "check_adaptive", "run_adaptive"]
+__all__ = ["DEFAULT_WAVE", "OnCandidate", "Rank", "check_adaptive", "complete_view", "run_adaptive"]
 
 DEFAULT_WAVE = 4
 """Candidates per wave when a stopping rule is given without ``wave``."""
@@ -83,6 +100,7 @@ class _Wave:
     done: anyio.Event = field(default_factory=anyio.Event)
     candidates: list[Candidate] = field(default_factory=list)
     error: Exception | None = None
+    spent: Spent = field(default_factory=Spent)
 
     async def run(
         self,
@@ -91,6 +109,7 @@ class _Wave:
         limiter: anyio.CapacityLimiter,
         timeout: float | None,
         on_candidate: OnCandidate | None = None,
+        pruning: PruneRun | None = None,
     ) -> None:
         send, receive = anyio.create_memory_object_stream[Candidate](len(self.specs))
 
@@ -107,7 +126,7 @@ class _Wave:
                 async with anyio.create_task_group() as tg:
                     tg.start_soon(collect)
                     try:
-                        await fan_out(request, self.specs, engines, send, limiter, timeout)
+                        await fan_out(request, self.specs, engines, send, limiter, timeout, pruning=pruning, spent=self.spent)
                     finally:
                         send.close()
         except Exception as exc:  # an engine died: the caller re-raises it
@@ -127,11 +146,13 @@ async def run_adaptive(
     limiter: anyio.CapacityLimiter,
     timeout: float | None = None,
     on_candidate: OnCandidate | None = None,
+    pruning: PruneRun | None = None,
 ) -> Result:
     """Generate the plan ``specs`` of ``request`` (seeded, checked) in waves of
     ``wave``, each on the engine its spec names, under ``limiter``; stop when
     ``until`` says so. ``on_candidate`` sees each candidate as it finishes;
     a wave is ranked once it has returned for all of the wave's candidates.
+    ``pruning``: the request's pruning state, shared by every wave.
 
     Raises:
         EngineDeadError: an engine died; the running waves are cancelled.
@@ -152,10 +173,11 @@ async def run_adaptive(
         if remaining is not None:
             remaining = max(remaining, 1e-3)
         job = _Wave(waves[k])
-        tg.start_soon(job.run, request, engines, limiter, remaining, on_candidate)
+        tg.start_soon(job.run, request, engines, limiter, remaining, on_candidate, pruning)
         return job
 
     error: Exception | None = None
+    stopped: _Wave | None = None
     async with anyio.create_task_group() as tg:
         current, ahead = launch(tg, 0), launch(tg, 1)
         k = 0
@@ -169,7 +191,8 @@ async def run_adaptive(
                 generate_s = time.perf_counter() - started
                 result = await rank(list(collected), generate_s)
                 rerank_s += result.timings.rerank_s
-                if until.check(result).stop:
+                if until.check(complete_view(result)).stop:
+                    stopped = ahead
                     break
                 k += 1
                 current, ahead = ahead, launch(tg, k + 1)
@@ -180,4 +203,41 @@ async def run_adaptive(
         raise error
     assert result is not None  # the first wave always runs
     timings = result.timings.model_copy(update={"rerank_s": rerank_s})
-    return result.model_copy(update={"samples_used": len(collected), "timings": timings})
+    usage = result.usage
+    if stopped is not None:  # the wave cancelled when the rule stopped: what it had generated
+        usage = Usage(
+            prompt_tokens=usage.prompt_tokens + stopped.spent.prompt_tokens + sum(c.prompt_tokens for c in stopped.candidates),
+            completion_tokens=usage.completion_tokens
+            + stopped.spent.completion_tokens
+            + sum(c.num_tokens for c in stopped.candidates),
+        )
+    return result.model_copy(update={"samples_used": len(collected), "timings": timings, "usage": usage})
+
+
+def complete_view(result: Result) -> Result:
+    """``result`` as a stopping rule reads it: without its pruned candidates, the
+    others renumbered 0, 1, ... in plan order (answers' support and ``best`` alike).
+
+    >>> from nbest.types import Answer, CandidateSpec, SamplingParams
+    >>> spec = lambda i: CandidateSpec(index=i, params=SamplingParams())
+    >>> cands = [Candidate(index=i, spec=spec(i), text="4", rank=None if i == 1 else 1,
+    ...                    finish_reason="pruned" if i == 1 else "stop") for i in (0, 1, 2)]
+    >>> four = Answer(answer="4", confidence=1, support=[0, 2])
+    >>> r = Result(id="r", prompt="q", n=3, candidates=cands, best=cands[0], answers=[four])
+    >>> [c.index for c in complete_view(r).candidates], complete_view(r).answers[0].support
+    ([0, 1], [0, 1])
+    """
+    if not any(c.pruned for c in result.candidates):
+        return result
+    kept = sorted(c.index for c in result.candidates if not c.pruned)
+    renumber = {old: new for new, old in enumerate(kept)}
+    candidates = [c.model_copy(update={"index": renumber[c.index]}) for c in result.candidates if not c.pruned]
+    answers = [
+        a.model_copy(update={"support": [renumber[i] for i in a.support if i in renumber]})
+        for a in result.answers
+        if any(i in renumber for i in a.support)
+    ]
+    best = result.best
+    if best is not None:
+        best = best.model_copy(update={"index": renumber[best.index]}) if best.index in renumber else None
+    return result.model_copy(update={"candidates": candidates, "answers": answers, "best": best})

@@ -18,6 +18,7 @@ from nbest.metrics.diversity import add_diversity
 from nbest.orchestrator.adaptive import check_adaptive, run_adaptive
 from nbest.orchestrator.fanout import fan_out
 from nbest.orchestrator.many import check_count, run_many
+from nbest.orchestrator.pruning import Prune, PruneRun, check_prune
 from nbest.orchestrator.stopping import StoppingRule, check_stop_strings
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.logprob import MeanLogProb
@@ -209,21 +210,52 @@ class Orchestrator:
     # -- generating ----------------------------------------------------------
 
     async def stream_request(
-        self, request: Request, *, strategy: Strategy | None = None, timeout: float | None = None
+        self,
+        request: Request,
+        *,
+        strategy: Strategy | None = None,
+        timeout: float | None = None,
+        prune: Prune | None = None,
     ) -> AsyncGenerator[Candidate, None]:
         """Yield the request's candidates as each finishes (unranked).
 
         Leaving the loop early, or being cancelled, aborts the engine requests
-        still running.
+        still running. With ``prune`` (:class:`~nbest.orchestrator.pruning.Prune`),
+        weak candidates are stopped while they generate and yielded with
+        ``finish_reason="pruned"``.
 
         Raises:
-            ConfigError: bad request or plan (before anything is generated).
+            ConfigError: bad request, plan or ``prune`` (before anything is generated).
             EngineDeadError: an engine died.
         """
-        tg = self._require_open()
+        self._require_open()
         timeout = self.timeout if timeout is None else timeout
         _check_timeout(timeout)
+        request, specs, pruning = self._planned(request, strategy, prune)
+        async with contextlib.aclosing(self._stream_planned(request, specs, timeout, pruning)) as candidates:
+            async for candidate in candidates:
+                yield candidate
+
+    def _planned(
+        self, request: Request, strategy: Strategy | None, prune: object
+    ) -> tuple[Request, list[CandidateSpec], PruneRun | None]:
+        """The request, its plan and its pruning state (see :meth:`plan` and
+        :meth:`PruneRun.plan <nbest.orchestrator.pruning.PruneRun.plan>`).
+
+        Raises:
+            ConfigError: a bad plan, ``prune`` not a Prune, or an engine of the plan
+                that cannot stream tokens while ``prune`` has candidates to prune.
+        """
+        checked = check_prune(prune)
         request, specs = self.plan(request, strategy)
+        check_prune(checked, self.engines, specs)
+        pruning, specs = PruneRun.plan(checked, specs)
+        return request, specs, pruning
+
+    async def _stream_planned(
+        self, request: Request, specs: list[CandidateSpec], timeout: float | None, pruning: PruneRun | None
+    ) -> AsyncGenerator[Candidate, None]:
+        tg = self._require_open()
         send, receive = anyio.create_memory_object_stream[Candidate](len(specs))
         scope = anyio.CancelScope()
         done = anyio.Event()
@@ -232,7 +264,7 @@ class Orchestrator:
         async def job() -> None:
             try:
                 with scope:
-                    await fan_out(request, specs, self.engines, send, self._limiter, timeout)
+                    await fan_out(request, specs, self.engines, send, self._limiter, timeout, pruning=pruning)
             except Exception as exc:
                 failure.append(exc)
             finally:
@@ -259,15 +291,18 @@ class Orchestrator:
         strategy: Strategy | None = None,
         timeout: float | None = None,
         system: str | None = None,
+        prune: Prune | None = None,
         **sampling: Unpack[SamplingKwargs],
     ) -> AsyncIterator[Candidate]:
-        """Yield candidates for ``prompt`` as each finishes (unranked).
+        """Yield candidates for ``prompt`` as each finishes (unranked); ``prune``: as in
+        :meth:`stream_request`.
 
         >>> async for candidate in orch.stream("Write a haiku", n=4):  # doctest: +SKIP
         ...     print(candidate.index, candidate.text)
         """
         request = self.request(prompt, n, system=system, **sampling)
-        async with contextlib.aclosing(self.stream_request(request, strategy=strategy, timeout=timeout)) as candidates:
+        stream = self.stream_request(request, strategy=strategy, timeout=timeout, prune=prune)
+        async with contextlib.aclosing(stream) as candidates:
             async for candidate in candidates:
                 yield candidate
 
@@ -281,6 +316,7 @@ class Orchestrator:
         diversity: bool = False,
         until: StoppingRule | None = None,
         wave: int | None = None,
+        prune: Prune | None = None,
     ) -> Result:
         """Generate, rerank and return the ranked Result of a Request.
 
@@ -293,18 +329,26 @@ class Orchestrator:
         ``Result.samples_used`` says how many were generated (see
         :mod:`nbest.orchestrator.adaptive`).
 
+        With a pruning policy (``prune=Prune(keep=0.9, warmup=4, window=16)``, DeepConf
+        online) the first ``warmup`` candidates are generated in full and set a
+        group-confidence threshold; every later one is watched token by token and
+        stopped (its engine request aborted) once it falls below: it stays in the
+        Result with ``finish_reason="pruned"``, its partial text and signals, unranked,
+        and does not vote (see :mod:`nbest.orchestrator.pruning`). Works with ``until``.
+
         Raises:
-            ConfigError: a bad request, plan, ``until``/``wave`` or timeout
-                (before anything is generated).
+            ConfigError: a bad request, plan, ``until``/``wave``, ``prune`` (or an
+                engine that cannot stream tokens for it) or timeout (before anything
+                is generated).
             EngineDeadError: an engine died.
         """
         ranker = _ranker(rerankers) if rerankers is not None else self.ranker
         self.check(request)
         wave = check_adaptive(until, wave)
         _check_timeout(timeout)
+        self._require_open()
+        planned, specs, pruning = self._planned(request, strategy, prune)
         if until is not None and wave is not None:
-            self._require_open()
-            planned, specs = self.plan(request, strategy)
             preparation = ranker.preparation(planned)
 
             async def rank(candidates: list[Candidate], generate_s: float) -> Result:
@@ -323,6 +367,7 @@ class Orchestrator:
                     limiter=self._limiter,
                     timeout=self.timeout if timeout is None else timeout,
                     on_candidate=None if preparation is None else preparation.add,
+                    pruning=pruning,
                 )
             finally:
                 ranker.release(planned)
@@ -335,7 +380,7 @@ class Orchestrator:
                 async with anyio.create_task_group() as preparing:  # prepare never raises: see Preparation.add
                     try:
                         async with contextlib.aclosing(
-                            self.stream_request(request, strategy=strategy, timeout=timeout)
+                            self._stream_planned(planned, specs, self.timeout if timeout is None else timeout, pruning)
                         ) as stream:
                             async for candidate in stream:
                                 candidates.append(candidate)
@@ -354,6 +399,8 @@ class Orchestrator:
             result = await self.rank(
                 request, candidates, ranker=ranker, generate_s=last - started, prepared=prepared, last_at=last
             )
+        if pruning is not None and pruning.warnings:
+            result = result.model_copy(update={"warnings": [*result.warnings, *pruning.warnings]})
         if diversity:
             result = await add_diversity(result, embedder=self.embedder)
         return result
@@ -370,6 +417,7 @@ class Orchestrator:
         diversity: bool = False,
         until: StoppingRule | None = None,
         wave: int | None = None,
+        prune: Prune | None = None,
         **sampling: Unpack[SamplingKwargs],
     ) -> Result:
         """Generate ``n`` candidates for ``prompt`` and return them ranked.
@@ -382,6 +430,11 @@ class Orchestrator:
             result = await orch.generate(q, n=32, until=stopping.Beta(0.95), wave=4)
             result.samples_used  # e.g. 8: two waves were enough
 
+        With ``prune`` weak candidates are stopped while they generate (see :meth:`run`)::
+
+            result = await orch.generate(q, n=16, prune=Prune(keep=0.9))
+            [c.index for c in result.candidates if c.pruned]  # e.g. [6, 11]
+
         ``stop``, as in the other methods, takes the stop strings that end
         each candidate's text (a string or a list of them).
 
@@ -392,7 +445,14 @@ class Orchestrator:
         """
         request = self.request(prompt, n, system=system, **sampling)
         return await self.run(
-            request, strategy=strategy, rerankers=rerankers, timeout=timeout, diversity=diversity, until=until, wave=wave
+            request,
+            strategy=strategy,
+            rerankers=rerankers,
+            timeout=timeout,
+            diversity=diversity,
+            until=until,
+            wave=wave,
+            prune=prune,
         )
 
     async def generate_many(
@@ -407,6 +467,7 @@ class Orchestrator:
         diversity: bool = False,
         until: StoppingRule | None = None,
         wave: int | None = None,
+        prune: Prune | None = None,
         system: str | None = None,
         **sampling: Unpack[SamplingKwargs],
     ) -> list[Result]:
@@ -435,6 +496,7 @@ class Orchestrator:
             diversity=diversity,
             until=until,
             wave=wave,
+            prune=prune,
             name="prompts",
         )
         async with contextlib.aclosing(finished):
@@ -453,6 +515,7 @@ class Orchestrator:
         diversity: bool = False,
         until: StoppingRule | None = None,
         wave: int | None = None,
+        prune: Prune | None = None,
     ) -> AsyncGenerator[tuple[int, Result], None]:
         """Run many requests; yield ``(i, result)`` as each is ranked, ``i``
         being the request's position in ``requests`` (ids need not be unique;
@@ -486,6 +549,7 @@ class Orchestrator:
             diversity=diversity,
             until=until,
             wave=wave,
+            prune=prune,
             name="requests",
         )
 
@@ -500,24 +564,33 @@ class Orchestrator:
         diversity: bool,
         until: StoppingRule | None,
         wave: int | None,
+        prune: Prune | None,
         name: str,
     ) -> AsyncGenerator[tuple[int, Result], None]:
         tg = self._require_open()
         check_count(concurrency, "concurrency")
         _check_timeout(timeout)
         check_adaptive(until, wave)
+        check_prune(prune)
         ranker = _ranker(rerankers) if rerankers is not None else self.ranker
         for i, request in enumerate(requests):
             if not isinstance(request, Request):
                 raise ConfigError(f"{name}[{i}]: not a Request (got {type(request).__name__}); build one with request()")
             try:
-                self.plan(request, strategy)
+                self._planned(request, strategy, prune)
             except ConfigError as exc:
                 raise _at(f"{name}[{i}]", exc) from None
 
         async def run(request: Request) -> Result:
             return await self.run(
-                request, strategy=strategy, rerankers=ranker, timeout=timeout, diversity=diversity, until=until, wave=wave
+                request,
+                strategy=strategy,
+                rerankers=ranker,
+                timeout=timeout,
+                diversity=diversity,
+                until=until,
+                wave=wave,
+                prune=prune,
             )
 
         return run_many(tg, requests, run, concurrency)
@@ -547,7 +620,7 @@ class Orchestrator:
         ended = time.perf_counter()
         rerank_s = ended - started
         after_last = ended - (started if last_at is None else last_at)
-        ok = [c for c in ranked.candidates if c.ok]
+        ok = [c for c in ranked.candidates if c.ok and not c.pruned]
         return Result(
             id=request.id,
             prompt=request.prompt,

@@ -23,11 +23,27 @@ Prune(keep=0.5, warmup=4, window=32)
 
 from __future__ import annotations
 
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nbest.errors import ConfigError
+import anyio
 
-__all__ = ["PRESETS", "Prune", "parse_prune"]
+from nbest.engines.base import streams_tokens
+from nbest.errors import ConfigError
+from nbest.rerankers.confidence import ConfidenceTracker
+from nbest.types import Candidate, CandidateSpec
+
+__all__ = [
+    "PRESETS",
+    "PRUNE_TOP_LOGPROBS",
+    "Prune",
+    "PruneRun",
+    "check_prune",
+    "parse_prune",
+    "quantile",
+    "warmup_confidence",
+]
 
 PRESETS = {"high": 0.9, "low": 0.1}
 """DeepConf's two settings by name: the share of candidates kept."""
@@ -95,3 +111,178 @@ def parse_prune(text: str) -> Prune:
     except ValueError:
         raise ConfigError(f"prune: expected {form} (got {text!r})", parameter="prune", value=text) from None
     return Prune(keep, *numbers)
+
+
+PRUNE_TOP_LOGPROBS = 5
+"""Alternatives per token asked for when a pruned request asks for none.
+
+Group confidence is computed from each token's top-k alternatives, so pruning
+needs ``SamplingParams.top_logprobs >= 1``. A request that asks for 0 is sent
+with 5 (and its specs say so: the candidates then carry ``top_logprobs``).
+DeepConf reads 20 alternatives; 5 keeps the per-token cost of returning and
+decoding them small on a CPU while the token confidence (minus the mean
+log-probability of the alternatives) still separates a peaked distribution
+from a flat one. A request that asks for k >= 1 keeps its k."""
+
+
+def quantile(values: Sequence[float], q: float) -> float:
+    """The ``q`` quantile of ``values`` by linear interpolation between order
+    statistics (numpy's default, "type 7"): sorted ``v_0 <= .. <= v_{m-1}``, position
+    ``h = q (m - 1)``, value ``v_floor(h) + (h - floor(h)) (v_floor(h)+1 - v_floor(h))``.
+    ``q = 0`` is the smallest value; one value is its own quantile.
+
+    >>> quantile([4.0, 1.0, 3.0, 2.0], 0.1)
+    1.3
+    >>> quantile([2.5], 0.9)
+    2.5
+
+    Raises:
+        ValueError: no values, or ``q`` outside [0, 1].
+    """
+    if not values or not 0.0 <= q <= 1.0:
+        raise ValueError("quantile: needs at least one value and q in [0, 1]")
+    ordered = sorted(values)
+    h = q * (len(ordered) - 1)
+    low = math.floor(h)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (h - low) * (ordered[high] - ordered[low])
+
+
+def warmup_confidence(candidate: Candidate, window: int) -> float | None:
+    """What a warm-up candidate contributes to the threshold: its lowest group
+    confidence over full windows of ``window`` tokens, or, for a text shorter than
+    one window, the group confidence of the whole text; None when it failed or has
+    no alternatives (``top_logprobs``) to compute it from.
+
+    >>> from nbest.types import CandidateSpec, SamplingParams
+    >>> c = Candidate(index=0, spec=CandidateSpec(index=0, params=SamplingParams()), text="ab", num_tokens=2,
+    ...               token_logprobs=[-0.1, -0.2], top_logprobs=[{"a": -0.1, "b": -2.1}, {"c": -0.2, "d": -3.8}])
+    >>> round(warmup_confidence(c, 16), 6)
+    1.55
+    """
+    if not candidate.ok or candidate.pruned or not candidate.top_logprobs:
+        return None
+    tracker = ConfidenceTracker(window)
+    logprobs = candidate.token_logprobs or []
+    for i, alternatives in enumerate(candidate.top_logprobs):
+        tracker.update(logprobs[i] if i < len(logprobs) else math.nan, alternatives)
+    return tracker.lowest_group if tracker.lowest_group is not None else tracker.group
+
+
+class PruneRun:
+    """One request's pruning state, shared by every wave of that request.
+
+    Built by :meth:`plan` from the request's plan. The first ``warmup`` specs in
+    plan order are warm-up candidates: generated in full, each reporting to
+    :meth:`warmup_done` when it ends (finished, failed, timed out or cancelled). The
+    other specs call :meth:`wait` *before* taking an in-flight slot, so while they
+    wait they hold none; once every warm-up candidate has ended, :attr:`threshold`
+    is the ``1 - keep`` :func:`quantile` of the warm-up values
+    (:func:`warmup_confidence`). A later candidate is then generated with token
+    updates and watched by a :class:`~nbest.rerankers.confidence.ConfidenceTracker`
+    of ``window`` tokens (:meth:`tracker`); :meth:`prunes` says when to stop it.
+
+    With no usable warm-up candidate (all failed, or none had alternatives) there is
+    no threshold: the later candidates run in full and :attr:`warnings` says why.
+    """
+
+    def __init__(self, prune: Prune, warmup: Sequence[int]) -> None:
+        self.prune = prune
+        self._pending = set(warmup)
+        self.warmup = frozenset(warmup)
+        """Plan indices of the warm-up candidates."""
+        self.values: dict[int, float] = {}
+        """Each usable warm-up candidate's value (its index -> lowest group confidence)."""
+        self.threshold: float | None = None
+        """The group confidence below which a later candidate is pruned (None: not yet known, or no pruning)."""
+        self.warnings: list[str] = []
+        """Why pruning did not happen, when it did not (copied into ``Result.warnings``)."""
+        self.pruned: list[int] = []
+        """Plan indices of the candidates pruned so far."""
+        self._ready = anyio.Event()
+
+    @classmethod
+    def plan(cls, prune: Prune | None, specs: Sequence[CandidateSpec]) -> tuple[PruneRun | None, list[CandidateSpec]]:
+        """The pruning state for a request's plan ``specs`` and the specs to generate.
+
+        None (and the specs unchanged) without a policy or when the plan has no
+        more candidates than warm-up ones (nothing to prune). Otherwise every spec
+        asking for no alternatives asks for :data:`PRUNE_TOP_LOGPROBS`.
+        """
+        if prune is None or len(specs) <= prune.warmup:
+            return None, list(specs)
+        sent = [
+            spec
+            if spec.params.top_logprobs >= 1
+            else spec.model_copy(update={"params": spec.params.model_copy(update={"top_logprobs": PRUNE_TOP_LOGPROBS})})
+            for spec in specs
+        ]
+        return cls(prune, [spec.index for spec in sent[: prune.warmup]]), sent
+
+    @property
+    def ready(self) -> bool:
+        """True once every warm-up candidate has ended (the threshold is known, or known to be absent)."""
+        return self._ready.is_set()
+
+    async def wait(self) -> None:
+        """Return once every warm-up candidate has ended."""
+        await self._ready.wait()
+
+    def warmup_done(self, index: int, candidate: Candidate | None) -> None:
+        """Warm-up candidate ``index`` ended as ``candidate`` (None: cancelled before it
+        finished); the last one to end sets the threshold and releases the waiters."""
+        if index not in self._pending:
+            return
+        self._pending.discard(index)
+        if candidate is not None:
+            value = warmup_confidence(candidate, self.prune.window)
+            if value is not None:
+                self.values[index] = value
+        if self._pending:
+            return
+        if self.values:
+            self.threshold = quantile(list(self.values.values()), 1.0 - self.prune.keep)
+        else:
+            self.warnings.append(
+                f"prune: no warm-up candidate had token alternatives to set a threshold (of {len(self.warmup)}); "
+                "nothing was pruned"
+            )
+        self._ready.set()
+
+    def tracker(self) -> ConfidenceTracker:
+        """A tracker for one later candidate (group window: the policy's ``window``)."""
+        return ConfidenceTracker(self.prune.window)
+
+    def prunes(self, tracker: ConfidenceTracker) -> bool:
+        """True when the candidate ``tracker`` watches must stop: a full window's group
+        confidence fell below the threshold."""
+        return self.threshold is not None and tracker.lowest_group is not None and tracker.lowest_group < self.threshold
+
+
+def check_prune(prune: object, engines: Mapping[str, object] | None = None, specs: Sequence[CandidateSpec] = ()) -> Prune | None:
+    """Validate a ``prune=`` argument; with ``engines`` and a plan, check that every
+    engine the plan uses can stream tokens.
+
+    Raises:
+        ConfigError: ``prune`` is not a :class:`Prune` (or None), or an engine of the
+            plan cannot report tokens as they are generated.
+    """
+    if prune is None:
+        return None
+    if not isinstance(prune, Prune):
+        raise ConfigError(
+            f"prune: expected a Prune policy, e.g. Prune(keep=0.9, warmup=4, window=16) or parse_prune('0.9') "
+            f"(got {type(prune).__name__})",
+            parameter="prune",
+        )
+    if engines is not None and len(specs) > prune.warmup:
+        for route in sorted({spec.engine for spec in specs}):
+            engine = engines.get(route)
+            if engine is not None and not streams_tokens(engine):
+                raise ConfigError(
+                    f"prune: engine {route!r} ({type(engine).__name__}) cannot report tokens as they are generated; "
+                    "pruning needs an engine with token updates (VLLMEngine, OpenAIEngine)",
+                    parameter="prune",
+                    value=route,
+                )
+    return prune

@@ -206,8 +206,14 @@ class Ranker:
     async def rank(
         self, request: Request, candidates: Sequence[Candidate], prepared: Preparation | None = None, *, release: bool = True
     ) -> Ranked:
-        """Score the successful candidates with every reranker (concurrently,
-        each off the event loop), combine, rank; failed candidates follow, unranked.
+        """Score the complete candidates with every reranker (concurrently,
+        each off the event loop), combine, rank; pruned candidates follow, then
+        failed ones, both unranked (``rank`` and ``confidence`` None).
+
+        A pruned candidate (``finish_reason="pruned"``: stopped early by a pruning
+        policy, its text partial) is not scored and does not vote: its partial
+        answer would count as a real one. It is listed so that its text, tokens and
+        signals stay visible.
 
         With ``prepared`` (whose work must be finished), the rerankers reuse
         what it computed; what they cached for ``request`` is released when
@@ -227,7 +233,8 @@ class Ranker:
                 reranker.release(request)
 
     async def _rank(self, request: Request, candidates: Sequence[Candidate], prepared: Preparation | None) -> Ranked:
-        ok = [c for c in candidates if c.ok]
+        ok = [c for c in candidates if c.ok and not c.pruned]
+        pruned = sorted((c for c in candidates if c.ok and c.pruned), key=lambda c: c.index)
         failed = sorted((c for c in candidates if not c.ok), key=lambda c: c.index)
         warnings: list[str] = list(prepared.warnings) if prepared is not None else []
         results: dict[str, list[Score] | None] = {}
@@ -280,7 +287,7 @@ class Ranker:
         scored.sort(key=lambda c: (-(c.score or 0.0), c.index))
         ranked = [c.model_copy(update={"rank": r}) for r, c in enumerate(scored, start=1)]
         answers = await self._answers(request, ranked, ok, results, warnings)
-        return Ranked(ranked + failed, answers, warnings)
+        return Ranked(ranked + pruned + failed, answers, warnings)
 
     async def _answers(
         self,
@@ -323,8 +330,9 @@ class Preparation:
         self._failed: set[str] = set()
 
     async def add(self, candidate: Candidate) -> None:
-        """Prepare ``candidate`` with every per-candidate reranker, concurrently."""
-        if not candidate.ok:
+        """Prepare ``candidate`` with every per-candidate reranker, concurrently
+        (nothing for a failed or pruned one: it is not scored)."""
+        if not candidate.ok or candidate.pruned:
             return
         self.prepared += 1
 
