@@ -38,13 +38,14 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 import httpx
 
+from nbest.engines._openai_wire import TokenReader, error_message, final_update, merge_events
 from nbest.engines.base import Health
 from nbest.engines.fleet import Endpoint, Fleet
 from nbest.errors import ConfigError, EngineError, GenerationError
@@ -53,6 +54,8 @@ from nbest.types import CandidateUpdate, ChatMessage, Prompt, SamplingParams
 __all__ = ["ConnectionFailure", "EndpointFailure", "OpenAIEngine"]
 
 log = logging.getLogger("nbest.engines.openai")
+
+T = TypeVar("T")
 
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 """HTTP statuses that send the request elsewhere (every 5xx does); each is a strike against the endpoint."""
@@ -82,8 +85,14 @@ class _Rejected(Exception):
 class _Attempt:
     endpoint: Endpoint
     scope: anyio.CancelScope
+    """Cancelled to end the attempt (abort, or its endpoint failed under another request).
+    A token stream enters a fresh scope for every wait, never across a yield."""
     moved: bool = False
     aborted: bool = False
+    response: httpx.Response | None = None
+    """A token stream's open response, closed by :meth:`OpenAIEngine.abort` between reads."""
+    reading: bool = False
+    """A token stream is waiting for bytes (the scope ends that wait)."""
 
 
 class OpenAIEngine:
@@ -379,7 +388,9 @@ class OpenAIEngine:
         body.update(self.extra_body)
         return path, body
 
-    async def generate(self, prompt: Prompt, params: SamplingParams, request_id: str) -> AsyncIterator[CandidateUpdate]:
+    async def generate(
+        self, prompt: Prompt, params: SamplingParams, request_id: str, *, tokens: bool = False
+    ) -> AsyncIterator[CandidateUpdate]:
         """Generate one candidate on the least loaded healthy endpoint; see
         :class:`~nbest.engines.base.Engine`.
 
@@ -387,14 +398,33 @@ class OpenAIEngine:
         yet when there is one); the candidate is reported once. See the module
         docstring for how each failure counts against its endpoint.
 
+        ``tokens=True`` (with ``stream=True``, the default) yields a partial
+        update for every streamed chunk that brings tokens: the text so far
+        and the new tokens' log-probabilities (``new_token_logprobs``, and
+        ``new_top_logprobs`` when ``params.top_logprobs`` > 0), then the same
+        final update as without ``tokens``. Once a token has been yielded the
+        request cannot move to another endpoint (it would start over and
+        repeat tokens): a failure after that point is this candidate's
+        :class:`~nbest.errors.GenerationError`, and the endpoint is still
+        blamed as usual. :meth:`abort` closes the stream (vLLM then aborts the
+        request) and the candidate ends with a final update whose
+        ``finish_reason`` is ``"abort"`` and the text so far, as
+        ``VLLMEngine``'s does. Without ``stream`` the answer comes whole:
+        one final update holds every token in ``new_token_logprobs``.
+
         Raises:
             GenerationError: two endpoints refused the request (4xx; one when
-                there is no other), it was aborted, it took longer than
-                ``request_timeout``, or it failed on ``max_attempts`` endpoints.
+                there is no other), it was aborted (without ``tokens``), it took
+                longer than ``request_timeout``, it failed on ``max_attempts``
+                endpoints, or (``tokens``) it failed after its first token.
             EngineDeadError: every endpoint stayed down for ``down_timeout`` s.
         """
         await self.start()
         path, body = self.body(prompt, params)
+        if tokens and self.stream:
+            async for update in self._token_updates(path, body, params, request_id):
+                yield update
+            return
         limit = _response_limit(params)
         deadline = anyio.current_time() + self.request_timeout
         failures: list[str] = []
@@ -433,7 +463,179 @@ class OpenAIEngine:
         for other, error in rejected:
             if other is not endpoint:
                 self._strike(other, error)
-        yield _update(data, path, params)
+        update = final_update(data, path, params)
+        if tokens:  # a whole answer (stream=False): every token is new in the final update
+            update = update.model_copy(
+                update={"new_token_logprobs": update.token_logprobs, "new_top_logprobs": update.top_logprobs}
+            )
+        yield update
+
+    async def _token_updates(
+        self, path: str, body: dict[str, Any], params: SamplingParams, request_id: str
+    ) -> AsyncIterator[CandidateUpdate]:
+        """``generate(..., tokens=True)`` on a streamed answer: the same failover as
+        :meth:`generate` until the first token is yielded, none after it.
+
+        No cancel scope is open while an update is yielded (the consumer runs
+        then): every wait for bytes enters its own scope (see :meth:`_step`).
+        """
+        limit = _response_limit(params)
+        deadline = anyio.current_time() + self.request_timeout
+        failures: list[str] = []
+        tried: list[str] = []
+        rejected: list[tuple[Endpoint, str]] = []
+        final: CandidateUpdate | None = None
+        yielded = False
+        while final is None:
+            if len(failures) >= self.max_attempts:
+                raise GenerationError(f"failed on {len(failures)} attempt(s): {'; '.join(failures)}", engine=self.name)
+            async with self.fleet.acquire(avoid=tried, insist=bool(rejected)) as endpoint:
+                attempt = _Attempt(endpoint, anyio.CancelScope())
+                self._attempts[request_id] = attempt
+                reader = TokenReader(path, params)
+                try:
+                    response = await self._step(attempt, self._open(f"{endpoint.url}{path}", body), deadline)
+                    if response is not None:
+                        attempt.response = response
+                        if "text/event-stream" not in response.headers.get("content-type", ""):
+                            # a server that does not stream: the whole answer, every token new in it
+                            raw = await self._step(attempt, self._read(response, limit), deadline)
+                            if raw is not None:
+                                update = final_update(_parse(raw, ""), path, params)
+                                news = {"new_token_logprobs": update.token_logprobs, "new_top_logprobs": update.top_logprobs}
+                                final = update.model_copy(update=news)
+                        else:
+                            chunks = response.aiter_bytes()
+                            size = 0
+                            while (chunk := await self._step(attempt, anext(chunks, b""), deadline)) is not None:
+                                if not chunk:
+                                    final = self._whole(reader)
+                                    break
+                                size += len(chunk)
+                                if size > limit:
+                                    raise EndpointFailure(f"answer longer than {limit} bytes")
+                                for update in self._partial(reader, chunk):
+                                    yielded = True
+                                    yield update  # no scope open here (see the docstring)
+                                if reader.events.done:
+                                    final = self._whole(reader)
+                                    break
+                except ConnectionFailure as exc:
+                    failures.append(f"{endpoint.url}: {exc}")
+                    self._connection_failed(endpoint, str(exc))
+                    self._no_failover(yielded, reader, endpoint, exc)
+                except EndpointFailure as exc:
+                    failures.append(f"{endpoint.url}: {exc}")
+                    self._strike(endpoint, str(exc))
+                    self._no_failover(yielded, reader, endpoint, exc)
+                except _Rejected as exc:
+                    failures.append(f"{endpoint.url}: {exc}")
+                    rejected.append((endpoint, str(exc)))
+                    if len(rejected) > 1 or not self._another([*tried, endpoint.url]):
+                        raise GenerationError(f"{endpoint.url}{path}: {exc}", engine=self.name) from None
+                finally:
+                    self._attempts.pop(request_id, None)
+                    if attempt.response is not None:
+                        with anyio.CancelScope(shield=True), anyio.move_on_after(self.connect_timeout):
+                            await attempt.response.aclose()  # unread: the connection closes, the server aborts
+                if final is None and endpoint.url not in tried:
+                    tried.append(endpoint.url)
+            if final is None and attempt.aborted:
+                final = self._aborted(reader)
+            elif final is None and attempt.moved:
+                self._no_failover(yielded, reader, endpoint, ConnectionFailure("its endpoint failed under another request"))
+        self.fleet.succeeded(endpoint)
+        for other, error in rejected:
+            if other is not endpoint:
+                self._strike(other, error)
+        yield final
+
+    async def _open(self, url: str, body: dict[str, Any]) -> httpx.Response:
+        """Send ``body``; the 200 response with its body unread.
+
+        Raises:
+            EndpointFailure, _Rejected: another status (its body read and closed).
+        """
+        client = self._client
+        if client is None:
+            raise EngineError(f"engine {self.name} is closed", engine=self.name)
+        response = await client.send(client.build_request("POST", url, json=body), stream=True)
+        if response.status_code == 200:
+            return response
+        try:
+            raw = await self._read(response, ERROR_BODY_BYTES)
+        finally:
+            with anyio.CancelScope(shield=True), anyio.move_on_after(self.connect_timeout):
+                await response.aclose()
+        message = error_message(raw)
+        if 400 <= response.status_code < 500 and response.status_code != 429:
+            raise _Rejected(f"HTTP {response.status_code}: {message}")
+        raise EndpointFailure(f"HTTP {response.status_code}: {message}")
+
+    async def _step(self, attempt: _Attempt, wait: Awaitable[T], deadline: float) -> T | None:
+        """One wait of a token stream, bounded by ``read_timeout`` and the deadline;
+        None when :meth:`abort` or a failure of its endpoint ended it (the attempt says which).
+
+        Raises:
+            ConnectionFailure: no bytes for ``read_timeout``, or the connection failed.
+            GenerationError: past the deadline.
+        """
+        if attempt.aborted or attempt.moved:
+            if isinstance(wait, Coroutine):
+                wait.close()
+            return None
+        left = deadline - anyio.current_time()
+        attempt.reading = True
+        try:
+            with anyio.CancelScope() as scope:
+                attempt.scope = scope
+                with anyio.fail_after(max(min(self.read_timeout, left), 0.0)):
+                    return await wait
+        except TimeoutError as exc:
+            if left <= self.read_timeout:
+                raise GenerationError(
+                    f"no complete answer within request_timeout={self.request_timeout:g} s", engine=self.name
+                ) from None
+            raise ConnectionFailure(f"no answer for read_timeout={self.read_timeout:g} s") from exc
+        except httpx.HTTPError as exc:
+            raise ConnectionFailure(f"{type(exc).__name__}: {exc}".rstrip(": ")) from exc
+        finally:
+            attempt.reading = False
+        return None
+
+    @staticmethod
+    def _partial(reader: TokenReader, chunk: bytes) -> list[CandidateUpdate]:
+        try:
+            return reader.feed(chunk)
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise EndpointFailure(f"not an OpenAI response ({exc})") from None
+
+    @staticmethod
+    def _whole(reader: TokenReader) -> CandidateUpdate:
+        try:
+            return reader.final()
+        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+            raise EndpointFailure(f"not an OpenAI response ({exc})") from None
+
+    def _no_failover(self, yielded: bool, reader: TokenReader, endpoint: Endpoint, exc: Exception) -> None:
+        """After a yielded update, a failed attempt fails the candidate (a retry would repeat tokens)."""
+        if yielded:
+            raise GenerationError(
+                f"{endpoint.url} failed after {reader.tokens} streamed token(s), which a retry would repeat: {exc}",
+                engine=self.name,
+            ) from exc
+
+    def _aborted(self, reader: TokenReader) -> CandidateUpdate:
+        """The final update of an aborted token stream: what came so far."""
+        return CandidateUpdate(
+            text=reader.text,
+            num_tokens=reader.tokens,
+            cumulative_logprob=reader.cumulative_logprob,
+            finish_reason="abort",
+            finished=True,
+            new_token_logprobs=[],
+            new_top_logprobs=[] if reader.params.top_logprobs > 0 else None,
+        )
 
     def _strike(self, endpoint: Endpoint, error: str) -> None:
         """Count a failed request on ``endpoint``; log when that marks it down."""
@@ -490,7 +692,7 @@ class OpenAIEngine:
                 await response.aclose()  # also when cancelled: the connection is closed, the server aborts
         if status == 200:
             return _parse(raw, response.headers.get("content-type", ""))
-        message = _message(raw)
+        message = error_message(raw)
         if 400 <= status < 500 and status != 429:
             raise _Rejected(f"HTTP {status}: {message}")
         raise EndpointFailure(f"HTTP {status}: {message}")
@@ -513,29 +715,25 @@ class OpenAIEngine:
                 raise EndpointFailure(f"answer longer than {limit} bytes")
 
     async def abort(self, request_id: str) -> None:
-        """Close the HTTP request of ``request_id`` (the server then aborts it); no-op when unknown."""
+        """Close the HTTP request of ``request_id`` (the server then aborts it); no-op when unknown.
+
+        A token stream whose consumer is between updates (not waiting for
+        bytes) has its response closed here, so the server stops at once even
+        if the consumer never reads on.
+        """
         attempt = self._attempts.get(request_id)
         if attempt is not None:
             attempt.aborted = True
             attempt.scope.cancel()
+            response = attempt.response
+            if response is not None and not attempt.reading:
+                with anyio.CancelScope(shield=True), anyio.move_on_after(self.connect_timeout):
+                    await response.aclose()
 
 
 def _response_limit(params: SamplingParams) -> int:
     """Most bytes an answer to ``params`` may take (generous: ~2 KiB per token and alternative)."""
     return 1_048_576 + params.max_tokens * (params.top_logprobs + 1) * 2048
-
-
-def _message(raw: bytes) -> str:
-    """The error message of an OpenAI-style error body, or the start of the body."""
-    text = raw.decode("utf-8", "replace")
-    try:
-        error = json.loads(text).get("error", {})
-        message = error.get("message") if isinstance(error, dict) else error
-        if message:
-            return str(message)[:500]
-    except (ValueError, AttributeError, RecursionError):
-        pass
-    return text[:200]
 
 
 def _parse(raw: bytes, content_type: str) -> dict[str, Any]:
@@ -549,7 +747,7 @@ def _parse(raw: bytes, content_type: str) -> dict[str, Any]:
     text = raw.decode("utf-8", "replace")
     try:
         if "text/event-stream" in content_type or text.lstrip().startswith("data:"):
-            data = _merge_events(text)
+            data = merge_events(text)
         else:
             data = json.loads(text)
             if not isinstance(data, dict) or not isinstance(data.get("choices"), list) or not data["choices"]:
@@ -559,117 +757,3 @@ def _parse(raw: bytes, content_type: str) -> dict[str, Any]:
     except (ValueError, TypeError, KeyError, RecursionError) as exc:
         raise EndpointFailure(f"not an OpenAI response ({exc}): {text[:200]!r}") from None
     return data
-
-
-def _merge_events(text: str) -> dict[str, Any]:
-    """Server-sent completion chunks merged into one non-streamed response.
-
-    >>> chunks = ['{"choices": [{"index": 0, "text": "Hel", "finish_reason": null}]}',
-    ...           '{"choices": [{"index": 0, "text": "lo", "finish_reason": "stop"}]}',
-    ...           '{"choices": [], "usage": {"completion_tokens": 2}}', '[DONE]']
-    >>> _merge_events("".join(f"data: {chunk}\\n\\n" for chunk in chunks))
-    {'choices': [{'text': 'Hello', 'finish_reason': 'stop', 'logprobs': None}], 'usage': {'completion_tokens': 2}}
-
-    Raises:
-        ValueError: an event is not JSON or is an error, no choice came, or the
-            stream ended before a finish reason or ``[DONE]``.
-    """
-    texts: list[str] = []
-    chat = False
-    finish: str | None = None
-    done = False
-    seen = False
-    usage: dict[str, Any] | None = None
-    tokens: list[Any] = []
-    token_logprobs: list[Any] = []
-    top: list[Any] = []
-    content: list[Any] = []
-    has_logprobs = False
-    for line in text.splitlines():
-        if not line.startswith("data:"):
-            continue
-        payload = line[5:].strip()
-        if payload == "[DONE]":
-            done = True
-            break
-        event = json.loads(payload)
-        if not isinstance(event, dict):
-            raise ValueError("an event is not an object")
-        if event.get("error"):
-            raise ValueError(f"error event: {_message(payload.encode())}")
-        if isinstance(event.get("usage"), dict):
-            usage = event["usage"]
-        for choice in event.get("choices") or ():
-            if not isinstance(choice, dict) or choice.get("index", 0) != 0:
-                continue
-            seen = True
-            if "delta" in choice:
-                chat = True
-                texts.append(str((choice.get("delta") or {}).get("content") or ""))
-            else:
-                texts.append(str(choice.get("text") or ""))
-            logprobs = choice.get("logprobs")
-            if isinstance(logprobs, dict):
-                has_logprobs = True
-                content.extend(logprobs.get("content") or ())
-                tokens.extend(logprobs.get("tokens") or ())
-                token_logprobs.extend(logprobs.get("token_logprobs") or ())
-                top.extend(logprobs.get("top_logprobs") or ())
-            finish = choice.get("finish_reason") or finish
-    if not seen:
-        raise ValueError("no choices")
-    if finish is None and not done:
-        raise ValueError("the stream ended before its last choice")
-    merged: dict[str, Any]
-    if chat:
-        merged = {"message": {"content": "".join(texts)}, "finish_reason": finish}
-        merged["logprobs"] = {"content": content} if has_logprobs else None
-    else:
-        merged = {"text": "".join(texts), "finish_reason": finish}
-        merged["logprobs"] = {"tokens": tokens, "token_logprobs": token_logprobs, "top_logprobs": top} if has_logprobs else None
-    data: dict[str, Any] = {"choices": [merged]}
-    if usage is not None:
-        data["usage"] = usage
-    return data
-
-
-def _update(data: dict[str, Any], path: str, params: SamplingParams) -> CandidateUpdate:
-    """A final CandidateUpdate from an OpenAI (chat) completion response."""
-    choice = data["choices"][0]
-    usage = data.get("usage") or {}
-    tokens: list[str] = []
-    token_logprobs: list[float] | None = None
-    top: list[dict[str, float]] | None = None
-    logprobs = choice.get("logprobs")
-    if path == "/chat/completions":
-        text = (choice.get("message") or {}).get("content") or ""
-        content = (logprobs or {}).get("content")
-        if content is not None:
-            tokens = [str(item["token"]) for item in content]
-            token_logprobs = [float(item["logprob"]) for item in content]
-            top = [{str(alt["token"]): float(alt["logprob"]) for alt in item.get("top_logprobs") or ()} for item in content]
-    else:
-        text = choice.get("text") or ""
-        if logprobs is not None and logprobs.get("token_logprobs") is not None:
-            tokens = [str(t) for t in logprobs.get("tokens") or ()]
-            token_logprobs = [float(lp) for lp in logprobs["token_logprobs"] if lp is not None]
-            top = [{str(k): float(v) for k, v in (alts or {}).items()} for alts in logprobs.get("top_logprobs") or ()]
-    if params.top_logprobs > 0 and top is not None and token_logprobs is not None:
-        # like the in-process engine: the sampled token is among the alternatives
-        for alts, token, lp in zip(top, tokens, token_logprobs, strict=False):
-            alts.setdefault(token, lp)
-    else:
-        top = None
-    num_tokens = usage.get("completion_tokens")
-    if num_tokens is None:
-        num_tokens = len(token_logprobs or ())
-    return CandidateUpdate(
-        text=text,
-        num_tokens=int(num_tokens),
-        prompt_tokens=int(usage.get("prompt_tokens") or 0),
-        cumulative_logprob=sum(token_logprobs) if token_logprobs is not None else None,
-        token_logprobs=token_logprobs,
-        top_logprobs=top,
-        finish_reason=choice.get("finish_reason"),
-        finished=True,
-    )

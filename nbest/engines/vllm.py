@@ -11,7 +11,8 @@ vLLM starts worker processes: scripts that use this engine need an
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
+from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,6 +20,7 @@ import anyio
 import anyio.lowlevel
 
 from nbest.engines._reaper import Reaper, reap
+from nbest.engines._tokens import alternatives
 from nbest.engines.base import Health
 from nbest.engines.cpu import cpu_engine_defaults
 from nbest.engines.models import DEFAULT_MODEL, default_model_path, resolve_model
@@ -49,9 +51,19 @@ class VLLMEngine:
     >>> engine.name, engine.engine_args
     ('Qwen2.5-1.5B-Instruct', {'tensor_parallel_size': 2})
 
+    Token updates (``token_updates = True``): ``generate(..., tokens=True)``
+    asks vLLM for deltas (``RequestOutputKind.DELTA``) and yields a partial
+    update per engine step with the new tokens' log-probabilities in
+    ``new_token_logprobs`` / ``new_top_logprobs``; without it vLLM sends only
+    the final output (``FINAL_ONLY``), so nothing is paid for observing.
+    ``stream_tokens=True`` makes ``tokens=True`` the default of every request.
+
     Raises:
         ConfigError: a model that is neither a folder nor a Hugging Face id.
     """
+
+    token_updates = True
+    """``generate`` takes ``tokens=True`` (see :func:`nbest.engines.base.streams_tokens`)."""
 
     def __init__(
         self,
@@ -75,6 +87,7 @@ class VLLMEngine:
         if "model" in engine_args:
             raise ConfigError("engine_args: pass the model as the first argument, not model=", parameter="model")
         self.stream_tokens = stream_tokens
+        """The default of ``generate(..., tokens=)``: yield token updates for every request."""
         self.engine_args = engine_args
         self.started_args: dict[str, Any] = {}
         """The engine arguments it started with: the caller's plus the platform defaults (CPU dtype ...)."""
@@ -208,8 +221,11 @@ class VLLMEngine:
         # the template already holds the special tokens it needs
         return list(tok.encode(text, add_special_tokens=False))
 
-    def sampling_params(self, params: SamplingParams) -> Any:
-        """nbest's SamplingParams as vLLM's (one sample, sampled-token logprobs)."""
+    def sampling_params(self, params: SamplingParams, *, tokens: bool = False) -> Any:
+        """nbest's SamplingParams as vLLM's (one sample, sampled-token logprobs).
+
+        ``tokens``: ask for deltas after every engine step instead of the final output only.
+        """
         from vllm import SamplingParams as VSamplingParams
         from vllm.sampling_params import RequestOutputKind
 
@@ -227,22 +243,51 @@ class VLLMEngine:
             repetition_penalty=params.repetition_penalty,
             logprobs=params.top_logprobs,
             ignore_eos=params.ignore_eos,
-            output_kind=RequestOutputKind.CUMULATIVE if self.stream_tokens else RequestOutputKind.FINAL_ONLY,
+            output_kind=RequestOutputKind.DELTA if tokens else RequestOutputKind.FINAL_ONLY,
         )
 
-    async def generate(self, prompt: Prompt, params: SamplingParams, request_id: str) -> AsyncIterator[CandidateUpdate]:
-        """Generate one candidate; see :class:`~nbest.engines.base.Engine`."""
+    async def generate(
+        self, prompt: Prompt, params: SamplingParams, request_id: str, *, tokens: bool | None = None
+    ) -> AsyncIterator[CandidateUpdate]:
+        """Generate one candidate; see :class:`~nbest.engines.base.Engine`.
+
+        ``tokens`` (default: the engine's ``stream_tokens``): yield a partial
+        update per engine step, each with the log-probabilities of the tokens
+        generated since the previous one (``new_token_logprobs``, and
+        ``new_top_logprobs`` when ``params.top_logprobs`` > 0); the final update
+        also holds every token's lists, as without ``tokens``. Partial updates
+        carry the text so far and the token count but not the growing lists
+        (copying them at every step would cost O(n^2)).
+
+        After :meth:`abort` the request ends with a final update whose
+        ``finish_reason`` is ``"abort"`` (the text so far). Closing this
+        generator (``aclose``, or cancelling the task that iterates it) aborts
+        the vLLM request at once.
+
+        Raises:
+            GenerationError: this request failed (a chat prompt without a chat
+                template, a request vLLM rejected).
+            EngineDeadError: the engine is closed or its engine core died.
+        """
         await self.start()
         llm = self._llm
         if llm is None:
             raise EngineDeadError(f"engine {self.name} is closed", engine=self.name)
         from vllm.v1.engine.exceptions import EngineDeadError as VEngineDeadError
 
+        tokens = self.stream_tokens if tokens is None else tokens
         rendered = self.render(prompt)
         vllm_prompt: Any = {"prompt_token_ids": rendered} if isinstance(rendered, list) else rendered
         try:
-            async for out in llm.generate(vllm_prompt, self.sampling_params(params), request_id):
-                yield self._update(out)
+            stream = llm.generate(vllm_prompt, self.sampling_params(params, tokens=tokens), request_id)
+            async with aclosing(stream):  # closed here, vLLM aborts the request at once (not when collected)
+                if tokens:
+                    deltas = _Deltas(params.top_logprobs > 0)
+                    async for out in stream:
+                        yield deltas.update(out)
+                else:
+                    async for out in stream:
+                        yield self._update(out, params.top_logprobs > 0)
         except VEngineDeadError as exc:
             raise EngineDeadError(f"vLLM engine {self.name} died: {exc}", engine=self.name) from exc
         except (GenerationError, EngineDeadError):
@@ -253,15 +298,13 @@ class VLLMEngine:
             raise GenerationError(f"{type(exc).__name__}: {exc}", engine=self.name) from exc
 
     @staticmethod
-    def _update(out: Any) -> CandidateUpdate:
+    def _update(out: Any, top: bool) -> CandidateUpdate:
+        """The update of a final vLLM output: every token's log-probability, and (``top``) alternatives."""
         completion = out.outputs[0]
-        token_ids = list(completion.token_ids)
+        token_ids = completion.token_ids
         token_logprobs = top_logprobs = None
         if completion.logprobs is not None:
-            positions = list(completion.logprobs)
-            token_logprobs = [float(lp[tid].logprob) for tid, lp in zip(token_ids, positions, strict=False) if tid in lp]
-            if any(len(lp) > 1 for lp in positions):
-                top_logprobs = [{str(alt.decoded_token): float(alt.logprob) for alt in lp.values()} for lp in positions]
+            token_logprobs, top_logprobs = _positions(token_ids, completion.logprobs, top)
         return CandidateUpdate(
             text=completion.text,
             num_tokens=len(token_ids),
@@ -281,6 +324,94 @@ class VLLMEngine:
     def num_unfinished_requests(self) -> int:
         """Requests vLLM is still working on (0 before start)."""
         return 0 if self._llm is None else int(self._llm.get_num_unfinished_requests())
+
+
+def _positions(token_ids: Sequence[int], logprobs: Sequence[Any], top: bool) -> tuple[list[float], list[dict[str, float]] | None]:
+    """Each generated token's log-probability and (``top``) alternatives, one entry per token.
+
+    ``logprobs`` holds, per token, vLLM's ``{token id: Logprob}`` (the sampled
+    token first, then the top-k). Alternatives are keyed by decoded text (see
+    :func:`nbest.engines._tokens.alternatives` for two tokens with the same
+    text). A position whose sampled token is missing from its entry (vLLM
+    always puts it there; kept for safety) gets its entry's lowest
+    log-probability: a token outside the top-k is at most that likely. The
+    lists stay aligned with the tokens.
+    """
+    values: list[float] = []
+    alts: list[dict[str, float]] | None = [] if top else None
+    for i, tid in enumerate(token_ids):
+        entry = logprobs[i] if i < len(logprobs) else None
+        if not entry:
+            raise GenerationError(f"vLLM sent no log-probabilities for generated token {i} (id {tid})", engine="vllm")
+        sampled = entry.get(tid)
+        value = float(sampled.logprob) if sampled is not None else min(float(lp.logprob) for lp in entry.values())
+        values.append(value)
+        if alts is not None:
+            text = _text(sampled, tid) if sampled is not None else f"token_id:{tid}"
+            alts.append(alternatives(text, value, ((_text(lp, other), float(lp.logprob)) for other, lp in entry.items())))
+    return values, alts
+
+
+def _text(logprob: Any, token_id: int) -> str:
+    """A token's decoded text (vLLM without a tokenizer: ``token_id:N``, as its server writes it)."""
+    decoded = logprob.decoded_token
+    return f"token_id:{token_id}" if decoded is None else str(decoded)
+
+
+class _Deltas:
+    """Turns one request's vLLM delta outputs (``RequestOutputKind.DELTA``) into CandidateUpdates.
+
+    Every output holds only what is new since the previous one (vLLM merges
+    the outputs a slow reader missed), so each token is converted once and
+    appended: O(1) per token (O(k) with k alternatives). Only the text, which
+    every update carries whole, is copied at each step (a few bytes per token).
+    """
+
+    __slots__ = ("_top", "num_tokens", "prompt_tokens", "text", "token_logprobs", "top_logprobs")
+
+    def __init__(self, top: bool) -> None:
+        self._top = top
+        self.text = ""
+        self.num_tokens = 0
+        self.prompt_tokens = 0
+        self.token_logprobs: list[float] = []
+        self.top_logprobs: list[dict[str, float]] = []
+
+    def update(self, out: Any) -> CandidateUpdate:
+        completion = out.outputs[0]
+        token_ids = completion.token_ids
+        new, new_top = (
+            _positions(token_ids, completion.logprobs or (), self._top) if token_ids else ([], [] if self._top else None)
+        )
+        self.text = text = self.text + completion.text
+        self.num_tokens += len(token_ids)
+        self.token_logprobs.extend(new)
+        if new_top is not None:
+            self.top_logprobs.extend(new_top)
+        if out.prompt_token_ids:
+            self.prompt_tokens = len(out.prompt_token_ids)
+        if not out.finished:
+            # no validation: every value was built here, and a partial update is made per token
+            return CandidateUpdate.model_construct(
+                text=text,
+                num_tokens=self.num_tokens,
+                prompt_tokens=self.prompt_tokens,
+                cumulative_logprob=completion.cumulative_logprob,
+                new_token_logprobs=new,
+                new_top_logprobs=new_top,
+            )
+        return CandidateUpdate(
+            text=text,
+            num_tokens=self.num_tokens,
+            prompt_tokens=self.prompt_tokens,
+            cumulative_logprob=completion.cumulative_logprob,
+            token_logprobs=self.token_logprobs,
+            top_logprobs=self.top_logprobs if self._top else None,
+            finish_reason=completion.finish_reason,
+            finished=True,
+            new_token_logprobs=new,
+            new_top_logprobs=new_top,
+        )
 
 
 def _children() -> set[int]:
