@@ -472,6 +472,22 @@ CLI: list[Cli] = [
     Cli("ESC window of 5,000 digits", ["run", "hi", "--until", "esc:" + "9" * 5_000], 2, "from 1 to 64"),
     Cli("ESC window in superscript digits", ["run", "hi", "--until", "esc:²"], 2, "whole number"),
     Cli("vote weighted by an unknown signal", ["run", "hi", "--reranker", "vote:borda@verbal"], 2, "signal"),
+    # -- online pruning (orchestrator/pruning.py)
+    Cli("prune keeping more than all", ["run", "hi", "--prune", "1.5"], 2, "prune.keep: must be a share in (0, 1]"),
+    Cli("prune keeping nothing", ["run", "hi", "--prune", "0"], 2, "prune.keep"),
+    Cli("prune keep not a number", ["run", "hi", "--prune", "most"], 2, "KEEP[:WARMUP[:WINDOW]]"),
+    Cli("prune keep NaN", ["run", "hi", "--prune", "nan"], 2, "prune.keep"),
+    Cli("prune with no warm-up", ["run", "hi", "--prune", "0.9:0"], 2, "prune.warmup: must be a whole number from 1 to 64"),
+    Cli("prune window of a million", ["run", "hi", "--prune", "0.9:4:1000000"], 2, "prune.window"),
+    Cli("prune with four parts", ["run", "hi", "--prune", "0.9:4:16:2"], 2, "KEEP[:WARMUP[:WINDOW]]"),
+    Cli("prune of 5,000 characters", ["run", "hi", "--prune", "0." + "9" * 5_000], 2, "KEEP[:WARMUP[:WINDOW]]"),
+    Cli(
+        "batch prune with a fractional warm-up",
+        ["batch", "{tmp}/in.jsonl", "-o", "{tmp}/out.jsonl", "--prune", "high:2.5"],
+        2,
+        "KEEP[:WARMUP[:WINDOW]]",
+        files={"in.jsonl": b'{"prompt": "x"}\n'},
+    ),
 ]
 
 BATCH_LINES: list[BatchLine] = [

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from nbest.batch.output import OutputLog
 from nbest.orchestrator import Orchestrator
 from nbest.orchestrator.core import Rerankers
+from nbest.orchestrator.pruning import Prune
 from nbest.orchestrator.stopping import StoppingRule
 from nbest.strategies.base import Strategy
 from nbest.types import Request, Result
@@ -34,7 +35,9 @@ class BatchStats:
     done: int = 0
     """Prompts finished and written."""
     candidates: int = 0
-    """Candidates generated (failed ones included)."""
+    """Candidates generated (failed and pruned ones included)."""
+    pruned: int = 0
+    """Candidates stopped early by the pruning policy."""
     tokens: int = 0
     """Completion tokens generated."""
     failed_prompts: list[str] = field(default_factory=list)
@@ -49,6 +52,7 @@ class BatchStats:
     def add(self, result: Result) -> None:
         self.done += 1
         self.candidates += len(result.candidates)
+        self.pruned += sum(c.pruned for c in result.candidates)
         self.tokens += result.usage.completion_tokens
         if result.best is None:
             self.failed_prompts.append(result.id)
@@ -66,6 +70,7 @@ async def run_batch(
     diversity: bool = False,
     until: StoppingRule | None = None,
     wave: int | None = None,
+    prune: Prune | None = None,
     on_result: Callable[[Result, BatchStats], None] | None = None,
 ) -> BatchStats:
     """Run every request, appending each Result to ``log`` as soon as it is ranked.
@@ -88,6 +93,7 @@ async def run_batch(
         diversity=diversity,
         until=until,
         wave=wave,
+        prune=prune,
     )
     return await write_results(finished, log, total=len(requests), on_result=on_result)
 

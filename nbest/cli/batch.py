@@ -30,6 +30,7 @@ from nbest.batch.inputs import BadLine, read_input
 from nbest.batch.output import open_output
 from nbest.cli.options import (
     build_engines,
+    build_prune,
     build_ranker,
     build_replica_spec,
     build_request,
@@ -123,6 +124,7 @@ def batch_command(
         which = "--errors" if input_path.resolve() == errors_path.resolve() else "--output"
         raise ConfigError(f"{which}: must differ from the input file", parameter=which.lstrip("-"), value=str(input_path))
     rule, wave = build_until(until, wave)
+    policy = build_prune(prune)
     base = build_request("(per line)", n, system, **sampling)
     strategy = build_strategy(strategy_text)
     engines = build_engines(model, endpoints, engines_file)
@@ -138,7 +140,7 @@ def batch_command(
 
         spec = build_replica_spec(
             model, endpoints, engines_file, strategy=strategy, ranker=ranker, max_in_flight=max_in_flight,
-            concurrency=concurrency, timeout=timeout, until=until[0] if until else None, wave=wave,
+            concurrency=concurrency, timeout=timeout, until=until[0] if until else None, wave=wave, prune=prune,
         )  # fmt: skip
         ReplicaPool(spec, ray)  # checks the spec and the options
     parsed = read_input(input_path, base, max_n=DEFAULT_MAX_N)
@@ -176,6 +178,7 @@ def batch_command(
                     concurrency=concurrency,
                     until=rule,
                     wave=wave,
+                    prune=policy,
                     on_result=progress.update,
                 )
             stats_box.append(stats)

@@ -43,12 +43,15 @@ def result_table(result: Result, max_chars: int = 300) -> Table:
     table.add_column("settings", no_wrap=False, max_width=22)
     table.add_column("text", ratio=1)
     for c in result.candidates:
-        rank = str(c.rank) if c.rank is not None else "✗"
+        rank = str(c.rank) if c.rank is not None else ("-" if c.pruned else "✗")
         score = f"{c.score:.3f}" if c.score is not None else "-"
         body = c.text.strip()
         if len(body) > max_chars:
             body = body[: max_chars - 1].rstrip() + "…"
-        text = Text(body) if c.ok else Text(f"[{c.finish_reason}] {c.error}", style="red")
+        if c.pruned:  # stopped early by --prune: partial text, no vote
+            text = Text(f"[pruned after {c.num_tokens} tokens] {body}", style="dim")
+        else:
+            text = Text(body) if c.ok else Text(f"[{c.finish_reason}] {c.error}", style="red")
         table.add_row(rank, _bar(c.confidence), score, _settings(c), text)
     return table
 

@@ -8,6 +8,7 @@ import click
 
 from nbest.cli.options import (
     build_engines,
+    build_prune,
     build_ranker,
     build_request,
     build_strategy,
@@ -49,9 +50,10 @@ def run_command(
 ) -> None:
     """Generate N candidates for PROMPT, rerank them, print them ranked.
 
-    --until beta:P, dirichlet:P or confidence:P[:candidate] is an early-stopping
-    rule: sample in waves of --wave, stop once the answer is clear. --stop takes
-    stop strings.
+    --until beta:P, dirichlet:P, confidence:P[:candidate] or esc:W is an
+    early-stopping rule: sample in waves of --wave, stop once the answer is
+    clear. --stop takes stop strings. --prune KEEP[:WARMUP[:WINDOW]] stops weak
+    candidates while they generate; they are listed as pruned and do not vote.
     """
     import anyio
 
@@ -59,16 +61,21 @@ def run_command(
 
     # everything is validated before the engine starts
     rule, wave = build_until(until, wave)
+    policy = build_prune(prune)
     request = build_request(prompt, n, system, **sampling)
     strategy = build_strategy(strategy_text)
     engines = build_engines(model, endpoints, engines_file)
     ranker = build_ranker(reranker_texts, engine=next(iter(engines.values())))  # a judge asks the default route
     if timeout is not None and timeout <= 0:
         raise ConfigError("--timeout: must be a positive number of seconds", parameter="timeout", value=timeout)
+    if policy is not None:  # an engine that cannot stream tokens is refused before it loads its model
+        from nbest.orchestrator.pruning import check_prune
+
+        check_prune(policy, engines, Orchestrator(engines, close_engines=False).plan(request, strategy)[1])
 
     async def main() -> Result:
         async with Orchestrator(engines, rerankers=ranker) as orch:
-            return await orch.run(request, strategy=strategy, timeout=timeout, until=rule, wave=wave)
+            return await orch.run(request, strategy=strategy, timeout=timeout, until=rule, wave=wave, prune=policy)
 
     quiet_vllm()
     with stdout_to_stderr():

@@ -70,6 +70,9 @@ class ReplicaSpec(NbestModel):
     """A stopping rule (``beta:0.95``...), as ``--until`` takes it."""
     wave: int | None = Field(default=None, ge=1)
     """Candidates per wave with ``until``."""
+    prune: str | None = Field(default=None, max_length=64)
+    """A pruning policy (``KEEP[:WARMUP[:WINDOW]]``), as ``--prune`` takes it
+    (:func:`~nbest.orchestrator.pruning.parse_prune`)."""
     diversity: bool = False
     """Fill ``Result.diversity``."""
 
@@ -83,7 +86,7 @@ class ReplicaSpec(NbestModel):
         return value
 
     def check(self) -> None:
-        """Reject a spec with no engines, or with a bad stopping rule.
+        """Reject a spec with no engines, or with a bad stopping rule or pruning policy.
 
         Raises:
             ConfigError: naming the field.
@@ -132,13 +135,15 @@ def _engines(spec: ReplicaSpec) -> dict[str, Engine]:
 
 
 def run_options(spec: ReplicaSpec) -> dict[str, Any]:
-    """The keywords of :meth:`Orchestrator.run` the spec sets (stopping rule, waves, diversity).
+    """The keywords of :meth:`Orchestrator.run` the spec sets (stopping rule, waves,
+    pruning policy, diversity).
 
     Raises:
-        ConfigError: a bad stopping rule, or ``wave`` without one.
+        ConfigError: a bad stopping rule or pruning policy, or ``wave`` without a rule.
     """
     from nbest.orchestrator import stopping
     from nbest.orchestrator.adaptive import check_adaptive
+    from nbest.orchestrator.pruning import parse_prune
 
     until: StoppingRule | None = None
     wave = spec.wave
@@ -147,7 +152,8 @@ def run_options(spec: ReplicaSpec) -> dict[str, Any]:
         wave = check_adaptive(until, wave)
     elif wave is not None:
         raise ConfigError("wave: only used with a stopping rule (until)", parameter="wave", value=wave)
-    return {"until": until, "wave": wave, "diversity": spec.diversity}
+    prune = parse_prune(spec.prune) if spec.prune is not None else None
+    return {"until": until, "wave": wave, "prune": prune, "diversity": spec.diversity}
 
 
 def build_orchestrator(spec: ReplicaSpec) -> Orchestrator:

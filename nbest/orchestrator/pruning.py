@@ -280,7 +280,8 @@ def check_prune(prune: object, engines: Mapping[str, object] | None = None, spec
             engine = engines.get(route)
             if engine is not None and not streams_tokens(engine):
                 raise ConfigError(
-                    f"prune: engine {route!r} ({type(engine).__name__}) cannot report tokens as they are generated; "
+                    f"prune: route {route!r} (engine {getattr(engine, 'name', '?')!r}, {type(engine).__name__}) cannot "
+                    "report tokens as they are generated; "
                     "pruning needs an engine with token updates (VLLMEngine, OpenAIEngine)",
                     parameter="prune",
                     value=route,
