@@ -47,6 +47,10 @@ class FakeServer:
     """Answer one JSON body even when asked to stream."""
     token_delay: float = 0.0
     """Seconds between streamed tokens."""
+    cut_after: int | None = None
+    """Drop the connection after this many streamed events (a server that dies mid-answer)."""
+    streams_closed: int = 0
+    """Streamed answers the client closed before their last event (vLLM aborts such a request)."""
     models: list[str] = field(default_factory=lambda: [MODEL])
     served: list[int | None] = field(default_factory=list)
     in_flight: int = 0
@@ -151,16 +155,32 @@ def _stream(server: FakeServer, chunks: list[dict[str, object]], finish: str, us
     ]
     events += [f"data: {json.dumps({'choices': [], 'usage': usage})}\n\n", "data: [DONE]\n\n"]
     headers = {"content-type": "text/event-stream; charset=utf-8"}
-    if not server.token_delay:  # all at once: readable as .content, as a plain JSON answer is
+    if not server.token_delay and server.cut_after is None:  # all at once: readable as .content, as a plain JSON answer is
         return httpx.Response(200, headers=headers, content="".join(events).encode())
+    return httpx.Response(200, headers=headers, stream=_Paced(server, events, last))
 
-    async def paced() -> AsyncIterator[bytes]:
-        for i, event in enumerate(events):
-            if 0 < i <= last:
-                await anyio.sleep(server.token_delay)
+
+class _Paced(httpx.AsyncByteStream):
+    """Events sent ``token_delay`` apart; closing it early counts in ``streams_closed``
+    (as closing the connection tells a real server to stop)."""
+
+    def __init__(self, server: FakeServer, events: list[str], last: int) -> None:
+        self.server, self.events, self.last = server, events, last
+        self.sent = 0
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        for i, event in enumerate(self.events):
+            if self.server.cut_after is not None and i >= self.server.cut_after:
+                raise httpx.ReadError("connection reset by peer")
+            if 0 < i <= self.last:
+                await anyio.sleep(self.server.token_delay)
+            self.sent = i + 1
             yield event.encode()
 
-    return httpx.Response(200, headers=headers, content=paced())
+    async def aclose(self) -> None:
+        if self.sent < len(self.events):
+            self.server.streams_closed += 1
+            self.sent = len(self.events)
 
 
 Message = MutableMapping[str, Any]

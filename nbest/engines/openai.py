@@ -38,7 +38,7 @@ import asyncio
 import contextlib
 import json
 import logging
-from collections.abc import AsyncIterator, Awaitable, Coroutine, Mapping, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -130,9 +130,15 @@ class OpenAIEngine:
     :meth:`aclose` (the orchestrator calls both); use the asyncio backend, as
     for vLLM itself.
 
+    Token updates (``token_updates = True``): ``generate(..., tokens=True)``
+    yields a partial update per streamed chunk; see :meth:`generate`.
+
     Raises:
         ConfigError: a bad URL or setting.
     """
+
+    token_updates = True
+    """``generate`` takes ``tokens=True`` (see :func:`nbest.engines.base.streams_tokens`)."""
 
     def __init__(
         self,
@@ -390,7 +396,7 @@ class OpenAIEngine:
 
     async def generate(
         self, prompt: Prompt, params: SamplingParams, request_id: str, *, tokens: bool = False
-    ) -> AsyncIterator[CandidateUpdate]:
+    ) -> AsyncGenerator[CandidateUpdate, None]:
         """Generate one candidate on the least loaded healthy endpoint; see
         :class:`~nbest.engines.base.Engine`.
 
@@ -422,8 +428,9 @@ class OpenAIEngine:
         await self.start()
         path, body = self.body(prompt, params)
         if tokens and self.stream:
-            async for update in self._token_updates(path, body, params, request_id):
-                yield update
+            async with contextlib.aclosing(self._token_updates(path, body, params, request_id)) as updates:
+                async for update in updates:  # closed with this generator: the stream closes at once
+                    yield update
             return
         limit = _response_limit(params)
         deadline = anyio.current_time() + self.request_timeout
@@ -472,7 +479,7 @@ class OpenAIEngine:
 
     async def _token_updates(
         self, path: str, body: dict[str, Any], params: SamplingParams, request_id: str
-    ) -> AsyncIterator[CandidateUpdate]:
+    ) -> AsyncGenerator[CandidateUpdate, None]:
         """``generate(..., tokens=True)`` on a streamed answer: the same failover as
         :meth:`generate` until the first token is yielded, none after it.
 

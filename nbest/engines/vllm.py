@@ -11,7 +11,7 @@ vLLM starts worker processes: scripts that use this engine need an
 from __future__ import annotations
 
 import os
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -248,7 +248,7 @@ class VLLMEngine:
 
     async def generate(
         self, prompt: Prompt, params: SamplingParams, request_id: str, *, tokens: bool | None = None
-    ) -> AsyncIterator[CandidateUpdate]:
+    ) -> AsyncGenerator[CandidateUpdate, None]:
         """Generate one candidate; see :class:`~nbest.engines.base.Engine`.
 
         ``tokens`` (default: the engine's ``stream_tokens``): yield a partial
