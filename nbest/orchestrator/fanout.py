@@ -73,7 +73,12 @@ def _candidate(
     if alternatives is not None and len(alternatives) > len(top or ()):
         top = alternatives
     cumulative = update.cumulative_logprob
-    if cumulative is None and token_logprobs and all(math.isfinite(v) for v in token_logprobs):
+    if (
+        token_logprobs
+        and (cumulative is None or logprobs is not None)
+        and len(token_logprobs) == update.num_tokens
+        and all(math.isfinite(v) for v in token_logprobs)
+    ):  # every token's value is at hand: their sum is exact, whatever a partial update said
         cumulative = math.fsum(token_logprobs)
     mean = None
     if cumulative is not None and update.num_tokens > 0:
