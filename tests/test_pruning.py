@@ -420,3 +420,10 @@ def test_replica_spec_carries_prune() -> None:
         ReplicaSpec(engine_factory="m:f", prune="2").check()
     with pytest.raises(ConfigError, match="prune"):
         ReplicaSpec(engine_factory="m:f", prune="0." + "9" * 100)
+
+
+def test_blocking_generate_checks_prune_before_any_engine_starts() -> None:
+    import nbest
+
+    with pytest.raises(ConfigError, match="prune: expected a Prune policy"):
+        nbest.generate("q", n=8, prune="0.9")  # type: ignore[arg-type]
