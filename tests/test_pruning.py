@@ -427,3 +427,55 @@ def test_blocking_generate_checks_prune_before_any_engine_starts() -> None:
 
     with pytest.raises(ConfigError, match="prune: expected a Prune policy"):
         nbest.generate("q", n=8, prune="0.9")  # type: ignore[arg-type]
+
+
+async def test_pruning_on_an_openai_fleet() -> None:
+    """The fleet engine streams tokens from its servers; a pruned candidate's stream is closed
+    (a vLLM server aborts the request when its client goes away)."""
+    import json
+
+    import httpx
+
+    from nbest.engines.openai import OpenAIEngine
+    from tests.fake_openai import MODEL, FakeFleet, _stream
+
+    fleet = FakeFleet("a:1", "b:1")
+    original = fleet.handle
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if not request.url.path.endswith("chat/completions"):
+            return await original(request)
+        body = json.loads(request.content)
+        server = fleet.servers[request.url.netloc.decode()]
+        server.bodies.append(body)
+        # seed 101 hesitates (alternatives close to the sampled token), the others are sure
+        sure = body["seed"] != 101
+        lp, alt = (-0.05, -6.0) if sure else (-1.0, -1.2)
+        tokens = ["The", "answer", "is", "4", "."] * 4
+        content = [
+            {"token": t, "logprob": lp, "top_logprobs": [{"token": t, "logprob": lp}, {"token": "alt", "logprob": alt}]}
+            for t in tokens
+        ]
+        usage = {"prompt_tokens": 7, "completion_tokens": len(tokens)}
+        if not body.get("stream"):
+            text = " ".join(tokens)
+            choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": {"content": content}}
+            return httpx.Response(200, json={"choices": [{**choice, "finish_reason": "stop"}], "usage": usage})
+        pieces = [t if i == 0 else f" {t}" for i, t in enumerate(tokens)]
+        chunks = [{"index": 0, "delta": {"content": p}, "logprobs": {"content": [c]}} for p, c in zip(pieces, content, strict=True)]
+        return _stream(server, chunks, "stop", usage)
+
+    fleet.transport.handler = handle
+    for server in fleet.servers.values():
+        server.token_delay = 0.01
+    fleet_engine = OpenAIEngine(fleet.urls, model=MODEL, transport=fleet.transport)
+    policy = Prune(keep=1.0, warmup=1, window=2)
+    async with Orchestrator(fleet_engine) as orch:
+        result = await orch.generate("q", n=3, seed=100, prune=policy, max_tokens=32)
+    by_index = {c.index: c for c in result.candidates}
+    assert by_index[1].pruned and by_index[1].num_tokens == 2  # its first full window: well below the sure one's
+    assert by_index[1].text == "The answer"
+    assert not by_index[0].pruned and not by_index[2].pruned and by_index[2].num_tokens == 20
+    assert sum(s.streams_closed for s in fleet.servers.values()) == 1
+    assert sorted(b["seed"] for s in fleet.servers.values() for b in s.bodies) == [100, 101, 102]
+    assert all(b["top_logprobs"] == PRUNE_TOP_LOGPROBS for s in fleet.servers.values() for b in s.bodies)
