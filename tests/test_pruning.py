@@ -462,7 +462,10 @@ async def test_pruning_on_an_openai_fleet() -> None:
             choice = {"index": 0, "message": {"role": "assistant", "content": text}, "logprobs": {"content": content}}
             return httpx.Response(200, json={"choices": [{**choice, "finish_reason": "stop"}], "usage": usage})
         pieces = [t if i == 0 else f" {t}" for i, t in enumerate(tokens)]
-        chunks = [{"index": 0, "delta": {"content": p}, "logprobs": {"content": [c]}} for p, c in zip(pieces, content, strict=True)]
+        chunks = [
+            {"index": 0, "delta": {"content": piece}, "logprobs": {"content": [item]}}
+            for piece, item in zip(pieces, content, strict=True)
+        ]
         return _stream(server, chunks, "stop", usage)
 
     fleet.transport.handler = handle
