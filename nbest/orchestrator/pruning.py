@@ -13,6 +13,19 @@ signals; it does not vote.
 ``keep`` is the share of warm-up-like candidates expected to survive:
 DeepConf-high keeps 0.9 (mild pruning), DeepConf-low keeps 0.1 (aggressive).
 
+The runtime (:class:`PruneRun`, one per request, driven by
+:func:`~nbest.orchestrator.fanout.fan_out`): the warm-up candidates are the
+first ``warmup`` of the plan; the others wait for them without holding an
+in-flight slot. The threshold is the :func:`quantile` (linear interpolation,
+numpy's default) of the warm-up values (:func:`warmup_confidence`). Group
+confidence needs each token's alternatives, so a request that asks for none is
+sent with :data:`PRUNE_TOP_LOGPROBS`. The engines must stream tokens
+(:func:`check_prune`); the later candidates are generated with
+``tokens=True`` and judged after each update, so that stock vLLM (and any
+OpenAI-compatible server that streams log-probabilities) can do what DeepConf
+patches vLLM for. Each token costs one :meth:`ConfidenceTracker.update
+<nbest.rerankers.confidence.ConfidenceTracker.update>` (O(k)).
+
 >>> parse_prune("0.9")
 Prune(keep=0.9, warmup=4, window=16)
 >>> parse_prune("low:8")
