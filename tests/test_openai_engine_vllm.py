@@ -1,104 +1,29 @@
 """OpenAIEngine against a real vLLM OpenAI-compatible server on loopback.
 
-One server per test session (the CPU has 2 cores); fault injection puts
+One server per test session (the ``vllm_server`` fixture of ``tests/conftest.py``,
+shared with the token-update tests; the CPU has 2 cores); fault injection puts
 loopback proxies that the tests stop and start in front of it.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
-import signal
-import socket
 import subprocess
 import sys
-import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import anyio
 import httpx
-import psutil
 import pytest
 
 from nbest import EngineError, Orchestrator, VLLMEngine, rerankers
-from nbest.engines.models import prepare_default_model
 from nbest.engines.openai import OpenAIEngine
 from nbest.types import ChatMessage, Prompt, SamplingParams
-from tests.conftest import wait_gone
+from tests.conftest import Server
 from tests.fake_openai import until
 from tests.loopback_proxy import LoopbackProxy
 
 pytestmark = [pytest.mark.slow, pytest.mark.asyncio(loop_scope="session")]
-
-SERVER_START_S = 600.0
-"""Most seconds to wait for the server's /health (a hang guard: ~40 s on 2 cores)."""
-
-
-@dataclass
-class Server:
-    url: str
-    model: str
-    port: int
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@pytest.fixture(scope="session")
-def vllm_server(tmp_path_factory: pytest.TempPathFactory, vllm_engine: VLLMEngine) -> Iterator[Server]:
-    """``python -m vllm.entrypoints.openai.api_server`` on 127.0.0.1, in its own
-    process group; the whole group is killed at the end, and checked gone.
-
-    The in-process engine starts first (and so is torn down last): its own
-    orphan check counts vLLM processes below pytest, and must not count these.
-    """
-    del vllm_engine
-    model = str(prepare_default_model())
-    port = _free_port()
-    log = tmp_path_factory.mktemp("vllm-server") / "server.log"
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"), "TQDM_DISABLE": "1"}
-    cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", model, "--host", "127.0.0.1",
-           "--port", str(port), "--enforce-eager", "--max-model-len", "2048", "--no-enable-chunked-prefill",
-           "--dtype", "bfloat16"]  # fmt: skip
-    with log.open("wb") as out:
-        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    procs: list[psutil.Process] = []
-    try:
-        deadline = time.monotonic() + SERVER_START_S
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"vLLM server exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"vLLM server not healthy after {SERVER_START_S:g} s:\n{log.read_text()[-3000:]}")
-            time.sleep(1)
-        root = psutil.Process(proc.pid)
-        procs = [root, *root.children(recursive=True)]
-        assert len(procs) >= 2, "the server started no engine process: the orphan check would prove nothing"
-        yield Server(f"http://127.0.0.1:{port}/v1", model, port)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=30)
-        alive = wait_gone(procs, timeout=30)
-        if alive:
-            for p in alive:
-                p.kill()
-        assert not alive, f"vLLM server processes outlived the server: {alive}"
 
 
 def _engine(server: Server, *urls: str, **kwargs: object) -> OpenAIEngine:
