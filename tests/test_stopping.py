@@ -131,6 +131,8 @@ def test_confidence_rule(rule: stopping.Confidence, stop: bool, probability: flo
         ("esc:5", "ESC(window=5)"),
         (" ESC: 1 ", "ESC(window=1)"),
         ("esc:64", "ESC(window=64)"),
+        ("beta:0.95:weighted", "Beta(threshold=0.95, weighted=True)"),
+        ("Dirichlet:0.9: Weighted ", "Dirichlet(threshold=0.9, weighted=True)"),
     ],
 )
 def test_parse_rule(text: str, expected: str) -> None:
@@ -145,7 +147,8 @@ def test_parse_rule(text: str, expected: str) -> None:
         ("beta:high", "threshold must be a number"),
         ("beta:1.5", "(0, 1)"),
         ("dirichlet:0", "(0, 1)"),
-        ("beta:0.9:answer", "only a threshold"),
+        ("beta:0.9:answer", "takes a threshold, then optionally :weighted"),
+        ("dirichlet:0.9:weighted:x", "optionally :weighted"),
         ("confidence:0.9:best", "answer or candidate"),
         ("gamma:0.9", "unknown stopping rule 'gamma'"),
         ("gamma:0.9", "esc:W"),
@@ -268,3 +271,65 @@ def test_until_esc_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> No
     main(["run", "q", "-n", "12", "--until", "esc:3", "--reranker", "vote:number", "--json"], engine_factory=same_answer)
     result = json.loads(capsys.readouterr().out)
     assert result["samples_used"] == 3  # the first window of 3 agrees, and it was the first wave
+
+
+# -- weighted votes: an answer counts confidence / sum(confidences) * (candidates that voted) votes.
+@pytest.mark.parametrize(
+    ("votes", "confidences", "counts"),
+    [
+        ([2, 3], [0.7, 0.3], [3.5, 1.5]),  # cisc shares 0.7 / 0.3 over 5 voters
+        ([3, 1], [0.75, 0.25], [3.0, 1.0]),  # uniform shares: the plain counts
+        ([2, 2], [0.4, 0.4], [2.0, 2.0]),  # shares of all candidates, one answerless: renormalised over the answers
+        ([1, 1, 2], [0.5, 0.3, 0.2], [2.0, 1.2, 0.8]),
+        ([2, 1], [0.0, 0.0], [2.0, 1.0]),  # no weight anywhere: the plain counts
+        ([], [], []),
+    ],
+)
+def test_weighted_counts(votes: list[int], confidences: list[float], counts: list[float]) -> None:
+    assert stopping.weighted_counts(result_with(votes, confidences)) == pytest.approx(counts)
+
+
+@pytest.mark.parametrize(
+    ("rule", "votes", "confidences", "expected"),
+    [
+        # counts 3 and 1 (shares 0.75 / 0.25 of 4 voters): P = (1+5+10+10)/32, as unweighted [3, 1]
+        (stopping.Beta(0.8, weighted=True), [2, 2], [0.75, 0.25], 26 / 32),
+        # counts 4 and 0 (one answer holds all the weight): 31/32
+        (stopping.Beta(0.95, weighted=True), [3, 1], [1.0, 0.0], 31 / 32),
+        # counts 1.5 and 0.5 (shares 0.75 / 0.25 of 2 voters): P(Beta(2.5, 1.5) > 1/2) = 1/2 + 2/(3 pi)
+        (stopping.Beta(0.7, weighted=True), [1, 1], [0.75, 0.25], 0.5 + 2 / (3 * math.pi)),
+        # three answers, counts 2, 1, 1 (shares 0.5 / 0.25 / 0.25 of 4): the unweighted Dirichlet of [2, 1, 1]
+        (stopping.Dirichlet(0.5, weighted=True), [1, 1, 2], [0.5, 0.25, 0.25], None),
+        # one answer, count 1: paired with an unseen one, P(Beta(2, 1) > 1/2) = 3/4
+        (stopping.Dirichlet(0.5, weighted=True), [1], [1.0], 3 / 4),
+    ],
+)
+def test_weighted_rules_by_hand(rule: stopping.Beta, votes: list[int], confidences: list[float], expected: float | None) -> None:
+    decision = rule.check(result_with(votes, confidences))
+    if expected is None:
+        expected = stopping.dirichlet_probability([2, 1, 1])
+    assert decision.probability == pytest.approx(expected, abs=1e-9)
+    assert decision.stop is (expected >= rule.threshold)
+    assert decision.answer == "a0"
+
+
+def test_weighted_votes_can_decide_where_counts_cannot() -> None:
+    # 2 votes each, but the first answer holds 0.75 of the weight: counts 3 and 1
+    result = result_with([2, 2], [0.75, 0.25])
+    assert stopping.Beta(0.8).check(result).probability == 0.5  # [2, 2]: a coin flip
+    weighted = stopping.Beta(0.8, weighted=True).check(result)
+    assert weighted.stop is True and weighted.probability == 26 / 32
+
+
+def test_weighted_must_be_a_bool() -> None:
+    with pytest.raises(ConfigError, match="weighted"):
+        stopping.Beta(0.9, weighted="yes")  # type: ignore[arg-type]
+    assert repr(stopping.Dirichlet(0.9)) == "Dirichlet(threshold=0.9)"  # unweighted reads as before
+
+
+@pytest.mark.parametrize("counts", [[math.nan, 1.0], [math.inf], [-0.5, 0.0]])
+def test_weighted_counts_must_be_finite(counts: list[float]) -> None:
+    with pytest.raises(ConfigError, match="votes"):
+        stopping.dirichlet_probability(counts)
+    with pytest.raises(ConfigError, match="votes"):
+        stopping.beta_probability(counts[0], counts[1] if len(counts) > 1 else 0.0)

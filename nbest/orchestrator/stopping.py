@@ -31,8 +31,20 @@ for Efficient Reasoning and Coding with LLMs"):
   window is judged once all of its candidates are in.
 
 Votes are the sizes of ``Result.answers`` (candidates grouped by the answer a
-vote reranker extracted, else by near-duplicate or normalised text); failed
-candidates vote for nothing. With one answer seen, the runner-up has 0 votes.
+vote reranker extracted, and clustered by meaning when free-form, else by
+near-duplicate or normalised text); failed candidates vote for nothing. With
+one answer seen, the runner-up has 0 votes.
+
+Weighted votes (``Beta(0.95, weighted=True)``, ``--until beta:0.95:weighted``;
+unweighted is the default): with a confidence-weighted vote (``vote:cisc``,
+``vote:prob`` ...) an answer's ``confidence`` is its weighted support, and
+the rule counts each answer as ``confidence / (sum of the answers'
+confidences) * n`` votes, ``n`` the number of candidates that voted
+(:func:`weighted_counts`). The counts keep their total, so the posterior
+stays as sharp as ``n`` votes allow (weighting redistributes the evidence;
+it does not invent more); they are fractional, and the posterior takes them
+as they are (``Beta(a + 1, b + 1)`` with real ``a``, ``b``). With uniform
+votes the weighted counts are the plain counts.
 
 >>> Beta(0.95).probability([4])
 0.96875
@@ -42,6 +54,8 @@ candidates vote for nothing. With one answer seen, the runner-up has 0 votes.
 Dirichlet(threshold=0.9)
 >>> parse_rule("esc:5")
 ESC(window=5)
+>>> parse_rule("beta:0.95:weighted")
+Beta(threshold=0.95, weighted=True)
 """
 
 from __future__ import annotations
@@ -69,6 +83,7 @@ __all__ = [
     "is_rule_text",
     "parse_rule",
     "vote_counts",
+    "weighted_counts",
 ]
 
 
@@ -121,30 +136,57 @@ def vote_counts(result: Result) -> list[int]:
     return sorted((len(a.support) for a in result.answers), reverse=True)
 
 
-def beta_probability(a: int, b: int) -> float:
+def weighted_counts(result: Result) -> list[float]:
+    """Weighted votes per answer of ``result``, largest first: each answer's share of the
+    answers' confidences times the number of candidates that voted (see the module docstring).
+
+    >>> from nbest.types import Answer, Result
+    >>> answers = [Answer(answer="a", confidence=0.7, support=[0, 3]), Answer(answer="b", confidence=0.3, support=[1, 2, 4])]
+    >>> result = Result(id="r", prompt="q", n=5, candidates=[], best=None, answers=answers)
+    >>> [round(c, 9) for c in weighted_counts(result)]
+    [3.5, 1.5]
+    """
+    voters = sum(len(a.support) for a in result.answers)
+    total = math.fsum(max(0.0, a.confidence) for a in result.answers)
+    if voters == 0:
+        return []
+    if total <= 0:  # no weight anywhere: the plain counts
+        return [float(c) for c in vote_counts(result)]
+    return sorted((max(0.0, a.confidence) / total * voters for a in result.answers), reverse=True)
+
+
+def beta_probability(a: float, b: float) -> float:
     """``P(p > 1/2)`` for ``p ~ Beta(a + 1, b + 1)``: the leader (``a`` votes) beats the runner-up (``b``).
 
-    Exact for whole counts: ``sum_{k <= a} C(a + b + 1, k) / 2^(a + b + 1)``.
+    Exact for whole counts: ``sum_{k <= a} C(a + b + 1, k) / 2^(a + b + 1)``;
+    fractional (weighted) counts use the regularised incomplete beta function.
 
     >>> beta_probability(2, 1), beta_probability(3, 3)
     (0.6875, 0.5)
+    >>> round(beta_probability(1.5, 0.5), 6)  # 1/2 + 2/(3 pi)
+    0.712207
 
     Raises:
-        ConfigError: a negative count.
+        ConfigError: a negative or non-finite count.
     """
-    if a < 0 or b < 0:
-        raise ConfigError(f"votes: counts must be >= 0 (got {a}, {b})", parameter="votes", value=(a, b))
-    trials = a + b + 1
-    return float(Fraction(sum(math.comb(trials, k) for k in range(a + 1)), 2**trials))
+    if not (math.isfinite(a) and math.isfinite(b)) or a < 0 or b < 0:
+        raise ConfigError(f"votes: counts must be finite and >= 0 (got {a}, {b})", parameter="votes", value=(a, b))
+    if float(a).is_integer() and float(b).is_integer():
+        trials = int(a) + int(b) + 1
+        return float(Fraction(sum(math.comb(trials, k) for k in range(int(a) + 1)), 2**trials))
+    from scipy import special  # type: ignore[import-untyped]
+
+    return min(1.0, max(0.0, 1.0 - float(special.betainc(a + 1.0, b + 1.0, 0.5))))
 
 
-def dirichlet_probability(counts: Sequence[int]) -> float:
+def dirichlet_probability(counts: Sequence[float]) -> float:
     """``P(p_1 > p_j for all j > 1)`` for ``p ~ Dirichlet(counts + 1)``; ``counts[0]`` is the leader.
 
     With ``G_i ~ Gamma(counts[i] + 1)`` independent, ``p = G / sum(G)``, so the
     probability is ``∫ pdf_1(x) · prod_{j>1} cdf_j(x) dx``, integrated
-    numerically (absolute error below 1e-9). One count is paired with an
-    unseen answer (count 0), as in :func:`beta_probability`.
+    numerically (absolute error below 1e-9); counts may be fractional
+    (weighted votes). One count is paired with an unseen answer (count 0), as
+    in :func:`beta_probability`.
 
     >>> round(dirichlet_probability([1, 0, 0]), 6)  # 11/18
     0.611111
@@ -156,10 +198,10 @@ def dirichlet_probability(counts: Sequence[int]) -> float:
     """
     if not counts:
         raise ConfigError("votes: need at least one count", parameter="votes")
-    if any(c < 0 for c in counts):
-        raise ConfigError(f"votes: counts must be >= 0 (got {list(counts)})", parameter="votes", value=list(counts))
+    if any(not math.isfinite(c) or c < 0 for c in counts):
+        raise ConfigError(f"votes: counts must be finite and >= 0 (got {list(counts)})", parameter="votes", value=list(counts))
     counts = list(counts) if len(counts) > 1 else [counts[0], 0]
-    from scipy import integrate, stats  # type: ignore[import-untyped]
+    from scipy import integrate, stats
 
     lead = counts[0] + 1.0
     others = [c + 1.0 for c in counts[1:]]
@@ -179,24 +221,30 @@ def dirichlet_probability(counts: Sequence[int]) -> float:
 class Beta:
     """Stop when ``P(leader is the majority of the two leading answers)`` reaches ``threshold``.
 
+    With ``weighted=True`` the votes are the answers' weighted support
+    (:func:`weighted_counts`) rather than their sizes.
+
     Raises:
-        ConfigError: a threshold outside (0, 1).
+        ConfigError: a threshold outside (0, 1); ``weighted`` not a bool.
     """
 
-    def __init__(self, threshold: float = 0.95) -> None:
+    def __init__(self, threshold: float = 0.95, *, weighted: bool = False) -> None:
         self.threshold = _check_threshold(threshold)
+        if not isinstance(weighted, bool):
+            raise ConfigError(f"weighted: must be True or False (got {weighted!r})", parameter="weighted", value=weighted)
+        self.weighted = weighted
 
     def __repr__(self) -> str:
-        return f"Beta(threshold={self.threshold:g})"
+        return f"{type(self).__name__}(threshold={self.threshold:g}{', weighted=True' if self.weighted else ''})"
 
-    def probability(self, counts: Sequence[int]) -> float:
+    def probability(self, counts: Sequence[float]) -> float:
         """The stopping probability for vote counts sorted largest first."""
         if not counts:
             return 0.0
         return beta_probability(counts[0], counts[1] if len(counts) > 1 else 0)
 
     def check(self, result: Result) -> Decision:
-        counts = vote_counts(result)
+        counts: Sequence[float] = weighted_counts(result) if self.weighted else vote_counts(result)
         if not counts:
             return Decision(stop=False, probability=None, answer=None)
         p = self.probability(counts)
@@ -207,13 +255,10 @@ class Dirichlet(Beta):
     """Stop when ``P(leader has the largest share among all answers seen)`` reaches ``threshold``.
 
     Raises:
-        ConfigError: a threshold outside (0, 1).
+        ConfigError: a threshold outside (0, 1); ``weighted`` not a bool.
     """
 
-    def __repr__(self) -> str:
-        return f"Dirichlet(threshold={self.threshold:g})"
-
-    def probability(self, counts: Sequence[int]) -> float:
+    def probability(self, counts: Sequence[float]) -> float:
         if not counts:
             return 0.0
         return dirichlet_probability(counts)
@@ -339,7 +384,8 @@ def is_rule_text(text: str) -> bool:
 
 
 def parse_rule(text: str) -> StoppingRule:
-    """Parse the short form ``beta:P``, ``dirichlet:P``, ``confidence:P[:answer|candidate]``, ``esc:W``.
+    """Parse the short form ``beta:P[:weighted]``, ``dirichlet:P[:weighted]``,
+    ``confidence:P[:answer|candidate]``, ``esc:W``.
 
     >>> parse_rule("confidence:0.8:candidate")
     Confidence(threshold=0.8, on='candidate')
@@ -375,9 +421,12 @@ def parse_rule(text: str) -> StoppingRule:
             if on and on not in ("answer", "candidate"):
                 raise ConfigError(f"--until {text!r}: after the threshold use answer or candidate", parameter="until", value=text)
             return Confidence(threshold, on="candidate" if on == "candidate" else "answer")
-        if on:
-            raise ConfigError(f"--until {text!r}: {name} takes only a threshold", parameter="until", value=text)
-        return Dirichlet(threshold) if kind is Dirichlet else Beta(threshold)
+        if on and on.strip().lower() != "weighted":
+            raise ConfigError(
+                f"--until {text!r}: {name} takes a threshold, then optionally :weighted", parameter="until", value=text
+            )
+        weighted = bool(on)
+        return Dirichlet(threshold, weighted=weighted) if kind is Dirichlet else Beta(threshold, weighted=weighted)
     except ConfigError as exc:
         if str(exc).startswith("--until"):
             raise
