@@ -14,11 +14,15 @@ appears in the chosen sentence):
   vote:embedding   MajorityVote(cluster="embedding"): near-duplicate embeddings
   logprob          MeanLogProb
 
-Printed per split: accuracy at N = 8 (the mean over the subsets score_samples
-draws; at N = 8 there is one), oracle@8, ECE and AUROC of the top answer's
-confidence, and the mean number of answers (clusters) per prompt.
+Printed per split: accuracy at N = 1, 2, 4, 8 (the mean over the subsets
+score_samples draws; at N = 8 there is one), oracle@8, and at N = 8 the ECE
+and AUROC of the top answer's confidence and the mean number of answers
+(clusters) per prompt.
 
-    python benchmarks/semantic_vote.py [--samples /tmp/capitals.json] [-n 8]
+``--torch-threads`` (default 1) sets torch's threads for the embedding model:
+on a small, busy CPU its default (one per core) can run many times slower.
+
+    python benchmarks/semantic_vote.py [--samples /tmp/capitals.json] [-n 8] [--torch-threads 1]
 """
 
 from __future__ import annotations
@@ -94,19 +98,16 @@ async def score(samples: list[EvalSample], generate_s: float) -> None:
     for split, chosen in splits.items():
         report = await score_samples(chosen, methods, generate_s=generate_s, dataset=f"capitals_sentences ({split})")
         top = report.levels[-1]
-        print(f"{split}: {len(chosen)} prompts, N = {top.n}, oracle {100 * (top.oracle or 0):.1f} %")
+        accuracies = " / ".join(str(level.n) for level in report.levels)
+        print(f"{split}: {len(chosen)} prompts, oracle@{top.n} {100 * (top.oracle.accuracy or 0):.1f} %")
+        print(f"  {'method':15s} accuracy at N = {accuracies}; at N = {top.n}: ECE, AUROC, answers per prompt")
         for name, ranker in methods.items():
             level = top.rerankers[name]
-            sizes = []
-            for s in chosen:
-                ranked = await ranker.rank(s.request, s.candidates)
-                sizes.append(len(ranked.answers))
+            sizes = [len((await ranker.rank(s.request, s.candidates)).answers) for s in chosen]
+            by_n = " / ".join(f"{100 * (lv.rerankers[name].quality.accuracy or 0):.1f}" for lv in report.levels)
             auroc = "-" if level.auroc is None else f"{level.auroc:.2f}"
             ece = "-" if level.ece is None else f"{level.ece:.3f}"
-            print(
-                f"  {name:15s} accuracy {100 * level.quality.accuracy:5.1f} %  ECE {ece}  AUROC {auroc}"
-                f"  answers/prompt {statistics.mean(sizes):.2f}"
-            )
+            print(f"  {name:15s} {by_n} %   ECE {ece}  AUROC {auroc}  answers {statistics.mean(sizes):.2f}")
 
 
 def main() -> None:
@@ -115,7 +116,12 @@ def main() -> None:
     parser.add_argument("-n", type=int, default=8)
     parser.add_argument("-t", "--temperature", type=float, default=0.8)
     parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--torch-threads", type=int, default=1, help="torch threads for the embedding model (0: torch's default)")
     args = parser.parse_args()
+    if args.torch_threads > 0:  # on a small, busy CPU torch's default threads spin against other processes
+        import torch
+
+        torch.set_num_threads(args.torch_threads)
     if args.samples is not None and args.samples.exists():
         samples, seconds = load(args.samples)
     else:
