@@ -13,6 +13,8 @@ import anyio
 import pytest
 
 from nbest import ConfigError, Orchestrator
+from nbest.cli.options import EngineOptions
+from nbest.engines.base import Engine
 from nbest.orchestrator import stopping
 from nbest.orchestrator.pruning import PRUNE_TOP_LOGPROBS, Prune, PruneRun, quantile, warmup_confidence
 from nbest.rerankers.vote import MajorityVote
@@ -202,7 +204,7 @@ async def test_signals_on_every_candidate_with_token_logprobs(scripted: Scripted
     scripted.enqueue("a", mean_logprob=-0.5, tokens=2)
     async with Orchestrator(scripted) as orch:
         result = await orch.generate("q", n=1, seed=1)
-    assert result.candidates[0].signals == {"mean_logprob": pytest.approx(-0.5)}
+    assert result.candidates[0].signals == pytest.approx({"mean_logprob": -0.5})
 
 
 class NoTokens(ScriptedEngine):
@@ -360,12 +362,12 @@ def test_signals_cost_is_small_on_64_token_candidates() -> None:
     assert math.isfinite(out["lowest_group"])
 
 
-def pruning_engines(options: object) -> dict[str, ScriptedEngine]:
+def pruning_engines(options: EngineOptions) -> dict[str, Engine]:
     """Engine factory for the CLI: the four hand-made streams (candidate 2 is pruned)."""
     return {"default": scripted_by_index(four())}
 
 
-def quiet_engines(options: object) -> dict[str, ScriptedEngine]:
+def quiet_engines(options: EngineOptions) -> dict[str, Engine]:
     return {"default": NoTokens(name="quiet")}
 
 
@@ -480,5 +482,18 @@ async def test_pruning_on_an_openai_fleet() -> None:
     assert by_index[1].text == "The answer"
     assert not by_index[0].pruned and not by_index[2].pruned and by_index[2].num_tokens == 20
     assert sum(s.streams_closed for s in fleet.servers.values()) == 1
-    assert sorted(b["seed"] for s in fleet.servers.values() for b in s.bodies) == [100, 101, 102]
+    assert sorted(int(str(b["seed"])) for s in fleet.servers.values() for b in s.bodies) == [100, 101, 102]
     assert all(b["top_logprobs"] == PRUNE_TOP_LOGPROBS for s in fleet.servers.values() for b in s.bodies)
+
+
+async def test_a_deadline_during_warmup_times_out_the_waiting_candidates() -> None:
+    steps = four()
+    steps[0] = Step(stream=toks([(" x", 3.0)] * 100), token_delay=0.01)  # one second: past the deadline
+    engine = scripted_by_index(steps)
+    async with Orchestrator(engine) as orch:
+        result = await orch.generate("q", n=4, seed=1, prune=POLICY, timeout=0.3)
+    reasons = {c.index: c.finish_reason for c in result.candidates}
+    assert reasons == {0: "timeout", 1: "stop", 2: "timeout", 3: "timeout"}
+    called = sorted(int(call.request_id.rsplit("-", 1)[1]) for call in engine.history)
+    assert called == [0, 1]  # the later ones never reached the engine
+    assert engine.aborted == [f"{result.id}-0"] and engine.running == set()
