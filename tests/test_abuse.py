@@ -332,6 +332,29 @@ HTTP: list[Http] = [
         "power",
         "rerankers[0]",
     ),
+    # -- votes clustered by meaning (rerankers/vote.py, rerankers/cluster.py)
+    Http("vote clustered by an unknown method", {"prompt": "x", "rerankers": ["vote:entail"]}, 422, "extract", "rerankers[0]"),
+    Http(
+        "vote clustered by embeddings at similarity 1e308",
+        {"prompt": "x", "rerankers": [{"kind": "vote", "cluster": "embedding", "similarity": 1e308}]},
+        422,
+        "similarity",
+        "rerankers[0]",
+    ),
+    Http(
+        "similarity of 5,000 digits in a short form",
+        {"prompt": "x", "rerankers": ["vote:embedding@" + "9" * 5_000]},
+        422,
+        "similarity",
+        "rerankers[0]",
+    ),
+    Http(
+        "similarity given to the span rule",
+        {"prompt": "x", "rerankers": [{"kind": "vote", "cluster": "span", "similarity": 0.5}]},
+        422,
+        "only read by cluster=embedding",
+        "rerankers[0]",
+    ),
 ]
 
 CLI: list[Cli] = [
@@ -472,6 +495,11 @@ CLI: list[Cli] = [
     Cli("ESC window of 5,000 digits", ["run", "hi", "--until", "esc:" + "9" * 5_000], 2, "from 1 to 64"),
     Cli("ESC window in superscript digits", ["run", "hi", "--until", "esc:²"], 2, "whole number"),
     Cli("vote weighted by an unknown signal", ["run", "hi", "--reranker", "vote:borda@verbal"], 2, "signal"),
+    # -- votes clustered by meaning and weighted stopping rules (rerankers/vote.py, orchestrator/stopping.py)
+    Cli("embedding similarity that is not a number", ["run", "hi", "--reranker", "vote:embedding@inf"], 2, "similarity"),
+    Cli("embedding similarity of 0", ["run", "hi", "--reranker", "vote:embedding@0"], 2, "similarity"),
+    Cli("weighted rule with a stray option", ["run", "hi", "--until", "beta:0.9:weighted:x"], 2, "optionally :weighted"),
+    Cli("weighted confidence rule", ["run", "hi", "--until", "confidence:0.9:weighted"], 2, "answer or candidate"),
     # -- online pruning (orchestrator/pruning.py)
     Cli("prune keeping more than all", ["run", "hi", "--prune", "1.5"], 2, "prune.keep: must be a share in (0, 1]"),
     Cli("prune keeping nothing", ["run", "hi", "--prune", "0"], 2, "prune.keep"),
