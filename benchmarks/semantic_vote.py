@@ -13,6 +13,8 @@ appears in the chosen sentence):
   vote             MajorityVote() — the default: the shared short answer span
   vote:embedding   MajorityVote(cluster="embedding"): near-duplicate embeddings
   logprob          MeanLogProb
+  vote:cisc:none   MajorityVote(weight="cisc", cluster="none"): CISC weights (mean log-probability), whole texts
+  vote:cisc        MajorityVote(weight="cisc"): CISC weights over span clusters
 
 Printed per split: accuracy at N = 1, 2, 4, 8 (the mean over the subsets
 score_samples draws; at N = 8 there is one), oracle@8, and at N = 8 the ECE
@@ -90,6 +92,8 @@ async def score(samples: list[EvalSample], generate_s: float) -> None:
         "vote": Ranker([MajorityVote()]),
         "vote:embedding": Ranker([MajorityVote(cluster="embedding")]),
         "logprob": Ranker([MeanLogProb()]),
+        "vote:cisc:none": Ranker([MajorityVote(weight="cisc", cluster="none")]),
+        "vote:cisc": Ranker([MajorityVote(weight="cisc")]),
     }
     splits = {
         "dev": [s for s in samples if s.item.id.startswith("dev")],
