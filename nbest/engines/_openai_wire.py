@@ -297,9 +297,8 @@ class TokenReader:
                 self.text += text
                 self.tokens += len(new)
                 self.cumulative_logprob += sum(new)
-                # built here from checked values: no validation per token
                 updates.append(
-                    CandidateUpdate.model_construct(
+                    CandidateUpdate(
                         text=self.text,
                         num_tokens=self.tokens,
                         cumulative_logprob=self.cumulative_logprob,

@@ -391,8 +391,9 @@ class _Deltas:
         if out.prompt_token_ids:
             self.prompt_tokens = len(out.prompt_token_ids)
         if not out.finished:
-            # no validation: every value was built here, and a partial update is made per token
-            return CandidateUpdate.model_construct(
+            # validated like any update: pydantic-core builds it faster than model_construct does
+            # (about 4 us against 7 us per update with 5 alternatives; benchmarks/token_updates.py)
+            return CandidateUpdate(
                 text=text,
                 num_tokens=self.num_tokens,
                 prompt_tokens=self.prompt_tokens,
