@@ -12,6 +12,16 @@ confidence, the tokens and engine time it cost, and diversity; see
 :mod:`nbest.evaluation.evaluate`. The sampling, strategy and reranker options
 are those of ``nbest run``. Everything is validated before the engine starts,
 the paths of ``--report`` and ``--plots`` included (their folders must exist).
+
+``--compare M1 --compare M2 ...`` measures methods on accuracy per token (see
+:mod:`nbest.evaluation.compare`): ``vote``, ``vote:cisc``, ``greedy``,
+``oracle``, ``vote:cisc+prune:0.1:4:16`` ...; those that only select share one
+generation, those that prune or stop get their own with the same seeds.
+``--split tuning`` / ``--split heldout`` evaluates one split of a set;
+``--calibration TUNING_REPORT.json`` applies the temperatures fitted on
+another run (the tuning split) to this one's confidences and reports the ECE
+after them. ``--prune POLICY`` prunes every prompt's candidates (as ``nbest
+run --prune``); pruned candidates cost their tokens and never count as right.
 """
 
 from __future__ import annotations
@@ -23,6 +33,7 @@ import click
 
 from nbest.cli.options import (
     build_engines,
+    build_prune,
     build_ranker,
     build_replica_spec,
     build_request,
@@ -40,6 +51,15 @@ from nbest.errors import ConfigError, NbestError
 
 if TYPE_CHECKING:
     from nbest.distributed import RayOptions
+    from nbest.engines.base import Engine
+    from nbest.evaluation.compare import CompareReport, Method
+    from nbest.evaluation.dataset import EvalItem
+    from nbest.evaluation.matching import Matcher
+    from nbest.evaluation.report import EvalReport
+    from nbest.strategies.base import Strategy
+    from nbest.types import Request
+
+MAX_CALIBRATION_BYTES = 256 * 1024 * 1024
 
 __all__ = ["eval_command"]
 
@@ -61,7 +81,15 @@ __all__ = ["eval_command"]
 @until_options
 @click.option("--greedy", is_flag=True, help="Also generate one greedy candidate per prompt (the greedy baseline).")
 @click.option("--subsamples", type=int, default=5, show_default=True, help="Most subsets of N candidates averaged per prompt.")
-@click.option("--limit", type=int, default=None, help="Use only the first LIMIT items.")
+@click.option("--limit", type=int, default=None, help="Use only the first LIMIT items (of the split, with --split).")
+@click.option("--split", "split", default=None, metavar="NAME",
+              help="Evaluate only the items whose 'split' field is NAME (e.g. tuning, heldout).")  # fmt: skip
+@click.option("--compare", "compare_texts", multiple=True, metavar="METHOD",
+              help="Compare methods on accuracy per token (repeat): a reranker short form, greedy, oracle or "
+                   "random, with +prune:POLICY or +until:RULE to change what is generated (vote:cisc+prune:0.1).")  # fmt: skip
+@click.option("--calibration", "calibration_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
+              help="A report (--report) of another run, e.g. on the tuning split: apply its fitted temperatures "
+                   "and report the ECE after them.")  # fmt: skip
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the full report as JSON.")  # fmt: skip
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -88,6 +116,9 @@ def eval_command(
     greedy: bool,
     subsamples: int,
     limit: int | None,
+    split: str | None,
+    compare_texts: tuple[str, ...],
+    calibration_path: Path | None,
     report_path: Path | None,
     plots_dir: Path | None,
     model: str | None,
@@ -105,6 +136,11 @@ def eval_command(
 
     With --ray the candidates are generated on replicas on a Ray cluster (as
     for nbest batch --ray), with the same seeds: the report is the same.
+
+    With --compare METHOD (repeated) each method gets its rows at every N: its
+    accuracy, the tokens it cost per prompt (pruned ones included), engine time
+    and confidence quality; a PNG of accuracy against tokens with the Pareto
+    front goes into --plots.
     """
     import anyio
     from rich.console import Console
@@ -133,12 +169,26 @@ def eval_command(
     if concurrency < 1:
         raise ConfigError(f"--concurrency: must be at least 1 (got {concurrency})", parameter="concurrency", value=concurrency)
     rule, wave = build_until(until, wave)
+    policy = build_prune(prune)
+    methods = _methods(compare_texts, reranker_texts=reranker_texts, until=until, prune=prune, ray=ray is not None,
+                       translation=reference_field is not None)  # fmt: skip
+    temperatures = _temperatures(calibration_path) if calibration_path is not None else None
     base = build_request("(per item)", n, system, **sampling)
     strategy = build_strategy(strategy_text)
     matcher = Matcher(match_mode, extract)  # type: ignore[arg-type]  # click.Choice checked it
     fields = Fields(prompt=prompt_field, answer=answer_field, reference=reference_field, source=source_field, id=id_field)
-    items = read_dataset(dataset, fields, limit=limit)
+    items = read_dataset(dataset, fields, limit=limit, split=split)
     engines = build_engines(model, endpoints, engines_file)
+    if methods:
+        return _compare(
+            dataset, split, items, methods, engines, base, strategy, matcher, subsamples, concurrency, wave, temperatures,
+            report_path, plots_dir,
+        )  # fmt: skip
+    if policy is not None:  # an engine that cannot stream tokens is refused before it loads its model
+        from nbest.orchestrator.pruning import check_prune
+
+        probe = Orchestrator(engines, close_engines=False)
+        check_prune(policy, engines, probe.plan(base, strategy)[1])
     default_specs = ("logprob", f"vote:{extract}") if answer_field is not None else ("logprob", "mbr:chrf")
     # a judge asks the default route
     combined = build_ranker(reranker_texts or default_specs, engine=next(iter(engines.values())))
@@ -154,7 +204,7 @@ def eval_command(
         spec = build_replica_spec(
             model, endpoints, engines_file, strategy=strategy, ranker=combined if rule is not None else None,
             max_in_flight=max(64, n), concurrency=concurrency * (2 if greedy else 1), eval_plan=True,
-            until=until[0] if until else None, wave=wave,
+            until=until[0] if until else None, wave=wave, prune=prune,
         )  # fmt: skip
         if rule is None:
             spec = spec.model_copy(update={"rerankers": ["logprob"]})  # as generate_samples ranks on the way
@@ -196,6 +246,7 @@ def eval_command(
                     orch, items, n=base.n, params=base.params, strategy=strategy, system=base.system, greedy=greedy,
                     concurrency=concurrency, on_done=lambda _: progress.advance(task),
                     ranker=combined if rule is not None else None, until=rule, wave=wave,  # what --until reads
+                    prune=policy,
                 )  # fmt: skip
                 return samples, anyio.current_time() - started
 
@@ -211,21 +262,171 @@ def eval_command(
     if rule is not None and samples:
         used = sum(len(s.candidates) for s in samples) / len(samples)
         click.echo(f"nbest eval: --until {until[0]}: {used:.1f} of {base.n} candidates per prompt on average", err=True)
+    if policy is not None and samples:
+        pruned = sum(c.pruned for s in samples for c in s.candidates) / len(samples)
+        click.echo(f"nbest eval: --prune {policy}: {pruned:.1f} of {base.n} candidates per prompt pruned on average", err=True)
     seed = base.params.seed if base.params.seed is not None else 0
     report = anyio.run(
         lambda: score_samples(
-            samples, rankers, matcher=matcher, subsamples=subsamples, seed=seed, dataset=dataset.name, generate_s=generate_s
+            samples,
+            rankers,
+            matcher=matcher,
+            subsamples=subsamples,
+            seed=seed,
+            dataset=dataset.name,
+            generate_s=generate_s,
+            temperatures=temperatures,
         )
     )
     print_report(report)
     for warning in report.warnings:
         console.print(f"nbest eval: warning: {warning}", style="bold red", highlight=False, markup=False)
-    if report_path is not None:
-        try:
-            report_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
-        except OSError as exc:  # the folder was checked first: a full disk, or it went away
-            raise NbestError(f"--report: cannot write {report_path} ({exc.strerror or exc})") from None
-        click.echo(f"nbest eval: report written to {report_path}", err=True)
+    _write_report(report, report_path)
     if plots_dir is not None:
         for path in write_plots(report, plots_dir):
+            click.echo(f"nbest eval: plot written to {path}", err=True)
+
+
+def _write_report(report: EvalReport | CompareReport, report_path: Path | None) -> None:
+    if report_path is None:
+        return
+    try:
+        report_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
+    except OSError as exc:  # the folder was checked first: a full disk, or it went away
+        raise NbestError(f"--report: cannot write {report_path} ({exc.strerror or exc})") from None
+    click.echo(f"nbest eval: report written to {report_path} (its fitted temperatures: --calibration)", err=True)
+
+
+def _methods(
+    texts: tuple[str, ...], *, reranker_texts: tuple[str, ...], until: tuple[str, ...], prune: str | None, ray: bool,
+    translation: bool,
+) -> list[Method]:  # fmt: skip
+    """The --compare methods, checked against the options they replace."""
+    from nbest.evaluation.compare import MAX_METHODS, parse_method
+
+    if not texts:
+        return []
+    clashes = [
+        (reranker_texts, "--reranker: with --compare the methods name their rerankers (--compare vote:cisc)"),
+        (until, "--until: with --compare put the rule in a method (--compare vote+until:beta:0.95)"),
+        (prune, "--prune: with --compare put the policy in a method (--compare vote+prune:0.9)"),
+        (ray, "--ray: --compare runs on local engines"),
+        (translation, "--compare: accuracy tasks only (--answer-field)"),
+    ]
+    for given, message in clashes:
+        if given:
+            raise ConfigError(message, parameter="compare")
+    if len(texts) > MAX_METHODS:
+        raise ConfigError(f"--compare: at most {MAX_METHODS} methods (got {len(texts)})", parameter="compare")
+    methods = [parse_method(text) for text in texts]
+    names = [m.text for m in methods]
+    for name in names:
+        if names.count(name) > 1:
+            raise ConfigError(f"--compare: {name!r} is given twice", parameter="compare", value=name)
+    return methods
+
+
+def _temperatures(path: Path) -> dict[str, float]:
+    """The fitted temperatures of a report written by --report (an eval or a --compare one)."""
+    from pydantic import ValidationError
+
+    from nbest.evaluation.compare import CompareReport, temperatures_of
+    from nbest.evaluation.report import EvalReport
+
+    try:
+        if path.stat().st_size > MAX_CALIBRATION_BYTES:
+            raise ConfigError(f"--calibration: {path} is over {MAX_CALIBRATION_BYTES >> 20} MB; not a report",
+                              parameter="calibration", value=str(path))  # fmt: skip
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"--calibration: no such file: {path}", parameter="calibration", value=str(path)) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)[:80]
+        raise ConfigError(f"--calibration: cannot read {path} ({why})", parameter="calibration", value=str(path)) from None
+    for kind in (CompareReport, EvalReport):
+        try:
+            report: CompareReport | EvalReport = kind.model_validate_json(text)
+        except ValidationError:
+            continue
+        found = temperatures_of(report)
+        if not found:
+            raise ConfigError(f"--calibration: {path} holds no fitted temperature (every answer right, or every one wrong)",
+                              parameter="calibration", value=str(path))  # fmt: skip
+        return found
+    raise ConfigError(f"--calibration: {path} is not a report written by nbest eval --report",
+                      parameter="calibration", value=str(path))  # fmt: skip
+
+
+def _compare(
+    dataset: Path, split: str | None, items: list[EvalItem], methods: list[Method], engines: dict[str, Engine],
+    base: Request, strategy: Strategy | None, matcher: Matcher, subsamples: int, concurrency: int, wave: int | None,
+    temperatures: dict[str, float] | None, report_path: Path | None, plots_dir: Path | None,
+) -> None:  # fmt: skip
+    """--compare: build every method's ranker and rule (before the engines start), run, print, write."""
+    import anyio
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from nbest.evaluation.compare import SHARED, compare_methods
+    from nbest.evaluation.plots import write_compare_plot, write_plots
+    from nbest.evaluation.table import print_compare
+    from nbest.orchestrator import Orchestrator, stopping
+    from nbest.orchestrator.adaptive import check_adaptive
+    from nbest.orchestrator.pruning import check_prune
+
+    judge_engine = next(iter(engines.values()))
+    rankers = {}
+    for method in methods:
+        if not method.baseline:
+            try:
+                built = build_ranker((method.selector,), engine=judge_engine)
+            except ConfigError as exc:
+                raise ConfigError(f"--compare {method.text!r}: {exc}", parameter="compare", value=method.text) from None
+            assert built is not None
+            rankers[method.text] = built
+    rules: dict[str, object] = {}
+    for method in methods:
+        if method.until is not None and method.until not in rules:
+            try:
+                rule = stopping.parse_rule(method.until)
+                check_adaptive(rule, wave)
+            except ConfigError as exc:
+                raise ConfigError(f"--compare {method.text!r}: {exc}", parameter="compare", value=method.text) from None
+            rules[method.until] = rule
+    if wave is not None and not rules:
+        raise ConfigError("--wave: only used with a stopping rule (--compare vote+until:beta:0.95)", parameter="wave")
+    probe = Orchestrator(engines, close_engines=False)
+    specs = probe.plan(base, strategy)[1]
+    for method in methods:
+        if method.prune is not None:
+            check_prune(method.prune, engines, specs)
+    generations = list(dict.fromkeys(m.generation for m in methods))
+    console = Console(stderr=True)
+
+    async def main() -> CompareReport:
+        async with Orchestrator(engines, max_in_flight=max(64, base.n)) as orch:
+            with Progress(
+                TextColumn("[bold]nbest eval {task.description}"), BarColumn(), MofNCompleteColumn(), TextColumn("prompts"),
+                TimeRemainingColumn(), console=console,
+            ) as progress:  # fmt: skip
+                tasks = {key: progress.add_task(key, total=len(items)) for key in generations}
+                return await compare_methods(
+                    orch, items, methods, rankers, n=base.n, params=base.params, strategy=strategy, system=base.system,
+                    matcher=matcher, subsamples=subsamples, concurrency=concurrency, wave=wave, until_rules=rules,
+                    temperatures=temperatures, dataset=dataset.name, split=split,
+                    on_done=lambda key, _: progress.advance(tasks[key]),
+                )  # fmt: skip
+
+    quiet_vllm()
+    with stdout_to_stderr():
+        report = anyio.run(main, backend="asyncio")
+    print_compare(report)
+    for warning in report.warnings:
+        console.print(f"nbest eval: warning: {warning}", style="bold red", highlight=False, markup=False)
+    _write_report(report, report_path)
+    if plots_dir is not None:
+        paths = [write_compare_plot(report, plots_dir)]
+        if SHARED in report.generations:
+            paths += write_plots(report.generations[SHARED], plots_dir)
+        for path in paths:
             click.echo(f"nbest eval: plot written to {path}", err=True)

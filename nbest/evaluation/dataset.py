@@ -6,6 +6,11 @@ acceptable answers) for accuracy tasks, the reference translation for
 translation tasks, an optional source text (``Request.source``), and an
 optional id (default: ``line-N``). Other fields are ignored.
 
+A set may be cut into named *splits* (a ``split`` field on every line, e.g.
+``tuning`` and ``heldout``): ``read_dataset(..., split="heldout")`` keeps only
+that split's items, so temperatures and policies are tuned on one split and
+reported on another that was never looked at while tuning.
+
 Unlike ``nbest batch``, an evaluation set must be clean: a bad line raises
 :class:`~nbest.errors.ConfigError` naming its line number, because a metric
 over a silently shortened set would mislead. A line is bad when it is not
@@ -49,6 +54,8 @@ class Fields:
     reference: str | None = None
     source: str | None = None
     id: str = "id"
+    split: str = "split"
+    """Field naming the split an item belongs to (read only when a split is asked for)."""
 
 
 def _text(value: Any, field: str) -> str:
@@ -86,13 +93,32 @@ def _item(data: Any, lineno: int, fields: Fields) -> EvalItem:
     return EvalItem(id=ident, prompt=prompt, gold=gold, reference=reference, source=source)
 
 
-def read_dataset(path: Path, fields: Fields, *, limit: int | None = None) -> list[EvalItem]:
-    """The items of ``path`` (the first ``limit`` when given).
+MAX_SPLIT_NAME = 64
+
+
+def _split_of(data: Any, field: str) -> str:
+    if not isinstance(data, dict) or field not in data:
+        raise ConfigError(f"no split field {field!r} (--split reads it on every line)")
+    value = data[field]
+    if not isinstance(value, str):
+        raise ConfigError(f"field {field!r} must be the split's name as text, got {type(value).__name__}")
+    return value
+
+
+def read_dataset(path: Path, fields: Fields, *, limit: int | None = None, split: str | None = None) -> list[EvalItem]:
+    """The items of ``path`` (the first ``limit`` when given); with ``split``, only the
+    items whose ``fields.split`` field holds that name (``limit`` counts those).
 
     Raises:
         ConfigError: a missing file, a bad line (with its number), duplicate ids,
-            neither an answer nor a reference field, or no items.
+            neither an answer nor a reference field, no items, a line without
+            the split field, or a split no item is in (naming the splits found).
     """
+    if split is not None and (not isinstance(split, str) or not split.strip() or len(split) > MAX_SPLIT_NAME):
+        raise ConfigError(
+            f"--split: a split's name, 1 to {MAX_SPLIT_NAME} characters (got {split!r})", parameter="split", value=split
+        )
+    splits_seen: set[str] = set()
     if fields.answer is None and fields.reference is None:
         raise ConfigError("eval: give --answer-field (accuracy) or --reference-field (translation)", parameter="answer_field")
     if limit is not None and limit < 1:
@@ -109,7 +135,14 @@ def read_dataset(path: Path, fields: Fields, *, limit: int | None = None) -> lis
                     raw = (data.removeprefix(b"\xef\xbb\xbf") if lineno == 1 else data).decode("utf-8")
                     if not raw.strip():
                         continue
-                    item = _item(load_line(raw), lineno, fields)
+                    data = load_line(raw)
+                    if split is not None:
+                        name = _split_of(data, fields.split)
+                        if len(splits_seen) < 32:
+                            splits_seen.add(name[:MAX_SPLIT_NAME])
+                        if name != split:
+                            continue
+                    item = _item(data, lineno, fields)
                 except UnicodeDecodeError as exc:
                     why = f"not UTF-8 text ({exc.reason} at byte {exc.start + 1})"
                     raise ConfigError(f"{path}: line {lineno}: {why}", parameter="dataset", value=lineno) from None
@@ -127,6 +160,11 @@ def read_dataset(path: Path, fields: Fields, *, limit: int | None = None) -> lis
         raise ConfigError(f"dataset: {path} is a folder, not a file", parameter="dataset", value=str(path)) from None
     except OSError as exc:
         raise ConfigError(f"dataset: cannot read {path} ({exc.strerror or exc})", parameter="dataset", value=str(path)) from None
+    if not items and split is not None and splits_seen:
+        found = ", ".join(sorted(splits_seen))
+        raise ConfigError(
+            f"--split: no item of {path} is in split {split!r}; its splits: {found}", parameter="split", value=split
+        )
     if not items:
         raise ConfigError(f"dataset: {path} holds no items", parameter="dataset", value=str(path))
     return items

@@ -19,6 +19,17 @@ subset on its own:
   (:mod:`nbest.metrics.diversity`), and the cost: completion tokens of the
   candidates chosen among, and their share of the engine's wall time.
 
+Pruned candidates (``finish_reason="pruned"``, stopped early by a pruning
+policy: :mod:`nbest.orchestrator.pruning`) cost their tokens but are never
+right: their text is partial and they do not vote. At the full N the tokens
+are the engine's own count (``Result.usage``), which also holds the tokens of
+candidates a stopping rule cut short.
+
+Calibration: each reranker's top-answer confidence gets the temperature that
+would calibrate it on these samples (``fitted_temperature``, to carry to
+another split) and, given temperatures fitted elsewhere (``temperatures``),
+the ECE after applying them (:mod:`nbest.evaluation.calibration`).
+
 A single random sample's score is exact: the mean over every candidate
 position. Greedy is scored when a greedy candidate was generated.
 """
@@ -32,6 +43,7 @@ from statistics import fmean
 from typing import Literal
 
 from nbest.errors import ConfigError
+from nbest.evaluation.calibration import fit_confidence_temperature, scale_confidence
 from nbest.evaluation.dataset import EvalItem
 from nbest.evaluation.matching import Matcher, matching_warning
 from nbest.evaluation.metrics import corpus_bleu, corpus_chrf, sentence_chrf, subsets
@@ -39,6 +51,7 @@ from nbest.evaluation.report import DiversityLevel, EvalReport, ItemReport, Leve
 from nbest.metrics.calibration import auroc, expected_calibration_error, prediction_rejection_ratio, reliability
 from nbest.metrics.diversity import distinct_n, self_bleu
 from nbest.orchestrator import Orchestrator
+from nbest.orchestrator.pruning import Prune
 from nbest.orchestrator.stopping import StoppingRule
 from nbest.rerankers.logprob import MeanLogProb
 from nbest.rerankers.ranker import Ranker
@@ -46,7 +59,16 @@ from nbest.strategies.base import Strategy, checked_plan
 from nbest.strategies.fixed import Fixed
 from nbest.types import Candidate, CandidateSpec, Request, Result, SamplingParams
 
-__all__ = ["EvalPlan", "EvalSample", "collect_samples", "eval_requests", "generate_samples", "levels_for", "score_samples"]
+__all__ = [
+    "EvalPlan",
+    "EvalSample",
+    "collect_samples",
+    "eval_requests",
+    "generate_samples",
+    "levels_for",
+    "score_samples",
+    "temperature_key",
+]
 
 
 @dataclass
@@ -57,6 +79,18 @@ class EvalSample:
     request: Request
     candidates: list[Candidate]
     greedy: Candidate | None = None
+    usage_tokens: int | None = None
+    """The engine's count of the samples' completion tokens (``Result.usage``): pruned
+    candidates and those a stopping rule cut short included; None when unknown."""
+
+
+def temperature_key(name: str, n: int) -> str:
+    """How a fitted temperature is filed: by method (reranker) name and N.
+
+    >>> temperature_key("vote", 8)
+    'vote@8'
+    """
+    return f"{name}@{n}"
 
 
 def levels_for(n: int) -> list[int]:
@@ -140,6 +174,7 @@ async def collect_samples(
                 request=requests[i * per_item],
                 candidates=sorted(got[0].candidates, key=lambda c: c.index),
                 greedy=got[1].candidates[0] if greedy else None,
+                usage_tokens=got[0].usage.completion_tokens,
             )
             samples[i] = sample
             if on_done is not None:
@@ -161,6 +196,7 @@ async def generate_samples(
     ranker: Ranker | None = None,
     until: StoppingRule | None = None,
     wave: int | None = None,
+    prune: Prune | None = None,
 ) -> list[EvalSample]:
     """Generate ``n`` candidates per item (plus a greedy one, alongside, when asked).
 
@@ -178,6 +214,10 @@ async def generate_samples(
     reading the item ranked by ``ranker``, is satisfied: items may then have
     fewer than ``n`` candidates.
 
+    With a pruning policy (``prune``) the samples' weak candidates are stopped
+    while they generate and kept as pruned (the greedy request is never
+    pruned: it is one candidate).
+
     Raises:
         ConfigError: bad settings (before anything is generated).
         EngineDeadError: an engine died.
@@ -194,6 +234,7 @@ async def generate_samples(
         concurrency=concurrency * (2 if greedy else 1),
         until=until,
         wave=wave,
+        prune=prune,
     )
     return await collect_samples(finished, items, requests, greedy=greedy, on_done=on_done)
 
@@ -207,8 +248,10 @@ def _confidence(ranked_answers: Sequence[object], best: Candidate) -> float:
 
 
 async def _top(ranker: Ranker, request: Request, cands: list[Candidate]) -> tuple[Candidate | None, float]:
+    if not any(c.ok and not c.pruned for c in cands):
+        return None, 0.0
     ranked = await ranker.rank(request, cands)
-    ok = [c for c in ranked.candidates if c.ok]
+    ok = [c for c in ranked.candidates if c.ok and not c.pruned]
     if not ok:
         return None, 0.0
     return ok[0], min(1.0, max(0.0, _confidence(ranked.answers, ok[0])))
@@ -261,6 +304,7 @@ async def score_samples(
     bins: int = 10,
     dataset: str | None = None,
     generate_s: float = 0.0,
+    temperatures: Mapping[str, float] | None = None,
 ) -> EvalReport:
     """Measure every ranker at every N on already generated candidates (see the module docs).
 
@@ -273,6 +317,10 @@ async def score_samples(
     chose among (every one listed, failed or stopped ones too); with
     ``generate_s`` (the generation's wall time) its ``engine_s`` is that time's
     share by tokens.
+
+    Calibration: ``temperatures`` (by :func:`temperature_key`, e.g. fitted on a
+    tuning split) give each ranker's ``ece_calibrated`` at the N they were
+    fitted for; every ranker's ``fitted_temperature`` is fitted on these samples.
 
     Raises:
         ConfigError: no samples or rankers, a sample without candidates, missing gold/references.
@@ -293,10 +341,12 @@ async def score_samples(
     refs = [s.item.reference or "" for s in samples]
     correct: list[list[bool]] = []
     greedy_tokens = sum(s.greedy.num_tokens for s in samples if s.greedy is not None)
-    total_tokens = sum(c.num_tokens for s in samples for c in s.candidates) + greedy_tokens
+    with_usage = all(s.usage_tokens is not None for s in samples)
+    spent = [s.usage_tokens if s.usage_tokens is not None else sum(c.num_tokens for c in s.candidates) for s in samples]
+    total_tokens = sum(spent) + greedy_tokens
     position = [{c.index: p for p, c in enumerate(s.candidates)} for s in samples]
     if task == "accuracy":
-        correct = [[c.ok and matcher.correct(c.text, s.item.gold or []) for c in s.candidates] for s in samples]
+        correct = [[c.ok and not c.pruned and matcher.correct(c.text, s.item.gold or []) for c in s.candidates] for s in samples]
 
     levels: list[Level] = []
     for k in levels_for(m):
@@ -304,9 +354,12 @@ async def score_samples(
         count = max(len(subs) for subs in draws)  # the same for all unless counts differ; then fewer draws repeat
         sub_texts = [[texts[i][j] for j in sub if samples[i].candidates[j].ok] for i, subs in enumerate(draws) for sub in subs]
         diversity = _diversity(sub_texts)
-        tokens = fmean(
-            fmean(sum(samples[i].candidates[j].num_tokens for j in sub) for sub in subs) for i, subs in enumerate(draws)
-        )
+        if k == m and with_usage:  # every candidate: the engine's count, cut-short ones included
+            tokens = fmean(spent)
+        else:
+            tokens = fmean(
+                fmean(sum(samples[i].candidates[j].num_tokens for j in sub) for sub in subs) for i, subs in enumerate(draws)
+            )
         if task == "accuracy":
             oracle = Quality(
                 accuracy=fmean(fmean(any(correct[i][j] for j in sub) for sub in subs) for i, subs in enumerate(draws))
@@ -329,9 +382,15 @@ async def score_samples(
                 ]
                 confs = [conf for row in tops for _, conf in row]
                 flat = [h for row in hits for h in row]
+                given = (temperatures or {}).get(temperature_key(name, k))
                 per_ranker[name] = RerankerLevel(
                     quality=Quality(accuracy=fmean(fmean(row) for row in hits)),
                     ece=expected_calibration_error(confs, flat, bins),
+                    fitted_temperature=fit_confidence_temperature(confs, flat),
+                    applied_temperature=given,
+                    ece_calibrated=None
+                    if given is None
+                    else expected_calibration_error([scale_confidence(c, given) for c in confs], flat, bins),
                     reliability=reliability(confs, flat, bins),
                     auroc=auroc(confs, flat),
                     prr=prediction_rejection_ratio(confs, flat),

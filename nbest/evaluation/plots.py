@@ -3,18 +3,24 @@
 - ``quality_vs_n.png``: accuracy (or chrF) of each reranker's top candidate vs
   N, with oracle@N and the random and greedy baselines;
 - ``reliability.png`` (accuracy tasks): each reranker's reliability diagram at
-  the largest N: accuracy per confidence bin against the diagonal.
+  the largest N: accuracy per confidence bin against the diagonal;
+- ``accuracy_vs_tokens.png`` (``--compare``, :func:`write_compare_plot`): two
+  panels, accuracy against tokens generated per prompt with the Pareto front
+  drawn through the rows no other beats, and accuracy against N.
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from nbest.errors import ConfigError
 from nbest.evaluation.report import EvalReport, Quality
 
-__all__ = ["write_plots"]
+if TYPE_CHECKING:
+    from nbest.evaluation.compare import CompareReport
+
+__all__ = ["write_compare_plot", "write_plots"]
 
 
 def _value(q: Quality | None, task: str) -> float | None:
@@ -78,6 +84,54 @@ def write_plots(report: EvalReport, folder: Path) -> list[Path]:
         ax.set_title(f"reliability · N = {top.n}")
         written.append(_save(fig, ax, folder / "reliability.png"))
     return written
+
+
+def write_compare_plot(report: CompareReport, folder: Path) -> Path:
+    """Write ``accuracy_vs_tokens.png`` into ``folder`` (created if needed); return its path.
+
+    Left: each method's rows as accuracy against tokens per prompt (log scale),
+    the Pareto front as a dashed step line with its points ringed. Right: accuracy
+    against N; a method measured at one N only (pruned, stopped) is one marker.
+
+    Raises:
+        ConfigError: ``folder`` exists and is not a folder.
+    """
+    if folder.exists() and not folder.is_dir():
+        raise ConfigError(f"--plots: {folder} is not a folder", parameter="plots", value=str(folder))
+    folder.mkdir(parents=True, exist_ok=True)
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 4.6))
+    for method in report.methods:
+        rows = [r for r in report.rows if r.method == method and r.accuracy is not None]
+        if not rows:
+            continue
+        xs, ys, ns = [r.tokens for r in rows], [r.accuracy for r in rows], [r.n for r in rows]
+        style = {"linestyle": "--", "color": "grey"} if method == "oracle" else {}  # a ceiling, not a method
+        (line,) = left.plot(xs, ys, marker="o", label=method, **style)
+        right.plot(ns, ys, marker="o", color=line.get_color(), label=method, **style)
+    front = sorted((r.tokens, r.accuracy) for r in report.rows if r.pareto and r.accuracy is not None)
+    if front:
+        left.step([t for t, _ in front], [a for _, a in front], where="post", linestyle="--", color="black", linewidth=1,
+                  label="Pareto front")  # fmt: skip
+        left.scatter([t for t, _ in front], [a for _, a in front], s=110, facecolors="none", edgecolors="black")
+    if any(r.tokens > 0 for r in report.rows):
+        left.set_xscale("log")
+    left.set_xlabel("tokens generated per prompt (pruned ones included)")
+    left.set_ylabel("accuracy")
+    left.set_title(f"accuracy vs tokens · {report.prompts} prompts" + (f" · {report.split}" if report.split else ""))
+    ns = sorted({r.n for r in report.rows})
+    right.set_xscale("log", base=2)
+    right.set_xticks(ns, [str(n) for n in ns])
+    right.set_xlabel("N (candidates per prompt)")
+    right.set_ylabel("accuracy")
+    right.set_title("accuracy vs N")
+    right.grid(True, alpha=0.3)
+    right.legend(fontsize="small")
+    return _save(fig, left, folder / "accuracy_vs_tokens.png")
 
 
 def _save(fig: Any, ax: Any, path: Path) -> Path:

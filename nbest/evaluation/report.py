@@ -30,6 +30,15 @@ class RerankerLevel(NbestModel):
     """Of its top-ranked candidate, averaged over the subsets."""
     ece: float | None = None
     """Expected calibration error of the top answer's confidence (accuracy tasks)."""
+    fitted_temperature: float | None = None
+    """The temperature ``T`` that calibrates that confidence on these prompts
+    (``sigmoid(logit(c) / T)``, :mod:`nbest.evaluation.calibration`): fitted on a tuning
+    split, it is what ``--calibration`` carries to a held-out run. None when every answer
+    is right or every one wrong."""
+    applied_temperature: float | None = None
+    """The temperature given from elsewhere (``--calibration``), when one was."""
+    ece_calibrated: float | None = None
+    """ECE of the confidence scaled by ``applied_temperature``."""
     reliability: list[ReliabilityBin] = Field(default_factory=list)
     """The reliability diagram behind ``ece``."""
     auroc: float | None = None

@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from rich.console import Console
 from rich.table import Table
 
 from nbest.evaluation.report import EvalReport, Quality
 
-__all__ = ["print_report", "report_table"]
+if TYPE_CHECKING:
+    from nbest.evaluation.compare import CompareReport
+
+__all__ = ["compare_table", "print_compare", "print_report", "report_table"]
 
 
 def _fmt(value: float | None, percent: bool = False) -> str:
@@ -77,3 +82,37 @@ def print_report(report: EvalReport, console: Console | None = None) -> None:
         if not console.is_terminal:  # a file or a pipe: no need to squeeze the columns into 80
             console = Console(width=160)
     console.print(report_table(report))
+
+
+def compare_table(report: CompareReport) -> Table:
+    """One row per method and N: accuracy, tokens per prompt and engine seconds (the
+    cost), ECE (raw and after ``--calibration``), AUROC, PRR; ``*`` marks the Pareto
+    front of accuracy against tokens. The warnings are the caption."""
+    title = f"{report.dataset or 'eval'}" + (f" · split {report.split}" if report.split else "")
+    title += f" · {report.prompts} prompts · N up to {report.n} · accuracy per token"
+    caption = "\n".join(f"warning: {w}" for w in report.warnings) or None
+    table = Table(title=title, caption=caption, caption_style="bold red")
+    for header in ("method", "N", "accuracy", "tokens/prompt", "engine s", "ECE", "ECE fitted", "T fit", "AUROC", "PRR",
+                   "front"):  # fmt: skip
+        table.add_column(header, justify="left" if header == "method" else "right")
+    previous = None
+    for row in report.rows:
+        first = row.method != previous
+        if first and previous is not None:
+            table.add_section()
+        previous = row.method
+        table.add_row(
+            row.method if first else "", str(row.n), _fmt(row.accuracy, percent=True), f"{row.tokens:.1f}",
+            _seconds(row.engine_s), _fmt(row.ece), _fmt(row.ece_calibrated), _fmt(row.fitted_temperature),
+            _fmt(row.auroc), _fmt(row.prr), "*" if row.pareto else "",
+        )  # fmt: skip
+    return table
+
+
+def print_compare(report: CompareReport, console: Console | None = None) -> None:
+    """Print :func:`compare_table` (on stdout; 160 columns wide when that is not a terminal)."""
+    if console is None:
+        console = Console()
+        if not console.is_terminal:
+            console = Console(width=160)
+    console.print(compare_table(report))
