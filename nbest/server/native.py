@@ -1,10 +1,17 @@
 """The native API: ``POST /v1/nbest`` (a Request in, the Result out) and
 ``POST /v1/nbest/stream`` (SSE: a ``candidate`` event per finished candidate,
-then one ``ranked`` event with the Result)."""
+then one ``ranked`` event with the Result).
+
+With ``prune``, a pruned candidate streams as a ``candidate`` event like any other,
+with ``finish_reason: "pruned"`` and its partial text (it is not ranked and does not
+vote). With ``until``, candidates stream as they finish, wave after wave; when the rule
+stops sampling, a candidate of the wave it cancelled may already have been sent: a
+``dropped`` event (``{"indices": [...]}``) then lists those, before ``ranked``, whose
+Result holds exactly the candidates that count (``samples_used`` of them)."""
 
 from __future__ import annotations
 
-import time
+import contextlib
 from collections.abc import AsyncIterator
 
 from fastapi import APIRouter
@@ -13,9 +20,9 @@ from starlette.responses import Response
 
 from nbest.errors import ConfigError, EngineDeadError, NbestError
 from nbest.server.errors import ApiError, error_body, from_config_error
-from nbest.server.service import Options, Service, read_json, until_disconnect
+from nbest.server.service import Adaptive, Options, Service, read_json, until_disconnect
 from nbest.server.sse import EventStream, format_event
-from nbest.types import Candidate, Request
+from nbest.types import Request, Result
 
 __all__ = ["NbestBody", "router"]
 
@@ -31,22 +38,23 @@ class NbestBody(Request, Options):
         return Request(**data), Options(**{name: getattr(self, name) for name in options})
 
 
-async def _body(http: HttpRequest, service: Service) -> tuple[Request, Options]:
+async def _body(http: HttpRequest, service: Service) -> tuple[Request, Options, Adaptive]:
     data = read_json(await http.body())
     try:
         request, options = NbestBody.parse(data).split()
     except ConfigError as exc:
         raise from_config_error(exc) from None
     service.check(request)
-    return service.issue_id(request, request.id if "id" in data else None), options
+    adaptive = options.adaptive(request.n)
+    return service.issue_id(request, request.id if "id" in data else None), options, adaptive
 
 
 @router.post("/v1/nbest", summary="Generate N candidates and return the ranked Result", response_model=None)
 async def nbest(http: HttpRequest) -> Response:
     service: Service = http.app.state.service
-    request, options = await _body(http, service)
+    request, options, adaptive = await _body(http, service)
     try:
-        result = await until_disconnect(http, lambda: service.run(request, options))
+        result = await until_disconnect(http, lambda: service.run(request, options, adaptive))
     except ConfigError as exc:
         raise from_config_error(exc) from None
     if result is None:  # the client went away; nobody reads this
@@ -57,21 +65,27 @@ async def nbest(http: HttpRequest) -> Response:
 @router.post("/v1/nbest/stream", summary="Stream candidates as Server-Sent Events, then the ranked Result", response_model=None)
 async def nbest_stream(http: HttpRequest) -> EventStream:
     service: Service = http.app.state.service
-    request, options = await _body(http, service)
+    request, options, adaptive = await _body(http, service)
     strategy = await service.strategy(options.strategy)
     ranker = service.ranker(options.rerankers, request=request)
-    request, _ = await service.plan(request, strategy, ranker)  # limits and plan errors answer 422 before streaming starts
+    # limits, plan errors and a prune the engines cannot do answer 422 before streaming starts
+    request, _ = await service.plan(request, strategy, ranker, prune=adaptive.prune)
 
     async def events() -> AsyncIterator[bytes]:
-        started = time.perf_counter()
-        candidates: list[Candidate] = []
+        sent: list[int] = []
         try:
             yield format_event({"id": request.id, "n": request.n}, "start")
-            async for candidate in service.stream(request, options, strategy):
-                candidates.append(candidate)
-                yield format_event(candidate.model_dump_json(), "candidate")
-            result = await service.finish(request, candidates, ranker, time.perf_counter() - started, timeout=options.timeout)
-            yield format_event(result.model_dump_json(), "ranked")
+            async with contextlib.aclosing(service.events(request, options, adaptive, strategy, ranker)) as stream:
+                async for event in stream:
+                    if isinstance(event, Result):
+                        counted = {c.index for c in event.candidates}
+                        dropped = [index for index in sent if index not in counted]
+                        if dropped:  # streamed from the wave the stopping rule cancelled
+                            yield format_event({"indices": dropped, "samples_used": event.samples_used}, "dropped")
+                        yield format_event(event.model_dump_json(), "ranked")
+                    else:
+                        sent.append(event.index)
+                        yield format_event(event.model_dump_json(), "candidate")
         except ApiError as exc:  # the engine restarted under this request: 503
             yield format_event(error_body(exc.status, exc.message, exc.param), "error")
         except NbestError as exc:

@@ -12,13 +12,25 @@ best first; ``"return": "best"`` gives only the top-ranked one (best-of-N as a
 drop-in). Every choice carries ``nbest``: its rank, score, confidence, each
 reranker's score and the spec that made it.
 
+``nbest`` also takes ``until``/``wave`` (adaptive sampling) and ``prune`` (online
+pruning), as the native body does. The choices are the complete candidates,
+ranked: a pruned candidate (stopped early, its text partial) is not a choice, nor
+is a candidate the stopping rule never generated, so an answer may hold fewer
+than ``n`` choices. ``usage`` counts every token generated, pruned candidates'
+and those of a cancelled wave included; the reply's ``nbest`` lists the pruned
+candidates and ``samples_used``.
+
 When streaming, each candidate's text arrives as one chunk when it finishes
 (choice ``index`` = the candidate's index), then a last chunk per choice with
-its ``finish_reason`` and ``nbest`` ranking, then ``[DONE]``.
+its ``finish_reason`` and ``nbest`` ranking, then ``[DONE]``. A pruned candidate
+sends no chunk. With ``until`` the text chunks come after sampling stopped (an
+OpenAI client cannot take back a choice it was sent, and a candidate of a wave
+the rule cancelled does not count).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -31,7 +43,7 @@ from starlette.responses import JSONResponse, Response
 
 from nbest.errors import ConfigError, EngineDeadError, NbestError
 from nbest.server.errors import ApiError, error_body, from_config_error
-from nbest.server.service import Options, Service, read_json, until_disconnect
+from nbest.server.service import Adaptive, Options, Service, read_json, until_disconnect
 from nbest.server.sse import EventStream, format_event
 from nbest.types import Candidate, ChatMessage, NbestModel, Request, Result, SamplingParams
 
@@ -109,7 +121,7 @@ class _Common(_VllmExtras):
     user: str | None = Field(default=None, max_length=200)
     """Who asks: kept as the request's metadata ``user`` (``nbest serve --learn-scope user`` ranks by it)."""
     nbest: NbestOptions = Field(default_factory=NbestOptions)
-    """nbest's own options: strategy, rerankers, return."""
+    """nbest's own options: strategy, rerankers, timeout, until, wave, prune, return."""
 
     def metadata(self) -> dict[str, Any]:
         """The request's metadata: the body's ``user``, when given."""
@@ -233,7 +245,7 @@ def _completion_logprobs(c: Candidate) -> dict[str, Any] | None:
 
 
 def _choices(result: Result, body: ChatBody | CompletionBody) -> list[Candidate]:
-    ok = [c for c in result.candidates if c.ok]
+    ok = [c for c in result.candidates if c.ok and not c.pruned]  # a pruned text is partial: not a choice
     if not ok:
         first = result.candidates[0].error if result.candidates else "no candidates"
         raise ApiError(502, f"all {len(result.candidates)} candidates failed; first error: {first}")
@@ -271,6 +283,8 @@ def _result_meta(result: Result) -> dict[str, Any]:
         "answers": [a.model_dump() for a in result.answers],
         "warnings": result.warnings,
         "failed": [{"index": c.index, "error": c.error} for c in result.failed],
+        "pruned": [{"index": c.index, "num_tokens": c.num_tokens, "signals": c.signals} for c in result.candidates if c.pruned],
+        "samples_used": result.samples_used,
     }
 
 
@@ -286,25 +300,29 @@ async def _serve(http: HttpRequest, chat: bool) -> Response | EventStream:
     if body.model is not None and body.model != model:
         raise ApiError(404, f"model: {body.model!r} is not served here; use {model!r} (see /v1/models)", param="model")
     service.check(request)
+    adaptive = body.nbest.adaptive(request.n, "nbest")
     request = service.issue_id(request)
     strategy = await service.strategy(body.nbest.strategy, "nbest.strategy")
     ranker = service.ranker(body.nbest.rerankers, "nbest.rerankers", request=request)
-    request, _ = await service.plan(request, strategy, ranker)
+    request, _ = await service.plan(request, strategy, ranker, prune=adaptive.prune)
     prefix = "chatcmpl-" if chat else "cmpl-"
     ident, created = prefix + uuid.uuid4().hex[:24], int(time.time())
-    options = Options(strategy=None, rerankers=None, timeout=body.nbest.timeout)
+    options = Options(timeout=body.nbest.timeout)
     if not body.stream:
         started = time.perf_counter()
 
         async def generate() -> list[Candidate]:
-            return [c async for c in service.stream(request, options, strategy)]
+            return [c async for c in service.stream(request, options, strategy, adaptive.prune)]
 
         async def rank(candidates: list[Candidate]) -> Result:
             return await service.finish(request, candidates, ranker, time.perf_counter() - started, timeout=options.timeout)
 
-        candidates = await until_disconnect(http, generate)
-        # reranking stops too when the client goes away
-        result = None if candidates is None else await until_disconnect(http, lambda: rank(candidates))
+        if adaptive.until is None:
+            candidates = await until_disconnect(http, generate)
+            # reranking stops too when the client goes away
+            result = None if candidates is None else await until_disconnect(http, lambda: rank(candidates))
+        else:  # waves, each ranked: generating and ranking are one piece of work
+            result = await until_disconnect(http, lambda: service.generate(request, options, adaptive, strategy, ranker))
         if result is None:  # the client went away; nobody reads this
             return Response(status_code=499)
         reply = _envelope("chat.completion" if chat else "text_completion", model, created, ident)
@@ -312,13 +330,14 @@ async def _serve(http: HttpRequest, chat: bool) -> Response | EventStream:
         reply["usage"] = _usage(result)
         reply["nbest"] = _result_meta(result)
         return JSONResponse(reply)
-    return EventStream(_stream(service, request, options, strategy, ranker, body, chat, ident, created))
+    return EventStream(_stream(service, request, options, adaptive, strategy, ranker, body, chat, ident, created))
 
 
 async def _stream(
     service: Service,
     request: Request,
     options: Options,
+    adaptive: Adaptive,
     strategy: Any,
     ranker: Any,
     body: ChatBody | CompletionBody,
@@ -338,17 +357,19 @@ async def _stream(
         return format_event({**envelope, "choices": [choice]})
 
     best_only = body.nbest.return_ == "best"
-    started = time.perf_counter()
-    candidates: list[Candidate] = []
+    early = not best_only and adaptive.until is None  # text as each candidate finishes: it will count
     try:
-        async for candidate in service.stream(request, options, strategy):
-            candidates.append(candidate)
-            if not best_only and candidate.ok:
-                yield chunk(candidate.index, candidate.text, None)
-        result = await service.finish(request, candidates, ranker, time.perf_counter() - started, timeout=options.timeout)
+        result: Result | None = None
+        async with contextlib.aclosing(service.events(request, options, adaptive, strategy, ranker)) as events:
+            async for event in events:
+                if isinstance(event, Result):
+                    result = event
+                elif early and event.ok and not event.pruned:
+                    yield chunk(event.index, event.text, None)
+        assert result is not None  # events ends with the Result or raises
         for position, c in enumerate(_choices(result, body)):
             index = 0 if best_only else c.index
-            if best_only:
+            if not early:
                 yield chunk(index, c.text, None)
             yield chunk(index, None, c.finish_reason, {"nbest": _nbest_meta(c), "rank_position": position})
         if (body.stream_options or {}).get("include_usage"):

@@ -1,8 +1,18 @@
 """What the routes share: the orchestrator, options parsed from HTTP bodies,
-recent Results (so a choice can name one by id), metrics and the preference log."""
+recent Results (so a choice can name one by id), metrics and the preference log.
+
+Adaptive sampling and pruning (``until``, ``wave``, ``prune`` in :class:`Options`)
+are parsed in one place, :meth:`Options.adaptive`, with the parsers of the command
+line (:func:`~nbest.orchestrator.stopping.parse_rule`,
+:func:`~nbest.orchestrator.pruning.parse_prune`), before any work. A request with a
+stopping rule runs through :meth:`Orchestrator.run <nbest.orchestrator.core.Orchestrator.run>`
+(waves, ranked after each); :meth:`Service.events` hands its candidates on as they
+finish all the same, so that the streaming routes stream them."""
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import json
 import math
 import re
@@ -10,7 +20,8 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import anyio
@@ -20,8 +31,11 @@ from starlette.requests import Request as HttpRequest
 
 from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
+from nbest.orchestrator.adaptive import check_adaptive
+from nbest.orchestrator.pruning import PRUNE_TOP_LOGPROBS, Prune, check_prune, parse_prune
+from nbest.orchestrator.stopping import StoppingRule, parse_rule
 from nbest.rerankers.base import Reranker
-from nbest.rerankers.ranker import Ranker
+from nbest.rerankers.ranker import Preparation, Ranker
 from nbest.rerankers.registry import RankerConfig, build_ranker, reranker_config
 from nbest.server.errors import ApiError, from_config_error
 from nbest.server.limits import check_plan, check_request, check_rerank_budget, rerank_deadline, result_bytes
@@ -33,13 +47,15 @@ from nbest.server.supervisor import State, Supervisor, engine_health
 from nbest.strategies.base import STRATEGIES, Strategy, rendered_limit
 from nbest.types import Candidate, CandidateSpec, NbestModel, Request, Result
 
-__all__ = ["Options", "Service", "read_json", "until_disconnect"]
+__all__ = ["Adaptive", "Options", "Service", "read_json", "until_disconnect"]
 
 T = TypeVar("T")
 
 
 MAX_CLIENT_RERANKERS = 16
 """Most rerankers one request may name (their names must differ; every kind a client may ask for fits)."""
+MAX_RULE_CHARS = 64
+"""Longest ``until`` or ``prune`` short form (the longest meaningful one is about 25 characters)."""
 
 
 class Options(NbestModel):
@@ -52,6 +68,66 @@ class Options(NbestModel):
     only kinds safe for clients, at most 16; None: the server's."""
     timeout: float | None = Field(default=None, gt=0)
     """Seconds before unfinished candidates are dropped."""
+    until: str | None = Field(default=None, max_length=MAX_RULE_CHARS)
+    """A stopping rule, as ``--until`` takes it (``beta:0.95``, ``dirichlet:0.9:weighted``,
+    ``confidence:0.8``, ``esc:4``): the plan is generated in waves of ``wave``, ranked after
+    each, and sampling stops once the rule holds (``Result.samples_used`` says how many
+    candidates were generated). None: all ``n`` at once."""
+    wave: int | None = Field(default=None, ge=1)
+    """Candidates per wave with ``until`` (at most ``n``; default 4, or the ``esc`` window)."""
+    prune: str | None = Field(default=None, max_length=MAX_RULE_CHARS)
+    """Online pruning, as ``--prune`` takes it (``KEEP[:WARMUP[:WINDOW]]``: ``0.9``, ``low:8``,
+    ``0.5:4:32``): the first WARMUP candidates set a group-confidence threshold, later ones
+    are stopped once they fall below it and come back with ``finish_reason="pruned"``
+    (unranked, not voting). The engine must stream tokens."""
+
+    def adaptive(self, n: int, prefix: str = "") -> Adaptive:
+        """``until``, ``wave`` and ``prune`` parsed (the one place the server parses them),
+        for a request of ``n`` candidates; ``prefix`` (``nbest``) names the fields as the
+        body has them.
+
+        Raises:
+            ApiError: 422 naming the field (``until``, ``wave``, ``prune``, ``prune.keep`` ...)
+                and what is allowed.
+
+        >>> Options(until="esc:2", prune="0.5:2:8").adaptive(8)
+        Adaptive(until=ESC(window=2), wave=2, prune=Prune(keep=0.5, warmup=2, window=8))
+        """
+        p = f"{prefix}." if prefix else ""
+        until: StoppingRule | None = None
+        if self.until is not None:
+            try:
+                until = parse_rule(self.until)
+            except ConfigError as exc:
+                # the parser speaks of the flag (--until 'x': ...); the body has a field
+                reason = str(exc).split(": ", 1)[-1] if str(exc).startswith("--until") else str(exc)
+                raise ApiError(422, f"{p}until: {reason} (got {self.until!r})", param=f"{p}until") from None
+        if self.wave is not None:
+            if until is None:
+                raise ApiError(422, f"{p}wave: only used with a stopping rule ({p}until, e.g. beta:0.95)", param=f"{p}wave")
+            if self.wave > n:
+                raise ApiError(422, f"{p}wave: at most n = {n} candidates per wave (got {self.wave})", param=f"{p}wave")
+        try:
+            wave = check_adaptive(until, self.wave)
+        except ConfigError as exc:
+            raise ApiError(422, f"{p}{exc}", param=f"{p}{exc.parameter or 'wave'}") from None
+        prune: Prune | None = None
+        if self.prune is not None:
+            try:
+                prune = parse_prune(self.prune)
+            except ConfigError as exc:
+                raise ApiError(422, f"{p}{exc}", param=f"{p}{exc.parameter or 'prune'}") from None
+        return Adaptive(until, wave, prune)
+
+
+@dataclass(frozen=True)
+class Adaptive:
+    """How a request is sampled beyond its plan: a stopping rule and its wave size
+    (both None: every candidate at once) and a pruning policy (None: none)."""
+
+    until: StoppingRule | None = None
+    wave: int | None = None
+    prune: Prune | None = None
 
 
 MAX_JSON_DEPTH = 32
@@ -327,12 +403,19 @@ class Service:
                     )
 
     async def plan(
-        self, request: Request, strategy: Strategy | None, ranker: Ranker | None = None, prefix: str = ""
+        self,
+        request: Request,
+        strategy: Strategy | None,
+        ranker: Ranker | None = None,
+        prefix: str = "",
+        prune: Prune | None = None,
     ) -> tuple[Request, list[CandidateSpec]]:
         """The request (seeded) and its plan, made in a worker thread and held to the
         server's limits before anything is generated: each candidate's rendered prompt,
         sampling settings and their sum, and the budget of a client's expensive rerankers
-        (``ranker``). 422 naming the field. :meth:`stream` then sends this plan as it is."""
+        (``ranker``). With ``prune``, every engine of the plan must stream tokens and the
+        alternatives pruning asks for must be within ``max_top_logprobs``. 422 naming the
+        field. :meth:`stream` then sends this plan as it is."""
         orch = self.orch
         limit = self.settings.max_prompt_chars
 
@@ -345,10 +428,32 @@ class Service:
         except ConfigError as exc:
             raise from_config_error(exc, prefix) from None
         check_plan(self.settings, request, specs, ranker, prefix)
+        if prune is not None:
+            self._check_prune(prune, specs, prefix)
         self._plans[request.id] = specs
         while len(self._plans) > 256:  # plans never streamed (the client left first)
             self._plans.popitem(last=False)
         return request, specs
+
+    def _check_prune(self, prune: Prune, specs: list[CandidateSpec], prefix: str) -> None:
+        """422 naming ``prune`` when the plan cannot be pruned here: an engine that cannot
+        stream tokens (the orchestrator's own check, made now rather than mid-request), or
+        a candidate that asks for no alternatives while the server allows fewer than the
+        :data:`~nbest.orchestrator.pruning.PRUNE_TOP_LOGPROBS` pruning then asks for."""
+        p = f"{prefix}." if prefix else ""
+        try:
+            check_prune(prune, self.orch.engines, specs)
+        except ConfigError as exc:
+            raise ApiError(422, f"{p}{exc}", param=f"{p}prune") from None
+        needs = len(specs) > prune.warmup and any(spec.params.top_logprobs < 1 for spec in specs)
+        if needs and self.settings.max_top_logprobs < PRUNE_TOP_LOGPROBS:
+            raise ApiError(
+                422,
+                f"{p}prune: pruning reads {PRUNE_TOP_LOGPROBS} alternatives per token, and this server allows at most "
+                f"{self.settings.max_top_logprobs} (max_top_logprobs); set top_logprobs from 1 to "
+                f"{self.settings.max_top_logprobs} to prune on those",
+                param=f"{p}prune",
+            )
 
     async def strategy(self, spec: str | dict[str, Any] | None, param: str = "strategy") -> Strategy | None:
         """A client's strategy (short form or config object; no files), built in a worker
@@ -417,23 +522,125 @@ class Service:
         """The estimated size of the Results kept."""
         return sum(self._result_sizes.get(ident, 0) for ident in self.results)
 
-    async def run(self, request: Request, options: Options) -> Result:
+    async def run(self, request: Request, options: Options, adaptive: Adaptive | None = None) -> Result:
+        """Plan, generate and rank ``request`` (``adaptive``: parsed by :meth:`Options.adaptive`)."""
+        adaptive = adaptive or Adaptive()
         strategy = await self.strategy(options.strategy)
         ranker = self.ranker(options.rerankers, request=request)
-        request, _ = await self.plan(request, strategy, ranker)
-        started = time.perf_counter()
-        candidates = [c async for c in self.stream(request, options, strategy)]
-        return await self.finish(request, candidates, ranker, time.perf_counter() - started, timeout=options.timeout)
+        request, _ = await self.plan(request, strategy, ranker, prune=adaptive.prune)
+        return await self.generate(request, options, adaptive, strategy, ranker)
 
-    async def stream(self, request: Request, options: Options, strategy: Strategy | None) -> AsyncIterator[Candidate]:
-        """Candidates as they finish; closing this generator aborts the rest. A request
-        :meth:`plan` planned is sent as planned (not planned again on the event loop)."""
+    async def generate(
+        self, request: Request, options: Options, adaptive: Adaptive, strategy: Strategy | None, ranker: Ranker | None
+    ) -> Result:
+        """The ranked Result of ``request``, planned by :meth:`plan` (see :meth:`events`)."""
+        result: Result | None = None
+        async with contextlib.aclosing(self.events(request, options, adaptive, strategy, ranker)) as events:
+            async for event in events:
+                if isinstance(event, Result):
+                    result = event
+        assert result is not None  # events ends with the Result or raises
+        return result
+
+    async def events(
+        self, request: Request, options: Options, adaptive: Adaptive, strategy: Strategy | None, ranker: Ranker | None
+    ) -> AsyncGenerator[Candidate | Result, None]:
+        """Each candidate as it finishes (pruned ones with ``finish_reason="pruned"``), then
+        the ranked Result, kept for choices. ``request`` was planned by :meth:`plan`.
+
+        With a stopping rule the candidates come from :meth:`Orchestrator.run
+        <nbest.orchestrator.core.Orchestrator.run>` (waves, ranked after each) and the Result
+        lists only those of the waves that were ranked (``samples_used``): a candidate of the
+        wave the rule cancelled may have been handed on before the rule stopped; it is not
+        in the Result (its tokens are in ``usage``). Closing this generator aborts what is
+        still generating.
+
+        Raises:
+            ConfigError: a plan the orchestrator refuses; EngineDeadError: the engine died.
+        """
+        if adaptive.until is None:
+            started = time.perf_counter()
+            candidates: list[Candidate] = []
+            async with contextlib.aclosing(self.stream(request, options, strategy, adaptive.prune)) as stream:
+                async for candidate in stream:
+                    candidates.append(candidate)
+                    yield candidate
+            yield await self.finish(request, candidates, ranker, time.perf_counter() - started, timeout=options.timeout)
+            return
+        send, receive = anyio.create_memory_object_stream[Candidate](request.n)  # each candidate is handed on once
+        outcome: list[Result | Exception] = []
+
+        async def work() -> None:
+            try:
+                with send:
+                    outcome.append(await self._run_waves(request, options, adaptive, strategy, ranker, send.send))
+            except Exception as exc:  # re-raised below, in the caller's task
+                outcome.append(exc)
+
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(work)
+            with receive:
+                async for candidate in receive:
+                    yield candidate
+        if isinstance(outcome[0], Exception):
+            raise outcome[0]
+        yield outcome[0]
+
+    async def _run_waves(
+        self,
+        request: Request,
+        options: Options,
+        adaptive: Adaptive,
+        strategy: Strategy | None,
+        ranker: Ranker | None,
+        observe: Callable[[Candidate], Awaitable[None]],
+    ) -> Result:
+        """``request`` through :meth:`Orchestrator.run` with the stopping rule; ``observe``
+        sees every candidate as it finishes. The ranker is the one :meth:`finish` would
+        use (the client's, else the learned one of the request's scope, else the
+        server's), each wave's ranking bounded by ``rerank_timeout_s`` or the deadline."""
         orch = self.orch
         timeout = options.timeout or self.settings.timeout_s
         specs = self._plans.pop(request.id, None)
         if specs is not None:
             strategy = _Planned(specs)
-        gen = orch.stream_request(request, strategy=strategy, timeout=timeout)
+        version = None
+        if ranker is None and self.learning is not None:
+            served = self.learning.pick(request.metadata)
+            ranker, version = served.ranker, served.version
+        bounded = (ranker or orch.ranker).bounded(rerank_deadline(self.settings, timeout, 0.0))
+
+        async def seen(candidate: Candidate) -> None:
+            self.metrics.candidate(candidate)
+            await observe(candidate)
+
+        result = await orch.run(
+            request,
+            strategy=strategy,
+            rerankers=_observing(bounded, seen),
+            timeout=timeout,
+            until=adaptive.until,
+            wave=adaptive.wave,
+            prune=adaptive.prune,
+        )
+        if version is not None:
+            result = result.model_copy(update={"ranker_version": version})
+        self.remember(result)
+        return result
+
+    async def stream(
+        self, request: Request, options: Options, strategy: Strategy | None, prune: Prune | None = None
+    ) -> AsyncGenerator[Candidate, None]:
+        """Candidates as they finish; closing this generator aborts the rest. A request
+        :meth:`plan` planned is sent as planned (not planned again on the event loop).
+        ``prune``: stop weak candidates while they generate (they come with
+        ``finish_reason="pruned"``)."""
+        orch = self.orch
+        timeout = options.timeout or self.settings.timeout_s
+        specs = self._plans.pop(request.id, None)
+        if specs is not None:
+            strategy = _Planned(specs)
+        gen = orch.stream_request(request, strategy=strategy, timeout=timeout, prune=prune)
         try:
             async for candidate in gen:
                 self.metrics.candidate(candidate)
@@ -466,3 +673,41 @@ class Service:
             result = result.model_copy(update={"ranker_version": version})
         self.remember(result)
         return result
+
+
+class _Observed(Preparation):
+    """A ranker's per-candidate preparation that also shows each candidate to
+    ``observe`` as it finishes.
+
+    Why: with a stopping rule, :meth:`Orchestrator.run` runs the waves and returns
+    only the ranked Result; the one thing it hands each candidate to as it finishes
+    is the ranker's :meth:`~nbest.rerankers.ranker.Ranker.preparation`. Wrapping it
+    lets the server stream and count candidates without a second fan-out. The
+    ranker's own preparation (``inner``) runs as before; ``observe`` must not raise.
+    """
+
+    def __init__(
+        self, ranker: Ranker, request: Request, inner: Preparation | None, observe: Callable[[Candidate], Awaitable[None]]
+    ) -> None:
+        super().__init__(ranker, request)
+        self.inner = inner
+        self.observe = observe
+        if inner is not None:
+            self.warnings = inner.warnings  # the Result reports the inner preparation's warnings
+
+    async def add(self, candidate: Candidate) -> None:
+        await self.observe(candidate)
+        if self.inner is not None:
+            await self.inner.add(candidate)
+
+
+def _observing(ranker: Ranker, observe: Callable[[Candidate], Awaitable[None]]) -> Ranker:
+    """A copy of ``ranker`` (same rerankers) whose preparation shows each candidate to ``observe`` (see :class:`_Observed`)."""
+    observed = copy.copy(ranker)
+    inner_preparation = ranker.preparation
+
+    def preparation(request: Request) -> Preparation:
+        return _Observed(observed, request, inner_preparation(request), observe)
+
+    observed.preparation = preparation  # type: ignore[method-assign]
+    return observed
