@@ -68,7 +68,8 @@ class Family:
 
     def prompt(self, params: Params, shots: int = SHOTS) -> str:
         worked = "".join(f"Question: {q}\nSolution: {a}\n\n" for q, a in self.shots[:shots])
-        return f"{'Example' if shots == 1 else 'Examples'}:\n{worked}Now solve this one the same way.\nQuestion: {self.ask(params)}\nSolution:"
+        head = "Example" if shots == 1 else "Examples"
+        return f"{head}:\n{worked}Now solve this one the same way.\nQuestion: {self.ask(params)}\nSolution:"
 
 
 FAMILIES: dict[str, Family] = {

@@ -381,7 +381,8 @@ def _compare(
             try:
                 built = build_ranker((method.selector,), engine=judge_engine)
             except ConfigError as exc:
-                raise ConfigError(f"--compare {method.text!r}: {exc}", parameter="compare", value=method.text) from None
+                why = str(exc).removeprefix("--reranker: ")
+                raise ConfigError(f"--compare {method.text!r}: {why}", parameter="compare", value=method.text) from None
             assert built is not None
             rankers[method.text] = built
     rules: dict[str, object] = {}

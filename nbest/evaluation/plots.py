@@ -112,7 +112,7 @@ def write_compare_plot(report: CompareReport, folder: Path) -> Path:
         xs, ys, ns = [r.tokens for r in rows], [r.accuracy for r in rows], [r.n for r in rows]
         style = {"linestyle": "--", "color": "grey"} if method == "oracle" else {}  # a ceiling, not a method
         (line,) = left.plot(xs, ys, marker="o", label=method, **style)
-        right.plot(ns, ys, marker="o", color=line.get_color(), label=method, **style)
+        right.plot(ns, ys, marker="o", label=method, **(style or {"color": line.get_color()}))
     front = sorted((r.tokens, r.accuracy) for r in report.rows if r.pareto and r.accuracy is not None)
     if front:
         left.step([t for t, _ in front], [a for _, a in front], where="post", linestyle="--", color="black", linewidth=1,
