@@ -65,7 +65,8 @@ async def test_signals_from_the_in_process_engine_and_a_vllm_server_agree(
     assert remote[-1].text == local[-1].text and remote[-1].num_tokens == local[-1].num_tokens
     mine, theirs = tracked(local), tracked(remote)
     assert mine.tokens == theirs.tokens == local[-1].num_tokens >= 2 * WINDOW
-    # bf16 on the CPU: the same tokens, log-probabilities equal to ~1e-4 (batch shapes differ)
+    # measured identical to the bit when run one request at a time; bf16 results can move
+    # slightly with the batch shape, hence the tolerance
     assert mine.signals().keys() == theirs.signals().keys() == {
         "mean_confidence", "lowest_group", "tail", "bottom10", "self_certainty", "mean_logprob",
     }  # fmt: skip
