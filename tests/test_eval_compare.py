@@ -140,7 +140,7 @@ def test_pareto_front_by_hand() -> None:
 def test_temperature_fitted_on_one_split_applies_to_another() -> None:
     # claimed 0.9, right 3 times in 4: T = 2 brings 0.9 to 0.75
     t = fit_confidence_temperature([0.9] * 4, [True, True, True, False])
-    assert t == pytest.approx(2.0, rel=1e-3) and scale_confidence(0.9, t) == pytest.approx(0.75, rel=1e-3)
+    assert t is not None and t == pytest.approx(2.0, rel=1e-3) and scale_confidence(0.9, t) == pytest.approx(0.75, rel=1e-3)
     assert fit_confidence_temperature([0.9, 0.8], [True, True]) is None  # nothing to learn from
     # vote at N = 4 on the hand-made samples of test_eval: shares 0.5 (A, right) and 0.5 (B, right)
     samples: list[EvalSample] = [
