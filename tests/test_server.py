@@ -12,7 +12,7 @@ import pytest
 
 from nbest import Orchestrator
 from nbest.server import PreferenceStore, ServerSettings, create_app
-from tests.scripted import ScriptedEngine, Step
+from tests.scripted import ScriptedEngine, Step, toks
 from tests.serving import by_index
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -299,3 +299,111 @@ async def test_rerankers_are_built_once(scripted: ScriptedEngine) -> None:
             r = await client.post("/v1/nbest", json={"prompt": "x", "n": 2, "rerankers": spelling})
             assert r.status_code == 200
         assert service._rerankers == first and service._rerankers[next(k for k in first if '"vote"' in k)] is vote
+
+
+# -- adaptive sampling and pruning over HTTP -----------------------------------------------------
+# Token streams of tests/test_pruning.py (window 2, two warm-up candidates, keep 0.5): the
+# warm-up candidates' lowest groups are 2.0 and 3.0, the threshold their median 2.5; candidate 2
+# falls to (3 + 1) / 2 = 2.0 at its third token and is stopped there; candidate 3 stays at 2.6.
+PRUNE = "0.5:2:2"
+
+
+def pruning_steps() -> dict[int, Step]:
+    """Candidates 0-3 as above (candidate 2 is pruned after 3 tokens under ``PRUNE``)."""
+    warm_low = toks([("The answer", 3.0), (" is", 3.0), (" 4", 2.0), (".", 2.0)])
+    warm_high = toks([("The answer", 4.0), (" is", 4.0), (" 4", 3.0), (".", 3.0)])
+    weak = toks([("The answer", 3.0), (" is", 3.0), (" 7", 1.0), (".", 1.0), (" Sure", 1.0)])
+    strong = toks([("The answer", 3.0), (" is", 2.6), (" 4", 2.6), (".", 3.0)])
+    return {i: Step(stream=s, token_delay=0.01) for i, s in enumerate([warm_low, warm_high, weak, strong])}
+
+
+async def test_native_prune_keeps_the_pruned_candidate_unranked(scripted: ScriptedEngine) -> None:
+    scripted.respond = by_index(pruning_steps())
+    async with serving(scripted) as client:
+        r = await client.post("/v1/nbest", json={"prompt": "2+2?", "n": 4, "prune": PRUNE, "rerankers": ["vote"]})
+        assert r.status_code == 200, r.text
+        result = r.json()
+        pruned = [c for c in result["candidates"] if c["finish_reason"] == "pruned"]
+        assert [(c["index"], c["text"], c["num_tokens"]) for c in pruned] == [(2, "The answer is 7", 3)]
+        assert (pruned[0]["rank"], pruned[0]["confidence"], pruned[0]["error"]) == (None, None, None)
+        assert pruned[0]["signals"] is not None  # its confidence signals stay visible
+        assert sorted(c["rank"] for c in result["candidates"] if c["rank"] is not None) == [1, 2, 3]
+        assert [a["support"] for a in result["answers"]] == [[0, 1, 3]]  # the pruned "7" does not vote
+        assert result["usage"]["completion_tokens"] == 4 + 4 + 3 + 4  # the pruned candidate's tokens count
+        rid = f"{result['id']}-2"
+        assert scripted.aborted == [rid] and scripted.yielded[rid] == 3  # stopped at the engine, not read to the end
+        assert all(call.params.top_logprobs == 5 for call in scripted.history)  # pruning asked for alternatives
+
+
+async def test_prune_on_an_engine_without_token_updates_is_422() -> None:
+    class FinalOnly(ScriptedEngine):
+        token_updates = False
+
+    engine = FinalOnly()
+    async with serving(engine) as client:
+        for path, body, param in [
+            ("/v1/nbest", {"prompt": "x", "n": 4, "prune": "0.9:2"}, "prune"),
+            ("/v1/nbest/stream", {"prompt": "x", "n": 4, "prune": "0.9:2"}, "prune"),
+            ("/v1/completions", {"prompt": "x", "n": 4, "nbest": {"prune": "0.9:2"}}, "nbest.prune"),
+        ]:
+            r = await client.post(path, json=body)
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["param"] == param and "cannot report tokens" in r.json()["error"]["message"]
+        # n <= warm-up: nothing to prune, so nothing to refuse
+        r = await client.post("/v1/nbest", json={"prompt": "x", "n": 2, "prune": "0.9:2"})
+        assert r.status_code == 200, r.text
+    assert len(engine.history) == 2  # only the last request reached the engine
+
+
+async def test_prune_needs_alternatives_within_the_servers_limit(scripted: ScriptedEngine) -> None:
+    scripted.respond = by_index(pruning_steps())
+    async with serving(scripted, ServerSettings(max_n=8, max_top_logprobs=2)) as client:
+        r = await client.post("/v1/nbest", json={"prompt": "x", "n": 4, "prune": PRUNE})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "prune"
+        assert "at most 2 (max_top_logprobs)" in r.json()["error"]["message"]
+        assert scripted.history == []
+        # asking for alternatives within the limit, pruning reads those
+        r = await client.post("/v1/nbest", json={"prompt": "x", "n": 4, "prune": PRUNE, "params": {"top_logprobs": 2}})
+        assert r.status_code == 200, r.text
+        assert [c["index"] for c in r.json()["candidates"] if c["finish_reason"] == "pruned"] == [2]
+
+
+async def test_native_until_stops_after_the_first_wave(scripted: ScriptedEngine) -> None:
+    # wave 1 agrees (four "4"); wave 2 is still generating when the rule stops: it is aborted
+    scripted.respond = by_index({i: Step("4", delay=0.05 if i < 4 else 5.0) for i in range(8)})
+    async with serving(scripted) as client:
+        body = {"prompt": "2+2?", "n": 8, "until": "beta:0.95", "wave": 4, "rerankers": ["vote"]}
+        r = await client.post("/v1/nbest", json=body)
+        assert r.status_code == 200, r.text
+        result = r.json()
+        assert result["samples_used"] == 4 and sorted(c["index"] for c in result["candidates"]) == [0, 1, 2, 3]
+        assert result["answers"][0]["support"] == [0, 1, 2, 3]
+        assert result["usage"]["completion_tokens"] == 4 * 4  # the aborted wave had reported no token
+        assert sorted(rid.rsplit("-", 1)[1] for rid in scripted.aborted) == ["4", "5", "6", "7"]
+        assert scripted.running == set()
+        # the Result is remembered: a choice can name it
+        r = await client.post("/v1/choices", json={"result_id": result["id"], "chosen": 0})
+        assert r.status_code == 201, r.text
+        metrics = (await client.get("/metrics")).text
+        assert 'nbest_candidates_total{outcome="ok"} 4.0' in metrics
+
+
+async def test_native_until_with_prune_and_esc(scripted: ScriptedEngine) -> None:
+    # ESC windows of 4 over complete candidates. Wave 1 (0-3): candidate 2 is pruned, so three
+    # complete ones: no full window yet. Wave 2 (4-7) fills the window 0, 1, 3, 4 (all "4"):
+    # stop; wave 3 (8-11), generating meanwhile, is aborted.
+    steps = pruning_steps()
+    steps.update({i: Step("The answer is 4.", delay=0.05) for i in range(4, 8)})
+    scripted.respond = by_index(steps, Step("The answer is 5.", delay=120.0))
+    async with serving(scripted, ServerSettings(max_n=16)) as client:
+        body = {"prompt": "2+2?", "n": 12, "until": "esc:4", "prune": PRUNE, "rerankers": ["vote:number"]}
+        r = await client.post("/v1/nbest", json=body)
+        assert r.status_code == 200, r.text
+        result = r.json()
+        assert result["samples_used"] == 8 and sorted(c["index"] for c in result["candidates"]) == list(range(8))
+        assert [c["index"] for c in result["candidates"] if c["finish_reason"] == "pruned"] == [2]
+        assert [c["rank"] for c in result["candidates"] if c["index"] == 2] == [None]
+        assert [a["support"] for a in result["answers"]] == [[0, 1, 3, 4, 5, 6, 7]]
+        assert result["usage"]["completion_tokens"] == 4 + 4 + 3 + 4 + 4 * 4
+        assert sorted(int(rid.rsplit("-", 1)[1]) for rid in scripted.aborted) == [2, 8, 9, 10, 11]
+        assert scripted.running == set()

@@ -67,3 +67,47 @@ async def test_openai_client(scripted: ScriptedEngine) -> None:
         ) as intruder:
             with pytest.raises(openai.AuthenticationError):
                 await intruder.models.list()
+
+
+async def test_openai_client_with_prune_and_until(scripted: ScriptedEngine) -> None:
+    """The choices are the complete candidates, ranked: a pruned one is not a choice, and with a
+    stopping rule there are as many choices as candidates that count; usage counts every token."""
+    from tests.test_server import PRUNE, pruning_steps
+
+    async with Orchestrator(scripted) as orch:
+        app = create_app(orch, ServerSettings(model_name="smollm2"), prefs=PreferenceStore(":memory:"))
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app))
+        async with openai.AsyncOpenAI(base_url="http://nbest.test/v1", api_key="unused", http_client=http) as client:
+            scripted.respond = by_index(pruning_steps())
+            reply = await client.chat.completions.create(
+                model="smollm2",
+                messages=[{"role": "user", "content": "2+2?"}],
+                n=4,
+                extra_body={"nbest": {"prune": PRUNE, "rerankers": ["vote"]}},
+            )
+            meta = [c.model_extra["nbest"] for c in reply.choices]  # type: ignore[index]
+            assert sorted(m["index"] for m in meta) == [0, 1, 3] and [m["rank"] for m in meta] == [1, 2, 3]
+            assert {c.finish_reason for c in reply.choices} == {"stop"}
+            assert reply.usage is not None and reply.usage.completion_tokens == 4 + 4 + 3 + 4
+            extra = reply.model_extra["nbest"]  # type: ignore[index]
+            assert [(p["index"], p["num_tokens"]) for p in extra["pruned"]] == [(2, 3)]
+            # signals use their own (default) window, longer than the 3 tokens kept: the whole text's mean
+            assert extra["pruned"][0]["signals"]["lowest_group"] == pytest.approx((3 + 3 + 1) / 3)
+
+            scripted.respond = by_index({i: Step("4", delay=0.05) for i in range(4)}, Step("5", delay=120.0))
+            completion = await client.completions.create(
+                model="smollm2",
+                prompt="2+2=",
+                n=8,
+                extra_body={"nbest": {"until": "beta:0.95", "wave": 4, "rerankers": ["vote"]}},
+            )
+            assert [c.text for c in completion.choices] == ["4"] * 4  # four of the eight asked for: the rule stopped there
+            assert completion.model_extra["nbest"]["samples_used"] == 4  # type: ignore[index]
+            assert completion.usage is not None and completion.usage.completion_tokens == 16
+            assert sorted(rid.rsplit("-", 1)[1] for rid in scripted.aborted[-4:]) == ["4", "5", "6", "7"]
+
+            with pytest.raises(openai.UnprocessableEntityError) as bad:
+                await client.chat.completions.create(
+                    model="smollm2", messages=[{"role": "user", "content": "x"}], n=2, extra_body={"nbest": {"wave": 2}}
+                )
+            assert "nbest.wave: only used with a stopping rule" in str(bad.value)

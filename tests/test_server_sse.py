@@ -12,6 +12,7 @@ from nbest import Orchestrator
 from nbest.server import PreferenceStore, ServerSettings, create_app
 from tests.scripted import ScriptedEngine, Step
 from tests.serving import by_index, running
+from tests.test_server import PRUNE, pruning_steps
 
 
 def _events(lines: list[str]) -> tuple[str, dict]:  # type: ignore[type-arg]
@@ -113,3 +114,66 @@ def test_client_gone_before_a_plain_reply_aborts_too(scripted: ScriptedEngine, t
                 time.sleep(0.05)
             assert len(scripted.aborted) == before + 2, path
         assert not scripted.running
+
+
+def test_stream_with_until_says_which_streamed_candidates_count(scripted: ScriptedEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # wave 1 (0-3) agrees after 0.3 s; candidate 4 of wave 2 finished at once and was streamed,
+    # 5-7 are still generating when the rule stops: they are aborted, 4 is dropped
+    steps = {i: Step("4", delay=0.3) for i in range(4)} | {4: Step("4")}
+    scripted.respond = by_index(steps, Step("5", delay=120.0))
+    body = {"prompt": "2+2?", "n": 8, "until": "beta:0.95", "wave": 4, "rerankers": ["vote"]}
+    with running(_app(scripted, tmp_path)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        with client.stream("POST", "/v1/nbest/stream", json=body) as r:
+            events = list(read_events(r))
+        names = [name for name, _ in events]
+        assert names == ["start", *["candidate"] * 5, "dropped", "ranked"], names
+        assert events[1][1]["index"] == 4  # streamed as it finished, before wave 1 was ranked
+        assert sorted(data["index"] for name, data in events if name == "candidate") == [0, 1, 2, 3, 4]
+        assert events[-2][1] == {"indices": [4], "samples_used": 4}
+        ranked = events[-1][1]
+        assert ranked["samples_used"] == 4 and sorted(c["index"] for c in ranked["candidates"]) == [0, 1, 2, 3]
+        assert ranked["usage"]["completion_tokens"] == 5 * 4  # the dropped candidate's tokens were generated
+        assert sorted(rid.rsplit("-", 1)[1] for rid in scripted.aborted) == ["5", "6", "7"]
+        assert not scripted.running
+
+
+def test_stream_with_prune_sends_the_pruned_candidate_as_pruned(scripted: ScriptedEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    scripted.respond = by_index(pruning_steps())
+    body = {"prompt": "2+2?", "n": 4, "prune": PRUNE, "rerankers": ["vote"]}
+    with running(_app(scripted, tmp_path)) as url, httpx.Client(base_url=url, timeout=30) as client:
+        with client.stream("POST", "/v1/nbest/stream", json=body) as r:
+            events = list(read_events(r))
+        assert [name for name, _ in events] == ["start", *["candidate"] * 4, "ranked"]
+        streamed = {data["index"]: data for name, data in events if name == "candidate"}
+        assert streamed[2]["finish_reason"] == "pruned" and streamed[2]["text"] == "The answer is 7"
+        assert streamed[2]["num_tokens"] == 3 and streamed[2]["rank"] is None
+        assert all(streamed[i]["finish_reason"] == "stop" for i in (0, 1, 3))
+        ranked = events[-1][1]
+        assert [c["index"] for c in ranked["candidates"] if c["rank"] is None] == [2]
+        assert ranked["samples_used"] is None and ranked["usage"]["completion_tokens"] == 15
+
+
+def test_openai_stream_leaves_pruned_and_uncounted_candidates_out(scripted: ScriptedEngine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    def stream(url: str, body: dict) -> list[dict]:  # type: ignore[type-arg]
+        with httpx.Client(base_url=url, timeout=30) as client, client.stream("POST", "/v1/chat/completions", json=body) as r:
+            lines = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        assert lines[-1] == "[DONE]"
+        return [json.loads(line) for line in lines[:-1]]
+
+    base = {"messages": [{"role": "user", "content": "x"}], "stream": True, "stream_options": {"include_usage": True}}
+    with running(_app(scripted, tmp_path)) as url:
+        scripted.respond = by_index(pruning_steps())
+        chunks = stream(url, {**base, "n": 4, "nbest": {"prune": PRUNE}})
+        texts = [(c["choices"][0]["index"], c["choices"][0]["delta"].get("content")) for c in chunks if c["choices"]]
+        assert sorted(index for index, text in texts if text) == [0, 1, 3]  # no chunk for the pruned candidate
+        finals = [c["choices"][0] for c in chunks if c["choices"] and c["choices"][0]["finish_reason"]]
+        assert sorted(f["index"] for f in finals) == [0, 1, 3] and {f["finish_reason"] for f in finals} == {"stop"}
+        assert chunks[-1]["usage"]["completion_tokens"] == 15
+        assert [p["index"] for p in chunks[-1]["nbest"]["pruned"]] == [2]
+
+        # until: candidate 4 finished before the rule stopped but does not count: never sent
+        scripted.respond = by_index({i: Step("4", delay=0.3) for i in range(4)} | {4: Step("4")}, Step("5", delay=120.0))
+        chunks = stream(url, {**base, "n": 8, "nbest": {"until": "beta:0.95", "wave": 4, "rerankers": ["vote"]}})
+        sent = {c["choices"][0]["index"] for c in chunks if c["choices"]}
+        assert sent == {0, 1, 2, 3}
+        assert chunks[-1]["nbest"]["samples_used"] == 4 and chunks[-1]["usage"]["completion_tokens"] == 5 * 4
