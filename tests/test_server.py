@@ -407,3 +407,20 @@ async def test_native_until_with_prune_and_esc(scripted: ScriptedEngine) -> None
         assert result["usage"]["completion_tokens"] == 4 + 4 + 3 + 4 + 4 * 4
         assert sorted(int(rid.rsplit("-", 1)[1]) for rid in scripted.aborted) == [2, 8, 9, 10, 11]
         assert scripted.running == set()
+
+
+async def test_a_pruned_candidate_cannot_be_chosen_nor_rejected(scripted: ScriptedEngine) -> None:
+    from nbest.server.export import dpo_pairs
+
+    scripted.respond = by_index(pruning_steps())
+    async with serving(scripted) as client:
+        result = (await client.post("/v1/nbest", json={"prompt": "2+2?", "n": 4, "prune": PRUNE})).json()
+        r = await client.post("/v1/choices", json={"result_id": result["id"], "chosen": 2})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "chosen"
+        assert "pruned (stopped after 3 tokens" in r.json()["error"]["message"]
+        r = await client.post("/v1/choices", json={"result_id": result["id"], "chosen": 3})
+        assert r.status_code == 201, r.text
+        store = client.app.state.service.prefs  # type: ignore[attr-defined]
+        pairs = list(dpo_pairs(store.page(0, 10)))
+        # the warm-up texts equal the chosen one; the pruned "The answer is 7" is no rejected answer
+        assert pairs == []

@@ -66,6 +66,14 @@ async def post_choice(http: HttpRequest) -> JSONResponse:
             raise ApiError(
                 404, f"result_id: no recent result {body.result_id!r}; send the whole result instead", param="result_id"
             )
+    chosen = next((c for c in result.candidates if c.index == body.chosen), None)
+    if chosen is not None and chosen.pruned:  # its text was cut off mid-answer: not an answer a person can prefer
+        raise ApiError(
+            422,
+            f"chosen: candidate {body.chosen} was pruned (stopped after {chosen.num_tokens} tokens, its text partial); "
+            "choose a complete one",
+            param="chosen",
+        )
     if body.group is not None:
         _check_group(body.group, body.chosen, result)
     task, user = scope_labels(result.metadata)
