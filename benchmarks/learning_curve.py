@@ -10,7 +10,8 @@ word of its text).
 The default setting is one where the ranking has something to learn: each request
 plans its 4 candidates over a temperature ladder (0.3 to 1.2, 16 tokens), and the
 server ranks with the log-probability and MBR consensus (chrF) at equal weights, a
-plausible first guess of an operator. Measured offline on the same set, that ranker
+plausible first guess of an operator (the vote is listed at weight 0, see
+:data:`DEFAULT_RERANKERS`: the ranking before learning is that of the two). Measured offline on the same set, that ranker
 leaves room below the oracle, and a linear mix of the two scores with the cheap
 features (``feature:tokens``, ``share``, ``temperature``, ``length_stop``) ranks better.
 With the server's default ranker alone (``--reranker logprob --strategy fixed``, all
@@ -66,8 +67,11 @@ DATA = Path(__file__).resolve().parent / "data" / "capitals.tsv"
 CHECKPOINTS = (25, 50, 100, 200)
 DEFAULT_STRATEGY = "ladder:0.3-1.2"
 """Candidates from cool (mostly right when the model knows) to hot (mostly not)."""
-DEFAULT_RERANKERS = ("logprob", "mbr")
-"""The server's ranker before learning: the log-probability and MBR consensus (chrF), equal weights."""
+DEFAULT_RERANKERS = ("logprob", "mbr", "vote=0")
+"""The server's ranker before learning: the log-probability and MBR consensus (chrF), equal weights,
+and the vote at weight 0: it ranks nothing until learning raises it, but it clusters the
+candidates by meaning, so the Result's answers (the page's cards) put "Paris." and "The capital
+of France is Paris." on one card, and a pick says "this answer", not "this phrasing"."""
 
 
 @dataclass(frozen=True)

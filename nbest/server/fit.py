@@ -1,22 +1,37 @@
-"""Learn the Ranker's weights from logged choices (Bradley–Terry / logistic).
+"""Learn the Ranker's weights from logged choices (Plackett–Luce, or Bradley–Terry on pairs).
 
 For every logged choice, each reranker's scores are z-normalised over that
 request's candidates (as :class:`~nbest.rerankers.Ranker` does with several
 rerankers); so are the cheap candidate features asked for
 (:mod:`nbest.rerankers.features`: length in tokens, answer share, temperature,
 cut-off, the model that produced it), computed from the logged candidates by
-the same function the ``feature`` reranker uses at serving time. A person's
-choice says "chosen beats each other candidate" (a full ranking says "each
-beats every one after it"; a choice on a group of equivalent candidates says
-"each of the group beats each candidate outside it", with no preference among
-its members); Bradley–Terry models ``P(a beats b) = sigmoid(w · (z_a - z_b))``.
+the same function the ``feature`` reranker uses at serving time.
+
+A person's choice picks one card out of the candidates shown: the chosen
+candidate, or the group of equivalent candidates it stands for. The default
+model (``objective="choice"``) is Plackett–Luce, the conditional logit of that
+pick: ``P(group) = sum_{i in group} exp(w · z_i) / sum_{j shown} exp(w · z_j)``;
+a full ranking is a sequence of such picks, each among the candidates not yet
+placed (with two candidates this is Bradley–Terry). ``objective="pairs"`` is
+Bradley–Terry on every pair a choice orders (``P(a beats b) = sigmoid(w · (z_a -
+z_b))``: the chosen one, or each of its group, beats each other candidate). The
+pick is the better model of a choice: pairs count a group of k candidates
+k times against each loser and weigh a choice by how many candidates it beat,
+and on simulated people who choose the right answer of a labelled set the
+pairs fit ranks its top candidate worse (``benchmarks/learning_curve.py``,
+README "Performance").
+
 The weights maximise that likelihood with an L2 penalty ``l2 · ||w - w_prior||²``
 (toward 0 without a prior; toward the current ranker's weights with one, so a
-few choices cannot swing them). Reranker weights stay ``>= 0``; feature weights
-are signed (a negative ``tokens`` weight prefers short answers). The sum of
-``|w|`` is the sharpness, so the written config is ``|w| / sum`` (a feature's
-sign goes into its ``coef``) with ``temperature = 1 / sum``: the same ranking
-and a confidence fitted to people's choices.
+few choices cannot swing them), plus ``feature_l1 · sum |w_feature|``: a
+feature enters the ranker only when the choices pull on it harder than
+``feature_l1`` (a lasso), so features that merely fit the noise of a few dozen
+choices stay at exactly 0 while a clear taste (people who always pick the
+shortest answer) still comes through. Reranker weights stay ``>= 0``; feature
+weights are signed (a negative ``tokens`` weight prefers short answers). The
+sum of ``|w|`` is the sharpness, so the written config is ``|w| / sum`` (a
+feature's sign goes into its ``coef``) with ``temperature = 1 / sum``: the same
+ranking and a confidence fitted to people's choices.
 
 Agreement is how often the top-ranked candidate is the one a person chose (for
 a choice on a group: one of the group); :func:`fit_choices` reports it on
@@ -31,8 +46,9 @@ from __future__ import annotations
 import math
 import random
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 from scipy.optimize import minimize  # type: ignore[import-untyped]
@@ -45,8 +61,11 @@ from nbest.server.prefs import Choice
 
 __all__ = [
     "DEFAULT_FEATURES",
+    "DEFAULT_FEATURE_L1",
     "MAX_MODEL_FEATURES",
+    "OBJECTIVES",
     "FitReport",
+    "Objective",
     "RankerConfig",
     "default_features",
     "effective_weights",
@@ -61,6 +80,18 @@ MAX_MODEL_FEATURES = 8
 """At most this many ``model=ID`` one-hot features (the most frequent engines) enter a fit."""
 
 _FEATURE = "feature:"
+
+DEFAULT_FEATURE_L1 = 8.0
+"""The lasso on feature weights a learning server uses (:class:`~nbest.server.learn.Learner`).
+
+Measured on simulated people (README "Performance"): with none, the 4 default
+features took weight from the scores within 100 choices and held-out agreement
+fell back toward where it started; at 8 they stay at 0 unless the choices lean
+on them clearly (60 choices of the shortest answer give ``tokens`` its weight)."""
+
+Objective = Literal["choice", "pairs"]
+OBJECTIVES: tuple[Objective, ...] = ("choice", "pairs")
+"""How a fit reads a choice: ``choice`` (Plackett–Luce, the default) or ``pairs`` (Bradley–Terry)."""
 
 
 @dataclass
@@ -192,6 +223,8 @@ def _examples(choices: Sequence[Choice], names: list[str], features: list[str]) 
 
 
 def _pairs(examples: Sequence[_Example], k: int) -> np.ndarray:
+    """Bradley–Terry's pairs: ``z_winner - z_loser`` for every winner of a tier and every
+    row it beats (rows of later tiers and rows in no tier)."""
     diffs = []
     for ex in examples:
         z = np.asarray(ex.z, dtype=float)
@@ -202,6 +235,62 @@ def _pairs(examples: Sequence[_Example], k: int) -> np.ndarray:
             losers = [r for r in later if r not in placed] + [r for r in range(len(z)) if r not in later]
             diffs += [z[winner] - z[loser] for winner in tier for loser in losers]
     return np.array(diffs, dtype=float).reshape(-1, k)
+
+
+@dataclass
+class _Stages:
+    """Plackett–Luce's stages, padded: stage ``s`` picks the rows ``rows[s][picked[s]]``
+    out of the rows ``rows[s][left[s]]`` not placed by an earlier stage."""
+
+    x: np.ndarray  # all candidates' rows (stacked), columns z-normalised
+    rows: np.ndarray  # stages x width: row numbers into x (0 where padded)
+    picked: np.ndarray  # stages x width: the stage's tier
+    left: np.ndarray  # stages x width: the rows still unplaced (the tier among them)
+
+
+def _stages(examples: Sequence[_Example], k: int) -> _Stages:
+    xs: list[list[float]] = []
+    stages: list[tuple[list[int], list[bool]]] = []
+    for ex in examples:
+        offset = len(xs)
+        xs.extend(ex.z)
+        unplaced = list(range(len(ex.z)))
+        for tier in ex.tiers:
+            chosen = set(tier)
+            if not chosen or all(r in chosen for r in unplaced):
+                break  # nothing left for the tier to beat
+            stages.append(([offset + r for r in unplaced], [r in chosen for r in unplaced]))
+            unplaced = [r for r in unplaced if r not in chosen]
+    width = max((len(members) for members, _ in stages), default=0)
+    rows = np.zeros((len(stages), width), dtype=int)
+    picked = np.zeros((len(stages), width), dtype=bool)
+    left = np.zeros((len(stages), width), dtype=bool)
+    for s, (placed, mask) in enumerate(stages):
+        rows[s, : len(placed)] = placed
+        picked[s, : len(placed)] = mask
+        left[s, : len(placed)] = True
+    return _Stages(np.asarray(xs, dtype=float).reshape(-1, k), rows, picked, left)
+
+
+def _log_softmax_parts(scores: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per stage: log of the summed ``exp(score)`` over ``mask``, and each masked row's share of it."""
+    masked = np.where(mask, scores, -np.inf)
+    top = masked.max(axis=1, keepdims=True)
+    e = np.where(mask, np.exp(masked - top), 0.0)
+    total = e.sum(axis=1, keepdims=True)
+    return np.log(total[:, 0]) + top[:, 0], e / total
+
+
+def _choice_loss(stages: _Stages, w: np.ndarray) -> tuple[float, np.ndarray]:
+    """Negative log-likelihood of the stages under Plackett–Luce, and its gradient."""
+    if not len(stages.rows):
+        return 0.0, np.zeros_like(w)
+    scores = (stages.x @ w)[stages.rows]
+    num, p_num = _log_softmax_parts(scores, stages.picked)
+    den, p_den = _log_softmax_parts(scores, stages.left)
+    per_row = np.zeros(len(stages.x))
+    np.add.at(per_row, stages.rows, p_den - p_num)
+    return float(np.sum(den - num)), stages.x.T @ per_row
 
 
 def _top(ex: _Example, w: Sequence[float]) -> int:
@@ -220,6 +309,34 @@ def _agreement(examples: Sequence[_Example], w: Sequence[float]) -> float | None
     return sum(_top(ex, w) in ex.hits for ex in examples) / len(examples)
 
 
+def _minimize(
+    loss: Callable[[np.ndarray], tuple[float, np.ndarray]], start: np.ndarray, is_feature: np.ndarray, l1: float
+) -> np.ndarray:
+    """Minimise ``loss(w) + l1 · sum |w_feature|`` with reranker weights ``>= 0``.
+
+    Each feature weight is split into a positive and a negative part, both ``>= 0``
+    (``w = a - b``), so the L1 term is linear and L-BFGS-B handles it with bounds;
+    a feature whose pull on the choices is below ``l1`` stays at exactly 0."""
+    k = len(start)
+    feat = np.flatnonzero(is_feature)
+
+    def split_loss(v: np.ndarray) -> tuple[float, np.ndarray]:
+        w = v[:k].copy()
+        w[feat] -= v[k:]
+        value, grad = loss(w)
+        full = np.concatenate([grad, -grad[feat]])
+        full[feat] += l1
+        full[k:] += l1
+        return value + l1 * float(v[feat].sum() + v[k:].sum()), full
+
+    v0 = np.concatenate([np.maximum(start, 0.0), np.maximum(-start[feat], 0.0)])
+    fit = minimize(split_loss, v0, jac=True, method="L-BFGS-B", bounds=[(0.0, None)] * len(v0))
+    v = np.asarray(fit.x, dtype=float)
+    w = v[:k].copy()
+    w[feat] -= v[k:]
+    return w
+
+
 def fit_choices(
     choices: Sequence[Choice],
     *,
@@ -229,6 +346,8 @@ def fit_choices(
     prior: RankerConfig | None = None,
     features: Sequence[str] | None = None,
     rerankers: Sequence[str] | None = None,
+    objective: Objective = "choice",
+    feature_l1: float = 0.0,
 ) -> FitReport:
     """Fit reranker (and feature) weights on logged choices; report held-out agreement.
 
@@ -242,15 +361,24 @@ def fit_choices(
             :data:`DEFAULT_FEATURES` shows, the learner passes them).
         rerankers: the reranker names to weigh; a choice whose candidates lack one is
             skipped. Default: the rerankers that scored every choice.
+        feature_l1: the lasso ``feature_l1 · sum |w_feature|`` that keeps a feature at 0
+            unless the choices pull on it harder (0: none).
+        objective: ``choice`` (Plackett–Luce: each choice picks its group out of the
+            candidates shown) or ``pairs`` (Bradley–Terry on every pair it orders).
 
     Raises:
             ConfigError: fewer than 2 usable choices, no reranker scored every
-                choice, an unknown feature, or a bad ``holdout`` or ``l2``.
+                choice, an unknown feature, or a bad ``holdout``, ``l2``,
+                ``feature_l1`` or ``objective``.
     """
     if not 0 <= holdout < 1:
         raise ConfigError("holdout: must be in [0, 1)", parameter="holdout", value=holdout)
     if not (l2 >= 0 and math.isfinite(l2)):
         raise ConfigError("l2: must be a non-negative number", parameter="l2", value=l2)
+    if not (feature_l1 >= 0 and math.isfinite(feature_l1)):
+        raise ConfigError("feature_l1: must be a non-negative number", parameter="feature_l1", value=feature_l1)
+    if objective not in OBJECTIVES:
+        raise ConfigError(f"objective: {objective!r}; use {' or '.join(OBJECTIVES)}", parameter="objective", value=objective)
     choices = [c for c in choices if c.withdrawn is None]
     scored = [c for c in choices if any(cand.ok for cand in c.result.candidates)]
     prior_weights = effective_weights(prior) if prior is not None else {}
@@ -280,25 +408,29 @@ def fit_choices(
     test = [examples[i] for i in order[:n_test]]
     train = [examples[i] for i in order[n_test:]]
     k = len(columns)
-    diffs = _pairs(train, k)
     is_feature = np.array([c.startswith(_FEATURE) for c in columns])
     w0 = np.array([prior_weights.get(c, 0.0) for c in columns], dtype=float)
     notes = []
+    if objective == "choice":
+        stages = _stages(train, k)
+        informative = len(stages.rows) > 0
+
+        def data_loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+            return _choice_loss(stages, w)
+    else:
+        diffs = _pairs(train, k)
+        informative = len(diffs) > 0
+
+        def data_loss(w: np.ndarray) -> tuple[float, np.ndarray]:
+            margins = diffs @ w
+            return float(np.sum(np.logaddexp(0.0, -margins))), -(diffs.T @ (0.5 * (1.0 - np.tanh(margins / 2))))
 
     def loss(w: np.ndarray) -> tuple[float, np.ndarray]:
-        margins = diffs @ w
-        value = float(np.sum(np.logaddexp(0.0, -margins))) + l2 * float((w - w0) @ (w - w0))
-        grad = -(diffs.T @ (0.5 * (1.0 - np.tanh(margins / 2)))) + 2 * l2 * (w - w0)
-        return value, grad
+        value, grad = data_loss(w)
+        return value + l2 * float((w - w0) @ (w - w0)), grad + 2 * l2 * (w - w0)
 
     start = w0 if prior is not None else np.where(is_feature, 0.0, 1.0)
-    bounds = [(None, None) if f else (0.0, None) for f in is_feature]
-    if len(diffs):
-        fit = minimize(loss, np.clip(start, [b[0] if b[0] is not None else -np.inf for b in bounds], None),
-                       jac=True, method="L-BFGS-B", bounds=bounds)  # fmt: skip
-        w = np.asarray(fit.x, dtype=float)
-    else:
-        w = np.zeros(k)
+    w = _minimize(loss, start, is_feature, feature_l1) if informative else np.zeros(k)
     total = float(np.abs(w).sum())
     if not total > 1e-9 or not math.isfinite(total):
         notes.append(

@@ -2,9 +2,10 @@
 
 A :class:`Learner` sits on a :class:`~nbest.server.prefs.PreferenceStore` and a
 base :class:`~nbest.rerankers.RankerConfig` (the server's ranker). It refits
-(:func:`~nbest.server.fit.fit_choices`: Bradley–Terry on pairwise preferences,
-the rerankers' scores plus cheap candidate features, regularised toward the
-current weights) when a scope has gathered ``every`` new choices and at least
+(:func:`~nbest.server.fit.fit_choices`: Plackett–Luce on the choices, the
+rerankers' scores plus cheap candidate features, regularised toward the current
+weights, a lasso keeping each feature at 0 until the choices clearly lean on
+it) when a scope has gathered ``every`` new choices and at least
 ``min_choices`` in all, and saves each refit as a numbered version:
 
 - **guardrail**: the refit and the current ranker are scored on the same
@@ -33,6 +34,7 @@ Everything here is synchronous and thread-safe: the server runs it in a worker t
 from __future__ import annotations
 
 import json
+import math
 import re
 import threading
 from collections.abc import Sequence
@@ -42,7 +44,15 @@ from typing import Any, Literal
 from nbest.errors import ConfigError
 from nbest.rerankers.features import FeatureConfig, feature_meaning
 from nbest.rerankers.registry import RankerConfig, RerankerConfig
-from nbest.server.fit import FitReport, default_features, effective_weights, fit_choices
+from nbest.server.fit import (
+    DEFAULT_FEATURE_L1,
+    OBJECTIVES,
+    FitReport,
+    Objective,
+    default_features,
+    effective_weights,
+    fit_choices,
+)
 from nbest.server.prefs import PreferenceStore, RankerVersion, scope_filter
 
 __all__ = ["LearnScope", "Learner", "RefitOutcome", "meaning"]
@@ -112,6 +122,8 @@ class Learner:
             length_stop, and model=ID for up to 8 engines when there are several).
         max_choices: the latest choices a refit reads.
         seed: the held-out split's seed.
+        objective: ``choice`` (Plackett–Luce) or ``pairs`` (Bradley–Terry), see :mod:`nbest.server.fit`.
+        feature_l1: the lasso on feature weights (:data:`~nbest.server.fit.DEFAULT_FEATURE_L1`).
 
     Raises:
         ConfigError: a bad setting (named).
@@ -130,6 +142,8 @@ class Learner:
         features: Sequence[str] | None = None,
         max_choices: int = 5_000,
         seed: int = 0,
+        objective: Objective = "choice",
+        feature_l1: float = DEFAULT_FEATURE_L1,
     ) -> None:
         if scope not in ("global", "task", "user"):
             raise ConfigError(f"learn_scope: {scope!r}; use global, task or user", parameter="learn_scope", value=scope)
@@ -150,6 +164,12 @@ class Learner:
         self.features = list(features) if features is not None else None
         self.max_choices = max_choices
         self.seed = seed
+        if objective not in OBJECTIVES:
+            raise ConfigError(f"objective: {objective!r}; use {' or '.join(OBJECTIVES)}", parameter="objective", value=objective)
+        self.objective: Objective = objective
+        if not (isinstance(feature_l1, (int, float)) and math.isfinite(feature_l1) and feature_l1 >= 0):
+            raise ConfigError("feature_l1: must be a non-negative number", parameter="feature_l1", value=feature_l1)
+        self.feature_l1 = float(feature_l1)
         self._lock = threading.Lock()  # the cache below
         self._refit_lock = threading.Lock()  # one refit at a time
         self._cache: dict[str, RankerVersion | None] = {}
@@ -254,8 +274,9 @@ class Learner:
             features = self.features if self.features is not None else default_features(choices)
             try:
                 report = fit_choices(
-                    choices, holdout=self.holdout, seed=self.seed, l2=self.l2, prior=prior, features=features, rerankers=names
-                )
+                    choices, holdout=self.holdout, seed=self.seed, l2=self.l2, prior=prior, features=features,
+                    rerankers=names, objective=self.objective, feature_l1=self.feature_l1,
+                )  # fmt: skip
                 config = self._config(report, prior)
             except ConfigError as exc:
                 note = f"no refit: {exc}"
