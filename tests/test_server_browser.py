@@ -16,7 +16,7 @@ import pytest
 
 from nbest import Orchestrator
 from nbest.server import PreferenceStore, ServerSettings, create_app
-from tests.scripted import ScriptedEngine, Step
+from tests.scripted import ScriptedEngine, Step, Tok
 from tests.serving import by_index, running
 
 CHROMIUM = "/usr/bin/chromium"
@@ -286,3 +286,44 @@ def test_equal_answers_show_as_one_card_and_a_choice_can_be_undone(browser, tmp_
         page.close()
     rows = sqlite3.connect(db).execute("SELECT id, chosen, chosen_rank, grp, withdrawn IS NOT NULL FROM choices").fetchall()
     assert [(*row[:3], json.loads(row[3]), row[4]) for row in rows] == [(1, 2, 2, [2, 3, 0], 1), (2, 0, 4, [2, 3, 0], 0)]
+
+
+def test_a_pruned_candidate_shows_apart_and_cards_are_labelled_by_position(browser, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from tests.scripted import toks
+
+    # "low" pruning: 4 warm-up candidates, windows of 16 tokens, keep 10 %. The warm-up candidates'
+    # groups are all 3.0, so the threshold is 3.0; candidate 4's first full window is at 1.0: it
+    # is stopped at its 16th token of 20. Candidate 3 answers apart, at a better log-prob.
+    steady = Step(stream=toks([(" 4", 3.0)] * 16), token_delay=0.001)
+    engine = ScriptedEngine(
+        respond=by_index(
+            {
+                0: steady,
+                1: steady,
+                2: steady,
+                3: Step(stream=[*toks([(" 5", 3.0)] * 16)[:15], Tok(" 5", -0.01, {" 5": -0.01, "x": -5.99})]),
+                4: Step(stream=toks([(" 7", 1.0)] * 20), token_delay=0.001),
+            }
+        )
+    )
+    app = create_app(lambda: Orchestrator(engine, close_engines=False), ServerSettings(), prefs=PreferenceStore(":memory:"))
+    with running(app) as url:
+        page = browser.new_page(viewport={"width": 1200, "height": 800})
+        page.goto(url + "/")
+        page.fill("#prompt", "What is 2 + 2?")
+        page.fill("#n", "5")
+        page.select_option("#prune", "low")
+        page.select_option("#rerankers", ["vote", "logprob"])
+        page.click("#go")
+        page.wait_for_selector("#cards[data-ranked]", timeout=20_000)
+        cards = page.locator(".card")
+        assert cards.count() == 2 and page.locator('.card[data-index="4"]').count() == 0  # no card for it
+        assert [cards.nth(i).locator(":scope > .head .rank").inner_text() for i in range(2)] == ["option 1", "option 2"]
+        assert cards.nth(0).locator(".support").inner_text() == "3 of 4"  # the pruned one did not vote
+        pruned = page.locator("#pruned .pruned-item")
+        assert page.locator("#pruned").is_visible() and pruned.count() == 1
+        assert pruned.nth(0).locator("summary").inner_text() == "Candidate 4: pruned after 16 tokens"
+        assert not pruned.nth(0).locator(".body").is_visible()  # collapsed
+        assert pruned.nth(0).locator("button").count() == 0  # not choosable
+        assert "1 pruned" in page.locator("#status").inner_text()
+        page.close()
