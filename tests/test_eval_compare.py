@@ -15,7 +15,7 @@ from nbest.cli import main
 from nbest.errors import ConfigError
 from nbest.evaluation import EvalSample, Fields, Matcher, read_dataset, score_samples
 from nbest.evaluation.calibration import fit_confidence_temperature, scale_confidence
-from nbest.evaluation.compare import CompareReport, pareto_front, parse_method
+from nbest.evaluation.compare import CompareReport, compare_methods, pareto_front, parse_method
 from nbest.rerankers import MajorityVote, Ranker
 from nbest.types import Prompt, SamplingParams
 from tests.scripted import ScriptedEngine, Step, toks
@@ -233,3 +233,26 @@ def test_reasoning_set_answers_recomputed_and_split() -> None:
     assert 0.3 < splits.count("tuning") / len(rows) < 0.5 and set(splits) == {"tuning", "heldout"}
     heldout = read_dataset(DATA / "reasoning.jsonl", Fields(), split="heldout")
     assert len(heldout) == splits.count("heldout") and all(it.gold for it in heldout)
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_compare_with_pruning_on_the_real_engine(vllm_engine: Any) -> None:
+    from nbest.orchestrator import Orchestrator
+
+    items = read_dataset(DATA / "reasoning.jsonl", Fields(), split="tuning", limit=2)
+    methods = [parse_method(m) for m in ("vote", "greedy", "vote+prune:0.1:2:4")]
+    rankers = {"vote": Ranker([MajorityVote()]), "vote+prune:0.1:2:4": Ranker([MajorityVote()])}
+    params = SamplingParams(temperature=0.8, top_logprobs=3, max_tokens=32, stop=["Question:"], seed=3)
+    async with Orchestrator(vllm_engine, close_engines=False) as orch:
+        report = await compare_methods(orch, items, methods, rankers, n=6, params=params, subsamples=3)
+    shared, pruned = report.generations["shared"], report.generations["prune:0.1:2:4"]
+    assert shared.greedy is not None and shared.prompts == pruned.prompts == 2
+    for generation in (shared, pruned):  # every candidate's tokens are the engine's count
+        assert generation.completion_tokens > 0 and generation.generate_s > 0
+    full = {r.method: r for r in report.rows if r.n == 6}
+    # keep 0.1: the threshold is near the better warm-up candidate's lowest 4-token group confidence, so most
+    # of the four later candidates of each prompt stop early: fewer tokens than the same seeds unpruned
+    assert full["vote+prune:0.1:2:4"].tokens < full["vote"].tokens
+    assert all(len(item.correct) == 6 for item in pruned.items)  # pruned candidates stay listed
+    assert all(0.0 <= (r.accuracy or 0.0) <= 1.0 and r.tokens > 0 for r in report.rows)
