@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import sqlite3
 import threading
@@ -15,7 +16,7 @@ from click.testing import CliRunner
 from nbest.cli import cli, main
 from nbest.errors import ConfigError
 from nbest.rerankers import RankerConfig
-from nbest.server.fit import effective_weights, fit_choices
+from nbest.server.fit import DEFAULT_FEATURE_L1, _choice_loss, _Example, _stages, effective_weights, fit_choices
 from nbest.server.learn import Learner
 from nbest.server.prefs import PreferenceStore
 from nbest.types import Candidate, CandidateSpec, Request, Result, SamplingParams
@@ -100,6 +101,79 @@ def test_a_refit_is_due_after_min_choices_then_every_k_new_ones() -> None:
         assert not learner.due("task:math")  # a scope without choices is never due
         with pytest.raises(ConfigError, match="scope"):
             learner.due("team:x")
+
+
+E, E1 = math.e, 1 / math.e
+
+
+@pytest.mark.parametrize(
+    ("tiers", "likelihood"),
+    [
+        ([[0]], E / (E + 1 + E1)),  # the first of three picked
+        ([[2]], E1 / (E + 1 + E1)),  # the last picked
+        ([[0, 1]], (E + 1) / (E + 1 + E1)),  # a card of two: one event, its members' mass summed
+        ([[1], [0]], 1 / (E + 1 + E1) * E / (E + E1)),  # a ranking: the second, then the first of those left
+        ([[0, 1, 2]], 1.0),  # every candidate on the picked card: nothing learned
+    ],
+)
+def test_a_choice_is_one_pick_among_the_candidates_shown(tiers: list[list[int]], likelihood: float) -> None:
+    """Plackett–Luce on hand-checked stages: scores 1, 0, -1 (one column, weight 1)."""
+    example = _Example(z=[[1.0], [0.0], [-1.0]], indices=[0, 1, 2], tiers=tiers, logged_top=False)
+    loss, grad = _choice_loss(_stages([example], 1), [1.0])  # type: ignore[arg-type]
+    assert math.exp(-loss) == pytest.approx(likelihood)
+    step = 1e-6  # the gradient is the loss's
+    ahead, _ = _choice_loss(_stages([example], 1), [1.0 + step])  # type: ignore[arg-type]
+    assert grad[0] == pytest.approx((ahead - loss) / step, abs=1e-4)
+
+
+def random_pick(result: Result) -> int:
+    """A person whose choices say nothing about the candidates (seeded by the Result's id)."""
+    return random.Random(result.id).randrange(len(result.candidates))
+
+
+def test_the_lasso_keeps_noise_out_of_the_features_and_lets_a_clear_taste_in() -> None:
+    """Random choices: without the lasso every feature takes some weight from noise; with the
+    learner's lasso none does. Choices of the shortest answer still teach the length weight."""
+    features = ["tokens", "temperature"]  # (every text differs here: no answer share to weigh)
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 100, pick=random_pick)
+        noise = list(store)
+    loose = fit_choices(noise, holdout=0.25, l2=1.0, prior=BASE, features=features)
+    tight = fit_choices(noise, holdout=0.25, l2=1.0, prior=BASE, features=features, feature_l1=DEFAULT_FEATURE_L1)
+    assert all(abs(loose.weights[f"feature:{f}"]) > 0.01 for f in features), loose.weights
+    assert all(tight.weights[f"feature:{f}"] == 0.0 for f in features), tight.weights
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 60)
+        taste = fit_choices(list(store), holdout=0.25, l2=1.0, prior=BASE, features=features, feature_l1=DEFAULT_FEATURE_L1)
+    assert taste.weights["feature:tokens"] < -0.5
+    assert taste.agreement_fitted is not None and taste.agreement_prior is not None
+    assert taste.agreement_fitted >= taste.agreement_prior + 0.5  # the log-probability alone is a coin toss here
+
+
+@pytest.mark.parametrize("objective", ["choice", "pairs"])
+def test_both_objectives_learn_the_persons_taste(objective: str) -> None:
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 40)
+        report = fit_choices(list(store), holdout=0.25, l2=1.0, prior=BASE, features=["tokens"], objective=objective)  # type: ignore[arg-type]
+    assert report.weights["feature:tokens"] < -0.5 and report.agreement_fitted == 1.0
+
+
+@pytest.mark.parametrize(
+    ("given", "words"),
+    [
+        ({"objective": "logit"}, "objective: 'logit'; use choice or pairs"),
+        ({"feature_l1": -1.0}, "feature_l1: must be a non-negative number"),
+        ({"feature_l1": float("nan")}, "feature_l1: must be a non-negative number"),
+    ],
+)
+def test_bad_fit_settings_are_named(given: dict[str, object], words: str) -> None:
+    with PreferenceStore(":memory:") as store:
+        log_choices(store, 4)
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(")) as fit_error:
+            fit_choices(list(store), **given)  # type: ignore[arg-type]
+        with pytest.raises(ConfigError, match=words.replace("(", r"\(")) as learner_error:
+            Learner(store, BASE, **given)  # type: ignore[arg-type]
+    assert fit_error.value.parameter == learner_error.value.parameter == next(iter(given))
 
 
 def test_the_fitted_config_ranks_exactly_as_the_fitted_model() -> None:

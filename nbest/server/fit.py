@@ -23,11 +23,13 @@ README "Performance").
 
 The weights maximise that likelihood with an L2 penalty ``l2 · ||w - w_prior||²``
 (toward 0 without a prior; toward the current ranker's weights with one, so a
-few choices cannot swing them), plus ``feature_l1 · sum |w_feature|``: a
-feature enters the ranker only when the choices pull on it harder than
-``feature_l1`` (a lasso), so features that merely fit the noise of a few dozen
-choices stay at exactly 0 while a clear taste (people who always pick the
-shortest answer) still comes through. Reranker weights stay ``>= 0``; feature
+few choices cannot swing them), plus a lasso ``λ · sum |w_feature|`` with
+``λ = feature_l1 · sqrt(choices fitted)``: a feature enters the ranker only when
+the choices pull on it harder than chance would (the pull of random picks on a
+z-normalised feature spreads as the square root of their number; the default,
+2, is about two standard errors), so features that merely fit the noise of a
+few dozen choices stay at exactly 0 while a clear taste (people who always pick
+the shortest answer) still comes through. Reranker weights stay ``>= 0``; feature
 weights are signed (a negative ``tokens`` weight prefers short answers). The
 sum of ``|w|`` is the sharpness, so the written config is ``|w| / sum`` (a
 feature's sign goes into its ``coef``) with ``temperature = 1 / sum``: the same
@@ -81,12 +83,13 @@ MAX_MODEL_FEATURES = 8
 
 _FEATURE = "feature:"
 
-DEFAULT_FEATURE_L1 = 8.0
-"""The lasso on feature weights a learning server uses (:class:`~nbest.server.learn.Learner`).
+DEFAULT_FEATURE_L1 = 2.0
+"""The lasso on feature weights a learning server uses (:class:`~nbest.server.learn.Learner`),
+per square root of the choices fitted.
 
 Measured on simulated people (README "Performance"): with none, the 4 default
 features took weight from the scores within 100 choices and held-out agreement
-fell back toward where it started; at 8 they stay at 0 unless the choices lean
+fell back toward where it started; with it they stay at 0 unless the choices lean
 on them clearly (60 choices of the shortest answer give ``tokens`` its weight)."""
 
 Objective = Literal["choice", "pairs"]
@@ -361,8 +364,8 @@ def fit_choices(
             :data:`DEFAULT_FEATURES` shows, the learner passes them).
         rerankers: the reranker names to weigh; a choice whose candidates lack one is
             skipped. Default: the rerankers that scored every choice.
-        feature_l1: the lasso ``feature_l1 · sum |w_feature|`` that keeps a feature at 0
-            unless the choices pull on it harder (0: none).
+        feature_l1: the lasso ``feature_l1 · sqrt(choices fitted) · sum |w_feature|`` that
+            keeps a feature at 0 unless the choices pull on it harder (0: none).
         objective: ``choice`` (Plackett–Luce: each choice picks its group out of the
             candidates shown) or ``pairs`` (Bradley–Terry on every pair it orders).
 
@@ -430,7 +433,8 @@ def fit_choices(
         return value + l2 * float((w - w0) @ (w - w0)), grad + 2 * l2 * (w - w0)
 
     start = w0 if prior is not None else np.where(is_feature, 0.0, 1.0)
-    w = _minimize(loss, start, is_feature, feature_l1) if informative else np.zeros(k)
+    lasso = feature_l1 * math.sqrt(len(train))  # the spread of a pull that chance alone gives grows as sqrt(choices)
+    w = _minimize(loss, start, is_feature, lasso) if informative else np.zeros(k)
     total = float(np.abs(w).sum())
     if not total > 1e-9 or not math.isfinite(total):
         notes.append(
