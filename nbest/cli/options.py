@@ -193,8 +193,8 @@ def until_options(func: Any) -> Any:
     func = click.option("--wave", type=int, default=None,
                         help="Adaptive sampling: candidates per wave, with --until [default: 4].")(func)  # fmt: skip
     return click.option("--until", "until", multiple=True, metavar="RULE",
-                        help="Stop sampling once the answer is clear: beta:P, dirichlet:P or confidence:P[:candidate] "
-                        "(sampled in waves of --wave).")(func)  # fmt: skip
+                        help="Stop sampling once the answer is clear: beta:P[:weighted], dirichlet:P[:weighted], "
+                        "confidence:P[:candidate] or esc:W (sampled in waves of --wave).")(func)  # fmt: skip
 
 
 def build_until(texts: tuple[str, ...], wave: int | None) -> tuple[StoppingRule | None, int | None]:

@@ -50,7 +50,7 @@ def run_command(
 ) -> None:
     """Generate N candidates for PROMPT, rerank them, print them ranked.
 
-    --until beta:P, dirichlet:P, confidence:P[:candidate] or esc:W is an
+    --until beta:P[:weighted], dirichlet:P[:weighted], confidence:P[:candidate] or esc:W is an
     early-stopping rule: sample in waves of --wave, stop once the answer is
     clear. --stop takes stop strings. --prune KEEP[:WARMUP[:WINDOW]] stops weak
     candidates while they generate; they are listed as pruned and do not vote.
