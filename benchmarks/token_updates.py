@@ -15,7 +15,10 @@ new tokens (``ignore_eos``, temperature 0.8, seeds fixed per candidate), all
 
 Rounds are mirrored (final, tokens, final+top5, tracked, then the reverse) so
 drift on a shared machine hits every arm alike. Throughput is generated tokens
-per second; ratios are observed / unobserved, medians of the per-round ratios;
+per second; beside it, the CPU time this process spends per 1000 tokens (vLLM's
+output handling and detokenizer, nbest's conversion, the tracker; the engine
+core runs in its own process), which a loaded machine disturbs less than wall
+time. Ratios are observed / unobserved, medians of the per-round ratios;
 the ``ratio:`` line is tracked / final, all that observing costs.
 A last figure times the construction of one partial update with and without
 pydantic validation (``CandidateUpdate.model_construct``): validation in
@@ -66,8 +69,8 @@ ARMS = [
 ]
 
 
-async def run_arm(engine: VLLMEngine, arm: Arm, prompts: int, n: int, tokens: int, tag: str) -> tuple[float, int, int]:
-    """One pass of the workload: (seconds, generated tokens, updates seen)."""
+async def run_arm(engine: VLLMEngine, arm: Arm, prompts: int, n: int, tokens: int, tag: str) -> tuple[float, float, int, int]:
+    """One pass of the workload: (seconds, CPU seconds of this process, generated tokens, updates seen)."""
     counts = [0, 0]
 
     async def one(p: int, i: int) -> None:
@@ -88,12 +91,12 @@ async def run_arm(engine: VLLMEngine, arm: Arm, prompts: int, n: int, tokens: in
             assert tracker.tokens == tokens
         counts[0] += final.num_tokens
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     async with anyio.create_task_group() as tg:
         for p in range(prompts):
             for i in range(n):
                 tg.start_soon(one, p, i)
-    return time.perf_counter() - started, counts[0], counts[1]
+    return time.perf_counter() - started, time.process_time() - cpu, counts[0], counts[1]
 
 
 def construct_cost(repeat: int = 200_000) -> tuple[float, float]:
@@ -113,6 +116,7 @@ def construct_cost(repeat: int = 200_000) -> tuple[float, float]:
 async def main(rounds: int, prompts: int, n: int, tokens: int) -> None:
     engine = VLLMEngine.default()
     rates: dict[str, list[float]] = {arm.name: [] for arm in ARMS}
+    cpu_ms: dict[str, list[float]] = {arm.name: [] for arm in ARMS}  # this process's CPU per 1000 tokens
     async with engine:
         for arm in ARMS:  # warm-up: every path once
             await run_arm(engine, arm, 2, 2, 8, f"warm-{arm.name}")
@@ -120,14 +124,17 @@ async def main(rounds: int, prompts: int, n: int, tokens: int) -> None:
             order = ARMS if r % 2 == 0 else list(reversed(ARMS))
             line = []
             for arm in order:
-                seconds, generated, updates = await run_arm(engine, arm, prompts, n, tokens, f"r{r}-{arm.name}")
+                seconds, cpu, generated, updates = await run_arm(engine, arm, prompts, n, tokens, f"r{r}-{arm.name}")
                 rates[arm.name].append(generated / seconds)
-                line.append(f"{arm.name} {generated / seconds:6.1f} tok/s ({updates} updates)")
+                cpu_ms[arm.name].append(cpu / generated * 1e6)
+                line.append(
+                    f"{arm.name} {generated / seconds:6.1f} tok/s {cpu / generated * 1e6:5.0f} ms CPU/1k tok ({updates} updates)"
+                )
             print(f"round {r + 1}: " + "   ".join(line), flush=True)
     median = {name: statistics.median(values) for name, values in rates.items()}
     print(f"median of {rounds} rounds, {prompts} prompts x N={n} x {tokens} tokens:")
     for name, value in median.items():
-        print(f"  {name:<11} {value:7.1f} tok/s")
+        print(f"  {name:<11} {value:7.1f} tok/s, {statistics.median(cpu_ms[name]):5.0f} ms of this process's CPU per 1000 tokens")
     validated, constructed = construct_cost()
     print(f"one partial update: {validated:.2f} us validated, {constructed:.2f} us with model_construct")
 
