@@ -168,6 +168,7 @@ def test_temperature_fitted_on_one_split_applies_to_another() -> None:
         (["--compare", "vote", "--compare", "vote"], "'vote' is given twice"),
         (["--compare", "vote", "--reranker", "logprob"], "--reranker: with --compare the methods name their rerankers"),
         (["--compare", "vote", "--prune", "0.9"], "--prune: with --compare put the policy in a method"),
+        (["--compare", "vote", "--greedy"], "--greedy: with --compare the greedy baseline is a method"),
         (["--compare", "vote+until:beta:2"], "--compare 'vote+until:beta:2'"),
         (["--split", "dev"], "is in split 'dev'; its splits: heldout, tuning"),
         (["--split", ""], "--split: a split's name"),

@@ -171,7 +171,7 @@ def eval_command(
     rule, wave = build_until(until, wave)
     policy = build_prune(prune)
     methods = _methods(compare_texts, reranker_texts=reranker_texts, until=until, prune=prune, ray=ray is not None,
-                       translation=reference_field is not None)  # fmt: skip
+                       translation=reference_field is not None, greedy=greedy)  # fmt: skip
     temperatures = _temperatures(calibration_path) if calibration_path is not None else None
     base = build_request("(per item)", n, system, **sampling)
     strategy = build_strategy(strategy_text)
@@ -299,7 +299,7 @@ def _write_report(report: EvalReport | CompareReport, report_path: Path | None) 
 
 def _methods(
     texts: tuple[str, ...], *, reranker_texts: tuple[str, ...], until: tuple[str, ...], prune: str | None, ray: bool,
-    translation: bool,
+    translation: bool, greedy: bool,
 ) -> list[Method]:  # fmt: skip
     """The --compare methods, checked against the options they replace."""
     from nbest.evaluation.compare import MAX_METHODS, parse_method
@@ -311,6 +311,7 @@ def _methods(
         (until, "--until: with --compare put the rule in a method (--compare vote+until:beta:0.95)"),
         (prune, "--prune: with --compare put the policy in a method (--compare vote+prune:0.9)"),
         (ray, "--ray: --compare runs on local engines"),
+        (greedy, "--greedy: with --compare the greedy baseline is a method (--compare greedy)"),
         (translation, "--compare: accuracy tasks only (--answer-field)"),
     ]
     for given, message in clashes:
