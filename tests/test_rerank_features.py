@@ -7,7 +7,7 @@ import pytest
 
 from nbest.errors import ConfigError
 from nbest.rerankers import FeatureConfig, FeatureReranker, RankerConfig, build_ranker, reranker_config
-from nbest.rerankers.features import feature_meaning, feature_values
+from nbest.rerankers.features import answer_keys, feature_meaning, feature_values
 from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
 
 
@@ -49,6 +49,22 @@ def test_share_is_the_vote_share_of_the_answer() -> None:
     texts = ["So 17 * 3 = 51.", "51", "It is 51.0", "52", "I do not know", ""]
     candidates = [Candidate(index=i, text=t, spec=spec) for i, t in enumerate(texts)]
     assert [round(v, 3) for v in feature_values("share", candidates)] == [0.5, 0.5, 0.5, 0.167, 0.167, 0.0]
+
+
+def test_share_counts_answers_by_meaning_as_the_vote_does() -> None:
+    """Two phrasings of Tokyo are one answer (the vote's span clusters against the question),
+    so the share a learned ranker weighs is the vote's: Tokyo 2 of 4."""
+    from nbest.rerankers.vote import MajorityVote
+
+    spec = CandidateSpec(index=0, params=SamplingParams())
+    texts = ["Tokyo.", "The capital city of Japan is Tokyo.", "It is Kyoto.", "Osaka"]
+    candidates = [Candidate(index=i, text=t, spec=spec) for i, t in enumerate(texts)]
+    request = Request(prompt="What is the capital of Japan?")
+    scored = anyio.run(FeatureReranker("share").score, request, candidates)
+    assert [s.value for s in scored] == [0.5, 0.5, 0.25, 0.25]
+    votes = anyio.run(MajorityVote().score, request, candidates)
+    assert [s.value for s in scored] == [v.value for v in votes]
+    assert answer_keys(candidates, "What is the capital of Japan?") == [v.details["answer"] for v in votes]
 
 
 @pytest.mark.parametrize(

@@ -5,7 +5,7 @@ from the candidates of its request, for ``share``), with no model:
 
 ========================  ==================================================================
 ``feature:tokens``        length of the answer in tokens
-``feature:share``         vote share of the candidate's answer (as ``vote`` extracts it)
+``feature:share``         vote share of the candidate's answer (as ``vote`` counts it: by meaning)
 ``feature:temperature``   the sampling temperature the strategy gave this candidate
 ``feature:length_stop``   1 when the answer was cut off at ``max_tokens``, else 0
 ``feature:model=ID``      1 when the engine/model ``ID`` produced the candidate, else 0
@@ -44,10 +44,11 @@ from pydantic import field_validator
 
 from nbest.errors import ConfigError
 from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
+from nbest.rerankers.cluster import question_text, span_clusters
 from nbest.rerankers.vote import MajorityVote
 from nbest.types import Candidate, Request, Score
 
-__all__ = ["FEATURES", "FeatureConfig", "FeatureReranker", "feature_meaning", "feature_values"]
+__all__ = ["FEATURES", "FeatureConfig", "FeatureReranker", "answer_keys", "feature_meaning", "feature_values"]
 
 FEATURES: dict[str, str] = {
     "tokens": "length of the answer in tokens",
@@ -89,9 +90,32 @@ def _check_name(name: str) -> str:
     return name
 
 
-def feature_values(name: str, candidates: Sequence[Candidate]) -> list[float]:
+def answer_keys(candidates: Sequence[Candidate], question: str = "") -> list[str | None]:
+    """Each candidate's answer as the default ``vote`` counts it: extracted (boxed, else the last
+    number, else the text), free-form answers clustered by meaning (the shared short answer
+    span, :func:`~nbest.rerankers.cluster.span_clusters`, against ``question``); None: no answer.
+
+    >>> from nbest.types import CandidateSpec, SamplingParams
+    >>> spec = CandidateSpec(index=0, params=SamplingParams())
+    >>> texts = ["Tokyo.", "The capital city of Japan is Tokyo.", "Kyoto"]
+    >>> answer_keys([Candidate(index=i, text=t, spec=spec) for i, t in enumerate(texts)], "What is the capital of Japan?")
+    ['tokyo', 'tokyo', 'kyoto']
+    """
+    vote = MajorityVote()
+    keys = [vote.answer(c.text) for c in candidates]
+    free = [i for i, c in enumerate(candidates) if keys[i] is not None and vote.free_form(c.text) is not None]
+    if len(free) >= 2:
+        texts = [vote.free_form(candidates[i].text) or "" for i in free]
+        for name, members in span_clusters(question, texts).items():
+            for m in members:
+                keys[free[m]] = name
+    return keys
+
+
+def feature_values(name: str, candidates: Sequence[Candidate], question: str = "") -> list[float]:
     """Feature ``name`` of each candidate (the successful candidates of one request,
-    as the Ranker scores them).
+    as the Ranker scores them); ``question`` (the request's) is what ``share`` clusters
+    free-form answers against.
 
     Raises:
         ConfigError: an unknown feature.
@@ -103,9 +127,8 @@ def feature_values(name: str, candidates: Sequence[Candidate]) -> list[float]:
         return [float(c.spec.params.temperature) for c in candidates]
     if name == "length_stop":
         return [1.0 if c.finish_reason == "length" else 0.0 for c in candidates]
-    if name == "share":  # the answer as the vote reranker reads it: boxed, else the last number, else the text
-        vote = MajorityVote()
-        keys = [vote.answer(c.text) for c in candidates]
+    if name == "share":  # the answer as the vote reranker counts it (see answer_keys)
+        keys = answer_keys(candidates, question)
         counts = Counter(k for k in keys if k)
         return [counts[k] / len(candidates) if k else 0.0 for k in keys]
     model = name.partition("=")[2]
@@ -147,7 +170,8 @@ class FeatureReranker:
     async def score(self, request: Request, candidates: Sequence[Candidate]) -> list[Score]:
         if not candidates:
             return []
-        return [Score(value=self.coef * v) for v in feature_values(self.feature, candidates)]
+        question = question_text(request.prompt)
+        return [Score(value=self.coef * v) for v in feature_values(self.feature, candidates, question)]
 
 
 @RERANKERS.register("feature")

@@ -56,6 +56,7 @@ import numpy as np
 from scipy.optimize import minimize  # type: ignore[import-untyped]
 
 from nbest.errors import ConfigError
+from nbest.rerankers.cluster import question_text
 from nbest.rerankers.features import FeatureConfig, feature_values
 from nbest.rerankers.ranker import normalize
 from nbest.rerankers.registry import RankerConfig, RerankerConfig, config_for_name, reranker_config
@@ -213,7 +214,8 @@ def _examples(choices: Sequence[Choice], names: list[str], features: list[str]) 
         if any(all(name not in c.scores for c in ok) for name in names):
             continue  # ranked without one of the rerankers: nothing to say about its weight
         columns = [normalize([c.scores.get(name) for c in ok], "zscore") for name in names]
-        columns += [normalize(list(feature_values(f, ok)), "zscore") for f in features]
+        question = question_text(choice.result.prompt)
+        columns += [normalize(list(feature_values(f, ok, question)), "zscore") for f in features]
         z = [[col[i] for col in columns] for i in range(len(ok))]
         row = {c.index: i for i, c in enumerate(ok)}
         group = [row[i] for i in [choice.chosen, *(choice.group or [])] if i in row]
