@@ -43,8 +43,8 @@ from typing import ClassVar, Literal, Self
 from pydantic import field_validator
 
 from nbest.errors import ConfigError
-from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.rerankers.cluster import question_text, span_clusters
+from nbest.rerankers.registry import RERANKERS, Generator, RerankerConfig
 from nbest.rerankers.vote import MajorityVote
 from nbest.types import Candidate, Request, Score
 
