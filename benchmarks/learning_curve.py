@@ -150,6 +150,30 @@ def top_accepted(item: Item, result: dict[str, Any]) -> bool:
     return best is not None and accepts(item, best["text"])
 
 
+def top_by_score(result: dict[str, Any], name: str) -> dict[str, Any] | None:
+    """The candidate that score ``name`` alone puts first (ties: the lower index, as the Ranker
+    breaks them); None when no candidate has that score."""
+    scored = [c for c in result["candidates"] if c.get("error") is None and (c.get("scores") or {}).get(name) is not None]
+    return min(scored, key=lambda c: (-c["scores"][name], c["index"])) if scored else None
+
+
+def alone(jobs: Sequence[tuple[Item, int]], results: Sequence[dict[str, Any]]) -> dict[str, float]:
+    """Agreement each logged score would reach alone on these Results: where reweighting can lead.
+
+    >>> item = Item("What is the capital of France?", ("Paris",))
+    >>> result = {"candidates": [{"index": 0, "text": "Lyon", "scores": {"a": 1.0, "b": 0.0}},
+    ...                          {"index": 1, "text": "Paris", "scores": {"a": 0.0, "b": 2.0}}]}
+    >>> alone([(item, 0)], [result])
+    {'a': 0.0, 'b': 1.0}
+    """
+    names = sorted({k for r in results for c in r["candidates"] for k in (c.get("scores") or {})})
+    out = {}
+    for name in names:
+        tops = [top_by_score(r, name) for r in results]
+        out[name] = sum(t is not None and accepts(item, t["text"]) for (item, _), t in zip(jobs, tops, strict=True)) / len(jobs)
+    return out
+
+
 def any_accepted(item: Item, result: dict[str, Any]) -> bool:
     """Some candidate of the Result is one the person accepts (the oracle)."""
     return any(c.get("error") is None and accepts(item, c["text"]) for c in result["candidates"])
@@ -165,6 +189,8 @@ class Point:
     version: int | None
     weights: list[dict[str, Any]]
     kept_out: int
+    alone: dict[str, float] = field(default_factory=dict)
+    """Agreement of each logged score alone on the same held-out Results."""
 
 
 @dataclass
@@ -218,6 +244,7 @@ async def measure(client: httpx.AsyncClient, heldout: Sequence[Item], s: Setting
         version=versions.pop() if len(versions) == 1 else None,
         weights=ranker.get("weights", []),
         kept_out=len(ranker.get("kept_out", [])),
+        alone=alone(jobs, results),
     )
 
 
@@ -383,6 +410,9 @@ async def _main(args: argparse.Namespace, base: str) -> list[Point]:
         print("\n".join(describe_weights(points[0].weights)))
         print(f"weights after {points[-1].choices} choices (version {points[-1].version}):")
         print("\n".join(describe_weights(points[-1].weights)))
+        print("each score alone on the held-out Results (before learning / after the last checkpoint):")
+        for name, value in points[0].alone.items():
+            print(f"  {name:<22} {100 * value:5.1f} % / {100 * points[-1].alone.get(name, float('nan')):5.1f} %")
     return points
 
 
