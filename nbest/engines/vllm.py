@@ -20,7 +20,6 @@ import anyio
 import anyio.lowlevel
 
 from nbest.engines._reaper import Reaper, reap
-from nbest.engines._tokens import alternatives
 from nbest.engines.base import Health
 from nbest.engines.cpu import cpu_engine_defaults
 from nbest.engines.models import DEFAULT_MODEL, default_model_path, resolve_model
@@ -337,6 +336,11 @@ def _positions(token_ids: Sequence[int], logprobs: Sequence[Any], top: bool) -> 
     log-probability: a token outside the top-k is at most that likely. The
     lists stay aligned with the tokens.
     """
+    if not top:
+        try:  # the usual case, fast: every sampled token in its entry, one entry per token
+            return [float(entry[tid].logprob) for tid, entry in zip(token_ids, logprobs, strict=True)], None
+        except (KeyError, ValueError):
+            pass  # the careful loop below says what is missing
     values: list[float] = []
     alts: list[dict[str, float]] | None = [] if top else None
     for i, tid in enumerate(token_ids):
@@ -347,8 +351,20 @@ def _positions(token_ids: Sequence[int], logprobs: Sequence[Any], top: bool) -> 
         value = float(sampled.logprob) if sampled is not None else min(float(lp.logprob) for lp in entry.values())
         values.append(value)
         if alts is not None:
-            text = _text(sampled, tid) if sampled is not None else f"token_id:{tid}"
-            alts.append(alternatives(text, value, ((_text(lp, other), float(lp.logprob)) for other, lp in entry.items())))
+            key = _text(sampled, tid) if sampled is not None else f"token_id:{tid}"
+            # alternatives() inlined: this runs for every token of every candidate
+            found = {key: value}
+            for other, lp in entry.items():
+                if other == tid:
+                    continue
+                text = lp.decoded_token
+                text = f"token_id:{other}" if text is None else text
+                if text == key:
+                    continue
+                known = found.get(text)
+                if known is None or lp.logprob > known:
+                    found[text] = float(lp.logprob)
+            alts.append(found)
     return values, alts
 
 
