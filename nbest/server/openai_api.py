@@ -304,7 +304,7 @@ async def _serve(http: HttpRequest, chat: bool) -> Response | EventStream:
     request = service.issue_id(request)
     strategy = await service.strategy(body.nbest.strategy, "nbest.strategy")
     ranker = service.ranker(body.nbest.rerankers, "nbest.rerankers", request=request)
-    request, _ = await service.plan(request, strategy, ranker, prune=adaptive.prune)
+    request, _ = await service.plan(request, strategy, ranker, prune=adaptive.prune, prune_field="nbest.prune")
     prefix = "chatcmpl-" if chat else "cmpl-"
     ident, created = prefix + uuid.uuid4().hex[:24], int(time.time())
     options = Options(timeout=body.nbest.timeout)

@@ -409,13 +409,15 @@ class Service:
         ranker: Ranker | None = None,
         prefix: str = "",
         prune: Prune | None = None,
+        prune_field: str = "prune",
     ) -> tuple[Request, list[CandidateSpec]]:
         """The request (seeded) and its plan, made in a worker thread and held to the
         server's limits before anything is generated: each candidate's rendered prompt,
         sampling settings and their sum, and the budget of a client's expensive rerankers
         (``ranker``). With ``prune``, every engine of the plan must stream tokens and the
-        alternatives pruning asks for must be within ``max_top_logprobs``. 422 naming the
-        field. :meth:`stream` then sends this plan as it is."""
+        alternatives pruning asks for must be within ``max_top_logprobs`` (422 naming
+        ``prune_field``, the field as the body has it). Otherwise 422 naming the field.
+        :meth:`stream` then sends this plan as it is."""
         orch = self.orch
         limit = self.settings.max_prompt_chars
 
@@ -429,30 +431,29 @@ class Service:
             raise from_config_error(exc, prefix) from None
         check_plan(self.settings, request, specs, ranker, prefix)
         if prune is not None:
-            self._check_prune(prune, specs, prefix)
+            self._check_prune(prune, specs, prune_field)
         self._plans[request.id] = specs
         while len(self._plans) > 256:  # plans never streamed (the client left first)
             self._plans.popitem(last=False)
         return request, specs
 
-    def _check_prune(self, prune: Prune, specs: list[CandidateSpec], prefix: str) -> None:
-        """422 naming ``prune`` when the plan cannot be pruned here: an engine that cannot
+    def _check_prune(self, prune: Prune, specs: list[CandidateSpec], field: str) -> None:
+        """422 naming ``field`` (the body's ``prune``) when the plan cannot be pruned here: an engine that cannot
         stream tokens (the orchestrator's own check, made now rather than mid-request), or
         a candidate that asks for no alternatives while the server allows fewer than the
         :data:`~nbest.orchestrator.pruning.PRUNE_TOP_LOGPROBS` pruning then asks for."""
-        p = f"{prefix}." if prefix else ""
         try:
             check_prune(prune, self.orch.engines, specs)
         except ConfigError as exc:
-            raise ApiError(422, f"{p}{exc}", param=f"{p}prune") from None
+            raise ApiError(422, f"{field}{str(exc).removeprefix('prune')}", param=field) from None
         needs = len(specs) > prune.warmup and any(spec.params.top_logprobs < 1 for spec in specs)
         if needs and self.settings.max_top_logprobs < PRUNE_TOP_LOGPROBS:
             raise ApiError(
                 422,
-                f"{p}prune: pruning reads {PRUNE_TOP_LOGPROBS} alternatives per token, and this server allows at most "
+                f"{field}: pruning reads {PRUNE_TOP_LOGPROBS} alternatives per token, and this server allows at most "
                 f"{self.settings.max_top_logprobs} (max_top_logprobs); set top_logprobs from 1 to "
                 f"{self.settings.max_top_logprobs} to prune on those",
-                param=f"{p}prune",
+                param=field,
             )
 
     async def strategy(self, spec: str | dict[str, Any] | None, param: str = "strategy") -> Strategy | None:
