@@ -15,7 +15,7 @@ from anyio.abc import TaskGroup
 from nbest.engines.base import Engine, Startable
 from nbest.errors import ConfigError, NbestError
 from nbest.metrics.diversity import add_diversity
-from nbest.orchestrator.adaptive import check_adaptive, run_adaptive
+from nbest.orchestrator.adaptive import OnCandidate, check_adaptive, run_adaptive
 from nbest.orchestrator.fanout import fan_out
 from nbest.orchestrator.many import check_count, run_many
 from nbest.orchestrator.pruning import Prune, PruneRun, check_prune
@@ -317,6 +317,7 @@ class Orchestrator:
         until: StoppingRule | None = None,
         wave: int | None = None,
         prune: Prune | None = None,
+        on_candidate: OnCandidate | None = None,
     ) -> Result:
         """Generate, rerank and return the ranked Result of a Request.
 
@@ -336,6 +337,11 @@ class Orchestrator:
         Result with ``finish_reason="pruned"``, its partial text and signals, unranked,
         and does not vote (see :mod:`nbest.orchestrator.pruning`). Works with ``until``.
 
+        ``on_candidate`` is awaited with each candidate as it finishes, before it is
+        ranked (e.g. to stream it to a client); with ``until``, candidates of a wave the
+        rule then cancels are shown too, and the Result says which count
+        (``samples_used``). It must not raise.
+
         Raises:
             ConfigError: a bad request, plan, ``until``/``wave``, ``prune`` (or an
                 engine that cannot stream tokens for it) or timeout (before anything
@@ -350,6 +356,12 @@ class Orchestrator:
         planned, specs, pruning = self._planned(request, strategy, prune)
         if until is not None and wave is not None:
             preparation = ranker.preparation(planned)
+
+            async def handed(candidate: Candidate) -> None:
+                if on_candidate is not None:
+                    await on_candidate(candidate)
+                if preparation is not None:
+                    await preparation.add(candidate)
 
             async def rank(candidates: list[Candidate], generate_s: float) -> Result:
                 return await self.rank(
@@ -366,7 +378,7 @@ class Orchestrator:
                     wave=wave,
                     limiter=self._limiter,
                     timeout=self.timeout if timeout is None else timeout,
-                    on_candidate=None if preparation is None else preparation.add,
+                    on_candidate=None if preparation is None and on_candidate is None else handed,
                     pruning=pruning,
                 )
             finally:
@@ -384,6 +396,8 @@ class Orchestrator:
                         ) as stream:
                             async for candidate in stream:
                                 candidates.append(candidate)
+                                if on_candidate is not None:
+                                    await on_candidate(candidate)
                                 if prepared is not None:
                                     preparing.start_soon(prepared.add, candidate)
                     except Exception as exc:  # re-raised as is, not in an exception group

@@ -12,7 +12,6 @@ finish all the same, so that the streaming routes stream them."""
 from __future__ import annotations
 
 import contextlib
-import copy
 import json
 import math
 import re
@@ -35,7 +34,7 @@ from nbest.orchestrator.adaptive import check_adaptive
 from nbest.orchestrator.pruning import PRUNE_TOP_LOGPROBS, Prune, check_prune, parse_prune
 from nbest.orchestrator.stopping import StoppingRule, parse_rule
 from nbest.rerankers.base import Reranker
-from nbest.rerankers.ranker import Preparation, Ranker
+from nbest.rerankers.ranker import Ranker
 from nbest.rerankers.registry import RankerConfig, build_ranker, reranker_config
 from nbest.server.errors import ApiError, from_config_error
 from nbest.server.limits import check_plan, check_request, check_rerank_budget, rerank_deadline, result_bytes
@@ -618,11 +617,12 @@ class Service:
         result = await orch.run(
             request,
             strategy=strategy,
-            rerankers=_observing(bounded, seen),
+            rerankers=bounded,
             timeout=timeout,
             until=adaptive.until,
             wave=adaptive.wave,
             prune=adaptive.prune,
+            on_candidate=seen,
         )
         if version is not None:
             result = result.model_copy(update={"ranker_version": version})
@@ -674,41 +674,3 @@ class Service:
             result = result.model_copy(update={"ranker_version": version})
         self.remember(result)
         return result
-
-
-class _Observed(Preparation):
-    """A ranker's per-candidate preparation that also shows each candidate to
-    ``observe`` as it finishes.
-
-    Why: with a stopping rule, :meth:`Orchestrator.run` runs the waves and returns
-    only the ranked Result; the one thing it hands each candidate to as it finishes
-    is the ranker's :meth:`~nbest.rerankers.ranker.Ranker.preparation`. Wrapping it
-    lets the server stream and count candidates without a second fan-out. The
-    ranker's own preparation (``inner``) runs as before; ``observe`` must not raise.
-    """
-
-    def __init__(
-        self, ranker: Ranker, request: Request, inner: Preparation | None, observe: Callable[[Candidate], Awaitable[None]]
-    ) -> None:
-        super().__init__(ranker, request)
-        self.inner = inner
-        self.observe = observe
-        if inner is not None:
-            self.warnings = inner.warnings  # the Result reports the inner preparation's warnings
-
-    async def add(self, candidate: Candidate) -> None:
-        await self.observe(candidate)
-        if self.inner is not None:
-            await self.inner.add(candidate)
-
-
-def _observing(ranker: Ranker, observe: Callable[[Candidate], Awaitable[None]]) -> Ranker:
-    """A copy of ``ranker`` (same rerankers) whose preparation shows each candidate to ``observe`` (see :class:`_Observed`)."""
-    observed = copy.copy(ranker)
-    inner_preparation = ranker.preparation
-
-    def preparation(request: Request) -> Preparation:
-        return _Observed(observed, request, inner_preparation(request), observe)
-
-    observed.preparation = preparation  # type: ignore[method-assign]
-    return observed
