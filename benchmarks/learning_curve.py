@@ -11,12 +11,17 @@ The default setting is one where the ranking has something to learn: each reques
 plans its 4 candidates over a temperature ladder (0.3 to 1.2, 16 tokens), and the
 server ranks with the log-probability and MBR consensus (chrF) at equal weights, a
 plausible first guess of an operator (the vote is listed at weight 0, see
-:data:`DEFAULT_RERANKERS`: the ranking before learning is that of the two). Measured offline on the same set, that ranker
-leaves room below the oracle, and a linear mix of the two scores with the cheap
-features (``feature:tokens``, ``share``, ``temperature``, ``length_stop``) ranks better.
-With the server's default ranker alone (``--reranker logprob --strategy fixed``, all
-candidates at ``--temperature``) the model is as good a judge of its candidates as
-those features can make it: learning has nothing to add there (README, "Performance").
+:data:`DEFAULT_RERANKERS`: the ranking before learning is that of the two). How far
+learning can lead is bounded by what the logged scores and features can tell: on
+696 Results of this set (116 countries x 6 seeds) the best linear mix of the
+log-probability, MBR, the vote and the four features (10,000 directions tried) is
+the log-probability alone, 65.8 % against 58.0 % for the default and 69.4 % for
+the oracle; so about 8 points are there to win on average. With MBR alone before
+learning (``--reranker mbr --reranker logprob=0 --reranker vote=0``: the ranking of
+MBR decoding, the other two scored at weight 0) 12 are. With the server's own
+default (``--reranker logprob``) the model is already as good a judge of its
+candidates as those features can make it (README, "Performance"). Every run prints
+each logged score's agreement alone on its held-out Results, for that reason.
 
 The countries are split once (a fixed seed) into a training part and a held-out
 part. The person asks a training question (``POST /v1/nbest``, a new seed each
@@ -40,7 +45,8 @@ agreement before learning (goal: after 100 choices at least 10 points above
 before; 1.0 = learning changed nothing).
 
     python benchmarks/learning_curve.py [--choices 200] [--noise 0.1] [--n 4]
-        [--max-tokens 16] [--strategy ladder:0.3-1.2] [--reranker logprob --reranker mbr] [--png PATH] [--quick]
+        [--max-tokens 16] [--strategy ladder:0.3-1.2] [--reranker logprob --reranker mbr --reranker vote=0]
+        [--when-none random|skip] [--seed 0] [--png PATH] [--quick]
 """
 
 from __future__ import annotations
