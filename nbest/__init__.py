@@ -11,7 +11,7 @@ from nbest import metrics, rerankers, strategies, tasks
 from nbest._sync import generate
 from nbest.engines import Engine, OpenAIEngine, VLLMEngine
 from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError, NbestError, RerankerError
-from nbest.orchestrator import Orchestrator, stopping
+from nbest.orchestrator import Orchestrator, Prune, stopping
 from nbest.types import (
     Answer,
     Candidate,
@@ -40,6 +40,7 @@ __all__ = [
     "NbestError",
     "OpenAIEngine",
     "Orchestrator",
+    "Prune",
     "Request",
     "RerankerError",
     "Result",
