@@ -12,7 +12,7 @@ BAD_INPUT = [
     (["run", "hi", "--until", "beta:"], "--until 'beta:': the threshold must be a number"),
     (["run", "hi", "--until", "beta:sure"], "the threshold must be a number"),
     (["run", "hi", "--until", "beta:1.2"], "must be a probability in (0, 1)"),
-    (["run", "hi", "--until", "dirichlet:0.9:x"], "dirichlet takes only a threshold"),
+    (["run", "hi", "--until", "dirichlet:0.9:x"], "dirichlet takes a threshold, then optionally :weighted"),
     (["run", "hi", "--until", "confidence:0.9:most"], "use answer or candidate"),
     (["run", "hi", "--until", "betta:0.9"], "unknown stopping rule 'betta'"),
     (["run", "hi", "--until", "beta:0.9", "--until", "confidence:0.8"], "at most one stopping rule"),
