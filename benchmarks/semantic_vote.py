@@ -112,6 +112,10 @@ async def score(samples: list[EvalSample], generate_s: float) -> None:
             auroc = "-" if level.auroc is None else f"{level.auroc:.2f}"
             ece = "-" if level.ece is None else f"{level.ece:.3f}"
             print(f"  {name:15s} {by_n} %   ECE {ece}  AUROC {auroc}  answers {statistics.mean(sizes):.2f}")
+        if split == "test":  # the held-out split: what the clusters win over whole-text votes
+            whole = top.rerankers["vote:none"].quality.accuracy or 0
+            span = top.rerankers["vote"].quality.accuracy or 0
+            print(f"ratio: {span / whole:.3f}  (held-out accuracy at N = {top.n}, span-clustered vote / whole-text vote)" if whole else "ratio: n/a")
 
 
 def main() -> None:

@@ -44,6 +44,7 @@ async def main() -> None:
     async with Orchestrator(VLLMEngine.default()) as orch:
         app = create_app(orch, ServerSettings(model_name="smollm2"), prefs=PreferenceStore(":memory:"))
         async with httpx.AsyncClient(transport=httpx.ASGITransport(app), base_url="http://nbest.test", timeout=900) as c:
+            spent: dict[str, int] = {}
             for mode, extra in MODES.items():
                 tokens = pruned = used = 0
                 started = time.perf_counter()
@@ -56,11 +57,13 @@ async def main() -> None:
                     pruned += sum(1 for x in result["candidates"] if x["finish_reason"] == "pruned")
                     used += result["samples_used"] if result["samples_used"] is not None else len(result["candidates"])
                 wall = round(time.perf_counter() - started, 1)
+                spent[mode] = tokens
                 print(json.dumps({"mode": mode, "completion_tokens": tokens, "pruned": pruned, "samples": used, "wall_s": wall}))
             body = {"prompt": QUESTIONS[0], "n": 16, "until": "beta:0.95", "wave": 4, "params": {**PARAMS, "seed": 7}}
             r = await c.post("/v1/nbest/stream", json={**body, "rerankers": ["vote:number"]})
             names = [block.split("\n")[0].removeprefix("event: ") for block in r.text.strip().split("\n\n")]
             print("SSE events:", {name: names.count(name) for name in dict.fromkeys(names)})
+            print(f"ratio: {spent['prune low'] / spent['plain']:.3f}  (completion tokens, prune low / plain)")
 
 
 if __name__ == "__main__":
