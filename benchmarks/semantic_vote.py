@@ -115,7 +115,8 @@ async def score(samples: list[EvalSample], generate_s: float) -> None:
         if split == "test":  # the held-out split: what the clusters win over whole-text votes
             whole = top.rerankers["vote:none"].quality.accuracy or 0
             span = top.rerankers["vote"].quality.accuracy or 0
-            print(f"ratio: {span / whole:.3f}  (held-out accuracy at N = {top.n}, span-clustered vote / whole-text vote)" if whole else "ratio: n/a")
+            what = f"held-out accuracy at N = {top.n}, span-clustered vote / whole-text vote"
+            print(f"ratio: {span / whole:.3f}  ({what})" if whole else "ratio: n/a")
 
 
 def main() -> None:
