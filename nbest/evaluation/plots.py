@@ -33,8 +33,9 @@ def _values(qs: list[Quality], task: str) -> list[float]:
     return [v if (v := _value(q, task)) is not None else float("nan") for q in qs]
 
 
-def write_plots(report: EvalReport, folder: Path) -> list[Path]:
-    """Write the plots into ``folder`` (created if needed); return their paths.
+def _pyplot(folder: Path) -> Any:
+    """Make ``folder`` (a plot's destination) and return ``matplotlib.pyplot`` on the
+    non-interactive Agg backend (imported here: matplotlib is slow to import).
 
     Raises:
         ConfigError: ``folder`` exists and is not a folder.
@@ -46,6 +47,17 @@ def write_plots(report: EvalReport, folder: Path) -> list[Path]:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
+    return plt
+
+
+def write_plots(report: EvalReport, folder: Path) -> list[Path]:
+    """Write the plots into ``folder`` (created if needed); return their paths.
+
+    Raises:
+        ConfigError: ``folder`` exists and is not a folder.
+    """
+    plt = _pyplot(folder)
 
     label = "accuracy" if report.task == "accuracy" else "chrF"
     ns = [level.n for level in report.levels]
@@ -96,13 +108,7 @@ def write_compare_plot(report: CompareReport, folder: Path) -> Path:
     Raises:
         ConfigError: ``folder`` exists and is not a folder.
     """
-    if folder.exists() and not folder.is_dir():
-        raise ConfigError(f"--plots: {folder} is not a folder", parameter="plots", value=str(folder))
-    folder.mkdir(parents=True, exist_ok=True)
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = _pyplot(folder)
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(12.0, 4.6))
     for method in report.methods:
