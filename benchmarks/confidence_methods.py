@@ -85,12 +85,17 @@ def row(report: CompareReport, method: str, n: int) -> MethodRow:
 
 
 async def run_split(
-    orch: Orchestrator, split: str, methods: list[str], limit: int | None, temperatures: dict[str, float] | None
+    orch: Orchestrator,
+    split: str,
+    methods: list[str],
+    limit: int | None,
+    temperatures: dict[str, float] | None,
+    params: SamplingParams = PARAMS,
 ) -> CompareReport:
     items = read_dataset(DATA, Fields(), split=split, limit=limit)
     started = time.perf_counter()
     report = await compare_methods(
-        orch, items, [parse_method(m) for m in methods], rankers_for(methods), n=N, params=PARAMS, subsamples=8,
+        orch, items, [parse_method(m) for m in methods], rankers_for(methods), n=N, params=params, subsamples=8,
         concurrency=16, temperatures=temperatures, dataset=DATA.name, split=split,
     )  # fmt: skip
     print(f"== {split}: {len(items)} prompts, {time.perf_counter() - started:.0f} s")
@@ -115,18 +120,18 @@ def choose(tuning: CompareReport) -> tuple[str, str]:
     return weighted, max(options)[2]
 
 
-async def main(limit: int | None) -> tuple[CompareReport, CompareReport, str, str]:
+async def main(limit: int | None, params: SamplingParams = PARAMS) -> tuple[CompareReport, CompareReport, str, str]:
     tuning_methods = ["vote", "logprob", *WEIGHTED, "greedy", "oracle"]
     tuning_methods += [f"{m}+prune:{p}" for p in POLICIES for m in ("vote", *WEIGHTED)]
     engine = VLLMEngine.default()
     async with Orchestrator(engine, max_in_flight=64) as orch:
-        tuning = await run_split(orch, "tuning", tuning_methods, limit, None)
+        tuning = await run_split(orch, "tuning", tuning_methods, limit, None, params)
         weighted, policy = choose(tuning)
         print(f"chosen on the tuning split: {weighted}, --prune {policy}")
         pruned = [f"vote+prune:{policy}", f"{weighted}+prune:{policy}"]
         heldout_methods = ["vote", "logprob", *WEIGHTED, "greedy", "oracle", *pruned]
         heldout_methods += [f"{m}+prune:{policy}" for m in WEIGHTED if m != weighted]  # scored on the same generation
-        heldout = await run_split(orch, "heldout", heldout_methods, limit, temperatures_of(tuning))
+        heldout = await run_split(orch, "heldout", heldout_methods, limit, temperatures_of(tuning), params)
     return tuning, heldout, weighted, policy
 
 
@@ -156,8 +161,11 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--limit", type=int, default=None, help="Items per split (a quick look).")
     parser.add_argument("--report", type=Path, default=None, help="Write both splits' reports as JSON.")
+    parser.add_argument("--temperature", type=float, default=PARAMS.temperature, help="Sampling temperature of every arm.")
     args = parser.parse_args()
-    tuning, heldout, weighted, policy = anyio.run(main, args.limit, backend="asyncio")
+    params = PARAMS.model_copy(update={"temperature": args.temperature})
+    print(f"sampling: {params.model_dump(exclude_defaults=True)}")
+    tuning, heldout, weighted, policy = anyio.run(main, args.limit, params, backend="asyncio")
     if args.report is not None:
         both = {"tuning": tuning.model_dump(mode="json"), "heldout": heldout.model_dump(mode="json")}
         args.report.write_text(json.dumps(both) + "\n", encoding="utf-8")
