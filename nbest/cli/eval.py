@@ -302,7 +302,7 @@ def _methods(
     translation: bool, greedy: bool,
 ) -> list[Method]:  # fmt: skip
     """The --compare methods, checked against the options they replace."""
-    from nbest.evaluation.compare import MAX_METHODS, parse_method
+    from nbest.evaluation.compare import MAX_METHODS, check_methods, parse_method
 
     if not texts:
         return []
@@ -317,13 +317,10 @@ def _methods(
     for given, message in clashes:
         if given:
             raise ConfigError(message, parameter="compare")
-    if len(texts) > MAX_METHODS:
+    if len(texts) > MAX_METHODS:  # before parsing any of them
         raise ConfigError(f"--compare: at most {MAX_METHODS} methods (got {len(texts)})", parameter="compare")
     methods = [parse_method(text) for text in texts]
-    names = [m.text for m in methods]
-    for name in names:
-        if names.count(name) > 1:
-            raise ConfigError(f"--compare: {name!r} is given twice", parameter="compare", value=name)
+    check_methods(methods)
     return methods
 
 

@@ -57,6 +57,7 @@ __all__ = [
     "CompareReport",
     "Method",
     "MethodRow",
+    "check_methods",
     "compare_methods",
     "comparison_rows",
     "pareto_front",
@@ -239,6 +240,22 @@ def temperatures_of(report: CompareReport | EvalReport) -> dict[str, float]:
     }
 
 
+def check_methods(methods: Sequence[Method]) -> None:
+    """At least one method, at most :data:`MAX_METHODS`, no two with the same text.
+
+    Raises:
+        ConfigError: naming ``compare`` and what is wrong.
+    """
+    if not methods:
+        raise ConfigError("--compare: give at least one method", parameter="compare")
+    if len(methods) > MAX_METHODS:
+        raise ConfigError(f"--compare: at most {MAX_METHODS} methods (got {len(methods)})", parameter="compare")
+    names = [m.text for m in methods]
+    if len(set(names)) != len(names):
+        twice = next(x for x in names if names.count(x) > 1)
+        raise ConfigError(f"--compare: {twice!r} is given twice", parameter="compare", value=twice)
+
+
 async def compare_methods(
     orch: Orchestrator,
     items: Sequence[EvalItem],
@@ -272,14 +289,7 @@ async def compare_methods(
             or rule (before anything is generated).
         EngineDeadError: an engine died.
     """
-    if not methods:
-        raise ConfigError("--compare: give at least one method", parameter="compare")
-    if len(methods) > MAX_METHODS:
-        raise ConfigError(f"--compare: at most {MAX_METHODS} methods (got {len(methods)})", parameter="compare")
-    names = [m.text for m in methods]
-    if len(set(names)) != len(names):
-        twice = next(x for x in names if names.count(x) > 1)
-        raise ConfigError(f"--compare: {twice!r} is given twice", parameter="compare", value=twice)
+    check_methods(methods)
     for method in methods:
         if not method.baseline and method.text not in rankers:
             raise ConfigError(f"--compare {method.text!r}: no ranker built for it", parameter="compare", value=method.text)
@@ -316,7 +326,7 @@ async def compare_methods(
     for row, on in zip(reachable, pareto_front([(r.tokens, r.accuracy) for r in reachable]), strict=True):
         row.pareto = on
     warnings = sorted({w for r in reports.values() for w in r.warnings})
-    return CompareReport(dataset=dataset, split=split, prompts=len(items), n=n, methods=names, rows=rows,
+    return CompareReport(dataset=dataset, split=split, prompts=len(items), n=n, methods=[m.text for m in methods], rows=rows,
                          generations=reports, warnings=warnings)  # fmt: skip
 
 
