@@ -36,21 +36,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio
+from remote_overhead import PROMPTS  # the same eight chat prompts as the remote-overhead workload
 
 from nbest import VLLMEngine
 from nbest.rerankers.confidence import ConfidenceTracker
 from nbest.types import CandidateUpdate, ChatMessage, SamplingParams
-
-PROMPTS = [
-    "Explain why the sky is blue.",
-    "Write a short poem about the sea.",
-    "What is 17 * 3? Explain step by step.",
-    "Give three tips for learning a language.",
-    "Describe a cat to someone who has never seen one.",
-    "Summarise the plot of a heist movie.",
-    "Why do we have seasons?",
-    "List some uses of a paperclip.",
-]
 
 
 @dataclass(frozen=True)
