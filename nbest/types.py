@@ -350,6 +350,11 @@ class Candidate(NbestModel):
         """True when a pruning policy stopped it early (partial text; it does not vote)."""
         return self.finish_reason == "pruned"
 
+    @property
+    def complete(self) -> bool:
+        """True when it was generated in full without error: the candidates that are ranked and vote."""
+        return self.error is None and not self.pruned
+
 
 class Score(NbestModel):
     """One reranker's verdict on one candidate."""

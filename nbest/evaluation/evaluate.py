@@ -248,10 +248,10 @@ def _confidence(ranked_answers: Sequence[object], best: Candidate) -> float:
 
 
 async def _top(ranker: Ranker, request: Request, cands: list[Candidate]) -> tuple[Candidate | None, float]:
-    if not any(c.ok and not c.pruned for c in cands):
+    if not any(c.complete for c in cands):
         return None, 0.0
     ranked = await ranker.rank(request, cands)
-    ok = [c for c in ranked.candidates if c.ok and not c.pruned]
+    ok = [c for c in ranked.candidates if c.complete]
     if not ok:
         return None, 0.0
     return ok[0], min(1.0, max(0.0, _confidence(ranked.answers, ok[0])))
@@ -346,7 +346,7 @@ async def score_samples(
     total_tokens = sum(spent) + greedy_tokens
     position = [{c.index: p for p, c in enumerate(s.candidates)} for s in samples]
     if task == "accuracy":
-        correct = [[c.ok and not c.pruned and matcher.correct(c.text, s.item.gold or []) for c in s.candidates] for s in samples]
+        correct = [[c.complete and matcher.correct(c.text, s.item.gold or []) for c in s.candidates] for s in samples]
 
     levels: list[Level] = []
     for k in levels_for(m):

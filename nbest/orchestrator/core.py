@@ -634,7 +634,7 @@ class Orchestrator:
         ended = time.perf_counter()
         rerank_s = ended - started
         after_last = ended - (started if last_at is None else last_at)
-        ok = [c for c in ranked.candidates if c.ok and not c.pruned]
+        ok = [c for c in ranked.candidates if c.complete]
         return Result(
             id=request.id,
             prompt=request.prompt,

@@ -233,7 +233,7 @@ class Ranker:
                 reranker.release(request)
 
     async def _rank(self, request: Request, candidates: Sequence[Candidate], prepared: Preparation | None) -> Ranked:
-        ok = [c for c in candidates if c.ok and not c.pruned]
+        ok = [c for c in candidates if c.complete]
         pruned = sorted((c for c in candidates if c.ok and c.pruned), key=lambda c: c.index)
         failed = sorted((c for c in candidates if not c.ok), key=lambda c: c.index)
         warnings: list[str] = list(prepared.warnings) if prepared is not None else []

@@ -245,7 +245,7 @@ def _completion_logprobs(c: Candidate) -> dict[str, Any] | None:
 
 
 def _choices(result: Result, body: ChatBody | CompletionBody) -> list[Candidate]:
-    ok = [c for c in result.candidates if c.ok and not c.pruned]  # a pruned text is partial: not a choice
+    ok = [c for c in result.candidates if c.complete]  # a pruned text is partial: not a choice
     if not ok:
         first = result.candidates[0].error if result.candidates else "no candidates"
         raise ApiError(502, f"all {len(result.candidates)} candidates failed; first error: {first}")
@@ -364,7 +364,7 @@ async def _stream(
             async for event in events:
                 if isinstance(event, Result):
                     result = event
-                elif early and event.ok and not event.pruned:
+                elif early and event.complete:
                     yield chunk(event.index, event.text, None)
         assert result is not None  # events ends with the Result or raises
         for position, c in enumerate(_choices(result, body)):
