@@ -20,6 +20,7 @@ import pytest_asyncio
 
 from nbest import VLLMEngine
 from nbest.engines.models import prepare_default_model
+from nbest.rerankers.embedding import Embedder
 from tests.scripted import ScriptedEngine
 
 # Plugin modules register their kinds when imported: only the plugin tests import them
@@ -142,3 +143,11 @@ def vllm_server(tmp_path_factory: pytest.TempPathFactory, vllm_engine: VLLMEngin
             for p in alive:
                 p.kill()
         assert not alive, f"vLLM server processes outlived the server: {alive}"
+
+
+@pytest.fixture(scope="session")
+def minilm() -> Embedder:
+    """The embedded MiniLM, loaded once per test session for every test that needs the real model."""
+    embedder = Embedder()
+    embedder.load()
+    return embedder

@@ -131,13 +131,6 @@ def test_cli_short_form() -> None:
     assert weight == 0.5
 
 
-@pytest.fixture(scope="session")
-def minilm() -> Embedder:
-    embedder = Embedder()
-    embedder.load()
-    return embedder
-
-
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_real_model_prefers_the_consensus_answer(minilm: Embedder) -> None:

@@ -293,13 +293,6 @@ async def test_embedding_vote_with_fixed_vectors() -> None:
         vote.to_config()  # a shared embedder is code, not config
 
 
-@pytest.fixture(scope="session")
-def minilm() -> Embedder:
-    embedder = Embedder()
-    embedder.load()
-    return embedder
-
-
 @pytest.mark.slow
 @pytest.mark.asyncio
 async def test_embedding_vote_on_the_real_model(minilm: Embedder) -> None:
