@@ -263,6 +263,19 @@ class PreferenceStore:
             self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False, isolation_level=None)
             try:
                 self._conn.execute("PRAGMA busy_timeout = 30000")
+                self._prepare()
+            except sqlite3.Error:
+                self._conn.close()
+                raise
+
+    def _prepare(self) -> None:
+        """Journal mode, schema and migration. Every step is idempotent: when several
+        processes open one file at once SQLite can answer "database is locked" at once,
+        without waiting for the busy timeout (switching to WAL, or a read lock that
+        must become a write lock), so that answer is retried for up to 30 s."""
+        deadline = time.monotonic() + 30.0
+        while True:
+            try:
                 if self.path != ":memory:":
                     self._conn.execute("PRAGMA journal_mode = WAL")
                 self._conn.execute("PRAGMA synchronous = FULL")  # an acknowledged choice survives a power cut
@@ -270,9 +283,11 @@ class PreferenceStore:
                 with self._lock:
                     self._conn.executescript(_SCHEMA)
                     self._migrate()
-            except sqlite3.Error:
-                self._conn.close()
-                raise
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
 
     def _migrate(self) -> None:
         def missing() -> list[tuple[str, str]]:
