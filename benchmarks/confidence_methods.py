@@ -26,12 +26,18 @@ seeds (T = 0.8, top-5 log-probabilities, 80 tokens at most, stop at
 Prints every row, the figures and ``ratio:`` lines (pruned tokens / plain
 tokens at N = 16 last); ``--report PATH`` writes both splits' reports as JSON.
 
-    VLLM_CPU_KVCACHE_SPACE=1 .venv/bin/python benchmarks/confidence_methods.py [--limit K] [--report out.json]
+``--samples PATH`` keeps the generated candidates (with their confidence
+signals) as JSON lines: the first run writes them, a later run with the same
+settings re-scores them without an engine, so a change to the scoring or the
+calibration is measured in seconds, not half an hour of generation.
+
+    VLLM_CPU_KVCACHE_SPACE=1 .venv/bin/python benchmarks/confidence_methods.py [--limit K] [--report out.json] [--samples s.jsonl]
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -42,18 +48,33 @@ from statistics import fmean
 import anyio
 
 from nbest import Orchestrator, VLLMEngine
+from nbest._json import MAX_LINE_BYTES, load_line, numbered_lines
 from nbest.cli.options import build_ranker
-from nbest.evaluation.compare import CompareReport, MethodRow, compare_methods, parse_method, temperatures_of
-from nbest.evaluation.dataset import Fields, read_dataset
+from nbest.errors import ConfigError
+from nbest.evaluation.compare import (
+    CompareReport,
+    Method,
+    MethodRow,
+    compare_methods,
+    comparison_rows,
+    pareto_front,
+    parse_method,
+    temperatures_of,
+)
+from nbest.evaluation.dataset import EvalItem, Fields, read_dataset
+from nbest.evaluation.evaluate import EvalSample, score_samples
+from nbest.evaluation.report import EvalReport
 from nbest.evaluation.table import print_compare
 from nbest.rerankers.ranker import Ranker
-from nbest.types import SamplingParams
+from nbest.types import Candidate, NbestModel, Request, SamplingParams
 
 DATA = Path(__file__).resolve().parent.parent / "examples" / "data" / "reasoning.jsonl"
 N = 16
 PARAMS = SamplingParams(temperature=0.8, top_logprobs=5, max_tokens=80, stop=["Question:"], seed=0)
 WEIGHTED = ["vote:cisc", "vote:cisc@mean_confidence", "vote:filter@lowest_group", "vote:borda@self_certainty"]
 """Weighted votes tried on the tuning split (CISC on two signals, DeepConf's filter, Borda on self-certainty)."""
+SUBSAMPLES = 8
+"""Random subsets per prompt and N below 16 (the same for every method)."""
 POLICIES = ["low:4:8"]
 """Pruning policies tried on the tuning split (DeepConf-low, 8-token windows: the answers are short). One only,
 to keep the run under an hour on two shared cores; add more to let the tuning split choose."""
@@ -84,21 +105,170 @@ def row(report: CompareReport, method: str, n: int) -> MethodRow:
     return next(r for r in report.rows if r.method == method and r.n == n)
 
 
+# --- saved samples (--samples) ---------------------------------------------------------------------------------
+
+SAMPLES_FORMAT = "nbest-confidence-samples/1"
+MAX_SAMPLES_BYTES = 2 * 2**30
+"""Largest samples file read (a full run at N = 16 is ~100 MB)."""
+MAX_SAMPLE_LINES = 100_000
+"""Most lines read: 2 splits x a few generations x 200 prompts is under 2,000."""
+
+Saved = dict[str, tuple[list[EvalSample], float]]
+"""One split's generations: by generation key, its samples (in item order) and its engine wall time."""
+SPLITS: dict[str, Saved] = {"tuning": {}, "heldout": {}}
+"""What this run generated (written to ``--samples`` at the end)."""
+
+
+class SamplesHeader(NbestModel):
+    """The first line of a samples file: what generated them (a run with other settings must not reuse them)."""
+
+    format: str
+    dataset: str
+    n: int
+    limit: int | None
+    params: SamplingParams
+    generate_s: dict[str, dict[str, float]]
+    """By split and generation key: the engine wall time of that generation."""
+
+
+class SavedSample(NbestModel):
+    """One line after the header: one item's candidates of one generation of one split."""
+
+    split: str
+    generation: str
+    item: EvalItem
+    request: Request
+    candidates: list[Candidate]
+    greedy: Candidate | None = None
+    usage_tokens: int | None = None
+
+
+def _slim(candidate: Candidate) -> Candidate:
+    """Without the per-token alternatives once the signals read from them are kept (a tenth of the size)."""
+    return candidate if candidate.signals is None else candidate.model_copy(update={"top_logprobs": None})
+
+
+def write_samples(path: Path, params: SamplingParams, limit: int | None, splits: dict[str, Saved]) -> None:
+    """Write every split's generations (atomically: a run cut short leaves no half file to reuse)."""
+    header = SamplesHeader(
+        format=SAMPLES_FORMAT, dataset=DATA.name, n=N, limit=limit, params=params,
+        generate_s={split: {key: seconds for key, (_, seconds) in saved.items()} for split, saved in splits.items()},
+    )  # fmt: skip
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", encoding="utf-8") as f:
+        f.write(header.model_dump_json() + "\n")
+        for split, saved in splits.items():
+            for key, (samples, _) in saved.items():
+                for s in samples:
+                    line = SavedSample(
+                        split=split, generation=key, item=s.item, request=s.request,
+                        candidates=[_slim(c) for c in s.candidates],
+                        greedy=None if s.greedy is None else _slim(s.greedy), usage_tokens=s.usage_tokens,
+                    )  # fmt: skip
+                    f.write(line.model_dump_json() + "\n")
+    os.replace(tmp, path)
+
+
+def read_samples(path: Path, params: SamplingParams, limit: int | None) -> dict[str, Saved]:
+    """The generations :func:`write_samples` wrote, checked against this run's settings.
+
+    Raises:
+        ConfigError: (naming ``samples``) a file over the size or line limits, a bad line (its
+            number), or samples made with other settings, data or N.
+    """
+    size = path.stat().st_size
+    if size > MAX_SAMPLES_BYTES:
+        raise ConfigError(f"--samples {path}: {size} bytes; at most {MAX_SAMPLES_BYTES}", parameter="samples")
+    header: SamplesHeader | None = None
+    lines: list[SavedSample] = []
+    with path.open("rb") as f:
+        for lineno, line in numbered_lines(f):
+            if lineno > MAX_SAMPLE_LINES:
+                raise ConfigError(f"--samples {path}: more than {MAX_SAMPLE_LINES} lines", parameter="samples")
+            try:
+                if isinstance(line, int):
+                    raise ConfigError(f"a line of {line} bytes; at most {MAX_LINE_BYTES}")
+                data = load_line(line.decode("utf-8"))
+                if header is None:
+                    header = SamplesHeader.parse(data)
+                else:
+                    lines.append(SavedSample.parse(data))
+            except (ConfigError, UnicodeDecodeError) as exc:
+                raise ConfigError(f"--samples {path}, line {lineno}: {exc}", parameter="samples") from None
+    if header is None or header.format != SAMPLES_FORMAT:
+        raise ConfigError(f"--samples {path}: not a samples file ({SAMPLES_FORMAT})", parameter="samples")
+    made = (header.dataset, header.n, header.limit, header.params)
+    if made != (DATA.name, N, limit, params):
+        raise ConfigError(
+            f"--samples {path}: made with dataset, N, --limit, sampling = {made}, not this run's "
+            f"{(DATA.name, N, limit, params)}; give another path to generate anew", parameter="samples",
+        )  # fmt: skip
+    out: dict[str, Saved] = {}
+    for split, times in header.generate_s.items():
+        out[split] = {key: ([], seconds) for key, seconds in times.items()}
+    for s in lines:
+        if s.generation not in out.get(s.split, {}):
+            raise ConfigError(f"--samples {path}: {s.split}/{s.generation} is not in the header", parameter="samples")
+        out[s.split][s.generation][0].append(
+            EvalSample(item=s.item, request=s.request, candidates=s.candidates, greedy=s.greedy, usage_tokens=s.usage_tokens)
+        )
+    return out
+
+
+async def rescore(
+    saved: Saved, split: str, methods: list[str], temperatures: dict[str, float] | None, params: SamplingParams
+) -> CompareReport:
+    """The report :func:`compare_methods` would make, from saved generations (no engine)."""
+    parsed = [parse_method(m) for m in methods]
+    rankers = rankers_for(methods)
+    groups: dict[str, list[Method]] = {}
+    for method in parsed:
+        groups.setdefault(method.generation, []).append(method)
+    reports: dict[str, EvalReport] = {}
+    for key, group in groups.items():
+        ranking = {m.text: rankers[m.text] for m in group if not m.baseline}
+        if key not in saved or not ranking:
+            raise ConfigError(f"--samples: no {split} generation {key!r} to score {group[0].text!r} on", parameter="samples")
+        samples, seconds = saved[key]
+        reports[key] = await score_samples(
+            samples, ranking, subsamples=SUBSAMPLES, seed=params.seed or 0, dataset=DATA.name, generate_s=seconds,
+            temperatures=temperatures,
+        )  # fmt: skip
+    rows = [r for method in parsed for r in comparison_rows(method, reports[method.generation])]
+    reachable = [r for r in rows if parse_method(r.method).selector != "oracle"]
+    for r, on in zip(reachable, pareto_front([(r.tokens, r.accuracy) for r in reachable]), strict=True):
+        r.pareto = on
+    prompts = len(next(iter(saved.values()))[0])
+    warnings = sorted({w for r in reports.values() for w in r.warnings})
+    return CompareReport(dataset=DATA.name, split=split, prompts=prompts, n=N, methods=methods, rows=rows,
+                         generations=reports, warnings=warnings)  # fmt: skip
+
+
 async def run_split(
-    orch: Orchestrator,
+    orch: Orchestrator | None,
     split: str,
     methods: list[str],
     limit: int | None,
     temperatures: dict[str, float] | None,
-    params: SamplingParams = PARAMS,
+    params: SamplingParams,
+    saved: Saved,
 ) -> CompareReport:
-    items = read_dataset(DATA, Fields(), split=split, limit=limit)
+    """One split's report: generated with ``orch`` (filling ``saved``) or, without one, re-scored from ``saved``."""
     started = time.perf_counter()
-    report = await compare_methods(
-        orch, items, [parse_method(m) for m in methods], rankers_for(methods), n=N, params=params, subsamples=8,
-        concurrency=16, temperatures=temperatures, dataset=DATA.name, split=split,
-    )  # fmt: skip
-    print(f"== {split}: {len(items)} prompts, {time.perf_counter() - started:.0f} s")
+    if orch is None:
+        report = await rescore(saved, split, methods, temperatures, params)
+    else:
+        items = read_dataset(DATA, Fields(), split=split, limit=limit)
+        order = {item.id: i for i, item in enumerate(items)}
+        done: dict[str, list[EvalSample]] = {}
+        report = await compare_methods(
+            orch, items, [parse_method(m) for m in methods], rankers_for(methods), n=N, params=params,
+            subsamples=SUBSAMPLES, concurrency=16, temperatures=temperatures, dataset=DATA.name, split=split,
+            on_done=lambda key, sample: done.setdefault(key, []).append(sample),
+        )  # fmt: skip
+        for key, samples in done.items():
+            saved[key] = (sorted(samples, key=lambda s: order[s.item.id]), report.generations[key].generate_s)
+    print(f"== {split}: {report.prompts} prompts, {time.perf_counter() - started:.0f} s")
     print_compare(report)
     return report
 
@@ -120,18 +290,25 @@ def choose(tuning: CompareReport) -> tuple[str, str]:
     return weighted, max(options)[2]
 
 
-async def main(limit: int | None, params: SamplingParams = PARAMS) -> tuple[CompareReport, CompareReport, str, str]:
+async def main(
+    limit: int | None, params: SamplingParams = PARAMS, splits: dict[str, Saved] | None = None
+) -> tuple[CompareReport, CompareReport, str, str]:
+    """Both splits' reports, the chosen weighted vote and policy. With ``splits`` (read from
+    ``--samples``) no engine starts; without, the generations made are filled into ``SPLITS``."""
     tuning_methods = ["vote", "logprob", *WEIGHTED, "greedy", "oracle"]
     tuning_methods += [f"{m}+prune:{p}" for p in POLICIES for m in ("vote", *WEIGHTED)]
-    engine = VLLMEngine.default()
-    async with Orchestrator(engine, max_in_flight=64) as orch:
-        tuning = await run_split(orch, "tuning", tuning_methods, limit, None, params)
+    async with contextlib.AsyncExitStack() as stack:
+        orch: Orchestrator | None = None
+        if splits is None:
+            splits = SPLITS
+            orch = await stack.enter_async_context(Orchestrator(VLLMEngine.default(), max_in_flight=64))
+        tuning = await run_split(orch, "tuning", tuning_methods, limit, None, params, splits["tuning"])
         weighted, policy = choose(tuning)
         print(f"chosen on the tuning split: {weighted}, --prune {policy}")
         pruned = [f"vote+prune:{policy}", f"{weighted}+prune:{policy}"]
         heldout_methods = ["vote", "logprob", *WEIGHTED, "greedy", "oracle", *pruned]
         heldout_methods += [f"{m}+prune:{policy}" for m in WEIGHTED if m != weighted]  # scored on the same generation
-        heldout = await run_split(orch, "heldout", heldout_methods, limit, temperatures_of(tuning), params)
+        heldout = await run_split(orch, "heldout", heldout_methods, limit, temperatures_of(tuning), params, splits["heldout"])
     return tuning, heldout, weighted, policy
 
 
@@ -162,10 +339,18 @@ if __name__ == "__main__":
     parser.add_argument("--limit", type=int, default=None, help="Items per split (a quick look).")
     parser.add_argument("--report", type=Path, default=None, help="Write both splits' reports as JSON.")
     parser.add_argument("--temperature", type=float, default=PARAMS.temperature, help="Sampling temperature of every arm.")
+    parser.add_argument("--samples", type=Path, default=None,
+                        help="Candidates file: written by a run that generates, re-scored when it exists.")  # fmt: skip
     args = parser.parse_args()
     params = PARAMS.model_copy(update={"temperature": args.temperature})
     print(f"sampling: {params.model_dump(exclude_defaults=True)}")
-    tuning, heldout, weighted, policy = anyio.run(main, args.limit, params, backend="asyncio")
+    loaded = None
+    if args.samples is not None and args.samples.exists():
+        loaded = read_samples(args.samples, params, args.limit)
+        print(f"re-scoring the samples in {args.samples} (no engine)")
+    tuning, heldout, weighted, policy = anyio.run(main, args.limit, params, loaded, backend="asyncio")
+    if args.samples is not None and loaded is None:
+        write_samples(args.samples, params, args.limit, SPLITS)
     if args.report is not None:
         both = {"tuning": tuning.model_dump(mode="json"), "heldout": heldout.model_dump(mode="json")}
         args.report.write_text(json.dumps(both) + "\n", encoding="utf-8")
