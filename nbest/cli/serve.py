@@ -12,7 +12,15 @@ from typing import Any
 
 import click
 
-from nbest.cli.options import build_engines, build_ranker, build_strategy, engine_options
+from nbest.cli.options import (
+    build_engines,
+    build_prune,
+    build_ranker,
+    build_strategy,
+    build_until,
+    engine_options,
+    until_options,
+)
 from nbest.errors import ConfigError
 
 __all__ = ["serve_command"]
@@ -98,6 +106,7 @@ __all__ = ["serve_command"]
     show_default=True,
     help="Tries to restart an in-process engine that died (1 s backoff, doubling); 0: never.",
 )
+@until_options
 def serve_command(
     model: str | None,
     endpoints: tuple[str, ...],
@@ -128,6 +137,9 @@ def serve_command(
     learn_interval: float | None,
     learn_scope: str | None,
     engine_restarts: int,
+    until: tuple[str, ...],
+    wave: int | None,
+    prune: str | None,
 ) -> None:
     """Serve the HTTP API (OpenAI-compatible and native) and the choice page at /.
 
@@ -138,6 +150,11 @@ def serve_command(
     With --learn, the choices logged refit the ranker in the background (the
     server's ranker is the starting point; a version saved earlier in --db
     ranks from the start) and each Result records the version that ranked it.
+
+    --until, --wave and --prune set adaptive sampling and online pruning for
+    every generation request that does not set its own `until`/`wave`/`prune`
+    (a request's value wins; null turns it off). With --prune every engine must
+    stream tokens, checked before the server starts.
     """
     import uvicorn
 
@@ -147,7 +164,7 @@ def serve_command(
     from nbest.server.app import create_app
     from nbest.server.guard import RedactApiKey, allowed_hosts_for
     from nbest.server.prefs import PreferenceStore, StorageError
-    from nbest.server.settings import ServerSettings
+    from nbest.server.settings import MAX_RULE_CHARS, ServerSettings
     from nbest.server.supervisor import RestartPolicy
 
     given: dict[str, Any] = {
@@ -157,7 +174,18 @@ def serve_command(
         "max_rerank_n": max_rerank_n, "max_rerank_tokens": max_rerank_tokens, "rerank_timeout_s": rerank_timeout,
         "remember_bytes": remember_bytes,
         "learn_every": learn_every, "learn_min": learn_min, "learn_interval_s": learn_interval, "learn_scope": learn_scope,
+        "until": until[0] if until else None, "wave": wave, "prune": prune,
     }  # fmt: skip
+    for flag, text in [*(("--until", t) for t in until), ("--prune", prune)]:
+        if text is not None and len(text) > MAX_RULE_CHARS:  # before parsing, and before echoing it back
+            raise ConfigError(f"{flag}: at most {MAX_RULE_CHARS} characters (got {len(text)})", parameter=flag[2:])
+    try:  # the flags' own messages (--until 'x': ...), as nbest run gives them
+        build_until(until, wave)
+        build_prune(prune)
+    except ConfigError as exc:
+        if str(exc).startswith("--"):
+            raise
+        raise ConfigError(f"--{exc}", parameter=exc.parameter, value=exc.value) from None
     learn_given = [name for name in ("learn_every", "learn_min", "learn_interval_s", "learn_scope") if given[name] is not None]
     if learn_given and not learn:
         option = "--" + learn_given[0].removesuffix("_s").replace("_", "-")
@@ -185,6 +213,10 @@ def serve_command(
 
     built = [build()]  # built (checked) here, started by the app; a restart builds them anew
     try:
+        settings.check_engines(built[0][0])  # --prune on an engine without token updates: refused now
+    except ConfigError as exc:
+        raise ConfigError(f"--{exc}", parameter=exc.parameter, value=exc.value) from None
+    try:
         prefs = PreferenceStore(settings.preferences)
     except StorageError as exc:
         raise ConfigError(f"--db: {exc}", parameter="db") from None
@@ -200,6 +232,11 @@ def serve_command(
     restart = RestartPolicy(max_attempts=engine_restarts)
     app = create_app(orchestrator, settings, prefs=prefs, restart=restart)
     click.echo(f"nbest: serving {settings.model_name} on http://{host}:{port}/ (preferences: {prefs.path})", err=True)
+    if settings.until or settings.prune:
+        adaptive = [f"--until {settings.until}"] if settings.until else []
+        adaptive += [f"--wave {settings.wave}"] if settings.wave else []
+        adaptive += [f"--prune {settings.prune}"] if settings.prune else []
+        click.echo(f"nbest: by default {' '.join(adaptive)} (a request's own until/wave/prune wins; null: off)", err=True)
     if settings.learn:
         timer = f", and every {settings.learn_interval_s:g} s" if settings.learn_interval_s else ""
         click.echo(

@@ -33,9 +33,11 @@ class NbestBody(Request, Options):
     """A Request plus how to plan and rank it (the fields of :class:`Options`)."""
 
     def split(self) -> tuple[Request, Options]:
+        """The Request and the options; only the options the body gave are set on them
+        (a field left out takes the server's default, one given as null is off)."""
         options = set(Options.model_fields)
         data = self.model_dump(exclude=options)
-        return Request(**data), Options(**{name: getattr(self, name) for name in options})
+        return Request(**data), Options(**{name: getattr(self, name) for name in options & self.model_fields_set})
 
 
 async def _body(http: HttpRequest, service: Service) -> tuple[Request, Options, Adaptive]:
@@ -45,7 +47,7 @@ async def _body(http: HttpRequest, service: Service) -> tuple[Request, Options, 
     except ConfigError as exc:
         raise from_config_error(exc) from None
     service.check(request)
-    adaptive = options.adaptive(request.n)
+    adaptive = options.adaptive(request.n, defaults=service.settings)
     return service.issue_id(request, request.id if "id" in data else None), options, adaptive
 
 

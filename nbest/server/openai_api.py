@@ -300,7 +300,7 @@ async def _serve(http: HttpRequest, chat: bool) -> Response | EventStream:
     if body.model is not None and body.model != model:
         raise ApiError(404, f"model: {body.model!r} is not served here; use {model!r} (see /v1/models)", param="model")
     service.check(request)
-    adaptive = body.nbest.adaptive(request.n, "nbest")
+    adaptive = body.nbest.adaptive(request.n, "nbest", defaults=service.settings)
     request = service.issue_id(request)
     strategy = await service.strategy(body.nbest.strategy, "nbest.strategy")
     ranker = service.ranker(body.nbest.rerankers, "nbest.rerankers", request=request)

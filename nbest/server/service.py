@@ -4,7 +4,10 @@ recent Results (so a choice can name one by id), metrics and the preference log.
 Adaptive sampling and pruning (``until``, ``wave``, ``prune`` in :class:`Options`)
 are parsed in one place, :meth:`Options.adaptive`, with the parsers of the command
 line (:func:`~nbest.orchestrator.stopping.parse_rule`,
-:func:`~nbest.orchestrator.pruning.parse_prune`), before any work. A request with a
+:func:`~nbest.orchestrator.pruning.parse_prune`), before any work; it also applies the
+server's defaults (``ServerSettings.until``/``wave``/``prune``): a field the request
+leaves out takes the server's, a field it sets wins, and a field it sets to null is
+off (no rule, no pruning). A request with a
 stopping rule runs through :meth:`Orchestrator.run <nbest.orchestrator.core.Orchestrator.run>`
 (waves, ranked after each); :meth:`Service.events` hands its candidates on as they
 finish all the same, so that the streaming routes stream them."""
@@ -32,7 +35,7 @@ from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
 from nbest.orchestrator.adaptive import check_adaptive
 from nbest.orchestrator.pruning import PRUNE_TOP_LOGPROBS, Prune, check_prune, parse_prune
-from nbest.orchestrator.stopping import StoppingRule, parse_rule
+from nbest.orchestrator.stopping import StoppingRule
 from nbest.rerankers.base import Reranker
 from nbest.rerankers.ranker import Ranker
 from nbest.rerankers.registry import RankerConfig, build_ranker, reranker_config
@@ -41,7 +44,7 @@ from nbest.server.limits import check_plan, check_request, check_rerank_budget, 
 from nbest.server.metrics import Metrics
 from nbest.server.prefs import PreferenceStore
 from nbest.server.ranker_api import MAX_SCOPE_CHARS, LiveRankers
-from nbest.server.settings import ServerSettings
+from nbest.server.settings import MAX_RULE_CHARS, ServerSettings, parse_until
 from nbest.server.supervisor import State, Supervisor, engine_health
 from nbest.strategies.base import STRATEGIES, Strategy, rendered_limit
 from nbest.types import Candidate, CandidateSpec, NbestModel, Request, Result
@@ -53,8 +56,6 @@ T = TypeVar("T")
 
 MAX_CLIENT_RERANKERS = 16
 """Most rerankers one request may name (their names must differ; every kind a client may ask for fits)."""
-MAX_RULE_CHARS = 64
-"""Longest ``until`` or ``prune`` short form (the longest meaningful one is about 25 characters)."""
 
 
 class Options(NbestModel):
@@ -71,19 +72,28 @@ class Options(NbestModel):
     """A stopping rule, as ``--until`` takes it (``beta:0.95``, ``dirichlet:0.9:weighted``,
     ``confidence:0.8``, ``esc:4``): the plan is generated in waves of ``wave``, ranked after
     each, and sampling stops once the rule holds (``Result.samples_used`` says how many
-    candidates were generated). None: all ``n`` at once."""
+    candidates were generated). Left out: the server's (``nbest serve --until``); null:
+    none, all ``n`` at once."""
     wave: int | None = Field(default=None, ge=1)
-    """Candidates per wave with ``until`` (at most ``n``; default 4, or the ``esc`` window)."""
+    """Candidates per wave with ``until`` (at most ``n``). Left out: the server's ``--wave``
+    with the server's rule, else 4 or the ``esc`` window; null: 4 or the ``esc`` window."""
     prune: str | None = Field(default=None, max_length=MAX_RULE_CHARS)
     """Online pruning, as ``--prune`` takes it (``KEEP[:WARMUP[:WINDOW]]``: ``0.9``, ``low:8``,
     ``0.5:4:32``): the first WARMUP candidates set a group-confidence threshold, later ones
     are stopped once they fall below it and come back with ``finish_reason="pruned"``
-    (unranked, not voting). The engine must stream tokens."""
+    (unranked, not voting). The engine must stream tokens. Left out: the server's
+    (``nbest serve --prune``); null: no pruning."""
 
-    def adaptive(self, n: int, prefix: str = "") -> Adaptive:
+    def adaptive(self, n: int, prefix: str = "", defaults: ServerSettings | None = None) -> Adaptive:
         """``until``, ``wave`` and ``prune`` parsed (the one place the server parses them),
-        for a request of ``n`` candidates; ``prefix`` (``nbest``) names the fields as the
-        body has them.
+        for a request of ``n`` candidates, over the server's ``defaults``; ``prefix``
+        (``nbest``) names the fields as the body has them.
+
+        One rule for the three fields: left out of the body (not in ``model_fields_set``),
+        the server's value applies; given, the request's wins; given as null, the field is
+        off (``until``: no rule, all ``n`` at once; ``prune``: no pruning; ``wave``: the
+        rule's own default). The server's ``wave`` goes with the server's rule: a request
+        that sets ``until`` itself (a rule, or null) does not get it.
 
         Raises:
             ApiError: 422 naming the field (``until``, ``wave``, ``prune``, ``prune.keep`` ...)
@@ -91,31 +101,48 @@ class Options(NbestModel):
 
         >>> Options(until="esc:2", prune="0.5:2:8").adaptive(8)
         Adaptive(until=ESC(window=2), wave=2, prune=Prune(keep=0.5, warmup=2, window=8))
+        >>> server = ServerSettings(until="beta:0.95", wave=2, prune="low")
+        >>> Options().adaptive(8, defaults=server)
+        Adaptive(until=Beta(threshold=0.95), wave=2, prune=Prune(keep=0.1, warmup=4, window=16))
+        >>> Options(until=None, prune=None).adaptive(8, defaults=server)
+        Adaptive(until=None, wave=None, prune=None)
         """
         p = f"{prefix}." if prefix else ""
+        given = self.model_fields_set
+        server = defaults or ServerSettings()
         until: StoppingRule | None = None
-        if self.until is not None:
+        if "until" not in given:
+            until = server.stopping_rule()  # checked when the settings were made
+        elif self.until is not None:
             try:
-                until = parse_rule(self.until)
+                until = parse_until(self.until)
             except ConfigError as exc:
-                # the parser speaks of the flag (--until 'x': ...); the body has a field
-                reason = str(exc).split(": ", 1)[-1] if str(exc).startswith("--until") else str(exc)
-                raise ApiError(422, f"{p}until: {reason} (got {self.until!r})", param=f"{p}until") from None
-        if self.wave is not None:
+                raise ApiError(422, f"{p}{exc} (got {self.until!r}); null: no stopping rule", param=f"{p}until") from None
+        wave = self.wave
+        if "wave" not in given and "until" not in given:
+            wave = server.wave
+        elif wave is not None:
             if until is None:
-                raise ApiError(422, f"{p}wave: only used with a stopping rule ({p}until, e.g. beta:0.95)", param=f"{p}wave")
-            if self.wave > n:
-                raise ApiError(422, f"{p}wave: at most n = {n} candidates per wave (got {self.wave})", param=f"{p}wave")
+                raise ApiError(
+                    422,
+                    f"{p}wave: only used with a stopping rule ({p}until, e.g. beta:0.95; this server has "
+                    f"{'none' if server.until is None else repr(server.until)})",
+                    param=f"{p}wave",
+                )
+            if wave > n:
+                raise ApiError(422, f"{p}wave: at most n = {n} candidates per wave (got {wave})", param=f"{p}wave")
         try:
-            wave = check_adaptive(until, self.wave)
+            wave = check_adaptive(until, wave)
         except ConfigError as exc:
             raise ApiError(422, f"{p}{exc}", param=f"{p}{exc.parameter or 'wave'}") from None
         prune: Prune | None = None
-        if self.prune is not None:
+        if "prune" not in given:
+            prune = server.prune_policy()
+        elif self.prune is not None:
             try:
                 prune = parse_prune(self.prune)
             except ConfigError as exc:
-                raise ApiError(422, f"{p}{exc}", param=f"{p}{exc.parameter or 'prune'}") from None
+                raise ApiError(422, f"{p}{exc}; null: no pruning", param=f"{p}{exc.parameter or 'prune'}") from None
         return Adaptive(until, wave, prune)
 
 
@@ -270,6 +297,14 @@ class Service:
     """Shared state of one app."""
 
     def __init__(self, orchestrator: Orchestrator | None, settings: ServerSettings, prefs: PreferenceStore | None) -> None:
+        """State over ``orchestrator`` (None: the app sets it once its factory made one).
+
+        Raises:
+            ConfigError: ``settings.prune`` with an engine of ``orchestrator`` that cannot stream
+                tokens (refused now rather than on every request; see :meth:`ServerSettings.check_engines`).
+        """
+        if orchestrator is not None:
+            settings.check_engines(orchestrator.engines)
         self.orchestrator = orchestrator
         self.settings = settings
         self.metrics = Metrics()
@@ -444,7 +479,9 @@ class Service:
         try:
             check_prune(prune, self.orch.engines, specs)
         except ConfigError as exc:
-            raise ApiError(422, f"{field}{str(exc).removeprefix('prune')}", param=field) from None
+            # the server's own pruning (a factory's engine, not checked at start) is the client's to turn off
+            off = f"; this server prunes by default: set {field} to null for none" if self.settings.prune else ""
+            raise ApiError(422, f"{field}{str(exc).removeprefix('prune')}{off}", param=field) from None
         needs = len(specs) > prune.warmup and any(spec.params.top_logprobs < 1 for spec in specs)
         if needs and self.settings.max_top_logprobs < PRUNE_TOP_LOGPROBS:
             raise ApiError(

@@ -2,18 +2,53 @@
 
 The CLI (``nbest serve``) builds it from flags and environment variables; the
 app itself never reads the environment.
+
+Adaptive sampling and pruning (``until``, ``wave``, ``prune``) may be set here for
+every generation request: a request that leaves one out gets the server's, one that
+sets it wins, and one that sets it to null turns it off
+(:meth:`Options.adaptive <nbest.server.service.Options.adaptive>` applies them).
+They are checked here with the parsers of ``--until`` and ``--prune``, so a bad
+default fails when the settings are made, not on the first request.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Self
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
+from nbest.engines.base import streams_tokens
+from nbest.errors import ConfigError
+from nbest.orchestrator.pruning import PRUNE_TOP_LOGPROBS, Prune, parse_prune
+from nbest.orchestrator.stopping import StoppingRule, parse_rule
 from nbest.types import DEFAULT_MAX_N, NbestModel
 
-__all__ = ["ServerSettings"]
+__all__ = ["MAX_RULE_CHARS", "ServerSettings", "parse_until"]
+
+MAX_RULE_CHARS = 64
+"""Longest ``until`` or ``prune`` short form (the longest meaningful one is about 25 characters)."""
+
+
+def parse_until(text: str) -> StoppingRule:
+    """A stopping rule from its short form (:func:`~nbest.orchestrator.stopping.parse_rule`),
+    its error naming the field ``until`` rather than the ``--until`` flag.
+
+    >>> parse_until("esc:4")
+    ESC(window=4)
+    >>> parse_until("forever")
+    Traceback (most recent call last):
+    nbest.errors.ConfigError: until: unknown stopping rule 'forever'; use beta:P, dirichlet:P, confidence:P or esc:W
+
+    Raises:
+        ConfigError: an unknown rule or a bad threshold (``parameter="until"``).
+    """
+    try:
+        return parse_rule(text)
+    except ConfigError as exc:
+        reason = str(exc).removeprefix(f"--until {text!r}: ")
+        raise ConfigError(f"until: {reason}", parameter="until", value=text) from None
 
 
 class ServerSettings(NbestModel):
@@ -81,3 +116,76 @@ class ServerSettings(NbestModel):
     ``metadata["user"]``; a task or user with too few choices is ranked by the wider scope."""
     learn_gap_s: float = Field(default=2.0, ge=0)
     """Fewest seconds between two refits, however fast choices arrive."""
+    until: str | None = Field(default=None, max_length=MAX_RULE_CHARS)
+    """The stopping rule of every generation request that does not set ``until`` itself, as
+    ``--until`` takes it (``beta:0.95``, ``dirichlet:0.9:weighted``, ``confidence:0.8``,
+    ``esc:4``): each such request is generated in waves and stops once the rule holds.
+    None: all ``n`` at once unless the request asks for a rule."""
+    wave: int | None = Field(default=None, ge=1)
+    """Candidates per wave with the server's ``until``, at most ``max_n`` (a request of fewer
+    candidates is one wave); None: 4, or the ``esc`` window. It goes with the server's rule:
+    a request that sets ``until`` itself (a rule, or null) does not get it."""
+    prune: str | None = Field(default=None, max_length=MAX_RULE_CHARS)
+    """Online pruning of every generation request that does not set ``prune`` itself, as
+    ``--prune`` takes it (``KEEP[:WARMUP[:WINDOW]]``: ``0.9``, ``low:8``): every engine must
+    stream tokens (:meth:`check_engines`) and ``max_top_logprobs`` must allow the 5
+    alternatives per token pruning reads. None: no pruning unless the request asks."""
+
+    @model_validator(mode="after")
+    def _check_adaptive(self) -> Self:
+        """The defaults parse and fit together, so that every request can use them."""
+        rule = self.stopping_rule()
+        self.prune_policy()
+        if self.wave is not None:
+            if rule is None:
+                raise ConfigError(
+                    "wave: only used with a stopping rule (until, e.g. beta:0.95)", parameter="wave", value=self.wave
+                )
+            if self.wave > self.max_n:
+                raise ConfigError(
+                    f"wave: at most max_n = {self.max_n} candidates per wave (got {self.wave})", parameter="wave", value=self.wave
+                )
+        if self.prune is not None and self.max_top_logprobs < PRUNE_TOP_LOGPROBS:
+            raise ConfigError(
+                f"prune: pruning reads {PRUNE_TOP_LOGPROBS} alternatives per token, and max_top_logprobs is "
+                f"{self.max_top_logprobs}: raise it to at least {PRUNE_TOP_LOGPROBS}, or leave prune out",
+                parameter="prune",
+                value=self.prune,
+            )
+        return self
+
+    def stopping_rule(self) -> StoppingRule | None:
+        """``until`` parsed (None: no default rule).
+
+        Raises:
+            ConfigError: naming ``until`` and the rules allowed.
+        """
+        return None if self.until is None else parse_until(self.until)
+
+    def prune_policy(self) -> Prune | None:
+        """``prune`` parsed (None: no default pruning).
+
+        Raises:
+            ConfigError: naming ``prune`` (or ``prune.keep`` ...) and the form allowed.
+        """
+        return None if self.prune is None else parse_prune(self.prune)
+
+    def check_engines(self, engines: Mapping[str, object]) -> None:
+        """Refuse engines the defaults cannot run on, before the server starts: with
+        ``prune``, every route must stream tokens (a request's plan may use any of them,
+        and it is pruned unless it says ``"prune": null``).
+
+        Raises:
+            ConfigError: naming ``prune``, the route and why.
+        """
+        if self.prune is None:
+            return
+        for route, engine in engines.items():
+            if not streams_tokens(engine):
+                raise ConfigError(
+                    f"prune: route {route!r} (engine {getattr(engine, 'name', '?')!r}, {type(engine).__name__}) cannot "
+                    "report tokens as they are generated; pruning needs an engine with token updates "
+                    "(VLLMEngine, OpenAIEngine)",
+                    parameter="prune",
+                    value=route,
+                )
