@@ -54,6 +54,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import platform
 import random
@@ -62,15 +63,22 @@ import tempfile
 import time
 import unicodedata
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import httpx
 
+from nbest.evaluation.matching import Matcher
+
 DATA = Path(__file__).resolve().parent / "data" / "capitals.tsv"
+REASONING = Path(__file__).resolve().parent.parent / "examples" / "data" / "reasoning.jsonl"
 CHECKPOINTS = (25, 50, 100, 200)
+REASONING_STRATEGY = "ladder:0.2-1.0"
+"""The word problems' candidates: from nearly greedy (right about half the time) to hot (mostly wrong)."""
+_MATCHER = Matcher("auto")
+"""Numeric answers: the last number of the text, normalised, equals the gold one (``nbest eval``'s rule)."""
 DEFAULT_STRATEGY = "ladder:0.3-1.2"
 """Candidates from cool (mostly right when the model knows) to hot (mostly not)."""
 DEFAULT_RERANKERS = ("logprob", "mbr", "vote=0")
@@ -86,6 +94,11 @@ class Item:
 
     prompt: str
     answers: tuple[str, ...]
+    number: bool = False
+    """The answers are numbers: a candidate is accepted when the number it ends on is one of
+    them (nbest's own matching, as ``nbest eval`` and the vote read it), not when it names one."""
+    split: str = ""
+    """The labelled set's split this item belongs to (``tuning`` or ``heldout``; "" when it has none)."""
 
 
 def load_capitals(path: Path = DATA) -> list[Item]:
@@ -99,17 +112,59 @@ def load_capitals(path: Path = DATA) -> list[Item]:
     return items
 
 
+def load_reasoning(path: Path = REASONING) -> list[Item]:
+    """The word problems of ``examples/data/reasoning.jsonl``: each prompt (a worked example, then
+    the question, ending in ``Solution:``) with its numeric answer and its split.
+
+    Raises:
+        ValueError: a line without a prompt, a numeric answer or a split (the line is named).
+    """
+    items = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        answer = row.get("answer")
+        if not isinstance(row.get("prompt"), str) or isinstance(answer, bool) or not isinstance(answer, (int, float)):
+            raise ValueError(f"{path.name}:{number}: needs a text 'prompt' and a numeric 'answer'")
+        if row.get("split") not in ("tuning", "heldout"):
+            raise ValueError(f"{path.name}:{number}: 'split' must be tuning or heldout (got {row.get('split')!r})")
+        items.append(Item(row["prompt"], (str(row["answer"]),), number=True, split=row["split"]))
+    return items
+
+
+def split_reasoning(items: Sequence[Item], heldout: int, seed: int = 0) -> tuple[list[Item], list[Item]]:
+    """(training, held-out) of the word problems: the choices are made on the ``tuning`` split,
+    ``heldout`` problems of the ``heldout`` split (drawn with ``seed``) measure; no prompt is on both sides.
+
+    Raises:
+        ValueError: more held-out problems asked for than the split has.
+    """
+    train = [i for i in items if i.split == "tuning"]
+    pool = [i for i in items if i.split == "heldout"]
+    if heldout > len(pool):
+        raise ValueError(f"--heldout: at most {len(pool)} (the heldout split), got {heldout}")
+    random.Random(seed).shuffle(pool)
+    return train, pool[:heldout]
+
+
 def _fold(text: str) -> str:
     return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode().lower()
 
 
 def accepts(item: Item, text: str) -> bool:
-    """Whether the person accepts ``text``: it names one of the item's answers as whole words.
+    """Whether the person accepts ``text``: it names one of the item's answers as whole words, or,
+    for a numeric item, the number it ends on is the answer (:class:`nbest.evaluation.matching.Matcher`).
 
     >>> item = Item("What is the capital of Brazil?", ("Brasilia", "Brasília"))
     >>> accepts(item, "The capital of Brazil is Brasília."), accepts(item, "Brasilian cities")
     (True, False)
+    >>> sum_item = Item("Ben has 4 pears and buys 3 more. How many?", ("7",), number=True)
+    >>> accepts(sum_item, "4 + 3 = 7. The answer is 7."), accepts(sum_item, "7 pears, minus 2 eaten: 5.")
+    (True, False)
     """
+    if item.number:
+        return _MATCHER.correct(text, item.answers)
     folded = _fold(text)
     return any(re.search(rf"\b{re.escape(_fold(answer))}\b", folded) for answer in item.answers)
 
@@ -119,6 +174,31 @@ def split(items: Sequence[Item], heldout: int, seed: int = 0) -> tuple[list[Item
     order = list(items)
     random.Random(seed).shuffle(order)
     return order[heldout:], order[:heldout]
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """A labelled set the benchmark can run on, with the request settings that suit it."""
+
+    load: Callable[[], list[Item]]
+    split: Callable[[Sequence[Item], int, int], tuple[list[Item], list[Item]]]
+    accepts: str
+    """What the person accepts, in words (printed)."""
+    strategy: str
+    max_tokens: int
+    heldout: int
+    seeds: int
+    stop: tuple[str, ...] = ()
+
+
+DATASETS: dict[str, Dataset] = {
+    "capitals": Dataset(load_capitals, split, "naming the capital", DEFAULT_STRATEGY, 16, 40, 2),
+    "reasoning": Dataset(
+        load_reasoning, split_reasoning, "whose final number is the answer", REASONING_STRATEGY, 80, 60, 1, ("Question:",)
+    ),
+}
+"""``--data``: the capitals (short answers in words) and the word problems (a worked solution
+ending in a number; the choices on the ``tuning`` split, measured on ``heldout``)."""
 
 
 @dataclass
@@ -211,6 +291,8 @@ class Settings:
     seeds: int = 2
     """Seeds each held-out question is asked with."""
     concurrency: int = 4
+    stop: list[str] = field(default_factory=list)
+    """Stop strings of every request (the word problems: ``Question:``, where the model would start another)."""
 
 
 async def _nbest(client: httpx.AsyncClient, item: Item, seed: int, s: Settings) -> dict[str, Any]:
@@ -219,6 +301,8 @@ async def _nbest(client: httpx.AsyncClient, item: Item, seed: int, s: Settings) 
     }  # fmt: skip
     if s.strategy:
         body["strategy"] = s.strategy
+    if s.stop:
+        body["params"]["stop"] = s.stop
     r = await client.post("/v1/nbest", json=body)
     r.raise_for_status()
     result: dict[str, Any] = r.json()
@@ -360,17 +444,28 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         help="when no candidate is right, the person picks a random one or makes no choice",
     )
     p.add_argument("--n", type=int, default=4, help="candidates per request")
-    p.add_argument("--max-tokens", type=int, default=16, help="most new tokens per candidate")
+    p.add_argument(
+        "--data",
+        choices=tuple(DATASETS),
+        default="capitals",
+        help="labelled set: capitals (116 countries) or reasoning (word problems, examples/data/reasoning.jsonl)",
+    )
+    p.add_argument("--max-tokens", type=int, default=None, help="most new tokens per candidate [capitals 16, reasoning 80]")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (without a strategy that sets it)")
-    p.add_argument("--strategy", default=DEFAULT_STRATEGY, help="strategy of every request ('fixed': all at --temperature)")
+    p.add_argument(
+        "--strategy",
+        default=None,
+        help=f"strategy of every request ('fixed': all at --temperature) [capitals {DEFAULT_STRATEGY}, "
+        f"reasoning {REASONING_STRATEGY}]",
+    )
     p.add_argument(
         "--reranker",
         action="append",
         default=None,
         help=f"the server's ranker (repeatable) [default: {' '.join(DEFAULT_RERANKERS)}]",
     )
-    p.add_argument("--heldout", type=int, default=40, help="countries held out for measuring")
-    p.add_argument("--seeds", type=int, default=2, help="seeds each held-out question is asked with")
+    p.add_argument("--heldout", type=int, default=None, help="questions held out for measuring [capitals 40, reasoning 60]")
+    p.add_argument("--seeds", type=int, default=None, help="seeds each held-out question is asked with [capitals 2, reasoning 1]")
     p.add_argument("--concurrency", type=int, default=4, help="requests in flight")
     p.add_argument("--learn-every", type=int, default=5, help="nbest serve --learn-every")
     p.add_argument("--learn-min", type=int, default=20, help="nbest serve --learn-min")
@@ -383,6 +478,14 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     if not 0 <= args.noise <= 1:
         p.error("--noise: a probability in [0, 1]")
     args.reranker = args.reranker or list(DEFAULT_RERANKERS)
+    data = DATASETS[args.data]
+    args.max_tokens = data.max_tokens if args.max_tokens is None else args.max_tokens
+    args.strategy = data.strategy if args.strategy is None else args.strategy
+    args.heldout = data.heldout if args.heldout is None else args.heldout
+    args.seeds = data.seeds if args.seeds is None else args.seeds
+    for name, value, low in (("--max-tokens", args.max_tokens, 1), ("--heldout", args.heldout, 1), ("--seeds", args.seeds, 1)):
+        if value < low:
+            p.error(f"{name}: a whole number >= {low}")
     if args.quick:
         args.choices, args.heldout, args.seeds = min(args.choices, 30), min(args.heldout, 12), 1
     return args
@@ -398,14 +501,16 @@ def checkpoints_for(total: int) -> list[int]:
 
 
 async def _main(args: argparse.Namespace, base: str) -> list[Point]:
-    items = load_capitals()
-    train, heldout = split(items, args.heldout, args.seed)
+    data = DATASETS[args.data]
+    items = data.load()
+    train, heldout = data.split(items, args.heldout, args.seed)
     strategy = None if args.strategy == "fixed" else args.strategy
-    s = Settings(args.n, args.max_tokens, args.temperature, strategy, args.seeds, args.concurrency)
-    print(f"labelled set: {len(items)} capitals, {len(train)} for choices, {len(heldout)} held out x {s.seeds} seeds")
-    print(f"person: accepts a candidate naming the capital; noise {args.noise:g}; when none is right: {args.when_none}")
+    s = Settings(args.n, args.max_tokens, args.temperature, strategy, args.seeds, args.concurrency, list(data.stop))
+    print(f"labelled set: {len(items)} {args.data}, {len(train)} for choices, {len(heldout)} held out x {s.seeds} seeds")
+    print(f"person: accepts a candidate {data.accepts}; noise {args.noise:g}; when none is right: {args.when_none}")
     plan = f"strategy {s.strategy}" if s.strategy else f"temperature {s.temperature:g}"
-    print(f"requests: n={s.n}, {plan}, max_tokens {s.max_tokens}; server ranker: {' + '.join(args.reranker)}")
+    stop = f", stop {s.stop}" if s.stop else ""
+    print(f"requests: n={s.n}, {plan}, max_tokens {s.max_tokens}{stop}; server ranker: {' + '.join(args.reranker)}")
     print()
     print(f"{'choices':>7}  {'agreement':>10}  {'oracle':>8}  {'version':>7}  {'kept-out':>8}  (kept-out: the last 3 at most)")
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
@@ -435,7 +540,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         points = asyncio.run(_main(args, base))
         print(f"versions saved: {history(Path(tmp) / 'preferences.db')}")
     plan = f"T={args.temperature:g}" if args.strategy == "fixed" else args.strategy
-    title = f"capitals, n={args.n}, {plan}, ranker {' + '.join(args.reranker)}, noise {args.noise:g}"
+    title = f"{args.data}, n={args.n}, {plan}, ranker {' + '.join(args.reranker)}, noise {args.noise:g}"
     save_png(points, args.png, title)
     before = points[0].agreement
     print(f"curve saved to {args.png}; {time.monotonic() - started:.0f} s in all")

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 
-from nbest import Orchestrator
+from nbest import Orchestrator, strategies
+from nbest.rerankers.registry import build_ranker
 from nbest.server import PreferenceStore, ServerSettings, create_app
 from nbest.types import Prompt, SamplingParams
 from tests.scripted import ScriptedEngine, Step
@@ -109,3 +110,102 @@ async def test_curve_rises_when_the_features_carry_the_persons_taste(scripted: S
     png = tmp_path / "curve.png"
     lc.save_png(points, png, "scripted")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_word_problems_split_by_their_own_splits() -> None:
+    items = lc.load_reasoning()
+    assert len(items) == 200 and all(i.number and len(i.answers) == 1 for i in items)
+    train, heldout = lc.split_reasoning(items, 60, seed=0)
+    assert {i.split for i in train} == {"tuning"} and {i.split for i in heldout} == {"heldout"}
+    assert len(train) == sum(i.split == "tuning" for i in items) and len(heldout) == 60
+    assert not {i.prompt for i in train} & {i.prompt for i in heldout}
+    assert lc.split_reasoning(items, 60, seed=0) == (train, heldout) != lc.split_reasoning(items, 60, seed=1)
+    with pytest.raises(ValueError, match="--heldout: at most 119"):
+        lc.split_reasoning(items, 500)
+
+
+def test_reasoning_rejects_a_line_without_a_numeric_answer(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"prompt": "Q", "answer": "ten", "split": "tuning"}\n')
+    with pytest.raises(ValueError, match=r"bad\.jsonl:1: needs a text 'prompt' and a numeric 'answer'"):
+        lc.load_reasoning(bad)
+    bad.write_text('{"prompt": "Q", "answer": 10, "split": "train"}\n')
+    with pytest.raises(ValueError, match="'split' must be tuning or heldout"):
+        lc.load_reasoning(bad)
+
+
+@pytest.mark.parametrize(
+    ("text", "accepted"),
+    [
+        ("Mia starts with 6. She bakes 6 more, so 6 + 6 = 12. She eats 2, so 12 - 2 = 10. The answer is 10.", True),
+        ("6 + 6 = 12. The answer is 10.\n\nNow solve this one the same way.\n", True),  # trailing text without a number
+        ("The answer is 10.0", True),  # normalised as nbest eval and the vote read numbers
+        ("6 + 6 = 12, 12 - 2 = 10. So she has 10, then 10 - 2 = 8.", False),  # the number it ends on is the answer
+        ("The answer is 100.", False),
+        ("She has ten cookies.", False),  # no number to read
+    ],
+)
+def test_word_problem_acceptance_reads_the_final_number(text: str, accepted: bool) -> None:
+    item = lc.Item("Mia has 6 cookies. She bakes 6 more, then eats 2. How many?", ("10",), number=True)
+    assert lc.accepts(item, text) is accepted
+
+
+def test_data_defaults_follow_the_set() -> None:
+    reasoning = lc.parse_args(["--data", "reasoning"])
+    assert (reasoning.max_tokens, reasoning.heldout, reasoning.seeds) == (80, 60, 1)
+    assert reasoning.strategy == lc.REASONING_STRATEGY and lc.DATASETS["reasoning"].stop == ("Question:",)
+    capitals = lc.parse_args([])
+    assert (capitals.data, capitals.max_tokens, capitals.heldout, capitals.seeds, capitals.strategy) == (
+        "capitals", 16, 40, 2, lc.DEFAULT_STRATEGY,
+    )  # fmt: skip
+    assert lc.parse_args(["--data", "reasoning", "--max-tokens", "40"]).max_tokens == 40
+    with pytest.raises(SystemExit):
+        lc.parse_args(["--heldout", "0"])
+
+
+def _replay_module() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("learning_replay", ROOT / "benchmarks" / "learning_replay.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["learning_replay"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_replay_learns_the_vote_on_word_problems(scripted: ScriptedEngine) -> None:
+    """Two candidates in four reach the right number in different words, at low log-probability;
+    two wrong ones are near copies of each other (MBR's favourites) and likelier: the default
+    ranker (log-probability + MBR) never puts a right one first, the vote always would, and the
+    real Learner, fed the person's choices, finds it."""
+    lr = _replay_module()
+    items = lc.load_reasoning()[:40]
+    gold = {item.prompt: int(item.answers[0]) for item in items}
+
+    def respond(prompt: Prompt, params: SamplingParams, request_id: str) -> Step:
+        answer = gold[str(prompt if isinstance(prompt, str) else prompt[-1].content)]
+        k = (params.seed or 0) % 4
+        if k == 0:
+            return Step(f" Adding and taking away gives {answer}. The answer is {answer}.", mean_logprob=-1.6, tokens=14)
+        if k == 1:
+            return Step(f" So {answer}. The answer is {answer}.", mean_logprob=-1.4, tokens=9)
+        wrong = answer + k
+        return Step(f" She starts with the cookies and gets more cookies, so {wrong}. The answer is {wrong}.", mean_logprob=-0.3)
+
+    scripted.respond = respond
+    async with Orchestrator(scripted, max_n=8) as orch:
+        results = await orch.generate_many(
+            [item.prompt for item in items], n=4, strategy=strategies.parse_spec("ladder:0.2-1.0"),
+            rerankers=build_ranker(list(lc.DEFAULT_RERANKERS)), seed=0,
+        )  # fmt: skip
+    pool = [lr.Logged(item, str(i), 0, result) for i, (item, result) in enumerate(zip(items, results, strict=True))]
+    found = lr.bounds(pool, directions=200)
+    assert (found["default"], found["oracle"], found["alone"]["vote"], found["best_mix"]) == (0.0, 1.0, 1.0, 1.0)
+    assert found["alone"]["mean_logprob"] == 0.0
+    train, heldout = pool[:30], pool[30:]
+    curve = await lr.replay_once(train, heldout, lc.Person(noise=0.0), [20, 40], every=5, min_choices=10)
+    assert [c for c, _ in curve] == [0, 20, 40]
+    assert curve[0][1] == 0.0 and curve[-1][1] == 1.0
+    (fold_train, fold_held), *_ = lr.folds(pool, 2, None, seed=0)
+    assert {x.item.split for x in fold_held} == {"heldout"} and {x.item.split for x in fold_train} == {"tuning"}
+    assert len(fold_held) + len(fold_train) == len(pool)
