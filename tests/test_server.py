@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import json
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
 import pytest
@@ -424,3 +425,171 @@ async def test_a_pruned_candidate_cannot_be_chosen_nor_rejected(scripted: Script
         pairs = list(dpo_pairs(store.page(0, 10)))
         # the warm-up texts equal the chosen one; the pruned "The answer is 7" is no rejected answer
         assert pairs == []
+
+
+# -- the server's defaults for until/wave/prune (nbest serve --until/--wave/--prune) ----------------
+# A field the body leaves out takes the server's; a field it sets wins; a field set to null is off.
+
+
+def _sse(text: str) -> list[tuple[str, dict[str, Any]]]:
+    """(event name, data) of each SSE event in ``text`` (the OpenAI routes' unnamed events: "message")."""
+    events = []
+    for block in text.strip().split("\n\n"):
+        lines = block.split("\n")
+        name = next((line[7:] for line in lines if line.startswith("event: ")), "message")
+        data = "\n".join(line[6:] for line in lines if line.startswith("data: "))
+        events.append((name, json.loads(data) if data != "[DONE]" else {}))
+    return events
+
+
+def _first_wave_agrees(engine: ScriptedEngine) -> None:
+    """Candidates 0-3 answer "4" quickly; the rest take 5 s (a rule that stops after 4 aborts them)."""
+    engine.respond = by_index({i: Step("4", delay=0.05 if i < 4 else 5.0) for i in range(8)})
+
+
+DEFAULT_UNTIL = ServerSettings(max_n=8, until="beta:0.95", wave=4)
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/v1/nbest", {"prompt": "2+2?", "n": 8, "rerankers": ["vote"]}),
+        ("/v1/nbest/stream", {"prompt": "2+2?", "n": 8, "rerankers": ["vote"]}),
+        ("/v1/chat/completions", {"messages": [{"role": "user", "content": "2+2?"}], "n": 8, "nbest": {"rerankers": ["vote"]}}),
+        ("/v1/completions", {"prompt": "2+2?", "n": 8, "stream": True, "stream_options": {"include_usage": True},
+                             "nbest": {"rerankers": ["vote"]}}),
+    ],
+)  # fmt: skip
+async def test_the_servers_until_applies_when_the_request_sets_none(
+    scripted: ScriptedEngine, path: str, body: dict[str, object]
+) -> None:
+    _first_wave_agrees(scripted)
+    async with serving(scripted, DEFAULT_UNTIL) as client:
+        r = await client.post(path, json=body)
+        assert r.status_code == 200, r.text
+        if path == "/v1/nbest":
+            used = r.json()["samples_used"]
+        elif path == "/v1/nbest/stream":
+            used = next(data for name, data in _sse(r.text) if name == "ranked")["samples_used"]
+        elif not body.get("stream"):
+            used = r.json()["nbest"]["samples_used"]
+            assert len(r.json()["choices"]) == 4
+        else:
+            used = next(data for _, data in _sse(r.text) if data.get("usage"))["nbest"]["samples_used"]
+    assert used == 4  # the first wave of 4 agreed; the second was aborted
+    assert sorted(int(rid.rsplit("-", 1)[1]) for rid in scripted.aborted) == [4, 5, 6, 7]
+    assert scripted.running == set()
+
+
+async def test_a_requests_own_until_wins_and_null_turns_the_servers_off(scripted: ScriptedEngine) -> None:
+    _first_wave_agrees(scripted)
+    async with serving(scripted, DEFAULT_UNTIL) as client:
+        # its own rule: esc:2 stops after its first window of 2; the server's wave of 4 goes with the server's rule
+        r = await client.post("/v1/nbest", json={"prompt": "2+2?", "n": 8, "until": "esc:2", "rerankers": ["vote"]})
+        assert r.status_code == 200, r.text
+        assert r.json()["samples_used"] == 2
+        # null: no rule, all n at once (no candidate is aborted)
+        scripted.respond = by_index({}, Step("4", delay=0.01))
+        scripted.aborted.clear()
+        r = await client.post("/v1/nbest", json={"prompt": "2+2?", "n": 8, "until": None, "rerankers": ["vote"]})
+        assert r.status_code == 200, r.text
+        assert len(r.json()["candidates"]) == 8 and r.json()["samples_used"] is None and scripted.aborted == []
+        body = {"messages": [{"role": "user", "content": "2+2?"}], "n": 8, "nbest": {"until": None}}
+        r = await client.post("/v1/chat/completions", json=body)
+        assert r.status_code == 200, r.text
+        assert len(r.json()["choices"]) == 8
+        # with no rule, a wave is an error, named with what this server has
+        r = await client.post("/v1/nbest", json={"prompt": "x", "n": 4, "until": None, "wave": 2})
+        assert r.status_code == 422 and r.json()["error"]["param"] == "wave"
+        assert "only used with a stopping rule" in r.json()["error"]["message"]
+
+
+async def test_a_requests_wave_runs_the_servers_rule(scripted: ScriptedEngine) -> None:
+    _first_wave_agrees(scripted)
+    service_rule = ServerSettings(max_n=8, until="esc:4")  # waves of 4 (its window) unless the request says
+    async with serving(scripted, service_rule) as client:
+        r = await client.post("/v1/nbest", json={"prompt": "2+2?", "n": 8, "wave": 8, "rerankers": ["vote"]})
+        assert r.status_code == 200, r.text
+        # one wave of 8: the window of 0-3 agrees but nothing was left to cancel once it was ranked
+        assert r.json()["samples_used"] == 8 and scripted.aborted == []
+
+
+async def test_the_servers_prune_applies_unless_the_request_says_otherwise(scripted: ScriptedEngine) -> None:
+    scripted.respond = by_index(pruning_steps())
+    async with serving(scripted, ServerSettings(max_n=8, prune=PRUNE)) as client:
+        r = await client.post("/v1/nbest", json={"prompt": "2+2?", "n": 4, "rerankers": ["vote"]})
+        assert r.status_code == 200, r.text
+        assert [c["index"] for c in r.json()["candidates"] if c["finish_reason"] == "pruned"] == [2]
+        for own in (None, "0.5:4:2"):  # null: no pruning; a warm-up of 4 leaves nothing to prune in n = 4
+            r = await client.post("/v1/nbest", json={"prompt": "2+2?", "n": 4, "prune": own, "rerankers": ["vote"]})
+            assert r.status_code == 200, r.text
+            assert [c["finish_reason"] for c in r.json()["candidates"]] == ["stop"] * 4
+        body = {"prompt": "2+2?", "n": 4, "nbest": {"prune": None}}
+        r = await client.post("/v1/completions", json=body)
+        assert r.status_code == 200, r.text
+        assert r.json()["nbest"]["pruned"] == [] and len(r.json()["choices"]) == 4
+
+
+@pytest.mark.parametrize(
+    ("body", "param", "words"),
+    [
+        ({"prompt": "x", "until": "forever"}, "until", "use beta:P, dirichlet:P, confidence:P or esc:W"),
+        ({"prompt": "x", "until": "forever"}, "until", "null: no stopping rule"),
+        ({"prompt": "x", "prune": "most"}, "prune", "null: no pruning"),
+        ({"prompt": "x", "prune": "2"}, "prune.keep", "(0, 1] (got 2.0); null: no pruning"),
+        ({"prompt": "x", "n": 2, "wave": 3}, "wave", "at most n = 2"),
+    ],
+)
+async def test_bad_options_name_the_field_and_what_is_allowed(
+    scripted: ScriptedEngine, body: dict[str, object], param: str, words: str
+) -> None:
+    async with serving(scripted, DEFAULT_UNTIL) as client:
+        r = await client.post("/v1/nbest", json=body)
+        assert r.status_code == 422, r.text
+        assert r.json()["error"]["param"] == param and words in r.json()["error"]["message"]
+    assert scripted.history == []
+
+
+async def test_the_servers_prune_on_an_engine_without_token_updates_is_refused_at_start() -> None:
+    from nbest.errors import ConfigError
+
+    class FinalOnly(ScriptedEngine):
+        token_updates = False
+
+    async with Orchestrator(FinalOnly(name="final")) as orch:
+        with pytest.raises(ConfigError, match=r"prune: route 'default' .* cannot report tokens") as info:
+            create_app(orch, ServerSettings(prune="0.9"), prefs=PreferenceStore(":memory:"))
+        assert info.value.parameter == "prune"
+        create_app(orch, ServerSettings(until="beta:0.9"), prefs=PreferenceStore(":memory:"))  # no pruning: served
+
+
+@pytest.mark.parametrize(
+    ("given", "param", "words"),
+    [
+        ({"until": "forever"}, "until", "until: unknown stopping rule 'forever'; use beta:P"),
+        ({"until": "beta:1.5"}, "until", "until: threshold: must be a probability in (0, 1)"),
+        ({"until": "esc:" + "9" * 100}, "until", "at most 64 characters"),
+        ({"wave": 4}, "wave", "wave: only used with a stopping rule"),
+        ({"until": "esc:4", "wave": 0}, "wave", "greater than or equal to 1"),
+        ({"until": "esc:4", "wave": 65}, "wave", "wave: at most max_n = 64"),
+        ({"until": "esc:4", "wave": 9, "max_n": 8}, "wave", "at most max_n = 8"),
+        ({"prune": "0.9:4:16:2"}, "prune", "KEEP[:WARMUP[:WINDOW]]"),
+        ({"prune": "0.9:0"}, "prune.warmup", "from 1 to 64"),
+        ({"prune": "x" * 10_000}, "prune", "at most 64 characters"),
+        ({"prune": "0.9", "max_top_logprobs": 4}, "prune", "max_top_logprobs is 4: raise it to at least 5"),
+    ],
+)
+def test_server_settings_check_the_defaults(given: dict[str, object], param: str, words: str) -> None:
+    from nbest.errors import ConfigError
+
+    with pytest.raises(ConfigError) as info:
+        ServerSettings(**given)
+    assert info.value.parameter == param and words in str(info.value), str(info.value)
+
+
+def test_server_settings_keep_good_defaults_as_given() -> None:
+    settings = ServerSettings(until="dirichlet:0.9:weighted", wave=2, prune="low:8")
+    assert (settings.until, settings.wave, settings.prune) == ("dirichlet:0.9:weighted", 2, "low:8")
+    assert repr(settings.stopping_rule()) == "Dirichlet(threshold=0.9, weighted=True)"
+    assert str(settings.prune_policy()) == "0.1:8:16"
+    assert ServerSettings().stopping_rule() is None and ServerSettings().prune_policy() is None

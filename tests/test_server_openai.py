@@ -111,3 +111,43 @@ async def test_openai_client_with_prune_and_until(scripted: ScriptedEngine) -> N
                     model="smollm2", messages=[{"role": "user", "content": "x"}], n=2, extra_body={"nbest": {"wave": 2}}
                 )
             assert "nbest.wave: only used with a stopping rule" in str(bad.value)
+
+
+async def test_openai_client_under_the_servers_until_and_prune(scripted: ScriptedEngine) -> None:
+    """``nbest serve --until ... --prune ...``: a body without ``nbest`` gets both; ``None`` in
+    ``extra_body`` (JSON null) turns one off; the client's own value wins."""
+    from tests.test_server import PRUNE, pruning_steps
+
+    settings = ServerSettings(model_name="smollm2", until="beta:0.95", wave=4, prune=PRUNE)
+    async with Orchestrator(scripted) as orch:
+        app = create_app(orch, settings, prefs=PreferenceStore(":memory:"))
+        http = httpx.AsyncClient(transport=httpx.ASGITransport(app))
+        async with openai.AsyncOpenAI(base_url="http://nbest.test/v1", api_key="unused", http_client=http) as client:
+            scripted.respond = by_index({i: Step("4", delay=0.05) for i in range(4)}, Step("5", delay=120.0))
+            plain = await client.completions.create(model="smollm2", prompt="2+2=", n=8, extra_body={"nbest": {"prune": None}})
+            assert [c.text for c in plain.choices] == ["4"] * 4  # the server's rule stopped after the first wave
+            assert plain.model_extra["nbest"]["samples_used"] == 4  # type: ignore[index]
+
+            scripted.respond = by_index(pruning_steps())
+            pruned = await client.completions.create(model="smollm2", prompt="2+2=", n=4)  # the server's pruning
+            assert [p["index"] for p in pruned.model_extra["nbest"]["pruned"]] == [2]  # type: ignore[index]
+            assert len(pruned.choices) == 3
+
+            scripted.respond = by_index({}, Step("4", delay=0.01))
+            every = await client.chat.completions.create(
+                model="smollm2",
+                messages=[{"role": "user", "content": "2+2?"}],
+                n=6,
+                extra_body={"nbest": {"until": None, "prune": None}},
+            )
+            assert len(every.choices) == 6 and every.model_extra["nbest"]["samples_used"] is None  # type: ignore[index]
+
+            own = await client.completions.create(
+                model="smollm2", prompt="2+2=", n=6, extra_body={"nbest": {"until": "esc:3", "prune": None}}
+            )
+            # its esc window of 3, not the server's wave of 4
+            assert own.model_extra["nbest"]["samples_used"] == 3  # type: ignore[index]
+
+            with pytest.raises(openai.UnprocessableEntityError) as bad:
+                await client.completions.create(model="smollm2", prompt="x", n=2, extra_body={"nbest": {"prune": "sometimes"}})
+            assert "nbest.prune: expected KEEP[:WARMUP[:WINDOW]]" in str(bad.value) and "null: no pruning" in str(bad.value)
