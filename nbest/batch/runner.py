@@ -1,29 +1,46 @@
 """Running many requests through an orchestrator, writing each Result as it finishes.
 
-:func:`run_batch` is :meth:`Orchestrator.as_completed
-<nbest.orchestrator.core.Orchestrator.as_completed>` (one ``run`` per request,
-at most ``concurrency`` prompts in progress, candidates in flight bounded by
-the orchestrator's ``max_in_flight``) with each Result appended to an
-:class:`~nbest.batch.output.OutputLog` as it arrives, so memory stays flat and
-a crash loses only the prompts in progress.
+:func:`run_batch` runs one ``Orchestrator.run`` per request, at most
+``concurrency`` prompts in progress, candidates in flight bounded by the
+orchestrator's ``max_in_flight``, with each Result appended to an
+:class:`~nbest.batch.output.OutputLog` as it arrives, so a crash loses only the
+prompts in progress.
+
+Given a list it is :meth:`Orchestrator.as_completed
+<nbest.orchestrator.core.Orchestrator.as_completed>` (every request checked
+before any runs). Given an iterator (``CheckedInput.requests()`` of
+:mod:`nbest.batch.inputs`, parsing the input one line at a time) it takes each
+request only when a prompt slot is free (:func:`run_requests`), so memory is
+O(in-flight window): ``concurrency`` requests and their Results, whatever the
+number of lines. An iterator's requests are checked as each starts; check them
+beforehand with :func:`plan_check` (``nbest batch`` does, while it reads the
+input) so a bad one stops the run before anything is generated.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
+import anyio
+import anyio.to_thread
+
 from nbest.batch.output import OutputLog
+from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
+from nbest.orchestrator.adaptive import check_adaptive
 from nbest.orchestrator.core import Rerankers
-from nbest.orchestrator.pruning import Prune
+from nbest.orchestrator.many import check_count
+from nbest.orchestrator.pruning import Prune, check_prune
 from nbest.orchestrator.stopping import StoppingRule
+from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import Strategy
 from nbest.types import Request, Result
 
-__all__ = ["BatchStats", "run_batch", "write_results"]
+__all__ = ["BatchStats", "plan_check", "run_batch", "run_requests", "write_results"]
 
 
 @dataclass
@@ -60,7 +77,7 @@ class BatchStats:
 
 async def run_batch(
     orch: Orchestrator,
-    requests: Sequence[Request],
+    requests: Iterable[Request],
     log: OutputLog,
     *,
     strategy: Strategy | None = None,
@@ -72,30 +89,142 @@ async def run_batch(
     wave: int | None = None,
     prune: Prune | None = None,
     on_result: Callable[[Result, BatchStats], None] | None = None,
+    total: int | None = None,
 ) -> BatchStats:
     """Run every request, appending each Result to ``log`` as soon as it is ranked.
 
     The keywords are those of :meth:`Orchestrator.as_completed`. Results are
     written in the order they finish; ``on_result`` is called after each
-    write (progress display).
+    write (progress display). ``requests`` is a list (every request checked
+    before any runs) or an iterator, taken one request at a time as prompt
+    slots free up (memory O(``concurrency``), see the module docs; ``total``
+    then says how many it yields, for the stats; ids must be unique).
 
     Raises:
         ConfigError: a bad setting, or a request the orchestrator cannot serve
-            (before anything is generated).
+            (a list's: before anything is generated; an iterator's: when it
+            starts, so check them first with :func:`plan_check`); no ``total``
+            for an iterator.
         EngineDeadError: an engine died; results written so far are kept.
     """
-    finished = orch.as_completed(
-        requests,
+    if isinstance(requests, Sequence):
+        finished = orch.as_completed(
+            requests,
+            strategy=strategy,
+            rerankers=rerankers,
+            timeout=timeout,
+            concurrency=concurrency,
+            diversity=diversity,
+            until=until,
+            wave=wave,
+            prune=prune,
+        )
+        return await write_results(finished, log, total=len(requests), on_result=on_result)
+    if total is None:
+        raise ConfigError("total: give the number of requests an iterator yields (for the progress)", parameter="total")
+    # the settings are checked once, here, as as_completed does for a list
+    check_count(concurrency, "concurrency")
+    if timeout is not None and not timeout > 0:
+        raise ConfigError("timeout: must be a positive number of seconds or None", parameter="timeout", value=timeout)
+    check_adaptive(until, wave)
+    check_prune(prune)
+    ranker = rerankers if rerankers is None or isinstance(rerankers, Ranker) else Ranker(list(rerankers))
+    run = functools.partial(
+        orch.run,
         strategy=strategy,
-        rerankers=rerankers,
+        rerankers=ranker,
         timeout=timeout,
-        concurrency=concurrency,
         diversity=diversity,
         until=until,
         wave=wave,
         prune=prune,
     )
-    return await write_results(finished, log, total=len(requests), on_result=on_result)
+    return await run_requests(requests, run, log, concurrency=concurrency, total=total, on_result=on_result)
+
+
+async def run_requests(
+    requests: Iterable[Request],
+    run: Callable[[Request], Awaitable[Result]],
+    log: OutputLog,
+    *,
+    concurrency: int,
+    total: int,
+    on_result: Callable[[Result, BatchStats], None] | None = None,
+) -> BatchStats:
+    """``run`` each request, at most ``concurrency`` at once, appending each
+    Result to ``log`` as it arrives; ``total`` is the number of requests.
+
+    ``concurrency`` workers take the requests from one iterator, in input
+    order, each only when it is free: the iterator is never read ahead, so a
+    lazy one (an input file parsed line by line) keeps memory at
+    ``concurrency`` requests and Results; it is advanced in a worker thread,
+    one step at a time, so parsing a long line does not hold up the event loop. :func:`run_batch` is this over an
+    orchestrator; ``nbest batch --ray`` runs it over the replicas
+    (:meth:`ReplicaPool.run <nbest.distributed.ReplicaPool.run>`). A worker's
+    error (an engine died, the iterator raised) stops the others, whose
+    ``run`` is cancelled (aborting its engine requests), and is raised;
+    results written by then are kept. Ids should be unique (``nbest batch``
+    refuses a file with two equal ones).
+
+    Raises:
+        ConfigError: ``concurrency`` not a whole number >= 1; what the
+            iterator or ``run`` raised.
+        Exception: what ``run`` or the iterator raised first.
+    """
+    check_count(concurrency, "concurrency")
+    stats = BatchStats(total=total)
+    todo = iter(requests)
+    taking = anyio.Lock()  # one next() at a time: a generator cannot run in two threads
+    failure: list[Exception] = []
+
+    async def take() -> Request | None:
+        async with taking:  # parsing a line (up to MAX_LINE_BYTES) stays off the event loop
+            return await anyio.to_thread.run_sync(next, todo, None)
+
+    async def worker(scope: anyio.CancelScope) -> None:
+        try:
+            while (request := await take()) is not None:  # each request taken once, by a free worker
+                result = await run(request)
+                await log.write(result)
+                stats.add(result)
+                if on_result is not None:
+                    on_result(result, stats)
+        except Exception as exc:  # stop every worker; the first error is the one raised
+            failure.append(exc)
+            scope.cancel()
+
+    try:
+        async with anyio.create_task_group() as tg:
+            for _ in range(concurrency):
+                tg.start_soon(worker, tg.cancel_scope)
+    finally:
+        close = getattr(todo, "close", None)
+        if close is not None:  # a generator left early: let it close its file now
+            close()
+    if failure:
+        raise failure[0]
+    return stats
+
+
+def plan_check(orch: Orchestrator, *, strategy: Strategy | None = None, prune: Prune | None = None) -> Callable[[Request], None]:
+    """What :meth:`Orchestrator.run` checks of one request before generating
+    it (its ``n``, its plan, pruning against the plan's engines), as a
+    function: ``nbest batch`` calls it on every line while it reads the input
+    (:func:`~nbest.batch.inputs.check_input`), so a request that cannot be
+    served stops the run before anything is generated, without every request
+    held in memory. The orchestrator need not be started.
+
+    Raises:
+        ConfigError: ``prune`` is not a Prune (here); the returned function
+            raises the plan's ConfigError.
+    """
+    policy = check_prune(prune)
+
+    def check(request: Request) -> None:
+        _, specs = orch.plan(request, strategy)
+        check_prune(policy, orch.engines, specs)
+
+    return check
 
 
 async def write_results(
