@@ -1,5 +1,6 @@
 """``nbest serve`` rejects bad options with one line and status 2, before any
-model loads; it serves the engines of --endpoint as ``nbest run`` does."""
+model loads; it serves the engines of --endpoint as ``nbest run`` does, and its
+--until/--wave/--prune to every request that does not set its own."""
 
 from __future__ import annotations
 
@@ -15,8 +16,12 @@ from fastapi import FastAPI
 from starlette.requests import Request as HttpRequest
 from starlette.responses import Response
 
+from nbest.cli import main
+from nbest.cli.options import EngineOptions
+from nbest.engines.base import Engine
 from tests.fake_openai import MODEL, FakeFleet
-from tests.serving import running
+from tests.scripted import ScriptedEngine, Step
+from tests.serving import by_index, running
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -35,6 +40,11 @@ ROOT = Path(__file__).resolve().parent.parent
         (["--engines", "/no/such/engines.yaml"], "engines file not found: /no/such/engines.yaml"),
         (["--engines", "e.yaml", "--model", "m"], "drop --endpoint/--model"),
         (["--model", "./no/such/folder"], "model: './no/such/folder' is neither an existing folder nor a Hugging Face id"),
+        (["--until", "forever"], "--until 'forever': unknown stopping rule 'forever'; use beta:P"),
+        (["--wave", "3"], "--wave: only used with a stopping rule"),
+        (["--until", "esc:4", "--wave", "100"], "--wave: wave: at most max_n = 64"),
+        (["--prune", "2"], "--prune.keep: must be a share in (0, 1]"),
+        (["--prune", "0.9", "--max-top-logprobs", "2"], "max_top_logprobs is 2: raise it to at least 5"),
     ],
 )
 def test_serve_rejects_bad_options(args: list[str], message: str) -> None:
@@ -97,3 +107,59 @@ def test_serve_on_an_endpoint_answers_nbest(tmp_path: Path) -> None:
     served = fleet["a:8000"].served
     assert len(served) == 3 and set(served) == {7, 8, 9}
     assert {body["model"] for body in fleet["a:8000"].bodies} == {MODEL}  # the one model the server serves
+
+
+class FinalOnly(ScriptedEngine):
+    """An engine that reports only final outputs (no token updates): it cannot be pruned."""
+
+    token_updates = False
+
+
+def test_serve_prune_on_an_engine_without_token_updates_exits_2_before_serving(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(uvicorn, "run", never)
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--db", str(tmp_path / "p.db"), "--prune", "low"], engine_factory=lambda _: {"default": FinalOnly()})
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith("nbest: error: --prune: route 'default'"), err
+    assert "cannot report tokens as they are generated" in err
+
+
+def test_serve_applies_its_until_unless_the_request_sets_its_own(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import uvicorn
+
+    # candidates 0-3 answer "4" at once; the rest take 5 s: a rule that stops after 4 aborts them
+    engine = ScriptedEngine(respond=by_index({i: Step("4", delay=0.05 if i < 4 else 5.0) for i in range(8)}))
+
+    def engines(options: EngineOptions) -> dict[str, Engine]:
+        return {"default": engine}
+
+    apps: list[FastAPI] = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: apps.append(app))
+    argv = ["serve", "--db", str(tmp_path / "p.db"), "--until", "beta:0.95", "--wave", "4", "--reranker", "vote"]
+    main(argv, engine_factory=engines)
+    assert (
+        "nbest: by default --until beta:0.95 --wave 4 (a request's own until/wave/prune wins; null: off)"
+        in capsys.readouterr().err
+    )
+    with running(apps[0]) as url, httpx.Client(base_url=url, timeout=30) as client:
+        served = client.post("/v1/nbest", json={"prompt": "2+2?", "n": 8})
+        assert served.status_code == 200, served.text
+        assert served.json()["samples_used"] == 4
+        own = client.post("/v1/nbest", json={"prompt": "2+2?", "n": 8, "until": "esc:2"})
+        assert own.status_code == 200, own.text
+        assert own.json()["samples_used"] == 2
+        engine.respond = by_index({}, Step("4", delay=0.01))
+        off = client.post("/v1/nbest", json={"prompt": "2+2?", "n": 8, "until": None})
+        assert off.status_code == 200, off.text
+        assert off.json()["samples_used"] is None and len(off.json()["candidates"]) == 8
+    assert engine.running == set()
