@@ -20,13 +20,15 @@ The sampling, strategy, reranker and engine options are those of ``nbest run``
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 import click
 
-from nbest.batch.inputs import BadLine, read_input
+from nbest.batch.inputs import BadLine, check_input
 from nbest.batch.output import open_output
 from nbest.cli.options import (
     build_engines,
@@ -53,13 +55,49 @@ if TYPE_CHECKING:
 __all__ = ["batch_command"]
 
 
-def _write_errors(path: Path, bad: list[BadLine]) -> None:
-    try:
-        with path.open("w", encoding="utf-8", errors="backslashreplace") as f:
-            for line in bad:
-                f.write(json.dumps(line.model_dump(), ensure_ascii=False) + "\n")
-    except OSError as exc:
-        raise ConfigError(f"--errors: cannot write {path} ({exc.strerror or exc})", parameter="errors", value=str(path)) from None
+class _ErrorsFile:
+    """The errors file, written as bad lines are found while the input is
+    checked (none is held in memory): into a hidden file beside it, put in
+    place by :meth:`commit` once the whole input passed and OUT is ours, or
+    removed by :meth:`discard` (a duplicate id, a locked OUT), so a refused
+    run leaves the errors file of the last run as it was."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        self._file: TextIO | None = None
+
+    def write(self, line: BadLine) -> None:
+        try:
+            if self._file is None:
+                self._file = self._partial.open("w", encoding="utf-8", errors="backslashreplace")
+            self._file.write(json.dumps(line.model_dump(), ensure_ascii=False) + "\n")
+        except OSError as exc:
+            raise self._cannot(exc) from None
+
+    def commit(self) -> None:
+        """Put the errors in place (nothing to do without bad lines)."""
+        if self._file is None:
+            return
+        try:
+            self._file.close()
+            os.replace(self._partial, self.path)
+        except OSError as exc:
+            self.discard()
+            raise self._cannot(exc) from None
+
+    def discard(self) -> None:
+        if self._file is not None:
+            with contextlib.suppress(OSError):
+                self._file.close()
+            with contextlib.suppress(OSError):
+                self._partial.unlink()
+            self._file = None
+
+    def _cannot(self, exc: OSError) -> ConfigError:
+        return ConfigError(
+            f"--errors: cannot write {self.path} ({exc.strerror or exc})", parameter="errors", value=str(self.path)
+        )
 
 
 @click.command("batch")
@@ -111,7 +149,7 @@ def batch_command(
     import anyio
 
     from nbest.batch.progress import BatchProgress
-    from nbest.batch.runner import BatchStats, run_batch
+    from nbest.batch.runner import BatchStats, plan_check, run_batch, run_requests
     from nbest.orchestrator import Orchestrator
 
     # everything is validated before the engine starts; the paths first
@@ -143,32 +181,43 @@ def batch_command(
             concurrency=concurrency, timeout=timeout, until=until[0] if until else None, wave=wave, prune=prune,
         )  # fmt: skip
         ReplicaPool(spec, ray)  # checks the spec and the options
-    parsed = read_input(input_path, base, max_n=DEFAULT_MAX_N)
+    # the input, one line at a time: bad lines to the errors file, ids kept as
+    # fingerprints, every plan checked; nothing runs unless it all passes
+    orch = Orchestrator(engines, rerankers=ranker, max_in_flight=max_in_flight)  # started by main()
     if spec is not None and ray is not None:
-        ReplicaPool(spec, ray).check(parsed.requests)  # as a replica will: before any starts
-    log, resume = open_output(output_path)
-    if parsed.bad:
+        check = ReplicaPool(spec, ray).checker()  # as a replica will: before any starts
+    else:
+        check = plan_check(orch, strategy=strategy, prune=policy)  # as orch.run will
+    errors = _ErrorsFile(errors_path)
+    try:
+        checked = check_input(input_path, base, max_n=DEFAULT_MAX_N, check=check, on_bad=errors.write)
+        log, resume = open_output(output_path)
+    except BaseException:
+        errors.discard()
+        raise
+    if checked.bad_lines:
         try:
-            _write_errors(errors_path, parsed.bad)
+            errors.commit()
         except ConfigError:
             log.close()
             raise
-        click.echo(f"nbest batch: {len(parsed.bad)} bad input line(s) skipped, see {errors_path}", err=True)
+        click.echo(f"nbest batch: {checked.bad_lines} bad input line(s) skipped, see {errors_path}", err=True)
     if resume.torn:
         click.echo(f"nbest batch: dropped a torn last line from {output_path} (its prompt runs again)", err=True)
-    todo = [r for r in parsed.requests if r.id not in resume.done]
-    skipped = len(parsed.requests) - len(todo)
+    skipped = checked.already_done(resume.done)
+    total = checked.prompts - skipped
     if skipped:
         click.echo(f"nbest batch: {skipped} prompt(s) already in {output_path}, skipped", err=True)
-    if not todo:
+    if not total:
         log.close()
-        click.echo(f"nbest batch: nothing to do ({len(parsed.requests)} prompt(s) done)", err=True)
+        click.echo(f"nbest batch: nothing to do ({checked.prompts} prompt(s) done)", err=True)
         return
+    todo = checked.requests(skip=resume.done)  # parsed again as the run takes them
     stats_box: list[BatchStats] = []
 
     async def main() -> None:
-        async with Orchestrator(engines, rerankers=ranker, max_in_flight=max_in_flight) as orch:
-            with BatchProgress(len(todo)) as progress:
+        async with orch:
+            with BatchProgress(total) as progress:
                 stats = await run_batch(
                     orch,
                     todo,
@@ -180,11 +229,11 @@ def batch_command(
                     wave=wave,
                     prune=policy,
                     on_result=progress.update,
+                    total=total,
                 )
             stats_box.append(stats)
 
     async def main_ray() -> None:
-        from nbest.batch.runner import write_results
         from nbest.distributed import ReplicaPool
 
         assert spec is not None and ray is not None
@@ -196,9 +245,10 @@ def batch_command(
         started = anyio.current_time()
         async with ReplicaPool(spec, ray, say=say) as pool:
             say(f"{pool.status()} in {anyio.current_time() - started:.1f} s")
-            with BatchProgress(len(todo), status=pool.status) as progress:
-                finished = pool.as_completed(todo)
-                stats_box.append(await write_results(finished, log, total=len(todo), on_result=progress.update))
+            with BatchProgress(total, status=pool.status) as progress:
+                sending = ray.replicas * pool.in_flight  # as many as pool.as_completed keeps on the replicas
+                stats = await run_requests(todo, pool.run, log, concurrency=sending, total=total, on_result=progress.update)
+                stats_box.append(stats)
 
     quiet_vllm()
     if ray is not None:

@@ -35,7 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncGenerator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Literal
@@ -191,20 +191,37 @@ class ReplicaPool:
 
     # -- checking ------------------------------------------------------------
 
-    def check(self, requests: Sequence[Request]) -> None:
+    def check(self, requests: Iterable[Request]) -> None:
         """Check every request as a replica will (its plan, its ``n``) on an
         orchestrator built here from the spec, not started: bad input stops
-        the run before a replica starts.
+        the run before a replica starts. ``requests`` is taken one at a time
+        (an iterator is not held).
 
         Raises:
             ConfigError: ``requests[i] (id): ...`` for the first request that cannot be served.
         """
-        orch = build_orchestrator(self.spec)
+        check = self.checker()
         for i, request in enumerate(requests):
             try:
-                orch.plan(request)
+                check(request)
             except ConfigError as exc:
                 raise ConfigError(f"requests[{i}] ({request.id}): {exc}", parameter=exc.parameter, value=exc.value) from None
+
+    def checker(self) -> Callable[[Request], None]:
+        """The check :meth:`check` makes of each request, as a function over one
+        (an orchestrator built once from the spec, not started): ``nbest batch
+        --ray`` calls it on every line while it reads the input.
+
+        Raises:
+            ConfigError: from the spec (here); the returned function raises the
+                plan's ConfigError.
+        """
+        orch = build_orchestrator(self.spec)
+
+        def check(request: Request) -> None:
+            orch.plan(request)
+
+        return check
 
     def _check_resources(self, ray: Any) -> None:
         """The replicas must fit in the cluster (each, and all of them at once): refused
@@ -417,6 +434,23 @@ class ReplicaPool:
         if self._tg is None:
             raise EngineError("the replica pool is not started (use async with)")
         return run_many(self._tg, requests, self._send, len(self._slots) * self.in_flight)
+
+    async def run(self, request: Request) -> Result:
+        """Run one request on a replica (the least busy ready one; again on
+        another if it dies) and return its Result: what :meth:`as_completed`
+        sends for each request. ``nbest batch --ray`` calls it from
+        ``replicas * in_flight`` workers taking the lines of its input one at
+        a time (:func:`nbest.batch.runner.run_requests`), so no list of every
+        request is built.
+
+        Raises:
+            EngineError: the pool is not started.
+            EngineDeadError: every replica died and no restart is left.
+            Exception: what the replica's code raised for the request.
+        """
+        if self._tg is None:
+            raise EngineError("the replica pool is not started (use async with)")
+        return await self._send(request)
 
     async def _acquire(self) -> _Slot:
         while True:
