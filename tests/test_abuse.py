@@ -400,6 +400,35 @@ HTTP: list[Http] = [
         "until",
         path="/v1/nbest/stream",
     ),
+    # -- null turns the server's until/wave/prune off (server/service.py Options.adaptive)
+    Http(
+        "wave with the stopping rule turned off",
+        {"prompt": "x", "until": None, "wave": 2},
+        422,
+        "only used with a stopping rule",
+        "wave",
+    ),
+    Http("wave of 10**18", {"prompt": "x", "n": 4, "until": "beta:0.9", "wave": 10**18}, 422, "at most n = 4", "wave"),
+    Http("stopping rule that is a list", {"prompt": "x", "until": ["beta:0.9"]}, 422, "valid string", "until"),
+    Http("stopping rule with a NUL", {"prompt": "x", "until": "beta:0.9\x00"}, 422, "null: no stopping rule", "until"),
+    Http("Beta threshold NaN as text", {"prompt": "x", "until": "beta:nan"}, 422, "threshold", "until"),
+    Http("pruning policy that is a number", {"prompt": "x", "prune": 0.9}, 422, "valid string", "prune"),
+    Http(
+        "stopping rule of 10 KB in an OpenAI body",
+        {"prompt": "x", "nbest": {"until": "beta:0." + "9" * 10_240}},
+        422,
+        "at most 64",
+        "nbest.until",
+        path="/v1/completions",
+    ),
+    Http(
+        "pruning policy of 10 KB in an OpenAI body",
+        {"messages": [{"role": "user", "content": "x"}], "nbest": {"prune": "0." + "9" * 10_240}},
+        422,
+        "at most 64",
+        "nbest.prune",
+        path="/v1/chat/completions",
+    ),
 ]
 
 CLI: list[Cli] = [
@@ -554,6 +583,42 @@ CLI: list[Cli] = [
     Cli("prune window of a million", ["run", "hi", "--prune", "0.9:4:1000000"], 2, "prune.window"),
     Cli("prune with four parts", ["run", "hi", "--prune", "0.9:4:16:2"], 2, "KEEP[:WARMUP[:WINDOW]]"),
     Cli("prune of 5,000 characters", ["run", "hi", "--prune", "0." + "9" * 5_000], 2, "KEEP[:WARMUP[:WINDOW]]"),
+    # -- the server's defaults (cli/serve.py, server/settings.py): refused before any engine or socket
+    Cli(
+        "serve stopping rule of 10 KB",
+        ["serve", "--db", "{tmp}/p.db", "--until", "beta:0." + "9" * 10_240],
+        2,
+        "--until: at most 64 characters",
+    ),
+    Cli(
+        "serve pruning policy of 10 KB",
+        ["serve", "--db", "{tmp}/p.db", "--prune", "0." + "9" * 10_240],
+        2,
+        "--prune: at most 64 characters",
+    ),
+    Cli(
+        "serve unknown stopping rule", ["serve", "--db", "{tmp}/p.db", "--until", "vibes:0.9"], 2, "unknown stopping rule 'vibes'"
+    ),
+    Cli(
+        "serve two stopping rules",
+        ["serve", "--db", "{tmp}/p.db", "--until", "beta:0.9", "--until", "esc:4"],
+        2,
+        "at most one stopping rule",
+    ),
+    Cli(
+        "serve wave of 10**30",
+        ["serve", "--db", "{tmp}/p.db", "--until", "esc:4", "--wave", "1" + "0" * 30],
+        2,
+        "--wave: wave: at most max_n",
+    ),
+    Cli(
+        "serve negative wave",
+        ["serve", "--db", "{tmp}/p.db", "--until", "esc:4", "--wave", "-1"],
+        2,
+        "--wave: must be a whole number >= 1",
+    ),
+    Cli("serve wave without a rule", ["serve", "--db", "{tmp}/p.db", "--wave", "4"], 2, "--wave: only used with a stopping rule"),
+    Cli("serve prune keep NaN", ["serve", "--db", "{tmp}/p.db", "--prune", "nan"], 2, "--prune.keep"),
     Cli(
         "batch prune with a fractional warm-up",
         ["batch", "{tmp}/in.jsonl", "-o", "{tmp}/out.jsonl", "--prune", "high:2.5"],
