@@ -5,14 +5,19 @@
     $ nbest batch questions.jsonl -o answers.jsonl -n 8 --reranker vote --concurrency 16
 
 Every line of IN is checked before the engine starts: duplicate ids stop the
-run (exit 2), other bad lines go to the errors file (``OUT.errors.jsonl``
+run (exit 2), and so does a line whose plan cannot be served (``input: line N
+(id 'x'): ...``); other bad lines go to the errors file (``OUT.errors.jsonl``
 unless ``--errors`` says otherwise) with their line number and reason, and the
-rest runs (a line over a limit of :mod:`nbest.batch.inputs` too). Ids already
-in OUT are skipped, so rerunning the same command after a crash or Ctrl-C
-finishes the job; see :mod:`nbest.batch.output` for why OUT never holds a
-corrupt line, and why a second run on the same OUT stops (exit 2) while the
-first one writes it. The folders of OUT and of the errors file must exist:
-both are checked before anything else is done.
+rest runs (a line over a limit of :mod:`nbest.batch.inputs` too). IN is read
+one line at a time, twice (checked, then parsed again as prompt slots free
+up), so memory is O(in-flight window + ids), not O(lines): 16 bytes per id of
+IN, the ids already in OUT, and the requests in progress (``--concurrency``;
+with ``--ray``, the requests sent ahead to every replica). Ids already in OUT
+are skipped, so rerunning the same command after a crash or Ctrl-C finishes
+the job; see :mod:`nbest.batch.output` for why OUT never holds a corrupt line,
+and why a second run on the same OUT stops (exit 2) while the first one
+writes it. The folders of OUT and of the errors file must exist: both are
+checked before anything else is done.
 
 The sampling, strategy, reranker and engine options are those of ``nbest run``
 (both take them from :mod:`nbest.cli.options`).
