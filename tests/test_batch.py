@@ -9,17 +9,19 @@ import subprocess
 import sys
 import time
 import tracemalloc
+from collections.abc import Iterator
 from pathlib import Path
 
+import anyio
 import pytest
 
-from nbest.batch import open_output, read_input, run_batch, scan_output
+from nbest.batch import check_input, open_output, read_input, run_batch, scan_output
 from nbest.cli import main
-from nbest.errors import ConfigError
+from nbest.errors import ConfigError, EngineDeadError
 from nbest.orchestrator import Orchestrator
-from nbest.types import Request, SamplingParams
+from nbest.types import Prompt, Request, SamplingParams
 from tests.batch_engines import same_answer, slow_scripted
-from tests.scripted import ScriptedEngine
+from tests.scripted import ScriptedEngine, Step
 
 ROOT = Path(__file__).resolve().parent.parent
 BASE = Request(prompt="(per line)", n=3, params=SamplingParams(temperature=0.7, max_tokens=32))
@@ -402,3 +404,169 @@ def test_a_line_longer_than_the_limit_is_a_bad_line_and_the_next_ones_are_read(
         (2, "a line of 226 bytes; at most 40"),
         (4, "invalid JSON (Unterminated string starting at column 23)"),  # the last line, cut short, has no newline
     ]
+
+
+# -- reading a file of any size: checked line by line, then parsed again as the run takes it ----------
+
+
+class _Recorder:
+    """An engine factory that keeps the engines it built, to see what they were asked."""
+
+    def __init__(self) -> None:
+        self.engines: list[ScriptedEngine] = []
+
+    def __call__(self, options: object) -> dict[str, ScriptedEngine]:
+        engine = ScriptedEngine()
+        self.engines.append(engine)
+        return {"default": engine}
+
+    @property
+    def prompts(self) -> list[str]:
+        return sorted({str(call.prompt[-1].content) for e in self.engines for call in e.history})  # type: ignore[index, union-attr]
+
+
+def _run(argv: list[str], engine_factory: object) -> int:
+    with pytest.raises(SystemExit) as info:
+        main(argv, engine_factory=engine_factory)  # type: ignore[arg-type]
+        raise SystemExit(0)
+    return int(info.value.code or 0)
+
+
+def test_cli_a_duplicate_id_on_the_last_line_stops_the_run_before_anything_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    lines: list[object] = [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(2000)]
+    lines[5] = "{broken"  # a bad line: its report must not be left behind by a refused run
+    inp = write_lines(tmp_path / "in.jsonl", [*lines, {"id": "q7", "prompt": "again"}])
+    engines = _Recorder()
+    code = _run(["batch", str(inp), "-o", str(tmp_path / "out.jsonl")], engines)
+    assert code == 2
+    assert capsys.readouterr().err.strip().splitlines() == [
+        "nbest: error: input: duplicate id 'q7' on lines 8 and 2001; ids must be unique"
+    ]
+    assert engines.prompts == []  # nothing generated
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no OUT, no errors file, nothing partial
+
+
+def test_the_duplicate_named_is_the_first_line_whose_id_an_earlier_one_has(tmp_path: Path) -> None:
+    ids = ["a", "b", "c", "d", "c", "b", "a", "b"]  # "c" repeats first (line 5), then "b" and "a"
+    path = write_lines(tmp_path / "in.jsonl", [{"id": i, "prompt": "x"} for i in ids])
+    with pytest.raises(ConfigError, match=r"duplicate id 'c' on lines 3 and 5; ids must be unique") as info:
+        read_input(path, BASE, max_n=64)
+    assert (info.value.parameter, info.value.value) == ("id", "c")
+    bad_first = write_lines(tmp_path / "two.jsonl", ["{broken", {"prompt": "x"}, {"id": "line-2", "prompt": "y"}])
+    with pytest.raises(ConfigError, match=r"duplicate id 'line-2' on lines 2 and 3"):  # the default id counts
+        read_input(bad_first, BASE, max_n=64)
+
+
+def test_cli_resume_generates_only_the_ids_not_yet_in_the_output(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "out.jsonl"
+    first = write_lines(tmp_path / "first.jsonl", [{"id": f"q{i}", "prompt": f"p{i}"} for i in (0, 2, 4)])
+    assert _run(["batch", str(first), "-o", str(out), "-n", "1"], _Recorder()) == 0
+    capsys.readouterr()
+    inp = write_lines(tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": f"p{i}"} for i in range(6)])
+    engines = _Recorder()
+    assert _run(["batch", str(inp), "-o", str(out), "-n", "1"], engines) == 0
+    err = capsys.readouterr().err
+    assert engines.prompts == ["p1", "p3", "p5"]  # the done ones were not generated again
+    assert "3 prompt(s) already in" in err and "nbest batch: 3/3 prompts" in err
+    assert sorted(str(r["id"]) for r in read_results(out)) == [f"q{i}" for i in range(6)]
+
+
+def test_already_done_counts_the_files_ids_an_output_holds(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [{"id": f"q{i}", "prompt": "x"} for i in range(50)])
+    checked = check_input(path, BASE, max_n=64)
+    assert checked.already_done(set()) == 0
+    assert checked.already_done({"q3", "q49", "other", "q"}) == 2
+    assert [r.id for r in checked.requests(skip={"q3", "q49"})] == [f"q{i}" for i in range(50) if i not in (3, 49)]
+
+
+def test_a_file_changed_after_it_was_checked_is_refused_when_read_again(tmp_path: Path) -> None:
+    path = write_lines(tmp_path / "in.jsonl", [{"id": "a", "prompt": "x"}, {"id": "b", "prompt": "y"}])
+    checked = check_input(path, BASE, max_n=64)
+    before = path.stat()
+    write_lines(path, [{"id": "a", "prompt": "x"}, {"id": "c", "prompt": "y"}])  # same size, another id
+    with pytest.raises(ConfigError, match=r"changed after it was checked \(its size, time or inode\)"):
+        list(checked.requests())
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))  # the time put back: the id still tells
+    with pytest.raises(ConfigError, match=r"changed after it was checked \(line 2 is not the line checked\)"):
+        list(checked.requests())
+
+
+def test_a_line_whose_plan_cannot_be_served_is_refused_naming_it(tmp_path: Path, scripted: ScriptedEngine) -> None:
+    from nbest.batch import plan_check
+
+    path = write_lines(tmp_path / "in.jsonl", ["{broken", {"id": "a", "prompt": "x", "n": 4}, {"id": "b", "prompt": "y", "n": 5}])
+    check = plan_check(Orchestrator(scripted, max_n=4))  # not started: only planned
+    seen: list[int] = []
+    with pytest.raises(ConfigError, match=r"^input: line 3 \(id 'b'\): n: at most 4 candidates per prompt \(got 5\)$"):
+        check_input(path, BASE, max_n=64, check=check, on_bad=lambda bad: seen.append(bad.line))
+    assert seen == [1] and scripted.history == []
+
+
+@pytest.mark.parametrize("ray", [False, True])
+def test_cli_a_plan_the_engines_cannot_serve_stops_the_run_before_anything_starts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], ray: bool
+) -> None:
+    """With --ray the lines are checked as a replica will check them (on an
+    orchestrator built from the replicas' spec, its engines from an importable
+    factory), before a cluster starts."""
+    inp = write_lines(tmp_path / "in.jsonl", ["{broken", {"id": "a", "prompt": "x"}])
+    engines = _Recorder()
+    argv = ["batch", str(inp), "-o", str(tmp_path / "out.jsonl"), "--strategy", '{"kind": "fixed", "engine": "elsewhere"}']
+    code = _run([*argv, "--ray"], slow_scripted) if ray else _run(argv, engines)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "nbest: error: input: line 2 (id 'a'): " in err, err
+    assert "unknown engine 'elsewhere'" in err
+    assert engines.prompts == []
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no OUT, no errors file, nothing partial
+
+
+@pytest.mark.asyncio
+async def test_run_batch_takes_an_iterator_one_request_at_a_time(tmp_path: Path, scripted: ScriptedEngine) -> None:
+    scripted.respond = lambda prompt, params, rid: Step(text=f"answer {params.seed}", delay=0.001 * ((params.seed or 0) % 5))
+    taken: list[int] = []
+
+    def lines() -> Iterator[Request]:
+        for i in range(40):
+            taken.append(i)
+            yield Request(id=f"q{i}", prompt=f"p{i}", n=2, params=SamplingParams(seed=i))
+
+    ahead: list[int] = []
+    log, _ = open_output(tmp_path / "out.jsonl")
+    with log:
+        async with Orchestrator(scripted, close_engines=False) as orch:
+            with pytest.raises(ConfigError, match="total: give the number of requests"):
+                await run_batch(orch, lines(), log)
+            stats = await run_batch(
+                orch, lines(), log, concurrency=3, total=40, on_result=lambda r, s: ahead.append(len(taken) - s.done)
+            )
+    assert taken == list(range(40))  # the first call took none
+    assert max(ahead) <= 3  # never more requests taken than prompts in progress
+    assert (stats.total, stats.done, stats.candidates) == (40, 40, 80)
+    assert sorted(str(r["id"]) for r in read_results(tmp_path / "out.jsonl")) == sorted(f"q{i}" for i in range(40))
+
+
+@pytest.mark.asyncio
+async def test_run_batch_from_an_iterator_keeps_what_it_wrote_when_the_engine_dies(
+    tmp_path: Path, scripted: ScriptedEngine
+) -> None:
+    def respond(prompt: Prompt, params: SamplingParams, rid: str) -> Step:
+        text = prompt[-1].content if isinstance(prompt, list) else prompt
+        if text == "dies":
+            return Step(delay=0.05, error=EngineDeadError("gone"))
+        return Step(text="ok", delay=0.0 if text == "fast" else 30.0)
+
+    scripted.respond = respond
+    requests = iter([Request(id=t, prompt=t, n=1) for t in ("fast", "slow", "dies", "slow2", "never")])
+    log, _ = open_output(tmp_path / "out.jsonl")
+    with log:
+        async with Orchestrator(scripted, close_engines=False) as orch:
+            with anyio.fail_after(10), pytest.raises(EngineDeadError, match="gone"):
+                await run_batch(orch, requests, log, concurrency=3, total=4)
+            assert not scripted.running  # the slow ones were aborted, not awaited
+    assert [r["id"] for r in read_results(tmp_path / "out.jsonl")] == ["fast"]
+    sent = [c.prompt[-1].content for c in scripted.history]  # type: ignore[index, union-attr]
+    assert sent == ["fast", "slow", "dies", "slow2"]  # "slow2" took the slot "fast" freed
+    assert [r.id for r in requests] == ["never"]  # not taken
