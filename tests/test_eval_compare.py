@@ -187,19 +187,40 @@ def test_cli_errors_exit_2_with_one_line(
     assert len(err.strip().splitlines()) == 1 and fragment in err, err
 
 
-def test_calibration_from_a_tuning_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def _strip_maps(value: Any) -> Any:
+    """A report as written before Platt maps: no ``fitted_calibration`` (nor the newer fields) anywhere."""
+    new = {"fitted_calibration", "applied_calibration", "ece_interval", "ece_calibrated_interval"}
+    if isinstance(value, dict):
+        return {k: _strip_maps(v) for k, v in value.items() if k not in new}
+    if isinstance(value, list):
+        return [_strip_maps(v) for v in value]
+    return value
+
+
+@pytest.mark.parametrize("old", [False, True], ids=["maps", "temperature-only report"])
+def test_calibration_from_a_tuning_report(tmp_path: Path, capsys: pytest.CaptureFixture[str], old: bool) -> None:
     data = write_set(tmp_path / "set.jsonl", 6)
     common = ["eval", str(data), "--answer-field", "answer", "-n", "4", "--seed", "0", "--compare", "logprob"]
     assert run_cli([*common, "--split", "tuning", "--report", str(tmp_path / "t.json")], confident_evens([])) == 0
     tuning = CompareReport.model_validate_json((tmp_path / "t.json").read_text())
-    fitted = {(r.method, r.n): r.fitted_temperature for r in tuning.rows}
-    assert fitted[("logprob", 2)] is not None  # seeds 0, 1 answer 4 and 5: some right, some wrong
+    at2 = next(r for r in tuning.rows if r.n == 2)  # seeds 0, 1 answer 4 and 5: some right, some wrong
+    assert at2.fitted_temperature is not None and at2.fitted_calibration is not None
+    if old:
+        raw = _strip_maps(json.loads((tmp_path / "t.json").read_text()))
+        assert "fitted_calibration" not in json.dumps(raw) and "fitted_temperature" in json.dumps(raw)
+        (tmp_path / "t.json").write_text(json.dumps(raw))
     argv = [*common, "--split", "heldout", "--calibration", str(tmp_path / "t.json"), "--report", str(tmp_path / "h.json")]
     assert run_cli(argv, confident_evens([])) == 0
     held = CompareReport.model_validate_json((tmp_path / "h.json").read_text())
-    level = next(lv for lv in held.generations["shared"].levels if lv.n == 2)
-    assert level.rerankers["logprob"].applied_temperature == fitted[("logprob", 2)]
-    assert next(r for r in held.rows if r.n == 2).ece_calibrated is not None
+    result = next(lv for lv in held.generations["shared"].levels if lv.n == 2).rerankers["logprob"]
+    if old:  # the temperature, as before maps were fitted
+        assert result.applied_temperature == at2.fitted_temperature and result.applied_calibration is None
+    else:  # the map wins over the temperature
+        assert result.applied_calibration == at2.fitted_calibration and result.applied_temperature is None
+    row2 = next(r for r in held.rows if r.n == 2)
+    assert row2.ece_calibrated is not None and row2.ece_calibrated_interval is not None
+    assert row2.ece_calibrated_interval.resamples == 1000
+    assert row2.fitted_calibration == result.fitted_calibration  # the rows carry what the levels fitted
     capsys.readouterr()
 
 

@@ -18,9 +18,10 @@ the paths of ``--report`` and ``--plots`` included (their folders must exist).
 ``oracle``, ``vote:cisc+prune:0.1:4:16`` ...; those that only select share one
 generation, those that prune or stop get their own with the same seeds.
 ``--split tuning`` / ``--split heldout`` evaluates one split of a set;
-``--calibration TUNING_REPORT.json`` applies the temperatures fitted on
-another run (the tuning split) to this one's confidences and reports the ECE
-after them. ``--prune POLICY`` prunes every prompt's candidates (as ``nbest
+``--calibration TUNING_REPORT.json`` applies the calibration maps fitted on
+another run (the tuning split; a report holding only temperatures, from an
+older version, gives its temperatures) to this one's confidences and reports
+the ECE after them. ``--prune POLICY`` prunes every prompt's candidates (as ``nbest
 run --prune``); pruned candidates cost their tokens and never count as right.
 """
 
@@ -52,6 +53,7 @@ from nbest.errors import ConfigError, NbestError
 if TYPE_CHECKING:
     from nbest.distributed import RayOptions
     from nbest.engines.base import Engine
+    from nbest.evaluation.calibration import ConfidenceMap
     from nbest.evaluation.compare import CompareReport, Method
     from nbest.evaluation.dataset import EvalItem
     from nbest.evaluation.matching import Matcher
@@ -88,8 +90,8 @@ __all__ = ["eval_command"]
               help="Compare methods on accuracy per token (repeat): a reranker short form, greedy, oracle or "
                    "random, with +prune:POLICY or +until:RULE to change what is generated (vote:cisc+prune:0.1).")  # fmt: skip
 @click.option("--calibration", "calibration_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
-              help="A report (--report) of another run, e.g. on the tuning split: apply its fitted temperatures "
-                   "and report the ECE after them.")  # fmt: skip
+              help="A report (--report) of another run, e.g. on the tuning split: apply its fitted calibration "
+                   "maps (or temperatures, in older reports) and report the ECE after them.")  # fmt: skip
 @click.option("--report", "report_path", type=click.Path(path_type=Path, dir_okay=False), default=None,
               help="Write the full report as JSON.")  # fmt: skip
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
@@ -172,7 +174,7 @@ def eval_command(
     policy = build_prune(prune)
     methods = _methods(compare_texts, reranker_texts=reranker_texts, until=until, prune=prune, ray=ray is not None,
                        translation=reference_field is not None, greedy=greedy)  # fmt: skip
-    temperatures = _temperatures(calibration_path) if calibration_path is not None else None
+    temperatures = _calibrations(calibration_path) if calibration_path is not None else None
     base = build_request("(per item)", n, system, **sampling)
     strategy = build_strategy(strategy_text)
     matcher = Matcher(match_mode, extract)  # type: ignore[arg-type]  # click.Choice checked it
@@ -294,7 +296,7 @@ def _write_report(report: EvalReport | CompareReport, report_path: Path | None) 
         report_path.write_text(report.model_dump_json(indent=2) + "\n", encoding="utf-8")
     except OSError as exc:  # the folder was checked first: a full disk, or it went away
         raise NbestError(f"--report: cannot write {report_path} ({exc.strerror or exc})") from None
-    click.echo(f"nbest eval: report written to {report_path} (its fitted temperatures: --calibration)", err=True)
+    click.echo(f"nbest eval: report written to {report_path} (its fitted calibration: --calibration)", err=True)
 
 
 def _methods(
@@ -324,11 +326,12 @@ def _methods(
     return methods
 
 
-def _temperatures(path: Path) -> dict[str, float]:
-    """The fitted temperatures of a report written by --report (an eval or a --compare one)."""
+def _calibrations(path: Path) -> dict[str, float | ConfidenceMap]:
+    """The fitted maps of a report written by --report (an eval or a --compare one), by
+    method and N; the fitted temperatures where it holds no map (an older report)."""
     from pydantic import ValidationError
 
-    from nbest.evaluation.compare import CompareReport, temperatures_of
+    from nbest.evaluation.compare import CompareReport, calibrations_of
     from nbest.evaluation.report import EvalReport
 
     try:
@@ -346,9 +349,9 @@ def _temperatures(path: Path) -> dict[str, float]:
             report: CompareReport | EvalReport = kind.model_validate_json(text)
         except ValidationError:
             continue
-        found = temperatures_of(report)
+        found = calibrations_of(report)
         if not found:
-            raise ConfigError(f"--calibration: {path} holds no fitted temperature (every answer right, or every one wrong)",
+            raise ConfigError(f"--calibration: {path} holds no fitted calibration (every answer right, or every one wrong)",
                               parameter="calibration", value=str(path))  # fmt: skip
         return found
     raise ConfigError(f"--calibration: {path} is not a report written by nbest eval --report",
@@ -358,7 +361,7 @@ def _temperatures(path: Path) -> dict[str, float]:
 def _compare(
     dataset: Path, split: str | None, items: list[EvalItem], methods: list[Method], engines: dict[str, Engine],
     base: Request, strategy: Strategy | None, matcher: Matcher, subsamples: int, concurrency: int, wave: int | None,
-    temperatures: dict[str, float] | None, report_path: Path | None, plots_dir: Path | None,
+    temperatures: dict[str, float | ConfidenceMap] | None, report_path: Path | None, plots_dir: Path | None,
 ) -> None:  # fmt: skip
     """--compare: build every method's ranker and rule (before the engines start), run, print, write."""
     import anyio

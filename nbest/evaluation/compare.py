@@ -21,7 +21,8 @@ would have generated.
 Each row reports accuracy, the tokens per prompt the method cost (pruned
 candidates' tokens included: the engine's count, ``Result.usage``), the engine
 time they took, and how good the confidence of the selected answer is: ECE
-(raw, and after a temperature fitted on another split with ``--calibration``),
+(raw, and after a map fitted on another split with ``--calibration``; each with
+its bootstrap interval),
 AUROC and PRR. :func:`pareto_front` marks the rows no other row beats on both
 accuracy and tokens (oracle rows aside: no method can reach them).
 
@@ -41,10 +42,12 @@ from dataclasses import dataclass
 from pydantic import Field
 
 from nbest.errors import ConfigError
+from nbest.evaluation.calibration import ConfidenceMap
 from nbest.evaluation.dataset import EvalItem
 from nbest.evaluation.evaluate import EvalSample, generate_samples, score_samples, temperature_key
 from nbest.evaluation.matching import Matcher
 from nbest.evaluation.report import EvalReport, Quality
+from nbest.metrics.calibration import Interval
 from nbest.orchestrator import Orchestrator
 from nbest.orchestrator.pruning import Prune, parse_prune
 from nbest.rerankers.ranker import Ranker
@@ -57,6 +60,7 @@ __all__ = [
     "CompareReport",
     "Method",
     "MethodRow",
+    "calibrations_of",
     "check_methods",
     "compare_methods",
     "comparison_rows",
@@ -157,9 +161,16 @@ class MethodRow(NbestModel):
     engine_s: float | None = None
     """Engine wall time those tokens took (their share of their generation's time)."""
     ece: float | None = None
+    ece_interval: Interval | None = None
+    """90 % bootstrap interval of ``ece`` over the prompts."""
     ece_calibrated: float | None = None
-    """ECE after the temperature fitted elsewhere (``--calibration``)."""
+    """ECE after the map (or temperature) fitted elsewhere (``--calibration``)."""
+    ece_calibrated_interval: Interval | None = None
+    """90 % bootstrap interval of ``ece_calibrated`` over the prompts."""
     fitted_temperature: float | None = None
+    """The temperature that calibrates this row's confidence on these prompts (older reports hold only this)."""
+    fitted_calibration: ConfidenceMap | None = None
+    """The regularised Platt map that calibrates it (what ``--calibration`` carries when present)."""
     auroc: float | None = None
     prr: float | None = None
     pareto: bool = False
@@ -223,13 +234,15 @@ def comparison_rows(method: Method, report: EvalReport) -> list[MethodRow]:
                 method=method.text, n=level.n, generation=method.generation, accuracy=result.quality.accuracy,
                 tokens=result.tokens, engine_s=result.engine_s, ece=result.ece, ece_calibrated=result.ece_calibrated,
                 fitted_temperature=result.fitted_temperature, auroc=result.auroc, prr=result.prr,
+                ece_interval=result.ece_interval, ece_calibrated_interval=result.ece_calibrated_interval,
+                fitted_calibration=result.fitted_calibration,
             )
         )  # fmt: skip
     return rows
 
 
 def temperatures_of(report: CompareReport | EvalReport) -> dict[str, float]:
-    """The fitted temperatures a report holds, by :func:`temperature_key` (for ``--calibration``)."""
+    """The fitted temperatures a report holds, by :func:`temperature_key`."""
     if isinstance(report, CompareReport):
         return {temperature_key(row.method, row.n): row.fitted_temperature for row in report.rows if row.fitted_temperature}
     return {
@@ -238,6 +251,27 @@ def temperatures_of(report: CompareReport | EvalReport) -> dict[str, float]:
         for name, result in level.rerankers.items()
         if result.fitted_temperature
     }
+
+
+def calibrations_of(report: CompareReport | EvalReport) -> dict[str, float | ConfidenceMap]:
+    """What ``--calibration`` applies from a report, by :func:`temperature_key`: each
+    method's fitted Platt map, or its fitted temperature where the report holds no map
+    (one written before maps were fitted)."""
+    if isinstance(report, CompareReport):
+        fitted = [(row.method, row.n, row.fitted_calibration, row.fitted_temperature) for row in report.rows]
+    else:
+        fitted = [
+            (name, level.n, result.fitted_calibration, result.fitted_temperature)
+            for level in report.levels
+            for name, result in level.rerankers.items()
+        ]
+    out: dict[str, float | ConfidenceMap] = {}
+    for name, n, mapping, temperature in fitted:
+        if mapping is not None:
+            out[temperature_key(name, n)] = mapping
+        elif temperature:
+            out[temperature_key(name, n)] = temperature
+    return out
 
 
 def check_methods(methods: Sequence[Method]) -> None:
@@ -271,7 +305,7 @@ async def compare_methods(
     concurrency: int = 8,
     wave: int | None = None,
     until_rules: Mapping[str, object] | None = None,
-    temperatures: Mapping[str, float] | None = None,
+    temperatures: Mapping[str, float | ConfidenceMap] | None = None,
     dataset: str | None = None,
     split: str | None = None,
     on_done: Callable[[str, EvalSample], None] | None = None,

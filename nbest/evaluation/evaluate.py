@@ -25,10 +25,13 @@ right: their text is partial and they do not vote. At the full N the tokens
 are the engine's own count (``Result.usage``), which also holds the tokens of
 candidates a stopping rule cut short.
 
-Calibration: each reranker's top-answer confidence gets the temperature that
-would calibrate it on these samples (``fitted_temperature``, to carry to
-another split) and, given temperatures fitted elsewhere (``temperatures``),
-the ECE after applying them (:mod:`nbest.evaluation.calibration`).
+Calibration: each reranker's top-answer confidence gets the regularised Platt
+map and the temperature that would calibrate it on these samples
+(``fitted_calibration``, ``fitted_temperature``: to carry to another split)
+and, given maps or temperatures fitted elsewhere (``temperatures``), the ECE
+after applying them (:mod:`nbest.evaluation.calibration`). Every ECE has a 90 %
+bootstrap interval over the prompts beside it
+(:func:`~nbest.metrics.calibration.ece_interval`).
 
 A single random sample's score is exact: the mean over every candidate
 position. Greedy is scored when a greedy candidate was generated.
@@ -43,12 +46,19 @@ from statistics import fmean
 from typing import Literal
 
 from nbest.errors import ConfigError
-from nbest.evaluation.calibration import fit_confidence_temperature, scale_confidence
+from nbest.evaluation.calibration import ConfidenceMap, apply_calibration, fit_confidence_map, fit_confidence_temperature
 from nbest.evaluation.dataset import EvalItem
 from nbest.evaluation.matching import Matcher, matching_warning
 from nbest.evaluation.metrics import corpus_bleu, corpus_chrf, sentence_chrf, subsets
 from nbest.evaluation.report import DiversityLevel, EvalReport, ItemReport, Level, Quality, RerankerLevel
-from nbest.metrics.calibration import auroc, expected_calibration_error, prediction_rejection_ratio, reliability
+from nbest.metrics.calibration import (
+    MAX_BOOTSTRAP_WORK,
+    auroc,
+    ece_interval,
+    expected_calibration_error,
+    prediction_rejection_ratio,
+    reliability,
+)
 from nbest.metrics.diversity import distinct_n, self_bleu
 from nbest.orchestrator import Orchestrator
 from nbest.orchestrator.pruning import Prune
@@ -304,7 +314,8 @@ async def score_samples(
     bins: int = 10,
     dataset: str | None = None,
     generate_s: float = 0.0,
-    temperatures: Mapping[str, float] | None = None,
+    temperatures: Mapping[str, float | ConfidenceMap] | None = None,
+    resamples: int = 1000,
 ) -> EvalReport:
     """Measure every ranker at every N on already generated candidates (see the module docs).
 
@@ -319,12 +330,19 @@ async def score_samples(
     share by tokens.
 
     Calibration: ``temperatures`` (by :func:`temperature_key`, e.g. fitted on a
-    tuning split) give each ranker's ``ece_calibrated`` at the N they were
-    fitted for; every ranker's ``fitted_temperature`` is fitted on these samples.
+    tuning split: a temperature or a :class:`ConfidenceMap` each) give each
+    ranker's ``ece_calibrated`` at the N they were fitted for; every ranker's
+    ``fitted_calibration`` and ``fitted_temperature`` are fitted on these samples.
+    The ECE intervals use ``resamples`` bootstrap draws of the prompts (seeded by ``seed``;
+    fewer on a set so large that they would exceed
+    :data:`~nbest.metrics.calibration.MAX_BOOTSTRAP_WORK`: each interval records its count).
 
     Raises:
-        ConfigError: no samples or rankers, a sample without candidates, missing gold/references.
+        ConfigError: no samples or rankers, a sample without candidates, missing gold/references,
+            ``resamples`` below 1.
     """
+    if isinstance(resamples, bool) or not isinstance(resamples, int) or resamples < 1:
+        raise ConfigError(f"resamples: must be at least 1 (got {resamples!r})", parameter="resamples", value=resamples)
     if not samples:
         raise ConfigError("eval: no samples to score", parameter="samples")
     if not rankers:
@@ -382,15 +400,22 @@ async def score_samples(
                 ]
                 confs = [conf for row in tops for _, conf in row]
                 flat = [h for row in hits for h in row]
+                prompt_of = [i for i, row in enumerate(tops) for _ in row]  # a prompt's subsets are resampled together
+                boot = min(resamples, MAX_BOOTSTRAP_WORK // len(confs))  # bounded; each interval says how many it drew
                 given = (temperatures or {}).get(temperature_key(name, k))
+                calibrated = None if given is None else [apply_calibration(c, given) for c in confs]
                 per_ranker[name] = RerankerLevel(
                     quality=Quality(accuracy=fmean(fmean(row) for row in hits)),
                     ece=expected_calibration_error(confs, flat, bins),
+                    ece_interval=ece_interval(confs, flat, bins=bins, groups=prompt_of, resamples=boot, seed=seed),
                     fitted_temperature=fit_confidence_temperature(confs, flat),
-                    applied_temperature=given,
-                    ece_calibrated=None
-                    if given is None
-                    else expected_calibration_error([scale_confidence(c, given) for c in confs], flat, bins),
+                    fitted_calibration=fit_confidence_map(confs, flat),
+                    applied_temperature=given if not isinstance(given, ConfidenceMap) else None,
+                    applied_calibration=given if isinstance(given, ConfidenceMap) else None,
+                    ece_calibrated=None if calibrated is None else expected_calibration_error(calibrated, flat, bins),
+                    ece_calibrated_interval=None
+                    if calibrated is None
+                    else ece_interval(calibrated, flat, bins=bins, groups=prompt_of, resamples=boot, seed=seed),
                     reliability=reliability(confs, flat, bins),
                     auroc=auroc(confs, flat),
                     prr=prediction_rejection_ratio(confs, flat),

@@ -6,7 +6,8 @@ from typing import Literal
 
 from pydantic import Field
 
-from nbest.metrics.calibration import ReliabilityBin
+from nbest.evaluation.calibration import ConfidenceMap
+from nbest.metrics.calibration import Interval, ReliabilityBin
 from nbest.types import NbestModel
 
 __all__ = ["DiversityLevel", "EvalReport", "ItemReport", "Level", "Quality", "RerankerLevel"]
@@ -30,15 +31,27 @@ class RerankerLevel(NbestModel):
     """Of its top-ranked candidate, averaged over the subsets."""
     ece: float | None = None
     """Expected calibration error of the top answer's confidence (accuracy tasks)."""
+    ece_interval: Interval | None = None
+    """90 % bootstrap interval of ``ece`` over the prompts (1,000 resamples): how far
+    another draw of as many prompts could move it."""
     fitted_temperature: float | None = None
     """The temperature ``T`` that calibrates that confidence on these prompts
-    (``sigmoid(logit(c) / T)``, :mod:`nbest.evaluation.calibration`): fitted on a tuning
-    split, it is what ``--calibration`` carries to a held-out run. None when every answer
-    is right or every one wrong."""
+    (``sigmoid(logit(c) / T)``, :mod:`nbest.evaluation.calibration`). None when every
+    answer is right or every one wrong. Kept beside ``fitted_calibration`` for readers of
+    older reports; ``--calibration`` carries the map when a report holds one."""
+    fitted_calibration: ConfidenceMap | None = None
+    """The regularised Platt map (``sigmoid(scale * logit(c) + bias)``) that calibrates
+    that confidence on these prompts: fitted on a tuning split, it is what
+    ``--calibration`` carries to a held-out run. None as for ``fitted_temperature``."""
     applied_temperature: float | None = None
-    """The temperature given from elsewhere (``--calibration``), when one was."""
+    """The temperature given from elsewhere (``--calibration`` with a report holding
+    temperatures only), when one was."""
+    applied_calibration: ConfidenceMap | None = None
+    """The Platt map given from elsewhere (``--calibration``), when one was."""
     ece_calibrated: float | None = None
-    """ECE of the confidence scaled by ``applied_temperature``."""
+    """ECE of the confidence after ``applied_calibration`` (or ``applied_temperature``)."""
+    ece_calibrated_interval: Interval | None = None
+    """90 % bootstrap interval of ``ece_calibrated``, as ``ece_interval``."""
     reliability: list[ReliabilityBin] = Field(default_factory=list)
     """The reliability diagram behind ``ece``."""
     auroc: float | None = None
