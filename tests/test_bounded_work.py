@@ -1,14 +1,18 @@
 """Bounded work per request: strategies that cannot blow up, answer extraction that
-cannot run for hours, server limits checked before any work, and reranking that
-stays off the event loop and within its deadline."""
+cannot run for hours, server limits checked before any work, reranking that
+stays off the event loop and within its deadline, and batch input whose number
+of lines costs no more memory than its ids."""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import threading
 import time
+import tracemalloc
 from collections.abc import Sequence
+from pathlib import Path
 
 import anyio
 import anyio.to_thread
@@ -16,6 +20,7 @@ import httpx
 import pytest
 
 from nbest import Orchestrator
+from nbest.batch.inputs import MAX_BAD_KEPT, check_input
 from nbest.errors import ConfigError
 from nbest.rerankers.extract import get_extractor, last_number, normalize_answer, normalize_number
 from nbest.rerankers.logprob import MeanLogProb
@@ -354,3 +359,59 @@ async def test_reranking_runs_under_the_request_deadline(scripted: ScriptedEngin
 def test_a_long_list_is_refused_before_its_entries_are_built(kind: str, field: str, item: object) -> None:
     with pytest.raises(ConfigError, match=f"^{field}: at most {MAX_ITEMS} entries \\(got 20000\\)"):
         from_config({"kind": kind, field: [item] * 20_000})
+
+
+# -- batch input: memory bounded by the ids, whatever the number of lines --------------------------
+
+_BATCH_BASE = Request(prompt="(per line)", n=3, params=SamplingParams(temperature=0.7, max_tokens=32))
+
+
+def test_checking_a_batch_input_of_many_lines_holds_their_ids_not_their_requests(tmp_path: Path) -> None:
+    """50,000 tiny lines: the check keeps 16 bytes per id (and sorts them for
+    duplicates), while holding their Requests, as the input was once read, takes
+    over 1 KB each."""
+    import numpy  # noqa: F401  (imported by the check: not its cost)
+
+    lines = 50_000
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b'{"prompt":"x"}\n' * lines)
+    warm = tmp_path / "warm.jsonl"
+    warm.write_bytes(b'{"prompt":"x"}\n' * 100)
+    check_input(warm, _BATCH_BASE, max_n=64)  # pydantic's and numpy's first-call caches are not the check's
+    tracemalloc.start()
+    try:
+        checked = check_input(path, _BATCH_BASE, max_n=64)
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.reset_peak()
+        base, _ = tracemalloc.get_traced_memory()
+        held = list(itertools.islice(checked.requests(), 1000))
+        per_request = (tracemalloc.get_traced_memory()[0] - base) / len(held)
+    finally:
+        tracemalloc.stop()
+    holding = per_request * lines
+    assert (checked.prompts, checked.bad_lines) == (lines, 0)
+    assert peak < 1_000_000 + 64 * lines, f"peak {peak} bytes for {lines} lines"  # 16 B an id, ~24 more while sorted
+    assert peak < 40 * 2**20 < holding, (peak, holding)
+    assert peak * 10 < holding, (peak, holding)
+
+
+def test_a_batch_input_of_100000_bad_lines_is_counted_and_reported_in_full_keeping_a_few(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from nbest.cli import main
+    from tests.batch_engines import same_answer
+
+    bad = 100_000
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(b"{x\n" * bad + b'{"id": "ok", "prompt": "fine"}\n')
+    handed: list[int] = []
+    checked = check_input(inp, _BATCH_BASE, max_n=64, on_bad=lambda line: handed.append(line.line) if len(handed) < 3 else None)
+    assert (checked.prompts, checked.bad_lines, len(checked.bad)) == (1, bad, MAX_BAD_KEPT)
+    assert [b.line for b in checked.bad] == list(range(1, MAX_BAD_KEPT + 1)) and handed == [1, 2, 3]
+    out = tmp_path / "out.jsonl"
+    main(["batch", str(inp), "-o", str(out), "-n", "1"], engine_factory=same_answer)
+    assert f"nbest batch: {bad} bad input line(s) skipped, see {out}.errors.jsonl" in capsys.readouterr().err
+    with (tmp_path / "out.jsonl.errors.jsonl").open() as f:
+        count = sum(1 for _ in f)
+    assert count == bad  # every one reported, none lost
+    assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["ok"]
