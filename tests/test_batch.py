@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -570,3 +571,23 @@ async def test_run_batch_from_an_iterator_keeps_what_it_wrote_when_the_engine_di
     sent = [c.prompt[-1].content for c in scripted.history]  # type: ignore[index, union-attr]
     assert sent == ["fast", "slow", "dies", "slow2"]  # "slow2" took the slot "fast" freed
     assert [r.id for r in requests] == ["never"]  # not taken
+
+
+def test_an_input_that_cannot_be_read_twice_is_refused_saying_so(tmp_path: Path) -> None:
+    import threading
+
+    fifo = tmp_path / "in.fifo"
+    os.mkfifo(fifo)
+
+    def feed() -> None:
+        with contextlib.suppress(OSError), fifo.open("w") as f:  # the reader may be gone already
+            f.write(json.dumps({"id": "a", "prompt": "x"}) + "\n")
+
+    writer = threading.Thread(target=feed)
+    writer.start()
+    try:
+        with pytest.raises(ConfigError, match=r"is not a regular file \(a pipe\?\); it is read twice, .*save it to a file first"):
+            check_input(fifo, BASE, max_n=64)
+    finally:
+        writer.join(timeout=10)
+    assert not writer.is_alive()

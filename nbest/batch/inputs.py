@@ -41,6 +41,7 @@ import contextlib
 import hashlib
 import os
 import secrets
+import stat
 from collections.abc import Callable, Collection, Container, Generator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Self
@@ -255,11 +256,18 @@ class CheckedInput:
         if position != self.prompts:
             raise self._changed(f"it has {position} usable line(s), {self.prompts} when checked")
 
-    def _opened_first(self, stat: Stat) -> None:
-        self._stat = stat
+    def _opened_first(self, st: os.stat_result) -> None:
+        if not stat.S_ISREG(st.st_mode):
+            raise ConfigError(
+                f"input: {self.path} is not a regular file (a pipe?); it is read twice, "
+                "once to check every line and once to run them: save it to a file first",
+                parameter="input",
+                value=str(self.path),
+            )
+        self._stat = _identity(st)
 
-    def _opened_again(self, stat: Stat) -> None:
-        if stat != self._stat:
+    def _opened_again(self, st: os.stat_result) -> None:
+        if _identity(st) != self._stat:
             raise self._changed("its size, time or inode")
 
     def _changed(self, why: str) -> ConfigError:
@@ -329,15 +337,20 @@ class CheckedInput:
         )
 
 
-def _lines(path: Path, limit: int, opened: Callable[[Stat], None] | None = None) -> Iterator[tuple[int, bytes | int]]:
+def _identity(st: os.stat_result) -> Stat:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _lines(
+    path: Path, limit: int, opened: Callable[[os.stat_result], None] | None = None
+) -> Generator[tuple[int, bytes | int], None, None]:
     """Each line's number and bytes, or its length in bytes when it is longer
-    than ``limit``; ``opened`` is told the file's :data:`Stat` once it is open
+    than ``limit``; ``opened`` is told the file's ``fstat`` once it is open
     (and may refuse it by raising)."""
     try:
         with path.open("rb") as f:
             if opened is not None:
-                st = os.fstat(f.fileno())
-                opened((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+                opened(os.fstat(f.fileno()))
             yield from numbered_lines(f, limit)
     except FileNotFoundError:
         raise ConfigError(f"input: no such file: {path}", parameter="input", value=str(path)) from None
@@ -364,7 +377,7 @@ def parse_line(text: str, lineno: int, base: Request, max_n: int) -> Request:
 
 
 def _parsed(
-    path: Path, base: Request, max_n: int, opened: Callable[[Stat], None] | None = None
+    path: Path, base: Request, max_n: int, opened: Callable[[os.stat_result], None] | None = None
 ) -> Generator[tuple[int, Request | BadLine], None, None]:
     """Each non-blank line's number and its Request or BadLine, one line at a
     time: the one parser of every pass over a file (``opened``: see :func:`_lines`)."""
