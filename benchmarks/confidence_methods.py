@@ -39,9 +39,14 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
+import random
 import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from statistics import fmean
 
@@ -51,20 +56,24 @@ from nbest import Orchestrator, VLLMEngine
 from nbest._json import MAX_LINE_BYTES, load_line, numbered_lines
 from nbest.cli.options import build_ranker
 from nbest.errors import ConfigError
+from nbest.evaluation.calibration import ConfidenceMap, apply_calibration, fit_confidence_map, fit_confidence_temperature
 from nbest.evaluation.compare import (
     CompareReport,
     Method,
     MethodRow,
+    calibrations_of,
     compare_methods,
     comparison_rows,
     pareto_front,
     parse_method,
-    temperatures_of,
 )
 from nbest.evaluation.dataset import EvalItem, Fields, read_dataset
 from nbest.evaluation.evaluate import EvalSample, score_samples
+from nbest.evaluation.matching import Matcher
+from nbest.evaluation.metrics import subsets
 from nbest.evaluation.report import EvalReport
 from nbest.evaluation.table import print_compare
+from nbest.metrics.calibration import Interval, ece_interval, expected_calibration_error
 from nbest.rerankers.ranker import Ranker
 from nbest.types import Candidate, NbestModel, Request, SamplingParams
 
@@ -216,7 +225,7 @@ def read_samples(path: Path, params: SamplingParams, limit: int | None) -> dict[
 
 
 async def rescore(
-    saved: Saved, split: str, methods: list[str], temperatures: dict[str, float] | None, params: SamplingParams
+    saved: Saved, split: str, methods: list[str], temperatures: dict[str, float | ConfidenceMap] | None, params: SamplingParams
 ) -> CompareReport:
     """The report :func:`compare_methods` would make, from saved generations (no engine)."""
     parsed = [parse_method(m) for m in methods]
@@ -249,7 +258,7 @@ async def run_split(
     split: str,
     methods: list[str],
     limit: int | None,
-    temperatures: dict[str, float] | None,
+    temperatures: dict[str, float | ConfidenceMap] | None,
     params: SamplingParams,
     saved: Saved,
 ) -> CompareReport:
@@ -308,11 +317,160 @@ async def main(
         pruned = [f"vote+prune:{policy}", f"{weighted}+prune:{policy}"]
         heldout_methods = ["vote", "logprob", *WEIGHTED, "greedy", "oracle", *pruned]
         heldout_methods += [f"{m}+prune:{policy}" for m in WEIGHTED if m != weighted]  # scored on the same generation
-        heldout = await run_split(orch, "heldout", heldout_methods, limit, temperatures_of(tuning), params, splits["heldout"])
+        heldout = await run_split(orch, "heldout", heldout_methods, limit, calibrations_of(tuning), params, splits["heldout"])
     return tuning, heldout, weighted, policy
 
 
-def summarize(tuning: CompareReport, heldout: CompareReport, weighted: str, policy: str) -> None:
+# --- calibration of the selected answer's confidence (goal c) ------------------------------------------------
+
+CV_FOLDS, CV_REPEATS = 5, 20
+"""Cross-validation within the tuning split: prompts in 5 folds, 20 shuffles."""
+POOLED = (4, 8, N)
+"""The N whose answers a shared map is fitted on (N = 1, 2 hold one or two votes: a share of
+1.0 or 0.5 whatever the candidates, a different confidence)."""
+
+
+@dataclass
+class Answers:
+    """The selected answers of one method at one N: confidence, right or not, prompt (one per subset)."""
+
+    confidences: list[float]
+    correct: list[bool]
+    prompts: list[str]
+
+    def only(self, keep: set[str]) -> Answers:
+        idx = [i for i, p in enumerate(self.prompts) if p in keep]
+        return Answers([self.confidences[i] for i in idx], [self.correct[i] for i in idx], [self.prompts[i] for i in idx])
+
+
+async def selected(saved: Saved, method: str, k: int, params: SamplingParams) -> Answers:
+    """What :func:`score_samples` scores for ``method`` at N = ``k``, answer by answer (the same
+    subsets and ranking; its ECE equals the report's, which :func:`calibration_study` checks)."""
+    parsed = parse_method(method)
+    ranker = rankers_for([method])[method]
+    samples, _ = saved[parsed.generation]
+    matcher = Matcher()
+    out = Answers([], [], [])
+    for i, s in enumerate(samples):
+        right = {c.index: c.complete and matcher.correct(c.text, s.item.gold or []) for c in s.candidates}
+        for sub in subsets(len(s.candidates), min(k, len(s.candidates)), SUBSAMPLES, f"{params.seed or 0}:{i}:{k}"):
+            cands = [s.candidates[j] for j in sub]
+            best, conf = None, 0.0
+            if any(c.complete for c in cands):
+                ranked = await ranker.rank(s.request, cands)
+                ok = [c for c in ranked.candidates if c.complete]
+                if ok:
+                    best = ok[0]
+                    found = [a.confidence for a in ranked.answers if best.index in a.support]
+                    conf = min(1.0, max(0.0, found[0] if found else best.confidence or 0.0))
+            out.confidences.append(conf)
+            out.correct.append(best is not None and right[best.index])
+            out.prompts.append(s.item.id)
+    return out
+
+
+Fitter = Callable[[dict[int, Answers]], "float | ConfidenceMap | None"]
+
+
+def _pooled(by_n: dict[int, Answers]) -> tuple[list[float], list[bool]]:
+    return [c for k in POOLED for c in by_n[k].confidences], [y for k in POOLED for y in by_n[k].correct]
+
+
+def _platt16(by_n: dict[int, Answers], strength: float) -> ConfidenceMap | None:
+    return fit_confidence_map(by_n[N].confidences, by_n[N].correct, strength=strength)
+
+
+def _toward_pooled(by_n: dict[int, Answers]) -> ConfidenceMap | None:
+    shared = fit_confidence_map(*_pooled(by_n))
+    return fit_confidence_map(by_n[N].confidences, by_n[N].correct, toward=shared) or shared
+
+
+VARIANTS: dict[str, Fitter] = {
+    "raw": lambda by_n: None,
+    "temperature@16": lambda by_n: fit_confidence_temperature(by_n[N].confidences, by_n[N].correct),
+    **{f"platt@16 L2={lam:g}": partial(_platt16, strength=lam) for lam in (0.1, 1.0, 3.0, 10.0)},
+    "platt shared N=4,8,16": lambda by_n: fit_confidence_map(*_pooled(by_n)),
+    "platt@16 toward shared": _toward_pooled,
+}
+"""How to turn the tuning split's answers into the map applied at N = 16. ``platt@16 L2=1`` is
+what the reports carry (``fitted_calibration``); the others are the alternatives weighed."""
+
+
+def _apply(fitted: float | ConfidenceMap | None, confidences: list[float]) -> list[float]:
+    return confidences if fitted is None else [apply_calibration(c, fitted) for c in confidences]
+
+
+def cross_validate(tuning: dict[int, Answers], fit: Fitter) -> tuple[float, float]:
+    """Mean ECE and log-loss at N = 16 of each variant's out-of-fold answers (all 81 per shuffle)."""
+    prompts = sorted(set(tuning[N].prompts))
+    eces, losses = [], []
+    for repeat in range(CV_REPEATS):
+        order = prompts[:]
+        random.Random(repeat).shuffle(order)
+        confs: list[float] = []
+        right: list[bool] = []
+        for fold in range(CV_FOLDS):
+            test = set(order[fold::CV_FOLDS])
+            train = {k: a.only(set(prompts) - test) for k, a in tuning.items()}
+            held = tuning[N].only(test)
+            confs += _apply(fit(train), held.confidences)
+            right += held.correct
+        eces.append(expected_calibration_error(confs, right) or 0.0)
+        losses.append(fmean(-math.log(min(1 - 1e-6, max(1e-6, c if y else 1 - c))) for c, y in zip(confs, right, strict=True)))
+    return fmean(eces), fmean(losses)
+
+
+def noise_floor(confidences: list[float], seed: int = 0, draws: int = 1000) -> tuple[float, float]:
+    """Median and 90th percentile of the ECE a perfectly calibrated confidence with these values
+    scores (each answer right with probability its confidence): the figure's floor on this many prompts."""
+    rng = random.Random(seed)
+    eces = sorted(expected_calibration_error(confidences, [rng.random() < c for c in confidences]) or 0.0 for _ in range(draws))
+    return eces[draws // 2], eces[int(0.9 * draws)]
+
+
+async def calibration_study(
+    splits: dict[str, Saved], tuning: CompareReport, heldout: CompareReport, weighted: str, params: SamplingParams
+) -> tuple[str, float, Interval | None]:
+    """Goal (c): each variant cross-validated on the tuning split, the best (lowest CV ECE) fitted on
+    all of tuning and applied to held-out. Returns the variant, its held-out ECE and interval."""
+    tune = {k: await selected(splits["tuning"], weighted, k, params) for k in sorted({*POOLED, N})}
+    held = await selected(splits["heldout"], weighted, N, params)
+    for name, report, answers in (("tuning", tuning, tune[N]), ("heldout", heldout, held)):
+        ece = expected_calibration_error(answers.confidences, answers.correct) or 0.0
+        assert math.isclose(ece, row(report, weighted, N).ece or 0.0, abs_tol=1e-9), f"{name}: answers differ from the report"
+    print(f"\ncalibration of {weighted} at N={N} (variant: tuning {CV_FOLDS}-fold CV x {CV_REPEATS} ECE / log-loss; "
+          f"fitted on all of tuning -> held-out ECE [90 % bootstrap]):")  # fmt: skip
+    scores = {}
+    for name, fit in VARIANTS.items():
+        cv_ece, cv_loss = cross_validate(tune, fit)
+        fitted = fit(tune)
+        out = _apply(fitted, held.confidences)
+        ece = expected_calibration_error(out, held.correct) or 0.0
+        interval = ece_interval(out, held.correct, groups=held.prompts, seed=params.seed or 0)
+        scores[name] = (cv_ece, cv_loss)
+        shown = (
+            "none"
+            if fitted is None
+            else f"T={fitted:.2f}"
+            if isinstance(fitted, float)
+            else f"a={fitted.scale:.2f} b={fitted.bias:+.2f}"
+        )
+        band = "" if interval is None else f" [{interval.low:.3f}, {interval.high:.3f}]"
+        print(f"  {name:<24} CV {cv_ece:.3f} / {cv_loss:.3f}   {shown:<16} held-out {ece:.3f}{band}")
+    chosen = min(scores, key=lambda v: scores[v])
+    fitted = VARIANTS[chosen](tune)
+    out = _apply(fitted, held.confidences)
+    ece = expected_calibration_error(out, held.correct) or 0.0
+    interval = ece_interval(out, held.correct, groups=held.prompts, seed=params.seed or 0)
+    floor = noise_floor(out)
+    print(f"chosen on the tuning split: {chosen}; a perfectly calibrated confidence with the held-out values "
+          f"scores ECE {floor[0]:.3f} (median; 90th percentile {floor[1]:.3f}) on {len(out)} prompts")  # fmt: skip
+    return chosen, ece, interval
+
+
+def summarize(
+    tuning: CompareReport, heldout: CompareReport, weighted: str, policy: str, calibrated: tuple[str, float, Interval | None]
+) -> None:
     """Print the goal figures and the ``ratio:`` line."""
     plain16, pruned16 = row(heldout, "vote", N), row(heldout, f"{weighted}+prune:{policy}", N)
     plain8, weighted8 = row(heldout, "vote", 8), row(heldout, weighted, 8)
@@ -330,7 +488,11 @@ def summarize(tuning: CompareReport, heldout: CompareReport, weighted: str, poli
           f"{100 * saved:.1f} % fewer tokens (goal >= 40 %), accuracy {diff16:+.1f} points (goal >= -1)")  # fmt: skip
     print(f"(b) N=8: {weighted} {100 * (weighted8.accuracy or 0):.1f} % vs vote {100 * (plain8.accuracy or 0):.1f} %: "
           f"{diff8:+.1f} points (goal >= +2); below the plain vote at N = {below or 'none'}")  # fmt: skip
-    print(f"(c) ECE of {weighted} at N={N} after the tuning temperature: {ece} (raw {top.ece or 0:.3f}; goal <= 0.05)")
+    variant, after, interval = calibrated
+    band = "" if interval is None else f", 90 % bootstrap [{interval.low:.3f}, {interval.high:.3f}]"
+    raw_band = "" if top.ece_interval is None else f" [{top.ece_interval.low:.3f}, {top.ece_interval.high:.3f}]"
+    print(f"(c) ECE of {weighted} at N={N} after the tuning split's {variant}: {after:.3f}{band} "
+          f"(raw {top.ece or 0:.3f}{raw_band}; the reports' map: {ece}; goal <= 0.05)")  # fmt: skip
     print(f"ratio: {pruned16.tokens / plain16.tokens:.3f}")
 
 
@@ -354,4 +516,5 @@ if __name__ == "__main__":
     if args.report is not None:
         both = {"tuning": tuning.model_dump(mode="json"), "heldout": heldout.model_dump(mode="json")}
         args.report.write_text(json.dumps(both) + "\n", encoding="utf-8")
-    summarize(tuning, heldout, weighted, policy)
+    study = anyio.run(calibration_study, loaded or SPLITS, tuning, heldout, weighted, params, backend="asyncio")
+    summarize(tuning, heldout, weighted, policy, study)

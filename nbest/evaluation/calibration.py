@@ -176,23 +176,25 @@ def fit_confidence_temperature(confidences: Sequence[float], correct: Sequence[b
     return fit_temperature(examples, bounds=(1e-2, 1e2)).temperature
 
 
-def _objective(xs: Sequence[float], ys: Sequence[int], a: float, b: float, strength: float) -> float:
+def _objective(xs: Sequence[float], ys: Sequence[int], a: float, b: float, strength: float, prior: ConfidenceMap) -> float:
     loss = 0.0
     for x, y in zip(xs, ys, strict=True):
         z = a * x + b
         loss += max(z, 0.0) + math.log1p(math.exp(-abs(z))) - y * z  # log(1 + e^z) - y z, stable
-    return loss + strength / 2 * ((a - 1.0) ** 2 + b**2)
+    return loss + strength / 2 * ((a - prior.scale) ** 2 + (b - prior.bias) ** 2)
 
 
-def _newton(xs: Sequence[float], ys: Sequence[int], strength: float, scale: float | None) -> tuple[float, float]:
+def _newton(
+    xs: Sequence[float], ys: Sequence[int], strength: float, prior: ConfidenceMap, scale: float | None
+) -> tuple[float, float]:
     """Minimise :func:`_objective` over (a, b), or over b alone with ``a = scale`` fixed.
 
     The objective is convex (a logistic regression on one feature plus an L2 term), so a
-    damped Newton step from the identity map reaches its minimum; ~10 steps in practice."""
-    a, b = (1.0 if scale is None else scale), 0.0
-    current = _objective(xs, ys, a, b, strength)
+    damped Newton step from the prior map reaches its minimum; ~10 steps in practice."""
+    a, b = (prior.scale if scale is None else scale), prior.bias
+    current = _objective(xs, ys, a, b, strength, prior)
     for _ in range(_MAX_ITER):
-        ga, gb = strength * (a - 1.0), strength * b
+        ga, gb = strength * (a - prior.scale), strength * (b - prior.bias)
         haa = hbb = strength
         hab = 0.0
         for x, y in zip(xs, ys, strict=True):
@@ -215,7 +217,7 @@ def _newton(xs: Sequence[float], ys: Sequence[int], strength: float, scale: floa
         step = 1.0
         while step > 1e-10:
             na, nb = a - step * da, b - step * db
-            value = _objective(xs, ys, na, nb, strength)
+            value = _objective(xs, ys, na, nb, strength, prior)
             if value <= current:
                 break
             step /= 2
@@ -229,14 +231,20 @@ def _newton(xs: Sequence[float], ys: Sequence[int], strength: float, scale: floa
 
 
 def fit_confidence_map(
-    confidences: Sequence[float], correct: Sequence[bool], *, strength: float = PLATT_STRENGTH
+    confidences: Sequence[float],
+    correct: Sequence[bool],
+    *,
+    strength: float = PLATT_STRENGTH,
+    toward: ConfidenceMap | None = None,
 ) -> ConfidenceMap | None:
     """The Platt map minimising the log-loss of the mapped confidences plus ``strength / 2``
     times ``(scale - 1)^2 + bias^2`` (see the module docs); None when there is nothing to
     fit (no answers, all right or all wrong), as for :func:`fit_confidence_temperature`.
 
-    ``strength = 0`` is the plain maximum-likelihood fit. The scale is held at
-    :data:`MIN_SCALE` or more (a monotone map); at that bound the bias alone is fitted.
+    ``strength = 0`` is the plain maximum-likelihood fit. ``toward`` moves the penalty's
+    centre from the identity to another map (e.g. one fitted on more data of a kindred
+    confidence). The scale is held at :data:`MIN_SCALE` or more (a monotone map); at
+    that bound the bias alone is fitted.
 
     Raises:
         ConfigError: lists of different lengths, a confidence outside [0, 1], or a
@@ -248,7 +256,8 @@ def fit_confidence_map(
         return None
     xs = [_logit(c) for c in confidences]
     ys = [1 if right else 0 for right in correct]
-    a, b = _newton(xs, ys, float(strength), None)
+    prior = toward if toward is not None else ConfidenceMap(scale=1.0)
+    a, b = _newton(xs, ys, float(strength), prior, None)
     if a < MIN_SCALE:
-        a, b = _newton(xs, ys, float(strength), MIN_SCALE)
+        a, b = _newton(xs, ys, float(strength), prior, MIN_SCALE)
     return ConfidenceMap(scale=a, bias=b)
