@@ -591,3 +591,29 @@ def test_an_input_that_cannot_be_read_twice_is_refused_saying_so(tmp_path: Path)
     finally:
         writer.join(timeout=10)
     assert not writer.is_alive()
+
+
+@pytest.mark.slow
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_real_engine_writes_the_same_results_from_a_file_read_lazily(vllm_engine: object, tmp_path: Path) -> None:
+    """The embedded model: a file checked, then parsed again a line at a time as
+    the run takes it, gives the Results its requests held in a list give."""
+    from nbest.batch import plan_check
+
+    lines: list[object] = [{"id": f"q{i}", "prompt": f"What is {i} + {i}?"} for i in range(3)]
+    inp = write_lines(tmp_path / "in.jsonl", [*lines, "{broken", {"id": "q9", "prompt": "Name a colour.", "n": 3}])
+    base = Request(prompt="(per line)", n=2, params=SamplingParams(seed=11, max_tokens=8))
+    async with Orchestrator(vllm_engine, close_engines=False) as orch:  # type: ignore[arg-type]
+        checked = check_input(inp, base, max_n=64, check=plan_check(orch))
+        assert (checked.prompts, checked.bad_lines) == (4, 1)
+        for name, requests in (("held", read_input(inp, base, max_n=64).requests), ("lazy", checked.requests())):
+            log, _ = open_output(tmp_path / f"{name}.jsonl")
+            with log:
+                await run_batch(orch, requests, log, concurrency=1, total=checked.prompts)  # one at a time: same batches
+
+    def texts(path: Path) -> dict[str, list[str]]:
+        return {str(r["id"]): [c["text"] for c in r["candidates"]] for r in read_results(path)}  # type: ignore[attr-defined]
+
+    lazy = texts(tmp_path / "lazy.jsonl")
+    assert sorted(lazy) == ["q0", "q1", "q2", "q9"] and len(lazy["q9"]) == 3
+    assert lazy == texts(tmp_path / "held.jsonl")
