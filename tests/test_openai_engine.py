@@ -289,3 +289,30 @@ async def test_closed_engine_refuses_to_start() -> None:
     await e.aclose()
     with pytest.raises(EngineError, match="closed"):
         await e.start()
+
+
+@pytest.mark.parametrize(("stream", "tokens"), [(True, False), (False, False), (True, True)])
+async def test_malformed_logprobs_in_a_whole_answer_move_the_candidate_and_strike_the_endpoint(
+    stream: bool, tokens: bool
+) -> None:
+    # a parsable answer whose log-probability is not a number: the endpoint's fault, as a malformed stream is
+    fleet = FakeFleet("a:1", "b:1")
+    original = fleet.handle
+    bad = {"index": 0, "text": "x", "logprobs": {"tokens": ["x"], "token_logprobs": ["oops"]}, "finish_reason": "stop"}
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        if request.url.netloc == b"a:1" and request.url.path.endswith("completions"):
+            fleet["a:1"].bodies.append({})
+            return httpx.Response(200, json={"choices": [bad]})
+        return await original(request)
+
+    fleet.transport.handler = handle
+    async with engine(fleet, stream=stream) as e:
+        e.endpoints[1].sent = 1  # a:1 first
+        updates = [u async for u in e.generate("Q", SamplingParams(seed=2), "r1", tokens=tokens)]
+    assert updates[-1].finished and updates[-1].text == "b:1 seed=2" and len(fleet["a:1"].bodies) == 1
+    assert e.endpoints[0].strikes == 1 and "not an OpenAI response" in (e.endpoints[0].last_error or "")
+    if tokens:  # each of b's tokens once, none of a's
+        assert [lp for u in updates for lp in u.new_token_logprobs or ()] == [-0.5, -0.5]
+    else:
+        assert len(updates) == 1

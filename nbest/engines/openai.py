@@ -66,6 +66,9 @@ ERROR_BODY_BYTES = 65536
 MODELS_BYTES = 1_048_576
 """Most bytes of a ``GET /models`` answer."""
 
+MALFORMED = (ValueError, TypeError, KeyError, AttributeError, RecursionError)
+"""What reading an answer that is not an OpenAI response raises (see :mod:`nbest.engines._openai_wire`)."""
+
 
 class EndpointFailure(Exception):
     """The endpoint (not the request) failed: a wrong answer (HTTP 429/5xx, not an
@@ -427,106 +430,37 @@ class OpenAIEngine:
         """
         await self.start()
         path, body = self.body(prompt, params)
-        if tokens and self.stream:
-            async with contextlib.aclosing(self._token_updates(path, body, params, request_id)) as updates:
-                async for update in updates:  # closed with this generator: the stream closes at once
-                    yield update
-            return
+        # One failover loop for both ways of reading an answer, so a failure counts the
+        # same whether the answer comes whole (_answer) or token by token (_events).
+        streamed = tokens and self.stream
         limit = _response_limit(params)
         deadline = anyio.current_time() + self.request_timeout
         failures: list[str] = []
         tried: list[str] = []
         rejected: list[tuple[Endpoint, str]] = []  # 4xx answers: a strike once another endpoint serves the request
-        data: dict[str, Any] | None = None
-        while data is None:
+        final: CandidateUpdate | None = None
+        yielded = False  # a partial update went out: no failover from here on (_no_failover)
+        while final is None:
             if len(failures) >= self.max_attempts:
                 raise GenerationError(f"failed on {len(failures)} attempt(s): {'; '.join(failures)}", engine=self.name)
             # a refused request waits for an endpoint that has not refused it, to tell whose fault it is
             async with self.fleet.acquire(avoid=tried, insist=bool(rejected)) as endpoint:
                 attempt = _Attempt(endpoint, anyio.CancelScope())
                 self._attempts[request_id] = attempt
-                try:
-                    with attempt.scope:
-                        data = await self._post(endpoint, path, body, deadline, limit)
-                except ConnectionFailure as exc:
-                    failures.append(f"{endpoint.url}: {exc}")
-                    self._connection_failed(endpoint, str(exc))
-                except EndpointFailure as exc:
-                    failures.append(f"{endpoint.url}: {exc}")
-                    self._strike(endpoint, str(exc))
-                except _Rejected as exc:
-                    failures.append(f"{endpoint.url}: {exc}")
-                    rejected.append((endpoint, str(exc)))
-                    if len(rejected) > 1 or not self._another([*tried, endpoint.url]):
-                        raise GenerationError(f"{endpoint.url}{path}: {exc}", engine=self.name) from None
-                finally:
-                    self._attempts.pop(request_id, None)
-                if data is None and endpoint.url not in tried:
-                    tried.append(endpoint.url)
-            if attempt.aborted:
-                raise GenerationError(f"request {request_id} was aborted", engine=self.name)
-            # moved: its endpoint failed under another request; try elsewhere without counting it
-        self.fleet.succeeded(endpoint)
-        for other, error in rejected:
-            if other is not endpoint:
-                self._strike(other, error)
-        update = final_update(data, path, params)
-        if tokens:  # a whole answer (stream=False): every token is new in the final update
-            update = update.model_copy(
-                update={"new_token_logprobs": update.token_logprobs, "new_top_logprobs": update.top_logprobs}
-            )
-        yield update
-
-    async def _token_updates(
-        self, path: str, body: dict[str, Any], params: SamplingParams, request_id: str
-    ) -> AsyncGenerator[CandidateUpdate, None]:
-        """``generate(..., tokens=True)`` on a streamed answer: the same failover as
-        :meth:`generate` until the first token is yielded, none after it.
-
-        No cancel scope is open while an update is yielded (the consumer runs
-        then): every wait for bytes enters its own scope (see :meth:`_step`).
-        """
-        limit = _response_limit(params)
-        deadline = anyio.current_time() + self.request_timeout
-        failures: list[str] = []
-        tried: list[str] = []
-        rejected: list[tuple[Endpoint, str]] = []
-        final: CandidateUpdate | None = None
-        yielded = False
-        while final is None:
-            if len(failures) >= self.max_attempts:
-                raise GenerationError(f"failed on {len(failures)} attempt(s): {'; '.join(failures)}", engine=self.name)
-            async with self.fleet.acquire(avoid=tried, insist=bool(rejected)) as endpoint:
-                attempt = _Attempt(endpoint, anyio.CancelScope())
-                self._attempts[request_id] = attempt
                 reader = TokenReader(path, params)
+                url = f"{endpoint.url}{path}"
+                if streamed:
+                    answer = self._events(attempt, reader, url, body, deadline, limit)
+                else:
+                    answer = self._answer(attempt, reader, url, body, deadline, limit, every_token_new=tokens)
                 try:
-                    response = await self._step(attempt, self._open(f"{endpoint.url}{path}", body), deadline)
-                    if response is not None:
-                        attempt.response = response
-                        if "text/event-stream" not in response.headers.get("content-type", ""):
-                            # a server that does not stream: the whole answer, every token new in it
-                            raw = await self._step(attempt, self._read(response, limit), deadline)
-                            if raw is not None:
-                                update = final_update(_parse(raw, ""), path, params)
-                                news = {"new_token_logprobs": update.token_logprobs, "new_top_logprobs": update.top_logprobs}
-                                final = update.model_copy(update=news)
-                        else:
-                            chunks = response.aiter_bytes()
-                            size = 0
-                            while (chunk := await self._step(attempt, anext(chunks, b""), deadline)) is not None:
-                                if not chunk:
-                                    final = self._whole(reader)
-                                    break
-                                size += len(chunk)
-                                if size > limit:
-                                    raise EndpointFailure(f"answer longer than {limit} bytes")
-                                for update in self._partial(reader, chunk):
-                                    yielded = True
-                                    yield update  # no scope open here (see the docstring)
-                                if reader.events.done:
-                                    final = self._whole(reader)
-                                    break
+                    async with contextlib.aclosing(answer) as updates:
+                        async for update in updates:
+                            if update.finished:
+                                final = update
+                            else:
+                                yielded = True
+                                yield update  # no cancel scope is open here: the consumer runs (see _step)
                 except ConnectionFailure as exc:
                     failures.append(f"{endpoint.url}: {exc}")
                     self._connection_failed(endpoint, str(exc))
@@ -539,7 +473,7 @@ class OpenAIEngine:
                     failures.append(f"{endpoint.url}: {exc}")
                     rejected.append((endpoint, str(exc)))
                     if len(rejected) > 1 or not self._another([*tried, endpoint.url]):
-                        raise GenerationError(f"{endpoint.url}{path}: {exc}", engine=self.name) from None
+                        raise GenerationError(f"{url}: {exc}", engine=self.name) from None
                 finally:
                     self._attempts.pop(request_id, None)
                     if attempt.response is not None:
@@ -547,15 +481,82 @@ class OpenAIEngine:
                             await attempt.response.aclose()  # unread: the connection closes, the server aborts
                 if final is None and endpoint.url not in tried:
                     tried.append(endpoint.url)
+            if attempt.aborted and not streamed:
+                raise GenerationError(f"request {request_id} was aborted", engine=self.name)
             if final is None and attempt.aborted:
                 final = self._aborted(reader)
-            elif final is None and attempt.moved:
+            elif final is None and attempt.moved:  # its endpoint failed under another request: elsewhere, uncounted
                 self._no_failover(yielded, reader, endpoint, ConnectionFailure("its endpoint failed under another request"))
         self.fleet.succeeded(endpoint)
         for other, error in rejected:
             if other is not endpoint:
                 self._strike(other, error)
         yield final
+
+    async def _answer(
+        self,
+        attempt: _Attempt,
+        reader: TokenReader,
+        url: str,
+        body: dict[str, Any],
+        deadline: float,
+        limit: int,
+        *,
+        every_token_new: bool,
+    ) -> AsyncGenerator[CandidateUpdate, None]:
+        """One attempt that reads the answer in one piece (streamed or not): its
+        final update (``every_token_new``: with every token in
+        ``new_token_logprobs``), or nothing when :meth:`abort` or a failure of
+        its endpoint cancelled ``attempt.scope``.
+
+        Raises:
+            ConnectionFailure, EndpointFailure, _Rejected: see the module docstring.
+            GenerationError: past ``deadline``.
+        """
+        data: dict[str, Any] | None = None
+        with attempt.scope:
+            data = await self._post(url, body, deadline, limit)
+        if data is not None:
+            yield _final(data, reader.path, reader.params, every_token_new=every_token_new)
+
+    async def _events(
+        self, attempt: _Attempt, reader: TokenReader, url: str, body: dict[str, Any], deadline: float, limit: int
+    ) -> AsyncGenerator[CandidateUpdate, None]:
+        """One attempt that reads a streamed answer as its bytes arrive: a partial
+        update for every chunk that brings tokens, then the final update;
+        nothing more once :meth:`abort` or a failure of its endpoint ended a wait.
+
+        No cancel scope is open while an update is yielded (the consumer runs
+        then): every wait for bytes enters its own scope (see :meth:`_step`).
+
+        Raises:
+            ConnectionFailure, EndpointFailure, _Rejected: see the module docstring.
+            GenerationError: past ``deadline``.
+        """
+        response = await self._step(attempt, self._open(url, body), deadline)
+        if response is None:
+            return
+        attempt.response = response  # closed by generate, or by abort between reads
+        if "text/event-stream" not in response.headers.get("content-type", ""):
+            # a server that does not stream: the whole answer, every token new in it
+            raw = await self._step(attempt, self._read(response, limit), deadline)
+            if raw is not None:
+                yield _final(_parse(raw, ""), reader.path, reader.params, every_token_new=True)
+            return
+        chunks = response.aiter_bytes()
+        size = 0
+        while (chunk := await self._step(attempt, anext(chunks, b""), deadline)) is not None:
+            if not chunk:
+                yield self._whole(reader)
+                return
+            size += len(chunk)
+            if size > limit:
+                raise EndpointFailure(f"answer longer than {limit} bytes")
+            for update in self._partial(reader, chunk):
+                yield update
+            if reader.events.done:
+                yield self._whole(reader)
+                return
 
     async def _open(self, url: str, body: dict[str, Any]) -> httpx.Response:
         """Send ``body``; the 200 response with its body unread.
@@ -574,10 +575,7 @@ class OpenAIEngine:
         finally:
             with anyio.CancelScope(shield=True), anyio.move_on_after(self.connect_timeout):
                 await response.aclose()
-        message = error_message(raw)
-        if 400 <= response.status_code < 500 and response.status_code != 429:
-            raise _Rejected(f"HTTP {response.status_code}: {message}")
-        raise EndpointFailure(f"HTTP {response.status_code}: {message}")
+        raise _refusal(response.status_code, raw)
 
     async def _step(self, attempt: _Attempt, wait: Awaitable[T], deadline: float) -> T | None:
         """One wait of a token stream, bounded by ``read_timeout`` and the deadline;
@@ -614,14 +612,14 @@ class OpenAIEngine:
     def _partial(reader: TokenReader, chunk: bytes) -> list[CandidateUpdate]:
         try:
             return reader.feed(chunk)
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        except MALFORMED as exc:
             raise EndpointFailure(f"not an OpenAI response ({exc})") from None
 
     @staticmethod
     def _whole(reader: TokenReader) -> CandidateUpdate:
         try:
             return reader.final()
-        except (ValueError, TypeError, KeyError, AttributeError, RecursionError) as exc:
+        except MALFORMED as exc:
             raise EndpointFailure(f"not an OpenAI response ({exc})") from None
 
     def _no_failover(self, yielded: bool, reader: TokenReader, endpoint: Endpoint, exc: Exception) -> None:
@@ -666,8 +664,8 @@ class OpenAIEngine:
                 attempt.moved = True
                 attempt.scope.cancel()
 
-    async def _post(self, endpoint: Endpoint, path: str, body: dict[str, Any], deadline: float, limit: int) -> dict[str, Any]:
-        """One attempt: the response as a non-streamed OpenAI response.
+    async def _post(self, url: str, body: dict[str, Any], deadline: float, limit: int) -> dict[str, Any]:
+        """The answer to ``body`` read whole, as a non-streamed OpenAI response.
 
         Raises:
             ConnectionFailure, EndpointFailure, _Rejected: see the module docstring.
@@ -676,7 +674,6 @@ class OpenAIEngine:
         client = self._client
         if client is None:
             raise EngineError(f"engine {self.name} is closed", engine=self.name)
-        url = f"{endpoint.url}{path}"
         with anyio.move_on_after(deadline - anyio.current_time()):
             try:
                 return await self._exchange(client, url, body, limit)
@@ -699,10 +696,7 @@ class OpenAIEngine:
                 await response.aclose()  # also when cancelled: the connection is closed, the server aborts
         if status == 200:
             return _parse(raw, response.headers.get("content-type", ""))
-        message = error_message(raw)
-        if 400 <= status < 500 and status != 429:
-            raise _Rejected(f"HTTP {status}: {message}")
-        raise EndpointFailure(f"HTTP {status}: {message}")
+        raise _refusal(status, raw)
 
     async def _read(self, response: httpx.Response, limit: int) -> bytes:
         """The body, up to ``limit`` bytes (an error body is cut there; a longer answer is a failure)."""
@@ -761,6 +755,32 @@ def _parse(raw: bytes, content_type: str) -> dict[str, Any]:
                 raise ValueError("no choices")
             if not isinstance(data["choices"][0], dict):
                 raise ValueError("a choice is not an object")
-    except (ValueError, TypeError, KeyError, RecursionError) as exc:
+    except MALFORMED as exc:
         raise EndpointFailure(f"not an OpenAI response ({exc}): {text[:200]!r}") from None
     return data
+
+
+def _final(data: dict[str, Any], path: str, params: SamplingParams, *, every_token_new: bool) -> CandidateUpdate:
+    """The final update of a whole answer (``every_token_new``: each token also in
+    ``new_token_logprobs``, as when no partial update reported it).
+
+    Raises:
+        EndpointFailure: malformed log-probabilities (the answer is the endpoint's
+            failure, as a malformed stream is).
+    """
+    try:
+        update = final_update(data, path, params)
+    except MALFORMED as exc:
+        raise EndpointFailure(f"not an OpenAI response ({exc})") from None
+    if every_token_new:
+        return update.model_copy(update={"new_token_logprobs": update.token_logprobs, "new_top_logprobs": update.top_logprobs})
+    return update
+
+
+def _refusal(status: int, raw: bytes) -> EndpointFailure | _Rejected:
+    """What an answer other than 200 means: a 4xx (but 429) may be the request's
+    fault (:class:`_Rejected`); any other is the endpoint's."""
+    message = f"HTTP {status}: {error_message(raw)}"
+    if 400 <= status < 500 and status != 429:
+        return _Rejected(message)
+    return EndpointFailure(message)
