@@ -157,9 +157,10 @@ async def run_requests(
     ``concurrency`` workers take the requests from one iterator, in input
     order, each only when it is free: the iterator is never read ahead, so a
     lazy one (an input file parsed line by line) keeps memory at
-    ``concurrency`` requests and Results; it is advanced in a worker thread,
-    one step at a time, so parsing a long line does not hold up the event loop. :func:`run_batch` is this over an
-    orchestrator; ``nbest batch --ray`` runs it over the replicas
+    ``concurrency`` requests and Results. It is advanced in a worker thread,
+    one step at a time, so parsing a long line does not hold up the event
+    loop. :func:`run_batch` is this over an orchestrator; ``nbest batch
+    --ray`` runs it over the replicas
     (:meth:`ReplicaPool.run <nbest.distributed.ReplicaPool.run>`). A worker's
     error (an engine died, the iterator raised) stops the others, whose
     ``run`` is cancelled (aborting its engine requests), and is raised;
@@ -167,11 +168,13 @@ async def run_requests(
     refuses a file with two equal ones).
 
     Raises:
-        ConfigError: ``concurrency`` not a whole number >= 1; what the
-            iterator or ``run`` raised.
+        ConfigError: ``concurrency`` not a whole number >= 1, ``total`` not a
+            whole number >= 0.
         Exception: what ``run`` or the iterator raised first.
     """
     check_count(concurrency, "concurrency")
+    if isinstance(total, bool) or not isinstance(total, int) or total < 0:
+        raise ConfigError(f"total: must be a whole number >= 0 (got {total!r})", parameter="total", value=total)
     stats = BatchStats(total=total)
     todo = iter(requests)
     taking = anyio.Lock()  # one next() at a time: a generator cannot run in two threads
@@ -195,7 +198,7 @@ async def run_requests(
 
     try:
         async with anyio.create_task_group() as tg:
-            for _ in range(concurrency):
+            for _ in range(max(1, min(concurrency, total))):  # no more workers than requests
                 tg.start_soon(worker, tg.cancel_scope)
     finally:
         close = getattr(todo, "close", None)
