@@ -566,7 +566,7 @@ CLI: list[Cli] = [
     ),
     # -- confidence-weighted votes and the ESC rule (rerankers/vote.py, orchestrator/stopping.py)
     Cli("ESC window of 0", ["run", "hi", "--until", "esc:0"], 2, "esc takes a window size"),
-    Cli("ESC window of 5,000 digits", ["run", "hi", "--until", "esc:" + "9" * 5_000], 2, "from 1 to 64"),
+    Cli("ESC window of 5,000 digits", ["run", "hi", "--until", "esc:" + "9" * 5_000], 2, "at most 64 characters"),
     Cli("ESC window in superscript digits", ["run", "hi", "--until", "esc:²"], 2, "whole number"),
     Cli("vote weighted by an unknown signal", ["run", "hi", "--reranker", "vote:borda@verbal"], 2, "signal"),
     # -- votes clustered by meaning and weighted stopping rules (rerankers/vote.py, orchestrator/stopping.py)

@@ -158,7 +158,7 @@ def test_parse_rule(text: str, expected: str) -> None:
         ("esc:2.5", "whole number"),
         ("esc:-3", "whole number"),
         ("esc:²", "whole number"),
-        ("esc:" + "9" * 5000, "whole number"),
+        ("esc:" + "9" * 5000, "at most 64 characters"),
         ("esc:5:answer", "window size"),
     ],
 )

@@ -72,6 +72,7 @@ from nbest.types import Result
 
 __all__ = [
     "ESC",
+    "MAX_RULE_CHARS",
     "Beta",
     "Confidence",
     "Decision",
@@ -383,6 +384,10 @@ def is_rule_text(text: str) -> bool:
     return _RULE_TEXT.match(text) is not None
 
 
+MAX_RULE_CHARS = 64
+"""Longest rule short form accepted (the longest meaningful one, ``dirichlet:0.999:weighted``, has 24)."""
+
+
 def parse_rule(text: str) -> StoppingRule:
     """Parse the short form ``beta:P[:weighted]``, ``dirichlet:P[:weighted]``,
     ``confidence:P[:answer|candidate]``, ``esc:W``.
@@ -393,12 +398,15 @@ def parse_rule(text: str) -> StoppingRule:
     Raises:
         ConfigError: an unknown rule, a missing or bad threshold.
     """
+    if not isinstance(text, str) or len(text) > MAX_RULE_CHARS:  # checked before it is parsed or echoed back
+        size = f"{len(text)} characters" if isinstance(text, str) else type(text).__name__
+        raise ConfigError(f"--until: a rule of at most {MAX_RULE_CHARS} characters (got {size})", parameter="until")
     name, _, rest = text.strip().partition(":")
     kind = _RULES.get(name.strip().lower())
     if kind is None:
         raise ConfigError(
             f"--until {text!r}: unknown stopping rule {name!r}; use beta:P, dirichlet:P, confidence:P or esc:W",
-            parameter="stop",
+            parameter="until",
             value=text,
         )
     number, _, on = rest.partition(":")
