@@ -420,10 +420,11 @@ def check_input(
     duplicates sorts the fingerprints at the end (24 bytes per usable line).
 
     Raises:
-        ConfigError: the file is missing or unreadable; two lines share an id
-            (the message names both line numbers, the first line whose id an
-            earlier one has); ``check`` refused a line (``input: line N (id
-            'x'): ...``); ``max_n`` is not a whole number of at least 1.
+        ConfigError: the file is missing, unreadable or not a regular file (a
+            pipe cannot be read twice); two lines share an id (the message
+            names both line numbers, the first line whose id an earlier one
+            has); ``check`` refused a line (``input: line N (id 'x'): ...``);
+            ``max_n`` is not a whole number of at least 1.
     """
     if isinstance(max_n, bool) or not isinstance(max_n, int) or max_n < 1:
         raise ConfigError(f"max_n: must be a whole number of at least 1 (got {max_n!r})", parameter="max_n", value=max_n)
@@ -447,9 +448,7 @@ def read_input(path: Path, base: Request, *, max_n: int) -> ParsedInput:
     collected, not raised.
 
     Raises:
-        ConfigError: the file is missing or unreadable, two lines share an id
-            (the message names both line numbers), or ``max_n`` is not a whole
-            number of at least 1.
+        ConfigError: as :func:`check_input`.
     """
     bad: list[BadLine] = []
     checked = check_input(path, base, max_n=max_n, on_bad=bad.append)
