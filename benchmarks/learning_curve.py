@@ -75,8 +75,9 @@ from nbest.evaluation.matching import Matcher
 DATA = Path(__file__).resolve().parent / "data" / "capitals.tsv"
 REASONING = Path(__file__).resolve().parent.parent / "examples" / "data" / "reasoning.jsonl"
 CHECKPOINTS = (25, 50, 100, 200)
-REASONING_STRATEGY = "ladder:0.2-1.0"
-"""The word problems' candidates: from nearly greedy (right about half the time) to hot (mostly wrong)."""
+REASONING_STRATEGY = "ladder:0.3-0.7"
+"""The word problems' candidates (8 of them): from cool (the likeliest worked solution) to warm (other
+routes, more often wrong), chosen on the tuning split (``benchmarks/learning_replay.py``)."""
 _MATCHER = Matcher("auto")
 """Numeric answers: the last number of the text, normalised, equals the gold one (``nbest eval``'s rule)."""
 DEFAULT_STRATEGY = "ladder:0.3-1.2"
@@ -189,12 +190,13 @@ class Dataset:
     heldout: int
     seeds: int
     stop: tuple[str, ...] = ()
+    n: int = 4
 
 
 DATASETS: dict[str, Dataset] = {
     "capitals": Dataset(load_capitals, split, "naming the capital", DEFAULT_STRATEGY, 16, 40, 2),
     "reasoning": Dataset(
-        load_reasoning, split_reasoning, "whose final number is the answer", REASONING_STRATEGY, 80, 60, 1, ("Question:",)
+        load_reasoning, split_reasoning, "whose final number is the answer", REASONING_STRATEGY, 80, 60, 1, ("Question:",), 8
     ),
 }
 """``--data``: the capitals (short answers in words) and the word problems (a worked solution
@@ -443,7 +445,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         default="random",
         help="when no candidate is right, the person picks a random one or makes no choice",
     )
-    p.add_argument("--n", type=int, default=4, help="candidates per request")
+    p.add_argument("--n", type=int, default=None, help="candidates per request [capitals 4, reasoning 8]")
     p.add_argument(
         "--data",
         choices=tuple(DATASETS),
@@ -479,11 +481,17 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         p.error("--noise: a probability in [0, 1]")
     args.reranker = args.reranker or list(DEFAULT_RERANKERS)
     data = DATASETS[args.data]
+    args.n = data.n if args.n is None else args.n
     args.max_tokens = data.max_tokens if args.max_tokens is None else args.max_tokens
     args.strategy = data.strategy if args.strategy is None else args.strategy
     args.heldout = data.heldout if args.heldout is None else args.heldout
     args.seeds = data.seeds if args.seeds is None else args.seeds
-    for name, value, low in (("--max-tokens", args.max_tokens, 1), ("--heldout", args.heldout, 1), ("--seeds", args.seeds, 1)):
+    for name, value, low in (
+        ("--n", args.n, 2),
+        ("--max-tokens", args.max_tokens, 1),
+        ("--heldout", args.heldout, 1),
+        ("--seeds", args.seeds, 1),
+    ):
         if value < low:
             p.error(f"{name}: a whole number >= {low}")
     if args.quick:

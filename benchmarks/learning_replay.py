@@ -131,11 +131,19 @@ async def _collect(args: argparse.Namespace) -> None:
             started = time.monotonic()
             results = await orch.generate_many(
                 [items[k].prompt for k in keys], n=args.n, strategy=strategy, rerankers=ranker,
-                max_tokens=args.max_tokens or MAX_TOKENS[args.data], stop=STOP[args.data] or None, seed=seed, concurrency=8,
+                max_tokens=args.max_tokens or MAX_TOKENS[args.data], temperature=args.temperature,
+                stop=STOP[args.data] or None, seed=seed, concurrency=8,
             )  # fmt: skip
             with args.output.open("a", encoding="utf-8") as out:
                 for key, result in zip(keys, results, strict=True):
-                    row = {"data": args.data, "key": key, "split": items[key].split, "seed": seed, "strategy": args.strategy}
+                    row = {
+                        "data": args.data,
+                        "key": key,
+                        "split": items[key].split,
+                        "seed": seed,
+                        "strategy": args.strategy,
+                        "n": args.n,
+                    }
                     out.write(json.dumps({**row, "result": result.model_dump(mode="json")}) + "\n")
             print(f"seed {seed}: {len(keys)} Results in {time.monotonic() - started:.0f} s", flush=True)
 
@@ -298,6 +306,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     c.add_argument("--split", default="all", choices=("all", "tuning", "heldout"))
     c.add_argument("--strategy", default="ladder:0.2-1.0")
     c.add_argument("--n", type=int, default=4)
+    c.add_argument("--temperature", type=float, default=1.0, help="the base temperature (the 'fixed' strategy's)")
     c.add_argument("--max-tokens", type=int, default=0, help="0: the set's default (reasoning 80, capitals 16)")
     c.add_argument("--seed", type=int, action="append", help="request seed (repeatable) [default: 7]")
     c.add_argument("--limit", type=int, default=0, help="the first N items only")

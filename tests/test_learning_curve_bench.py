@@ -152,15 +152,16 @@ def test_word_problem_acceptance_reads_the_final_number(text: str, accepted: boo
 
 def test_data_defaults_follow_the_set() -> None:
     reasoning = lc.parse_args(["--data", "reasoning"])
-    assert (reasoning.max_tokens, reasoning.heldout, reasoning.seeds) == (80, 60, 1)
+    assert (reasoning.n, reasoning.max_tokens, reasoning.heldout, reasoning.seeds) == (8, 80, 60, 1)
     assert reasoning.strategy == lc.REASONING_STRATEGY and lc.DATASETS["reasoning"].stop == ("Question:",)
     capitals = lc.parse_args([])
-    assert (capitals.data, capitals.max_tokens, capitals.heldout, capitals.seeds, capitals.strategy) == (
-        "capitals", 16, 40, 2, lc.DEFAULT_STRATEGY,
+    assert (capitals.data, capitals.n, capitals.max_tokens, capitals.heldout, capitals.seeds, capitals.strategy) == (
+        "capitals", 4, 16, 40, 2, lc.DEFAULT_STRATEGY,
     )  # fmt: skip
     assert lc.parse_args(["--data", "reasoning", "--max-tokens", "40"]).max_tokens == 40
-    with pytest.raises(SystemExit):
-        lc.parse_args(["--heldout", "0"])
+    for bad in (["--heldout", "0"], ["--n", "1"], ["--data", "poems"]):
+        with pytest.raises(SystemExit):
+            lc.parse_args(bad)
 
 
 def _replay_module() -> ModuleType:
