@@ -14,6 +14,9 @@ from tests.loopback_proxy import LoopbackProxy
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
 
+READ_TIMEOUT_S = 5.0
+"""How long the engine waits for bytes before it gives an endpoint up (see the test)."""
+
 
 async def test_black_hole_in_a_fleet_of_two_every_candidate_completes_once_on_the_healthy_endpoint() -> None:
     fleet = FakeFleet("real:1")
@@ -21,14 +24,18 @@ async def test_black_hole_in_a_fleet_of_two_every_candidate_completes_once_on_th
     async with serve(fleet, "real:1") as port:
         hole = LoopbackProxy(port)
         await hole.start()
-        engine = OpenAIEngine([hole.url, f"http://127.0.0.1:{port}/v1"], model=MODEL, read_timeout=0.5,
-                              connect_timeout=0.5, backoff=5, max_backoff=5)  # fmt: skip
+        # The healthy endpoint shares this event loop: on a loaded machine a wait for its
+        # bytes can stall for a second, and a read_timeout it missed would send a candidate
+        # twice. READ_TIMEOUT_S is far above such stalls; the hole costs it once. The probe
+        # backoff outlasts the test, so the hole's last error stays its read timeout.
+        engine = OpenAIEngine([hole.url, f"http://127.0.0.1:{port}/v1"], model=MODEL, read_timeout=READ_TIMEOUT_S,
+                              connect_timeout=READ_TIMEOUT_S, backoff=120, max_backoff=120)  # fmt: skip
         try:
             async with Orchestrator(engine) as orch:
                 await hole.stop()  # both endpoints answered at start; now the first one goes silent
                 hole.black_hole = True
                 await hole.start()
-                with anyio.fail_after(30):  # a hang guard, not a timing claim
+                with anyio.fail_after(60):  # a hang guard, not a timing claim
                     result = await orch.generate("Q?", n=8, seed=0)
                     again = await orch.generate("Q?", n=8, seed=100)
         finally:
@@ -40,4 +47,4 @@ async def test_black_hole_in_a_fleet_of_two_every_candidate_completes_once_on_th
     assert sorted(fleet["real:1"].served) == [*range(8), *range(100, 108)]  # type: ignore[type-var]  # each once
     assert hole.held > 0  # requests did go into the black hole
     hole_endpoint = engine.endpoints[0]
-    assert not hole_endpoint.healthy and "read_timeout=0.5 s" in (hole_endpoint.last_error or "")
+    assert not hole_endpoint.healthy and f"read_timeout={READ_TIMEOUT_S:g} s" in (hole_endpoint.last_error or "")
