@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 
 
 class LoopbackProxy:
@@ -21,6 +22,8 @@ class LoopbackProxy:
         self.held = 0
         """Connections accepted into the black hole so far."""
         self._server: asyncio.Server | None = None
+        self._stopped = asyncio.Event()
+        """Set by :meth:`stop` for the connections accepted since :meth:`start`."""
         self._open: set[asyncio.StreamWriter] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -35,11 +38,14 @@ class LoopbackProxy:
 
     async def start(self) -> None:
         """Listen (again, on the same port once one was chosen)."""
-        self._server = await asyncio.start_server(self._accept, "127.0.0.1", self.port)
+        self._stopped = asyncio.Event()
+        self._server = await asyncio.start_server(functools.partial(self._accept, self._stopped), "127.0.0.1", self.port)
         self.port = self._server.sockets[0].getsockname()[1]
 
     async def stop(self) -> None:
-        """Refuse new connections and drop the open ones (a crash, seen from the client)."""
+        """Refuse new connections and drop the open ones (a crash, seen from the client),
+        also those still being accepted or connected upstream."""
+        self._stopped.set()
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -52,8 +58,11 @@ class LoopbackProxy:
         if server is not None:
             await server.wait_closed()
 
-    async def _accept(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _accept(self, stopped: asyncio.Event, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        if stopped.is_set():  # accepted before stop(), handled after it: it dies with the others
+            writer.transport.abort()
+            return
         if self.black_hole:
             await self._hold(writer)
             return
@@ -61,6 +70,10 @@ class LoopbackProxy:
             up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target)
         except OSError:
             writer.transport.abort()
+            return
+        if stopped.is_set():  # stop() came while connecting upstream
+            writer.transport.abort()
+            up_writer.transport.abort()
             return
         self._open.update((writer, up_writer))
         pipes = [asyncio.create_task(self._pipe(reader, up_writer)), asyncio.create_task(self._pipe(up_reader, writer))]
