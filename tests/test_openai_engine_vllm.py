@@ -86,16 +86,23 @@ async def test_stopping_an_endpoint_mid_run_completes_every_candidate_once(vllm_
     proxy = LoopbackProxy(vllm_server.port)
     await proxy.start()
     engine = _engine(vllm_server, proxy.url, vllm_server.url)
+    via_proxy, direct = engine.endpoints
     async with Orchestrator(engine) as orch:
+        # The run starts with both endpoints up. On a loaded machine the server can miss
+        # start()'s bound on GET /models (2 x connect_timeout): that endpoint then starts
+        # down, every candidate goes to the other one, and nothing is left to fail over.
+        # The probe brings it back; wait for that (a hang guard, not a timing claim).
+        await until(lambda: via_proxy.healthy and direct.healthy, timeout=120)
 
         async def pull_the_plug() -> None:
-            await until(lambda: proxy.active >= 2)
+            # mid-run: candidates in flight through the proxy (its connections from
+            # start() and the probe are idle, not requests)
+            await until(lambda: via_proxy.in_flight >= 2 and proxy.active >= 2)
             await proxy.stop()
 
         async with anyio.create_task_group() as tg:
             tg.start_soon(pull_the_plug)
             result = await orch.generate("Tell me about rivers.", **params)  # type: ignore[arg-type]
-        via_proxy, direct = engine.endpoints
         assert not via_proxy.healthy and via_proxy.sent >= 2
         assert direct.sent >= n  # its own share plus every candidate moved off the proxy
     assert sorted(c.index for c in result.candidates) == list(range(n))
