@@ -39,8 +39,8 @@ candidates as those features can make it (README, "Performance"). Every run prin
 each logged score's agreement alone on its held-out Results, for that reason.
 
 The countries are split once (a fixed seed) into a training part and a held-out
-part (the word problems: by their own splits, see above). The person asks a training question (``POST /v1/nbest``, a new seed each
-time round) and picks (``POST /v1/choices`` with the Result's id): a candidate they
+part (the word problems: by their own splits, see above). The person asks a training
+question (``POST /v1/nbest``, a new seed each time round) and picks (``POST /v1/choices`` with the Result's id): a candidate they
 accept when there is one (the first they read, in the order shown), else a random
 one; with probability ``--noise`` a random one whatever the candidates say. Like the
 choice page, the pick names the card's members (``group``: the candidates with the
@@ -511,6 +511,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
             p.error(f"{name}: a whole number >= {low}")
     if args.quick:
         args.choices, args.heldout, args.seeds = min(args.choices, 30), min(args.heldout, 12), 1
+    try:
+        train, _ = data.split(data.load(), args.heldout, args.seed)
+    except ValueError as exc:
+        p.error(str(exc))
+    if not train:
+        p.error(f"--heldout: {args.heldout} leaves no question to make choices on")
     return args
 
 

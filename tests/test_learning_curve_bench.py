@@ -159,7 +159,13 @@ def test_data_defaults_follow_the_set() -> None:
         "capitals", 4, 16, 40, 2, lc.DEFAULT_STRATEGY,
     )  # fmt: skip
     assert lc.parse_args(["--data", "reasoning", "--max-tokens", "40"]).max_tokens == 40
-    for bad in (["--heldout", "0"], ["--n", "1"], ["--data", "poems"]):
+    for bad in (
+        ["--heldout", "0"],
+        ["--n", "1"],
+        ["--data", "poems"],
+        ["--heldout", "116"],
+        ["--data", "reasoning", "--heldout", "120"],
+    ):
         with pytest.raises(SystemExit):
             lc.parse_args(bad)
 
