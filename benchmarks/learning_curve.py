@@ -40,8 +40,8 @@ each logged score's agreement alone on its held-out Results, for that reason.
 
 The countries are split once (a fixed seed) into a training part and a held-out
 part (the word problems: by their own splits, see above). The person asks a training
-question (``POST /v1/nbest``, a new seed each time round) and picks (``POST /v1/choices`` with the Result's id): a candidate they
-accept when there is one (the first they read, in the order shown), else a random
+question (``POST /v1/nbest``, a new seed each time round) and picks (``POST /v1/choices``
+with the Result's id): a candidate they accept when there is one (the first they read, in the order shown), else a random
 one; with probability ``--noise`` a random one whatever the candidates say. Like the
 choice page, the pick names the card's members (``group``: the candidates with the
 same answer, from the Result's ``answers``).
