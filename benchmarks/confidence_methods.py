@@ -11,17 +11,20 @@ seeds (T = 0.8, top-5 log-probabilities, 80 tokens at most, stop at
    vote with the best accuracy at N = 8 (ties: the best mean over N), and the
    policy that saves the most tokens while its weighted vote stays within one
    point of the plain vote at N = 16 (none does: the one that loses least).
-   The temperature of each method's confidence is fitted here too.
+   The calibration of each method's confidence is fitted here too.
 2. **Held-out split.** The same, with the chosen policy only, and the fitted
-   temperatures applied. The goals read on these rows:
+   calibration maps applied. The goals read on these rows:
 
    (a) N = 16: tokens saved by pruning + the weighted vote against plain
        self-consistency (goal >= 40 %), and the accuracy difference (goal:
        within 1 point);
    (b) N = 8: the weighted vote against the plain vote (goal >= +2 points),
        and at every N never below it;
-   (c) ECE of the weighted vote's confidence at N = 16 after the tuning
-       temperature (goal <= 0.05).
+   (c) ECE of the weighted vote's confidence at N = 16 after the calibration
+       map fitted on the tuning split (goal <= 0.05), with its 90 % bootstrap
+       interval over the prompts. The map's variant (a temperature, Platt
+       scaling at N = 16 with several strengths, one Platt map shared by
+       N = 4, 8, 16) is chosen by cross-validation within the tuning split.
 
 Prints every row, the figures and ``ratio:`` lines (pruned tokens / plain
 tokens at N = 16 last); ``--report PATH`` writes both splits' reports as JSON.
@@ -392,8 +395,9 @@ VARIANTS: dict[str, Fitter] = {
     "platt shared N=4,8,16": lambda by_n: fit_confidence_map(*_pooled(by_n)),
     "platt@16 toward shared": _toward_pooled,
 }
-"""How to turn the tuning split's answers into the map applied at N = 16. ``platt@16 L2=1`` is
-what the reports carry (``fitted_calibration``); the others are the alternatives weighed."""
+"""How to turn the tuning split's answers into the map applied at N = 16, the variant with the
+lowest cross-validated ECE winning (ties: log-loss). ``platt shared N=4,8,16`` is what the reports
+carry (``fitted_calibration``, :data:`nbest.evaluation.evaluate.SHARED_FROM`): this study chose it."""
 
 
 def _apply(fitted: float | ConfidenceMap | None, confidences: list[float]) -> list[float]:

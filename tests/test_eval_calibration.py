@@ -271,3 +271,16 @@ def test_score_samples_refuses_bad_resamples() -> None:
     with pytest.raises(ConfigError) as info:
         anyio.run(lambda: score_samples([], {}, resamples=0))
     assert info.value.parameter == "resamples"
+
+
+def test_one_map_for_every_n_from_four() -> None:
+    # eight candidates a prompt, answers split so that some subsets vote right and some wrong
+    texts = [("7", -0.3), ("8", -0.4), ("7", -0.6), ("8", -0.9), ("8", -0.2), ("9", -0.5), ("7", -0.7), ("8", -0.1)]
+    samples = [sample(f"P{i}", "7" if i % 2 else "8", texts[i:] + texts[:i]) for i in range(6)]
+    rankers = {"vote": Ranker([MajorityVote(extract="number")])}
+    report = anyio.run(lambda: score_samples(samples, rankers, matcher=Matcher("exact", "number"), subsamples=6))
+    fitted = {lv.n: lv.rerankers["vote"].fitted_calibration for lv in report.levels}
+    assert fitted[4] is not None and fitted[4] == fitted[8]  # one shape for N >= 4, fitted on both levels' answers
+    at8 = report.levels[-1].rerankers["vote"]
+    assert at8.fitted_temperature is not None  # the temperature stays per N
+    assert calibrations_of(report)["vote@8"] == fitted[4]

@@ -27,7 +27,8 @@ candidates a stopping rule cut short.
 
 Calibration: each reranker's top-answer confidence gets the regularised Platt
 map and the temperature that would calibrate it on these samples
-(``fitted_calibration``, ``fitted_temperature``: to carry to another split)
+(``fitted_calibration``, ``fitted_temperature``: to carry to another split; from
+N = :data:`SHARED_FROM` on one map fitted on the answers of all those N)
 and, given maps or temperatures fitted elsewhere (``temperatures``), the ECE
 after applying them (:mod:`nbest.evaluation.calibration`). Every ECE has a 90 %
 bootstrap interval over the prompts beside it
@@ -92,6 +93,15 @@ class EvalSample:
     usage_tokens: int | None = None
     """The engine's count of the samples' completion tokens (``Result.usage``): pruned
     candidates and those a stopping rule cut short included; None when unknown."""
+
+
+SHARED_FROM = 4
+"""The N from which every level's Platt map is one map fitted on the answers of all of them
+together (at N = 16 of 16 a prompt gives one answer, at N = 4 and 8 eight subsets each: 17
+times the answers for two parameters). Below it each N has its own: a vote of one candidate
+always claims 1.0, of two 1.0 or 0.5, confidences of another kind. Chosen by 5-fold
+cross-validation on the tuning split of ``examples/data/reasoning.jsonl`` (README, "Performance"),
+where the shared map calibrated the weighted vote at N = 16 best."""
 
 
 def temperature_key(name: str, n: int) -> str:
@@ -367,6 +377,7 @@ async def score_samples(
         correct = [[c.complete and matcher.correct(c.text, s.item.gold or []) for c in s.candidates] for s in samples]
 
     levels: list[Level] = []
+    answers: dict[str, tuple[list[float], list[bool]]] = {}  # by ranker: its answers at every N >= SHARED_FROM
     for k in levels_for(m):
         draws = [subsets(counts[i], min(k, counts[i]), subsamples, f"{seed}:{i}:{k}") for i in range(len(samples))]
         count = max(len(subs) for subs in draws)  # the same for all unless counts differ; then fewer draws repeat
@@ -402,6 +413,10 @@ async def score_samples(
                 flat = [h for row in hits for h in row]
                 prompt_of = [i for i, row in enumerate(tops) for _ in row]  # a prompt's subsets are resampled together
                 boot = min(resamples, MAX_BOOTSTRAP_WORK // len(confs))  # bounded; each interval says how many it drew
+                if k >= SHARED_FROM:
+                    pooled = answers.setdefault(name, ([], []))
+                    pooled[0].extend(confs)
+                    pooled[1].extend(flat)
                 given = (temperatures or {}).get(temperature_key(name, k))
                 calibrated = None if given is None else [apply_calibration(c, given) for c in confs]
                 per_ranker[name] = RerankerLevel(
@@ -426,6 +441,11 @@ async def score_samples(
                 hyps = [[_text(tops[i][d % len(tops[i])][0]) for i in range(len(samples))] for d in range(count)]
                 per_ranker[name] = RerankerLevel(quality=_translation_quality(hyps, refs), tokens=tokens, engine_s=engine_s)
         levels.append(Level(n=k, subsets=count, oracle=oracle, diversity=diversity, rerankers=per_ranker))
+    for name, (confs, flat) in answers.items():  # one shape for every N >= SHARED_FROM, fitted on all their answers
+        shared = fit_confidence_map(confs, flat)
+        for level in levels:
+            if level.n >= SHARED_FROM:
+                level.rerankers[name].fitted_calibration = shared
 
     with_greedy = all(s.greedy is not None for s in samples)
     greedy_texts = [s.greedy.text if s.greedy is not None and s.greedy.ok else "" for s in samples]

@@ -42,7 +42,9 @@ class RerankerLevel(NbestModel):
     fitted_calibration: ConfidenceMap | None = None
     """The regularised Platt map (``sigmoid(scale * logit(c) + bias)``) that calibrates
     that confidence on these prompts: fitted on a tuning split, it is what
-    ``--calibration`` carries to a held-out run. None as for ``fitted_temperature``."""
+    ``--calibration`` carries to a held-out run. From N = 4 on it is one map, fitted on
+    the answers of every such N together (:data:`~nbest.evaluation.evaluate.SHARED_FROM`).
+    None as for ``fitted_temperature``."""
     applied_temperature: float | None = None
     """The temperature given from elsewhere (``--calibration`` with a report holding
     temperatures only), when one was."""
