@@ -31,6 +31,11 @@ server would use):
     python benchmarks/learning_replay.py bounds /tmp/r.jsonl
     python benchmarks/learning_replay.py replay /tmp/r.jsonl [--folds 8] [--noise 0.1] [--png PATH]
 
+``benchmarks/data/reasoning_tuning_n8_ladder0.3-0.7.jsonl.gz`` holds the 81 Results of the
+word problems' ``tuning`` split the README's figures for ``--data reasoning`` were chosen on
+(n = 8 over ``ladder:0.3-0.7``, 80 tokens, stop ``Question:``, seed 7): ``bounds`` and
+``replay`` run on it without an engine.
+
 ``replay`` ends with ``ratio: A`` = mean held-out agreement after the last checkpoint /
 before learning.
 """
@@ -39,6 +44,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gzip
 import json
 import random
 import sys
@@ -105,8 +111,9 @@ def items_of(data: str) -> dict[str, Item]:
 
 
 def load(path: Path) -> tuple[str, list[Logged]]:
-    """The set's name and the Results of a ``collect`` file."""
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    """The set's name and the Results of a ``collect`` file (gzipped when its name ends in ``.gz``)."""
+    text = gzip.decompress(path.read_bytes()).decode("utf-8") if path.suffix == ".gz" else path.read_text(encoding="utf-8")
+    rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     if not rows:
         raise SystemExit(f"{path}: no Results")
     data = rows[0]["data"]

@@ -216,3 +216,14 @@ async def test_replay_learns_the_vote_on_word_problems(scripted: ScriptedEngine)
     (fold_train, fold_held), *_ = lr.folds(pool, 2, None, seed=0)
     assert {x.item.split for x in fold_held} == {"heldout"} and {x.item.split for x in fold_train} == {"tuning"}
     assert len(fold_held) + len(fold_train) == len(pool)
+
+
+def test_the_stored_word_problem_results_load_and_bound() -> None:
+    """The Results the README's word-problem setting was chosen on, replayable without an engine."""
+    lr = _replay_module()
+    data, pool = lr.load(ROOT / "benchmarks" / "data" / "reasoning_tuning_n8_ladder0.3-0.7.jsonl.gz")
+    assert data == "reasoning" and len(pool) == 81 and {x.item.split for x in pool} == {"tuning"}
+    assert all(x.result.n == 8 for x in pool)
+    found = lr.bounds(pool, directions=20)
+    assert found["default"] <= found["alone"]["mean_logprob"] <= found["oracle"]
+    assert round(found["default"], 3) == 0.321 and round(found["oracle"], 3) == 0.642
