@@ -31,12 +31,10 @@ import anyio.to_thread
 from nbest.batch.output import OutputLog
 from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
-from nbest.orchestrator.adaptive import check_adaptive
-from nbest.orchestrator.core import Rerankers
+from nbest.orchestrator.core import Rerankers, as_ranker, check_run_settings
 from nbest.orchestrator.many import check_count
 from nbest.orchestrator.pruning import Prune, check_prune
 from nbest.orchestrator.stopping import StoppingRule
-from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import Strategy
 from nbest.types import Request, Result
 
@@ -122,13 +120,8 @@ async def run_batch(
         return await write_results(finished, log, total=len(requests), on_result=on_result)
     if total is None:
         raise ConfigError("total: give the number of requests an iterator yields (for the progress)", parameter="total")
-    # the settings are checked once, here, as as_completed does for a list
-    check_count(concurrency, "concurrency")
-    if timeout is not None and not timeout > 0:
-        raise ConfigError("timeout: must be a positive number of seconds or None", parameter="timeout", value=timeout)
-    check_adaptive(until, wave)
-    check_prune(prune)
-    ranker = rerankers if rerankers is None or isinstance(rerankers, Ranker) else Ranker(list(rerankers))
+    check_run_settings(concurrency=concurrency, timeout=timeout, until=until, wave=wave, prune=prune)  # once, as for a list
+    ranker = rerankers if rerankers is None else as_ranker(rerankers)
     run = functools.partial(
         orch.run,
         strategy=strategy,
@@ -221,13 +214,8 @@ def plan_check(orch: Orchestrator, *, strategy: Strategy | None = None, prune: P
         ConfigError: ``prune`` is not a Prune (here); the returned function
             raises the plan's ConfigError.
     """
-    policy = check_prune(prune)
-
-    def check(request: Request) -> None:
-        _, specs = orch.plan(request, strategy)
-        check_prune(policy, orch.engines, specs)
-
-    return check
+    check_prune(prune)
+    return functools.partial(orch.check_request, strategy=strategy, prune=prune)
 
 
 async def write_results(

@@ -28,7 +28,7 @@ from nbest.strategies.base import Strategy, checked_plan
 from nbest.strategies.fixed import Fixed
 from nbest.types import DEFAULT_MAX_N, Candidate, CandidateSpec, Prompt, Request, Result, SamplingParams, Timings, Usage
 
-__all__ = ["Orchestrator", "Rerankers", "SamplingKwargs"]
+__all__ = ["Orchestrator", "Rerankers", "SamplingKwargs", "as_ranker", "check_run_settings"]
 
 Rerankers = Sequence[Reranker] | Ranker
 """Rerankers, or a configured Ranker."""
@@ -107,7 +107,7 @@ class Orchestrator:
         _check_timeout(timeout)
         self.engines = named
         self.strategy: Strategy = strategy or Fixed()
-        self.ranker = _ranker(rerankers) if rerankers is not None else Ranker([MeanLogProb()])
+        self.ranker = as_ranker(rerankers) if rerankers is not None else Ranker([MeanLogProb()])
         self.max_n = max_n
         self.timeout = timeout
         self.close_engines = close_engines
@@ -252,6 +252,17 @@ class Orchestrator:
         pruning, specs = PruneRun.plan(checked, specs)
         return request, specs, pruning
 
+    def check_request(self, request: Request, strategy: Strategy | None = None, prune: Prune | None = None) -> None:
+        """What :meth:`run` checks of ``request`` before generating anything (its
+        ``n``, its plan, pruning against the plan's engines), without running it;
+        the orchestrator need not be started. :meth:`as_completed` calls it on
+        every request, ``nbest batch`` on every input line as it reads them.
+
+        Raises:
+            ConfigError: what :meth:`run` would raise for this request's plan.
+        """
+        self._planned(request, strategy, prune)
+
     async def _stream_planned(
         self, request: Request, specs: list[CandidateSpec], timeout: float | None, pruning: PruneRun | None
     ) -> AsyncGenerator[Candidate, None]:
@@ -348,7 +359,7 @@ class Orchestrator:
                 is generated).
             EngineDeadError: an engine died.
         """
-        ranker = _ranker(rerankers) if rerankers is not None else self.ranker
+        ranker = as_ranker(rerankers) if rerankers is not None else self.ranker
         self.check(request)
         wave = check_adaptive(until, wave)
         _check_timeout(timeout)
@@ -582,16 +593,13 @@ class Orchestrator:
         name: str,
     ) -> AsyncGenerator[tuple[int, Result], None]:
         tg = self._require_open()
-        check_count(concurrency, "concurrency")
-        _check_timeout(timeout)
-        check_adaptive(until, wave)
-        check_prune(prune)
-        ranker = _ranker(rerankers) if rerankers is not None else self.ranker
+        check_run_settings(concurrency=concurrency, timeout=timeout, until=until, wave=wave, prune=prune)
+        ranker = as_ranker(rerankers) if rerankers is not None else self.ranker
         for i, request in enumerate(requests):
             if not isinstance(request, Request):
                 raise ConfigError(f"{name}[{i}]: not a Request (got {type(request).__name__}); build one with request()")
             try:
-                self._planned(request, strategy, prune)
+                self.check_request(request, strategy, prune)
             except ConfigError as exc:
                 raise _at(f"{name}[{i}]", exc) from None
 
@@ -664,13 +672,29 @@ def _at(where: str, exc: ConfigError) -> ConfigError:
     return ConfigError(f"{where}: {exc}", parameter=parameter, value=exc.value)
 
 
-def _ranker(rerankers: Rerankers) -> Ranker:
+def as_ranker(rerankers: Rerankers) -> Ranker:
+    """``rerankers`` as one Ranker (a Ranker stays as it is)."""
     return rerankers if isinstance(rerankers, Ranker) else Ranker(list(rerankers))
 
 
 def _check_timeout(timeout: float | None) -> None:
     if timeout is not None and not timeout > 0:
         raise ConfigError("timeout: must be a positive number of seconds or None", parameter="timeout", value=timeout)
+
+
+def check_run_settings(
+    *, concurrency: int, timeout: float | None, until: StoppingRule | None, wave: int | None, prune: Prune | None
+) -> None:
+    """The settings of a run of many requests, checked once before any starts
+    (:meth:`Orchestrator.as_completed`, and ``nbest batch`` over a lazy input).
+
+    Raises:
+        ConfigError: naming the setting that is wrong.
+    """
+    check_count(concurrency, "concurrency")
+    _check_timeout(timeout)
+    check_adaptive(until, wave)
+    check_prune(prune)
 
 
 def ranker_config(ranker: Ranker) -> dict[str, Any] | None:
