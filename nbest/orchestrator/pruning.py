@@ -44,6 +44,7 @@ import anyio
 
 from nbest.engines.base import streams_tokens
 from nbest.errors import ConfigError
+from nbest.orchestrator.stopping import MAX_RULE_CHARS
 from nbest.rerankers.confidence import ConfidenceTracker
 from nbest.types import Candidate, CandidateSpec
 
@@ -113,7 +114,7 @@ def parse_prune(text: str) -> Prune:
         ConfigError: naming what is wrong and the form allowed.
     """
     form = "KEEP[:WARMUP[:WINDOW]], e.g. 0.9, low:8 or 0.5:4:32 (KEEP in (0, 1] or high/low)"
-    if not isinstance(text, str) or len(text) > 64:
+    if not isinstance(text, str) or len(text) > MAX_RULE_CHARS:  # the same bound as a stopping rule's
         raise ConfigError(f"prune: expected {form}", parameter="prune", value=text)
     parts = text.strip().lower().split(":")
     if len(parts) > 3 or not parts[0]:

@@ -22,13 +22,10 @@ from pydantic import Field, model_validator
 from nbest.engines.base import streams_tokens
 from nbest.errors import ConfigError
 from nbest.orchestrator.pruning import PRUNE_TOP_LOGPROBS, Prune, parse_prune
-from nbest.orchestrator.stopping import StoppingRule, parse_rule
+from nbest.orchestrator.stopping import MAX_RULE_CHARS, StoppingRule, parse_rule
 from nbest.types import DEFAULT_MAX_N, NbestModel
 
 __all__ = ["MAX_RULE_CHARS", "ServerSettings", "parse_until"]
-
-MAX_RULE_CHARS = 64
-"""Longest ``until`` or ``prune`` short form (the longest meaningful one is about 25 characters)."""
 
 
 def parse_until(text: str) -> StoppingRule:
