@@ -424,7 +424,7 @@ async def score_samples(
                     ece=expected_calibration_error(confs, flat, bins),
                     ece_interval=ece_interval(confs, flat, bins=bins, groups=prompt_of, resamples=boot, seed=seed),
                     fitted_temperature=fit_confidence_temperature(confs, flat),
-                    fitted_calibration=fit_confidence_map(confs, flat),
+                    fitted_calibration=fit_confidence_map(confs, flat) if k < SHARED_FROM else None,  # else: below
                     applied_temperature=given if not isinstance(given, ConfidenceMap) else None,
                     applied_calibration=given if isinstance(given, ConfidenceMap) else None,
                     ece_calibrated=None if calibrated is None else expected_calibration_error(calibrated, flat, bins),
