@@ -236,7 +236,8 @@ async def test_stream_false_asks_for_answers_in_one_piece() -> None:
     ],
 )
 def test_answers_that_are_not_openai_responses_are_endpoint_failures(raw: bytes, content_type: str, error: str) -> None:
-    from nbest.engines.openai import EndpointFailure, _parse
+    from nbest.engines._openai_read import _parse
+    from nbest.engines.openai import EndpointFailure
 
     with pytest.raises(EndpointFailure, match=error):
         _parse(raw, content_type)

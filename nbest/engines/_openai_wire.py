@@ -10,9 +10,9 @@ answer gives).
 
 Everything here reads what a server sent: a malformed answer raises
 ``ValueError`` (or ``TypeError`` / ``KeyError`` / ``RecursionError``), which the
-engine reports as the endpoint's failure. How much is read is bounded by the
-caller (the engine's byte limit); :class:`TokenReader` also refuses more tokens
-than ``max_tokens``.
+engine's readers (:mod:`nbest.engines._openai_read`) report as the endpoint's
+failure. How much is read is bounded by the caller (the engine's byte limit);
+:class:`TokenReader` also refuses more tokens than ``max_tokens``.
 """
 
 from __future__ import annotations
