@@ -618,7 +618,7 @@ CLI: list[Cli] = [
         "--wave: must be a whole number >= 1",
     ),
     Cli("serve wave without a rule", ["serve", "--db", "{tmp}/p.db", "--wave", "4"], 2, "--wave: only used with a stopping rule"),
-    Cli("serve prune keep NaN", ["serve", "--db", "{tmp}/p.db", "--prune", "nan"], 2, "--prune.keep"),
+    Cli("serve prune keep NaN", ["serve", "--db", "{tmp}/p.db", "--prune", "nan"], 2, "--prune 'nan': prune.keep"),
     Cli(
         "batch prune with a fractional warm-up",
         ["batch", "{tmp}/in.jsonl", "-o", "{tmp}/out.jsonl", "--prune", "high:2.5"],

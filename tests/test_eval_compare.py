@@ -172,7 +172,7 @@ def test_temperature_fitted_on_one_split_applies_to_another() -> None:
         (["--compare", "vote+until:beta:2"], "--compare 'vote+until:beta:2'"),
         (["--split", "dev"], "is in split 'dev'; its splits: heldout, tuning"),
         (["--split", ""], "--split: a split's name"),
-        (["--prune", "0.9:0"], "--prune.warmup: must be a whole number"),
+        (["--prune", "0.9:0"], "--prune '0.9:0': prune.warmup: must be a whole number"),
         (["--calibration", "{tmp}/set.jsonl"], "is not a report written by nbest eval --report"),
         (["--calibration", "{tmp}/missing.json"], "--calibration: no such file"),
     ],

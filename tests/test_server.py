@@ -535,6 +535,12 @@ async def test_the_servers_prune_applies_unless_the_request_says_otherwise(scrip
     [
         ({"prompt": "x", "until": "forever"}, "until", "use beta:P, dirichlet:P, confidence:P or esc:W"),
         ({"prompt": "x", "until": "forever"}, "until", "null: no stopping rule"),
+        (  # the rule's message names the field and echoes the value once
+            {"prompt": "x", "until": "forever"},
+            "until",
+            "until 'forever': unknown stopping rule 'forever'; use beta:P, dirichlet:P, confidence:P or esc:W; "
+            "null: no stopping rule",
+        ),
         ({"prompt": "x", "prune": "most"}, "prune", "null: no pruning"),
         ({"prompt": "x", "prune": "2"}, "prune.keep", "(0, 1] (got 2.0); null: no pruning"),
         ({"prompt": "x", "n": 2, "wave": 3}, "wave", "at most n = 2"),
@@ -566,8 +572,8 @@ async def test_the_servers_prune_on_an_engine_without_token_updates_is_refused_a
 @pytest.mark.parametrize(
     ("given", "param", "words"),
     [
-        ({"until": "forever"}, "until", "until: unknown stopping rule 'forever'; use beta:P"),
-        ({"until": "beta:1.5"}, "until", "until: threshold: must be a probability in (0, 1)"),
+        ({"until": "forever"}, "until", "until 'forever': unknown stopping rule 'forever'; use beta:P"),
+        ({"until": "beta:1.5"}, "until", "until 'beta:1.5': threshold: must be a probability in (0, 1)"),
         ({"until": "esc:" + "9" * 100}, "until", "at most 64 characters"),
         ({"wave": 4}, "wave", "wave: only used with a stopping rule"),
         ({"until": "esc:4", "wave": 0}, "wave", "greater than or equal to 1"),

@@ -43,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
         (["--until", "forever"], "--until 'forever': unknown stopping rule 'forever'; use beta:P"),
         (["--wave", "3"], "--wave: only used with a stopping rule"),
         (["--until", "esc:4", "--wave", "100"], "--wave: wave: at most max_n = 64"),
-        (["--prune", "2"], "--prune.keep: must be a share in (0, 1]"),
+        (["--prune", "2"], "--prune '2': prune.keep: must be a share in (0, 1]"),
         (["--prune", "0.9", "--max-top-logprobs", "2"], "max_top_logprobs is 2: raise it to at least 5"),
     ],
 )

@@ -150,4 +150,5 @@ async def test_openai_client_under_the_servers_until_and_prune(scripted: Scripte
 
             with pytest.raises(openai.UnprocessableEntityError) as bad:
                 await client.completions.create(model="smollm2", prompt="x", n=2, extra_body={"nbest": {"prune": "sometimes"}})
-            assert "nbest.prune: expected KEEP[:WARMUP[:WINDOW]]" in str(bad.value) and "null: no pruning" in str(bad.value)
+            message = str(bad.value)
+            assert "nbest.prune 'sometimes': expected KEEP[:WARMUP[:WINDOW]]" in message and "null: no pruning" in message

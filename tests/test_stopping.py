@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 
 import pytest
 
 from nbest import ConfigError, Orchestrator, rerankers, stopping
 from nbest.orchestrator.adaptive import DEFAULT_WAVE, check_adaptive
+from nbest.orchestrator.pruning import parse_prune
 from nbest.types import Answer, Candidate, CandidateSpec, Prompt, Result, SamplingParams
 from tests.scripted import ScriptedEngine, Step
 
@@ -166,6 +168,38 @@ def test_parse_rule_rejects_bad_text(text: str, message: str) -> None:
     with pytest.raises(ConfigError, match="--until") as info:
         stopping.parse_rule(text)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("parse", "text", "name", "message", "parameter"),
+    [
+        (stopping.parse_rule, "gamma:0.9", "--until", "--until 'gamma:0.9': unknown stopping rule 'gamma'", "until"),
+        (stopping.parse_rule, "gamma:0.9", "until", "until 'gamma:0.9': unknown stopping rule 'gamma'", "until"),
+        (stopping.parse_rule, "beta:1.5", "until", "until 'beta:1.5': threshold: must be a probability in (0, 1)", "until"),
+        (stopping.parse_rule, "esc:" + "9" * 100, "until", "until: at most 64 characters for a stopping rule", "until"),
+        (parse_prune, "most", "prune", "prune 'most': expected KEEP[:WARMUP[:WINDOW]]", "prune"),
+        (parse_prune, "most", "--prune", "--prune 'most': expected KEEP[:WARMUP[:WINDOW]]", "prune"),
+        (parse_prune, "2", "--prune", "--prune '2': prune.keep: must be a share in (0, 1] (got 2.0)", "prune.keep"),
+        (parse_prune, "0.9:0", "prune", "prune '0.9:0': prune.warmup: must be a whole number", "prune.warmup"),
+        (parse_prune, "0." + "9" * 100, "--prune", "--prune: at most 64 characters (got 102 characters)", "prune"),
+    ],
+)
+def test_short_form_errors_name_what_the_caller_says(
+    parse: Callable[..., object], text: str, name: str, message: str, parameter: str
+) -> None:
+    """The CLI says ``--until``/``--prune``, an HTTP body or settings ``until``/``prune``: each
+    caller passes its own name, and the message starts with it as given."""
+    with pytest.raises(ConfigError) as info:
+        parse(text, name=name)
+    assert str(info.value).startswith(message), str(info.value)
+    assert info.value.parameter == parameter
+
+
+def test_short_form_errors_keep_their_default_names() -> None:
+    with pytest.raises(ConfigError, match=r"^--until 'x:1': unknown stopping rule"):
+        stopping.parse_rule("x:1")
+    with pytest.raises(ConfigError, match=r"^prune 'x': expected"):
+        parse_prune("x")
 
 
 @pytest.mark.parametrize("threshold", [0.0, 1.0, -0.1, math.nan])

@@ -390,7 +390,7 @@ def _compare(
     for method in methods:
         if method.until is not None and method.until not in rules:
             try:
-                rule = stopping.parse_rule(method.until)
+                rule = stopping.parse_rule(method.until, name="until")  # the method's own part, +until:RULE
                 check_adaptive(rule, wave)
             except ConfigError as exc:
                 raise ConfigError(f"--compare {method.text!r}: {exc}", parameter="compare", value=method.text) from None

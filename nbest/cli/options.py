@@ -213,7 +213,7 @@ def build_until(texts: tuple[str, ...], wave: int | None) -> tuple[StoppingRule 
         if wave is not None:
             raise ConfigError("--wave: only used with a stopping rule (--until beta:0.95)", parameter="wave", value=wave)
         return None, None
-    rule = stopping.parse_rule(texts[0])
+    rule = stopping.parse_rule(texts[0], name="--until")
     return rule, check_adaptive(rule, wave)
 
 
@@ -221,16 +221,11 @@ def build_prune(text: str | None) -> Prune | None:
     """``--prune`` as a pruning policy (None: no pruning).
 
     Raises:
-        ConfigError: a bad policy, naming the form allowed.
+        ConfigError: a bad policy, naming ``--prune`` and the form allowed.
     """
     from nbest.orchestrator.pruning import parse_prune
 
-    if text is None:
-        return None
-    try:
-        return parse_prune(text)
-    except ConfigError as exc:
-        raise ConfigError(f"--{exc}", parameter="prune", value=text) from None
+    return None if text is None else parse_prune(text, name="--prune")
 
 
 def build_request(prompt: str, n: int, system: str | None, **sampling: Any) -> Request:

@@ -106,25 +106,40 @@ class Prune:
         return f"{self.keep:g}:{self.warmup}:{self.window}"
 
 
-def parse_prune(text: str) -> Prune:
+def parse_prune(text: str, *, name: str = "prune") -> Prune:
     """A pruning policy from its short form ``KEEP[:WARMUP[:WINDOW]]``; ``KEEP`` is a
     share in (0, 1] or ``high`` (0.9) / ``low`` (0.1).
 
+    ``name`` is what an error names: the field ``prune`` (the default: an HTTP body,
+    server settings) or the ``--prune`` flag on the command line. Every message starts
+    with it, so that a caller reports it as it is.
+
+    >>> parse_prune("2", name="--prune")
+    Traceback (most recent call last):
+    nbest.errors.ConfigError: --prune '2': prune.keep: must be a share in (0, 1] (got 2.0)
+
     Raises:
-        ConfigError: naming what is wrong and the form allowed.
+        ConfigError: naming what is wrong and the form allowed (``parameter``: ``name``
+            without its dashes, or the policy's field, ``prune.keep`` ...).
     """
     form = "KEEP[:WARMUP[:WINDOW]], e.g. 0.9, low:8 or 0.5:4:32 (KEEP in (0, 1] or high/low)"
+    parameter = name.lstrip("-")
     if not isinstance(text, str) or len(text) > MAX_RULE_CHARS:  # the same bound as a stopping rule's
-        raise ConfigError(f"prune: expected {form}", parameter="prune", value=text)
+        size = f"{len(text)} characters" if isinstance(text, str) else f"a {type(text).__name__}"
+        raise ConfigError(f"{name}: at most {MAX_RULE_CHARS} characters (got {size}); expected {form}", parameter=parameter)
+    wrong = ConfigError(f"{name} {text!r}: expected {form}", parameter=parameter, value=text)
     parts = text.strip().lower().split(":")
     if len(parts) > 3 or not parts[0]:
-        raise ConfigError(f"prune: expected {form} (got {text!r})", parameter="prune", value=text)
+        raise wrong
     try:
         keep = PRESETS[parts[0]] if parts[0] in PRESETS else float(parts[0])
         numbers = [int(part) for part in parts[1:]]
     except ValueError:
-        raise ConfigError(f"prune: expected {form} (got {text!r})", parameter="prune", value=text) from None
-    return Prune(keep, *numbers)
+        raise wrong from None
+    try:
+        return Prune(keep, *numbers)
+    except ConfigError as exc:  # a value out of range: the policy's own message, after what was given
+        raise ConfigError(f"{name} {text!r}: {exc}", parameter=exc.parameter, value=exc.value) from None
 
 
 PRUNE_TOP_LOGPROBS = 5

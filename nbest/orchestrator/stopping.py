@@ -388,54 +388,55 @@ MAX_RULE_CHARS = 64
 """Longest rule short form accepted (the longest meaningful one, ``dirichlet:0.999:weighted``, has 24)."""
 
 
-def parse_rule(text: str) -> StoppingRule:
+def parse_rule(text: str, *, name: str = "--until") -> StoppingRule:
     """Parse the short form ``beta:P[:weighted]``, ``dirichlet:P[:weighted]``,
     ``confidence:P[:answer|candidate]``, ``esc:W``.
 
+    ``name`` is what an error names: the ``--until`` flag on the command line (the
+    default), the field ``until`` of an HTTP body or a settings object. Every message
+    starts with it, so that a caller reports it as it is, whatever surface it serves.
+
     >>> parse_rule("confidence:0.8:candidate")
     Confidence(threshold=0.8, on='candidate')
+    >>> parse_rule("gamma:0.9", name="until")
+    Traceback (most recent call last):
+    nbest.errors.ConfigError: until 'gamma:0.9': unknown stopping rule 'gamma'; use beta:P, dirichlet:P, confidence:P or esc:W
 
     Raises:
-        ConfigError: an unknown rule, a missing or bad threshold.
+        ConfigError: an unknown rule, a missing or bad threshold, a text over
+            :data:`MAX_RULE_CHARS` (``parameter`` is ``name`` without its dashes).
     """
+    parameter = name.lstrip("-")
     if not isinstance(text, str) or len(text) > MAX_RULE_CHARS:  # checked before it is parsed or echoed back
-        size = f"{len(text)} characters" if isinstance(text, str) else type(text).__name__
-        raise ConfigError(f"--until: a rule of at most {MAX_RULE_CHARS} characters (got {size})", parameter="until")
-    name, _, rest = text.strip().partition(":")
-    kind = _RULES.get(name.strip().lower())
+        size = f"{len(text)} characters" if isinstance(text, str) else f"a {type(text).__name__}"
+        raise ConfigError(f"{name}: at most {MAX_RULE_CHARS} characters for a stopping rule (got {size})", parameter=parameter)
+    head = f"{name} {text!r}"
+
+    def error(reason: str) -> ConfigError:
+        return ConfigError(f"{head}: {reason}", parameter=parameter, value=text)
+
+    rule, _, rest = text.strip().partition(":")
+    kind = _RULES.get(rule.strip().lower())
     if kind is None:
-        raise ConfigError(
-            f"--until {text!r}: unknown stopping rule {name!r}; use beta:P, dirichlet:P, confidence:P or esc:W",
-            parameter="until",
-            value=text,
-        )
+        raise error(f"unknown stopping rule {rule!r}; use beta:P, dirichlet:P, confidence:P or esc:W")
     number, _, on = rest.partition(":")
     if kind is ESC:
         if on or not re.fullmatch(r"\s*[0-9]{1,3}\s*", number) or not 1 <= int(number) <= MAX_WINDOW:
-            raise ConfigError(
-                f"--until {text!r}: esc takes a window size, a whole number from 1 to {MAX_WINDOW}, e.g. esc:5",
-                parameter="until",
-                value=text,
-            )
+            raise error(f"esc takes a window size, a whole number from 1 to {MAX_WINDOW}, e.g. esc:5")
         return ESC(int(number))
     try:
         threshold = float(number)
     except ValueError:
-        raise ConfigError(
-            f"--until {text!r}: the threshold must be a number in (0, 1), e.g. {name}:0.95", parameter="until", value=text
-        ) from None
+        raise error(f"the threshold must be a number in (0, 1), e.g. {rule}:0.95") from None
+    if kind is Confidence:
+        if on and on not in ("answer", "candidate"):
+            raise error("after the threshold use answer or candidate")
+    elif on and on.strip().lower() != "weighted":
+        raise error(f"{rule} takes a threshold, then optionally :weighted")
     try:
         if kind is Confidence:
-            if on and on not in ("answer", "candidate"):
-                raise ConfigError(f"--until {text!r}: after the threshold use answer or candidate", parameter="until", value=text)
             return Confidence(threshold, on="candidate" if on == "candidate" else "answer")
-        if on and on.strip().lower() != "weighted":
-            raise ConfigError(
-                f"--until {text!r}: {name} takes a threshold, then optionally :weighted", parameter="until", value=text
-            )
         weighted = bool(on)
         return Dirichlet(threshold, weighted=weighted) if kind is Dirichlet else Beta(threshold, weighted=weighted)
-    except ConfigError as exc:
-        if str(exc).startswith("--until"):
-            raise
-        raise ConfigError(f"--until {text!r}: {exc}", parameter="until", value=text) from None
+    except ConfigError as exc:  # the threshold out of range: the rule's own message, after what was given
+        raise error(str(exc)) from None

@@ -117,7 +117,7 @@ class Options(NbestModel):
             try:
                 until = parse_until(self.until)
             except ConfigError as exc:
-                raise ApiError(422, f"{p}{exc} (got {self.until!r}); null: no stopping rule", param=f"{p}until") from None
+                raise ApiError(422, f"{p}{exc}; null: no stopping rule", param=f"{p}until") from None
         wave = self.wave
         if "wave" not in given and "until" not in given:
             wave = server.wave

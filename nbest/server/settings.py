@@ -30,22 +30,19 @@ __all__ = ["MAX_RULE_CHARS", "ServerSettings", "parse_until"]
 
 def parse_until(text: str) -> StoppingRule:
     """A stopping rule from its short form (:func:`~nbest.orchestrator.stopping.parse_rule`),
-    its error naming the field ``until`` rather than the ``--until`` flag.
+    its error naming the field ``until`` rather than the ``--until`` flag: what an HTTP body
+    and these settings report.
 
     >>> parse_until("esc:4")
     ESC(window=4)
     >>> parse_until("forever")
     Traceback (most recent call last):
-    nbest.errors.ConfigError: until: unknown stopping rule 'forever'; use beta:P, dirichlet:P, confidence:P or esc:W
+    nbest.errors.ConfigError: until 'forever': unknown stopping rule 'forever'; use beta:P, dirichlet:P, confidence:P or esc:W
 
     Raises:
         ConfigError: an unknown rule or a bad threshold (``parameter="until"``).
     """
-    try:
-        return parse_rule(text)
-    except ConfigError as exc:
-        reason = str(exc).removeprefix(f"--until {text!r}: ")
-        raise ConfigError(f"until: {reason}", parameter="until", value=text) from None
+    return parse_rule(text, name="until")
 
 
 class ServerSettings(NbestModel):
