@@ -617,3 +617,73 @@ async def test_the_real_engine_writes_the_same_results_from_a_file_read_lazily(v
     lazy = texts(tmp_path / "lazy.jsonl")
     assert sorted(lazy) == ["q0", "q1", "q2", "q9"] and len(lazy["q9"]) == 3
     assert lazy == texts(tmp_path / "held.jsonl")
+
+
+# -- the hidden partial errors file of a run killed while it checked its input -------------------
+
+
+def _partials(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.endswith(".partial"))
+
+
+def test_a_run_killed_while_checking_its_input_leaves_a_partial_the_next_run_removes(tmp_path: Path) -> None:
+    """SIGKILL in the first pass (bad lines being written to the hidden errors
+    file) leaves that file; the next run removes it and writes the errors file
+    in full."""
+    bad = 300_000  # seconds of checking: time to see the partial and kill the run
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(b"{x\n" * bad + b'{"id": "ok", "prompt": "fine"}\n')
+    out = tmp_path / "out.jsonl"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    argv = [sys.executable, "-m", "tests.cli_with_engine", "same_answer", "batch", str(inp), "-o", str(out), "-n", "1"]
+    proc = subprocess.Popen(argv, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not _partials(tmp_path):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "no partial errors file after 60 s"
+            time.sleep(0.005)
+        proc.kill()
+        proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate(timeout=60)
+    assert _partials(tmp_path) == [f".out.jsonl.errors.jsonl.{proc.pid}.partial"]  # the crash's trace
+    assert not (tmp_path / "out.jsonl.errors.jsonl").exists()  # never put in place
+    main(["batch", str(inp), "-o", str(out), "-n", "1"], engine_factory=same_answer)
+    assert _partials(tmp_path) == []
+    with (tmp_path / "out.jsonl.errors.jsonl").open() as f:
+        assert sum(1 for _ in f) == bad
+    assert [r["id"] for r in read_results(out)] == ["ok"]
+
+
+def test_only_partials_no_live_run_writes_are_removed(tmp_path: Path) -> None:
+    """Stale: no lock held and its process gone (or this one). Kept: a partial
+    whose process runs, one locked by a run still writing it, other files'
+    partials, names that only look alike, and symbolic links."""
+    from nbest.batch.output import open_partial, partial_path, remove_stale_partials
+
+    errors = tmp_path / "out.jsonl.errors.jsonl"
+    ended = subprocess.Popen([sys.executable, "-c", "pass"])
+    ended.wait()  # its process id names no process now
+
+    def partial(pid: int | str, name: str = errors.name) -> Path:
+        path = tmp_path / f".{name}.{pid}.partial"
+        path.write_text("{}\n")
+        return path
+
+    stale = [partial(ended.pid), partial(0)]
+    kept = [partial(os.getppid()), partial(ended.pid, name="other.jsonl"), partial("x12"), partial(f"{ended.pid}.partial.bak")]
+    link = tmp_path / f".{errors.name}.4194305.partial"  # over any pid_max: no such process
+    link.symlink_to(kept[1])
+    writing = open_partial(partial_path(errors))  # a run of this process still checking its input
+    try:
+        assert sorted(remove_stale_partials(errors)) == sorted(stale)
+        assert remove_stale_partials(errors) == []
+        assert partial_path(errors).exists()  # locked while open
+    finally:
+        writing.close()
+    assert remove_stale_partials(errors) == [partial_path(errors)]  # closed, never put in place: stale now
+    assert not any(p.exists() for p in stale)
+    assert all(p.exists() for p in kept) and link.is_symlink()

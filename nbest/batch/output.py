@@ -15,6 +15,16 @@ cut, so a second run on the same output stops with a
 :class:`~nbest.errors.ConfigError` naming the process that holds it; the
 lock goes with the process, however it ends (on a file system without
 ``flock`` the file is written unlocked).
+
+The errors file of ``nbest batch`` is written while the input is checked, into
+a hidden *partial* file beside it (:func:`partial_path`: ``.NAME.PID.partial``),
+put in place only once the whole input passed. A process killed meanwhile
+leaves that file behind; the next run on the same errors file removes it
+(:func:`remove_stale_partials`). A partial is stale when no process holds its
+``flock`` (:func:`open_partial` takes it; the kernel drops it when the writer
+dies) and the process its name gives is gone from this machine (or is this
+one), so a run still checking its input keeps its own, also on a folder that
+several machines share.
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import json
 import os
 from pathlib import Path
 from types import TracebackType
+from typing import TextIO
 
 import anyio
 import anyio.to_thread
@@ -32,7 +43,7 @@ import anyio.to_thread
 from nbest.errors import ConfigError
 from nbest.types import Result
 
-__all__ = ["OutputLog", "Resume", "open_output", "scan_output"]
+__all__ = ["OutputLog", "Resume", "open_output", "open_partial", "partial_path", "remove_stale_partials", "scan_output"]
 
 
 class Resume:
@@ -198,3 +209,98 @@ class OutputLog:
 
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+# -- the partial errors file ----------------------------------------------------------------------
+
+_PARTIAL = ".partial"
+
+
+def partial_path(path: Path) -> Path:
+    """Where this process writes ``path`` before putting it in place: a hidden
+    file beside it that names the process.
+
+    >>> partial_path(Path("out/answers.jsonl.errors.jsonl")).name  # doctest: +SKIP
+    '.answers.jsonl.errors.jsonl.4242.partial'
+    """
+    return path.with_name(f".{path.name}.{os.getpid()}{_PARTIAL}")
+
+
+def open_partial(partial: Path) -> TextIO:
+    """Open ``partial`` (:func:`partial_path`) for writing, holding its ``flock``
+    while it is open, so :func:`remove_stale_partials` in another run leaves it
+    alone (on a file system without ``flock``: unlocked, its process id still
+    says it is live).
+
+    Raises:
+        OSError: it cannot be created.
+    """
+    f = partial.open("w", encoding="utf-8", errors="backslashreplace")
+    with contextlib.suppress(OSError):  # held already cannot be: the name is this process's
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    return f
+
+
+def remove_stale_partials(path: Path) -> list[Path]:
+    """Remove the partial files of ``path`` that runs killed while writing
+    them left behind (see the module docs); return those removed.
+
+    One pass over the folder; only hidden files named like a partial of
+    ``path`` (``.NAME.<digits>.partial``) are looked at, never followed
+    through a symbolic link. A folder that cannot be read, or a file that
+    cannot be opened or removed, is left as it is: nothing here stops a run.
+    """
+    prefix = f".{path.name}."
+    removed: list[Path] = []
+    try:
+        entries = os.scandir(path.parent)
+    except OSError:
+        return removed
+    with entries:
+        for entry in entries:
+            pid = entry.name[len(prefix) : -len(_PARTIAL)]
+            if not (entry.name.startswith(prefix) and entry.name.endswith(_PARTIAL) and pid.isascii() and pid.isdigit()):
+                continue
+            if _alive(int(pid)):
+                continue
+            if _remove_unlocked(Path(entry.path)):
+                removed.append(Path(entry.path))
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    """Whether another process ``pid`` runs on this machine (this one does not count:
+    its own partial is not open yet when a run looks for stale ones)."""
+    if pid <= 0 or pid == os.getpid():
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # it runs, as another user
+        return True
+    except (OverflowError, OSError):  # no such process id can exist
+        return False
+    return True
+
+
+def _remove_unlocked(partial: Path) -> bool:
+    """Remove ``partial`` unless a process holds its ``flock``; whether it was removed."""
+    try:
+        fd = os.open(partial, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)
+    except OSError:
+        return False
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # its writer still runs (on another machine sharing the folder)
+            return False
+        except OSError:  # a file system without flock: the process id said it is stale
+            pass
+        try:
+            os.unlink(partial)
+        except OSError:
+            return False
+        return True
+    finally:
+        os.close(fd)

@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 import click
 
 from nbest.batch.inputs import BadLine, check_input
-from nbest.batch.output import open_output
+from nbest.batch.output import open_output, open_partial, partial_path, remove_stale_partials
 from nbest.cli.options import (
     build_engines,
     build_prune,
@@ -65,17 +65,19 @@ class _ErrorsFile:
     checked (none is held in memory): into a hidden file beside it, put in
     place by :meth:`commit` once the whole input passed and OUT is ours, or
     removed by :meth:`discard` (a duplicate id, a locked OUT), so a refused
-    run leaves the errors file of the last run as it was."""
+    run leaves the errors file of the last run as it was. A run killed
+    meanwhile leaves its hidden file behind: the next one removes it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        remove_stale_partials(path)
+        self._partial = partial_path(path)
         self._file: TextIO | None = None
 
     def write(self, line: BadLine) -> None:
         try:
             if self._file is None:
-                self._file = self._partial.open("w", encoding="utf-8", errors="backslashreplace")
+                self._file = open_partial(self._partial)
             self._file.write(json.dumps(line.model_dump(), ensure_ascii=False) + "\n")
         except OSError as exc:
             raise self._cannot(exc) from None
