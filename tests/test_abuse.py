@@ -111,6 +111,13 @@ HTTP: list[Http] = [
         "rerankers[0]",
     ),
     Http("unknown candidate feature", {"prompt": "x", "rerankers": ["feature:colour"]}, 422, "unknown feature", "rerankers[0]"),
+    Http(
+        "arithmetic check given an argument",
+        {"prompt": "x", "rerankers": ["arithmetic:" + "9" * 5_000]},
+        422,
+        "no argument",
+        "rerankers[0]",
+    ),
     # -- bounded work (nbest/strategies, server/limits.py, rerankers/extract.py)
     Http(
         "grid axis of 100 values", {"prompt": "x", "strategy": "grid:t=" + ",".join(["0.5"] * 100)}, 422, "at most 64", "strategy"

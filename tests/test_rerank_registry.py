@@ -22,7 +22,7 @@ from nbest.rerankers import (
 from nbest.rerankers.extract import get_extractor
 from tests.scripted import ScriptedEngine
 
-BUILT_IN = ["cross", "embed", "feature", "judge", "logprob", "mbr", "ppl", "reward", "source", "sumlogprob", "vote"]
+BUILT_IN = ["arithmetic", "cross", "embed", "feature", "judge", "logprob", "mbr", "ppl", "reward", "source", "sumlogprob", "vote"]
 
 
 def test_the_built_in_kinds() -> None:
@@ -120,7 +120,7 @@ def test_config_for_name(name: str, kind: str | None) -> None:
 @pytest.mark.parametrize(
     ("spec", "message"),
     [
-        ("nope", "unknown reranker 'nope'; use cross:MODEL, embed"),
+        ("nope", "unknown reranker 'nope'; use arithmetic, cross:MODEL, embed"),
         ("vote=abc", "weight must be a number"),
         ("vote=-1", "weight: Input should be greater than or equal to 0"),
         ("vote:digits", "extract"),

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from nbest.rerankers import extract
 from nbest.rerankers.answers import group_answers, group_extracted, normalize_text
+from nbest.rerankers.arithmetic import ArithmeticCheck, ArithmeticConfig
 from nbest.rerankers.base import AnswerGrouper, PerCandidate, Reranker
 from nbest.rerankers.calibrate import Calibration, fit_temperature
 from nbest.rerankers.crossencoder import CrossEncoder, CrossEncoderConfig
@@ -49,6 +50,8 @@ __all__ = [
     "MBR",
     "RERANKERS",
     "AnswerGrouper",
+    "ArithmeticCheck",
+    "ArithmeticConfig",
     "Calibration",
     "CrossEncoder",
     "CrossEncoderConfig",

@@ -1,0 +1,192 @@
+"""The arithmetic reranker: written calculations checked exactly, answers that follow,
+question numbers used, its config, and bounded work for hostile text."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import pytest
+
+from nbest.errors import ConfigError
+from nbest.rerankers import ArithmeticCheck, ArithmeticConfig, MeanLogProb, Ranker, build_ranker, reranker_config
+from nbest.rerankers.arithmetic import MAX_CHARS, MAX_OPERANDS, MAX_STATEMENTS, check_text, last_paragraph, statements
+from nbest.types import Candidate, CandidateSpec, ChatMessage, Request, SamplingParams
+
+
+def cand(index: int, text: str, mean: float | None = None) -> Candidate:
+    spec = CandidateSpec(index=index, params=SamplingParams())
+    return Candidate(index=index, spec=spec, text=text, num_tokens=10, mean_logprob=mean)
+
+
+@pytest.mark.parametrize(
+    ("text", "holds"),
+    [
+        ("5 + 4 = 9", [True]),
+        ("5 + 4 = 10", [False]),
+        ("5 + 4 - 2 = 7", [True]),
+        ("2 + 3 × 4 = 14", [True]),  # precedence: not 20
+        ("2 + 3 × 4 = 20", [False]),
+        ("3 × (4 + 1) = 15", [True]),
+        ("(2 + 3) * (4 - 1) = 15", [True]),
+        ("10 / 3 = 3.33", [True]),  # rounds to the written decimals
+        ("10 / 3 = 3.3", [True]),
+        ("10 / 3 = 3.34", [False]),
+        ("10 / 3 = 3", [False]),  # a whole number must be exact
+        ("7 / 2 = 3.5", [True]),
+        ("1,200 + 800 = 2,000", [True]),
+        ("$1,250.50 - $250.50 = $1,000", [True]),
+        ("12 ÷ 4 = 3", [True]),
+        ("6 × 7 = 42", [True]),
+        ("6 x 7 = 42", [True]),
+        ("6x7 = 42", [True]),
+        ("10 − 3 = 7", [True]),  # Unicode minus
+        ("3 - 5 = -2", [True]),
+        ("3 - 5 = −2", [True]),
+        ("7 / 0 = 7", [False]),  # division by zero is a false statement
+        ("7 / (2 - 2) = 0", [False]),
+        ("50% × 20 = 10", [True]),
+        ("15 / 60 × 100 = 25%", [True]),
+        ("1 / 4 = 25%", [True]),
+        ("2 \\times 3 = 6", [True]),
+        ("**4 + 4 = 8**", [True]),  # Markdown bold is not an operator
+        ("5 + 4 = 9 - 2 = 7", [True, True]),  # a chain: each step from the written result
+        ("5 + 4 = 9 - 2 = 8", [True, False]),
+        ("1+1=2 2+2=5", [True, False]),  # two numbers in a row end a calculation
+        ("He has 3 apples and 4 pears.", []),
+        ("3x + 2 = 11", []),  # algebra: x is not times next to a word
+        ("x = 5", []),
+        ("Step 1 = 5", []),  # no operator: not a calculation
+        ("= (3 + 4", []),
+        ("2 ^ 10 = 1024", []),  # powers are not read
+    ],
+)
+def test_statements(text: str, holds: list[bool]) -> None:
+    assert [s.holds for s in statements(text)] == holds
+
+
+def test_statement_values_are_exact() -> None:
+    found = statements("1 / 3 + 1 / 6 = 0.5 and 0.1 + 0.2 = 0.3")
+    assert [(s.value, s.result, s.holds) for s in found] == [
+        (Fraction(1, 2), Fraction(1, 2), True),
+        (Fraction(3, 10), Fraction(3, 10), True),
+    ]
+
+
+def test_too_many_digits_is_not_a_number() -> None:
+    assert statements("1234567890123456 + 1 = 1234567890123457") == []
+    assert [s.holds for s in statements("123456789012345 + 1 = 123456789012346")] == [True]
+
+
+def test_follows_is_the_final_answer_against_the_last_result() -> None:
+    right = check_text("4 × 3 = 12, 12 + 2 = 14. The answer is 14.", "")
+    wrong = check_text("4 × 3 = 12, 12 + 2 = 14. The answer is 12.", "")
+    assert (right.details["follows"], right.value) == (True, 1.0)
+    assert (wrong.details["follows"], wrong.value) == (False, 0.5)
+    assert check_text("The answer is 14.", "").details["follows"] is None  # no calculation
+
+
+def test_grounding_counts_the_question_numbers_used() -> None:
+    score = check_text("3 + 4 = 7", "Ann has 3 cats, 4 dogs and 2 birds.")
+    assert score.details == {"statements": 1, "false": 0, "follows": True, "grounding": pytest.approx(2 / 3, abs=1e-4)}
+    assert score.value == pytest.approx((1 + 1 + 2 / 3) / 3, abs=1e-4)
+
+
+def test_grounding_reads_only_the_last_paragraph_of_a_few_shot_prompt() -> None:
+    prompt = "Q: Bo has 10 pens and buys 20 more.\nA: 10 + 20 = 30. The answer is 30.\n\nQ: Cy has 6 cups and breaks 2."
+    assert last_paragraph(prompt) == "Q: Cy has 6 cups and breaks 2."
+    request = Request(prompt=prompt)
+    uses = check_text("6 - 2 = 4. The answer is 4.", last_paragraph(request.prompt))
+    copies = check_text("10 + 20 = 30. The answer is 30.", last_paragraph(request.prompt))
+    assert uses.details["grounding"] == 1.0
+    assert copies.details["grounding"] == 0.0
+
+
+def test_chat_prompts_read_the_last_user_message() -> None:
+    prompt = [
+        ChatMessage(role="system", content="Solve it. 99 is not asked."),
+        ChatMessage(role="user", content="What is 8 plus 9?"),
+        ChatMessage(role="assistant", content="Thinking about 100..."),
+    ]
+    assert last_paragraph(prompt) == "What is 8 plus 9?"
+
+
+@pytest.mark.asyncio
+async def test_no_check_applies_scores_none() -> None:
+    scores = await ArithmeticCheck().score(Request(prompt="Write a haiku."), [cand(0, "Autumn moon, quiet.")])
+    assert scores[0].value is None
+    assert scores[0].details == {"statements": 0, "false": 0, "follows": None, "grounding": None}
+
+
+@pytest.mark.asyncio
+async def test_prepare_caches_and_release_forgets() -> None:
+    reranker = ArithmeticCheck()
+    request = Request(prompt="What is 17 * 3?")
+    c = cand(0, "17 × 3 = 51. The answer is 51.")
+    await reranker.prepare(request, c)
+    assert len(reranker._checked) == 1
+    assert [s.value for s in await reranker.score(request, [c])] == [1.0]
+    long = cand(1, "17 × 3 = 51. " * 200)  # past INLINE_CHARS: checked in a worker thread
+    await reranker.prepare(request, long)
+    assert len(reranker._checked) == 2
+    reranker.release(request)
+    assert len(reranker._checked) == 0
+
+
+def test_config_round_trips_through_the_registry() -> None:
+    config = reranker_config("arithmetic=0.5")
+    assert config == ArithmeticConfig(weight=0.5)
+    assert config.model_dump() == {"kind": "arithmetic", "weight": 0.5}
+    assert reranker_config(config.model_dump()) == config
+    assert ArithmeticCheck().to_config() == ArithmeticConfig()
+    assert config.reranker_name() == "arithmetic"
+    with pytest.raises(ConfigError, match="takes no argument"):
+        reranker_config("arithmetic:strict")
+
+
+def test_clients_may_ask_for_it() -> None:
+    ranker = build_ranker(["logprob", "arithmetic=0.5"], for_client=True)
+    assert [r.name for r in ranker.rerankers] == ["mean_logprob", "arithmetic"]
+
+
+@pytest.mark.asyncio
+async def test_logprob_plus_arithmetic_puts_the_sound_candidate_first() -> None:
+    request = Request(prompt="A box holds 6 eggs. How many eggs are in 4 boxes?")
+    slip = cand(0, "6 × 4 = 26. The answer is 26.", mean=-0.20)  # more fluent, wrong
+    sound = cand(1, "6 × 4 = 24. The answer is 24.", mean=-0.25)
+    lost = cand(2, "There are 12 eggs.", mean=-0.60)
+    alone = await Ranker([MeanLogProb()]).rank(request, [slip, sound, lost])
+    both = await Ranker([MeanLogProb(), ArithmeticCheck()]).rank(request, [slip, sound, lost])
+    assert alone.candidates[0].index == 0
+    assert both.candidates[0].index == 1
+    assert both.candidates[0].scores["arithmetic"] == 1.0
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1+1=2 " * 20_000,
+        "7" * 100_000,
+        "(" * 100_000,
+        "1+" * 50_000 + "=2",
+        "9" * 99 + "*9" * 10_000,
+        "(" * 1_900 + "1+1" + ")" * 1_900 + "=2",
+        "-" * 3_900 + "1+1=2",
+    ],
+)
+def test_hostile_text_is_read_only_up_to_the_bound(text: str) -> None:
+    question = "What is 1 + 1? " + "9" * 100_000
+    score = check_text(text, question)
+    assert score == check_text(text[:MAX_CHARS], question[:MAX_CHARS])  # the rest is never read
+    assert score.details["statements"] <= MAX_STATEMENTS
+
+
+def test_long_expressions_are_not_checked() -> None:
+    assert statements("+".join(["1"] * MAX_OPERANDS) + f" = {MAX_OPERANDS}")[0].holds
+    assert statements("+".join(["1"] * (MAX_OPERANDS + 1)) + f" = {MAX_OPERANDS + 1}") == []
+    assert statements("(" * 100 + "1 + 1" + ")" * 100 + " = 2") == []  # nesting is bounded too
+
+
+def test_hostile_statements_stop_at_the_cap() -> None:
+    found = statements("1+1=2 " * 20_000)
+    assert len(found) == MAX_STATEMENTS
+    assert all(s.holds for s in found)
