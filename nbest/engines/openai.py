@@ -45,6 +45,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
 
@@ -76,6 +77,14 @@ RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
 
 MODELS_BYTES = 1_048_576
 """Most bytes of a ``GET /models`` answer."""
+
+API_KEY = re.compile(r"[\x21-\x7e]{1,8192}")
+"""What an ``api_key`` may be: visible ASCII, what an HTTP header carries unchanged
+(no line breaks or spaces, which would break the header, and no other characters,
+which httpx cannot encode), at most 8192 of them."""
+
+EXTRA_BODY_BYTES = 1_048_576
+"""Most bytes ``extra_body`` may take as JSON (it travels with every request)."""
 
 
 class OpenAIEngine(AnswerReading):
@@ -165,14 +174,14 @@ class OpenAIEngine(AnswerReading):
         self.fleet = Fleet(
             eps, backoff=backoff, max_backoff=max_backoff, down_timeout=down_timeout, max_strikes=max_strikes, name=self.name
         )
-        self.api_key = api_key
+        self.api_key = _check_api_key(api_key)
         self.chat = chat
         self.request_timeout = request_timeout
         self.read_timeout = read_timeout
         self.connect_timeout = connect_timeout
         self.stream = stream
         self.max_attempts = max_attempts
-        self.extra_body = dict(extra_body or {})
+        self.extra_body = _check_extra_body(extra_body)
         self._transport = transport
         self._client: httpx.AsyncClient | None = None
         self._probe: asyncio.Task[None] | None = None
@@ -530,3 +539,51 @@ class OpenAIEngine(AnswerReading):
             if response is not None and not attempt.reading:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self.connect_timeout):
                     await response.aclose()
+
+
+def _check_api_key(api_key: str | None) -> str | None:
+    """``api_key`` if a header can carry it ("" and None: no key); checked here
+    because a bad key would otherwise fail every request, and the endpoints
+    would be blamed for it.
+
+    Raises:
+        ConfigError: not a string, or not what :data:`API_KEY` allows (the key
+            itself is left out of the error).
+    """
+    if api_key is None or api_key == "":
+        return api_key
+    if not isinstance(api_key, str) or not API_KEY.fullmatch(api_key):
+        raise ConfigError(
+            "api_key: must be at most 8192 visible ASCII characters (no spaces, line breaks or other characters)",
+            parameter="api_key",
+        )
+    return api_key
+
+
+def _check_extra_body(extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
+    """``extra_body`` as a dict, once it is known to encode as the JSON of every
+    request (as httpx encodes it: no NaN or infinity), within ``EXTRA_BODY_BYTES``;
+    checked here because a bad value would otherwise fail every candidate.
+
+    Raises:
+        ConfigError: not a mapping, not JSON (a set, an object, NaN, nested too
+            deep), or too long.
+    """
+    if extra_body is None:
+        return {}
+    if not isinstance(extra_body, Mapping):
+        raise ConfigError(
+            f"extra_body: must be a mapping of request fields, not {type(extra_body).__name__}", parameter="extra_body"
+        )
+    body = dict(extra_body)
+    try:
+        size = len(json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8"))
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise ConfigError(
+            "extra_body: must be JSON (objects, lists, strings, finite numbers, true/false/null): "
+            f"{type(exc).__name__}: {str(exc)[:200]}",
+            parameter="extra_body",
+        ) from None
+    if size > EXTRA_BODY_BYTES:
+        raise ConfigError(f"extra_body: {size} bytes as JSON; at most {EXTRA_BODY_BYTES} are allowed", parameter="extra_body")
+    return body
