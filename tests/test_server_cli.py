@@ -132,6 +132,32 @@ def test_serve_prune_on_an_engine_without_token_updates_exits_2_before_serving(
     assert "cannot report tokens as they are generated" in err
 
 
+@pytest.mark.parametrize(
+    ("flag", "text", "message"),
+    [
+        ("--until", "beta:0." + "9" * 10_240, "--until: at most 64 characters for a stopping rule (got 10247 characters)"),
+        ("--prune", "0." + "9" * 10_240, "--prune: at most 64 characters (got 10242 characters); expected KEEP"),
+    ],
+)
+def test_serve_bounds_a_long_until_or_prune_through_its_parser(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str], flag: str, text: str, message: str
+) -> None:
+    """The parser bounds the text (no check of its own in ``nbest serve``), and its message
+    names the flag, as ``nbest run`` prints it: one line, the value not echoed back."""
+    import uvicorn
+
+    def never(*args: object, **kwargs: object) -> None:
+        raise AssertionError("the server started")
+
+    monkeypatch.setattr(uvicorn, "run", never)
+    with pytest.raises(SystemExit) as info:
+        main(["serve", "--db", str(tmp_path / "p.db"), flag, text], engine_factory=lambda _: {"default": ScriptedEngine()})
+    err = capsys.readouterr().err
+    assert info.value.code == 2
+    assert err.count("\n") == 1 and err.startswith(f"nbest: error: {message}"), err
+    assert "9" * 100 not in err and len(err) < 300
+
+
 def test_serve_applies_its_until_unless_the_request_sets_its_own(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -164,7 +164,7 @@ def serve_command(
     from nbest.server.app import create_app
     from nbest.server.guard import RedactApiKey, allowed_hosts_for
     from nbest.server.prefs import PreferenceStore, StorageError
-    from nbest.server.settings import MAX_RULE_CHARS, ServerSettings
+    from nbest.server.settings import ServerSettings
     from nbest.server.supervisor import RestartPolicy
 
     given: dict[str, Any] = {
@@ -176,16 +176,10 @@ def serve_command(
         "learn_every": learn_every, "learn_min": learn_min, "learn_interval_s": learn_interval, "learn_scope": learn_scope,
         "until": until[0] if until else None, "wave": wave, "prune": prune,
     }  # fmt: skip
-    for flag, text in [*(("--until", t) for t in until), ("--prune", prune)]:
-        if text is not None and len(text) > MAX_RULE_CHARS:  # before parsing, and before echoing it back
-            raise ConfigError(f"{flag}: at most {MAX_RULE_CHARS} characters (got {len(text)})", parameter=flag[2:])
-    try:  # the flags' own messages (--until 'x': ...), as nbest run gives them
-        build_until(until, wave)
-        build_prune(prune)
-    except ConfigError as exc:
-        if str(exc).startswith("--"):
-            raise
-        raise ConfigError(f"--{exc}", parameter=exc.parameter, value=exc.value) from None
+    # as nbest run checks them: each message names its flag, and an overlong text is refused
+    # on its length (stopping.MAX_RULE_CHARS) before it is parsed or echoed back
+    build_until(until, wave)
+    build_prune(prune)
     learn_given = [name for name in ("learn_every", "learn_min", "learn_interval_s", "learn_scope") if given[name] is not None]
     if learn_given and not learn:
         option = "--" + learn_given[0].removesuffix("_s").replace("_", "-")
