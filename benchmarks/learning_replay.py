@@ -70,15 +70,17 @@ from learning_curve import (
     load_reasoning,
 )
 
+from nbest.errors import ConfigError
 from nbest.rerankers.cluster import question_text
 from nbest.rerankers.features import feature_values
 from nbest.rerankers.ranker import normalize
-from nbest.rerankers.registry import RankerConfig, build_ranker
+from nbest.rerankers.registry import RankerConfig, build_ranker, reranker_config
 from nbest.server.fit import DEFAULT_FEATURES
 from nbest.types import Request, Result
 
 SCORES = ("mean_logprob", "mbr_chrf", "vote")
-"""The logged scores of the default ranker, in the order the bounds list them."""
+"""The logged scores of the default ranker, in the order the bounds list them (with other
+``--reranker``s: :func:`score_names`)."""
 STOP = {"reasoning": ["Question:"], "capitals": []}
 """Stop strings per set: a worked solution ends where the model starts a next question."""
 MAX_TOKENS = {"reasoning": 80, "capitals": 16}
@@ -110,15 +112,57 @@ def items_of(data: str) -> dict[str, Item]:
     raise SystemExit(f"--data: {data!r}; use reasoning or capitals")
 
 
-def load(path: Path) -> tuple[str, list[Logged]]:
-    """The set's name and the Results of a ``collect`` file (gzipped when its name ends in ``.gz``)."""
+def load(path: Path, rerankers: Sequence[str] = ()) -> tuple[str, list[Logged]]:
+    """The set's name and the Results of a ``collect`` file (gzipped when its name ends in ``.gz``),
+    their candidates scored by each of ``rerankers`` whose score they lack (:func:`fill_scores`)."""
     text = gzip.decompress(path.read_bytes()).decode("utf-8") if path.suffix == ".gz" else path.read_text(encoding="utf-8")
     rows = [json.loads(line) for line in text.splitlines() if line.strip()]
     if not rows:
         raise SystemExit(f"{path}: no Results")
     data = rows[0]["data"]
     items = items_of(data)
-    return data, [Logged(items[r["key"]], r["key"], r["seed"], Result.model_validate(r["result"])) for r in rows]
+    logged = [Logged(items[r["key"]], r["key"], r["seed"], Result.model_validate(r["result"])) for r in rows]
+    if rerankers:
+        asyncio.run(fill_scores(logged, rerankers))
+    return data, logged
+
+
+def score_names(rerankers: Sequence[str]) -> tuple[str, ...]:
+    """The score each reranker short form logs (``mbr`` -> ``mbr_chrf``), in order: the
+    score columns of :func:`table` and :func:`bounds`.
+
+    Raises:
+        SystemExit: a short form that is not a reranker (the registry's message).
+    """
+    try:
+        return tuple(reranker_config(spec).reranker_name() for spec in rerankers)
+    except ConfigError as exc:
+        raise SystemExit(f"--reranker: {exc}") from None
+
+
+async def fill_scores(pool: Sequence[Logged], rerankers: Sequence[str]) -> int:
+    """Score the stored candidates with each of ``rerankers`` whose score they lack
+    (a file collected before a reranker existed), once per Result through the reranker's
+    own ``score``, so :func:`table`'s columns and the Learner's logged choices carry it.
+    Returns how many Results gained a score.
+
+    Raises:
+        SystemExit: a short form that is not a reranker.
+    """
+    try:
+        built = build_ranker(list(rerankers)).rerankers
+    except ConfigError as exc:
+        raise SystemExit(f"--reranker: {exc}") from None
+    filled = 0
+    for x in pool:
+        ok = [c for c in x.result.candidates if c.ok]
+        request = Request(prompt=x.result.prompt, n=x.result.n)
+        missing = [r for r in built if ok and any(r.name not in c.scores for c in ok)]
+        for reranker in missing:
+            for c, score in zip(ok, await reranker.score(request, ok), strict=True):
+                c.scores[reranker.name] = score.value
+        filled += bool(missing)
+    return filled
 
 
 # -- collect ---------------------------------------------------------------------------
@@ -167,13 +211,14 @@ class Table:
     good: np.ndarray  # bool per candidate
 
 
-def table(logged: Logged, features: Sequence[str] = DEFAULT_FEATURES) -> Table | None:
-    """The columns the learner sees (as :mod:`nbest.server.fit` builds them); None with < 2 candidates."""
+def table(logged: Logged, features: Sequence[str] = DEFAULT_FEATURES, scores: Sequence[str] = SCORES) -> Table | None:
+    """The columns the learner sees (as :mod:`nbest.server.fit` builds them): the logged
+    ``scores`` (a missing one is the worst), then ``features``; None with < 2 candidates."""
     ok = [c for c in logged.result.candidates if c.ok]
     if len(ok) < 2:
         return None
     question = question_text(logged.result.prompt)
-    columns = [normalize([c.scores.get(name) for c in ok], "zscore") for name in SCORES]
+    columns = [normalize([c.scores.get(name) for c in ok], "zscore") for name in scores]
     columns += [normalize(list(feature_values(f, ok, question)), "zscore") for f in features]
     z = np.array([[col[i] for col in columns] for i in range(len(ok))], dtype=float)
     return Table(z, [c.index for c in ok], np.array([accepts(logged.item, c.text) for c in ok]))
@@ -189,10 +234,11 @@ def mix_agreement(tables: Sequence[Table], w: np.ndarray) -> float:
     return hits / len(tables) if tables else 0.0
 
 
-def bounds(pool: Sequence[Logged], directions: int = 10_000, seed: int = 0) -> dict[str, Any]:
-    """Default, each column alone (+ and −), best random mix, oracle: shares of ``pool``."""
-    tables = [t for t in (table(x) for x in pool) if t is not None]
-    names = [*SCORES, *(f"feature:{f}" for f in DEFAULT_FEATURES)]
+def bounds(pool: Sequence[Logged], directions: int = 10_000, seed: int = 0, scores: Sequence[str] = SCORES) -> dict[str, Any]:
+    """Default, each column alone (+ and −), best random mix, oracle: shares of ``pool``.
+    The score columns are ``scores`` (the names of the ``--reranker``s, :func:`score_names`)."""
+    tables = [t for t in (table(x, scores=scores) for x in pool) if t is not None]
+    names = [*scores, *(f"feature:{f}" for f in DEFAULT_FEATURES)]
     k = len(names)
     out: dict[str, Any] = {
         "results": len(pool),
@@ -210,7 +256,7 @@ def bounds(pool: Sequence[Logged], directions: int = 10_000, seed: int = 0) -> d
     best, best_w = -1.0, np.zeros(k)
     for _ in range(directions):
         w = rng.normal(size=k)
-        w[: len(SCORES)] = np.abs(w[: len(SCORES)])
+        w[: len(scores)] = np.abs(w[: len(scores)])
         value = mix_agreement(tables, w)
         if value > best:
             best, best_w = value, w
@@ -322,13 +368,24 @@ def main(argv: Sequence[str] | None = None) -> None:
     b = sub.add_parser("bounds", help="default, each score alone, best mix, oracle")
     b.add_argument("files", type=Path, nargs="+")
     b.add_argument("--directions", type=int, default=10_000)
+    b.add_argument(
+        "--reranker",
+        action="append",
+        help="a score column (repeatable; a score the stored candidates lack is computed) "
+        f"[default: {' '.join(DEFAULT_RERANKERS)}]",
+    )
     r = sub.add_parser("replay", help="the learning curve with the real Learner on saved Results")
     r.add_argument("files", type=Path, nargs="+")
     r.add_argument("--folds", type=int, default=8)
     r.add_argument("--heldout", type=int, default=0, help="held-out items per fold (0: all of the split, or half)")
     r.add_argument("--noise", type=float, default=0.1)
     r.add_argument("--when-none", choices=("random", "skip"), default="random")
-    r.add_argument("--reranker", action="append", help=f"the ranker before learning [default: {' '.join(DEFAULT_RERANKERS)}]")
+    r.add_argument(
+        "--reranker",
+        action="append",
+        help="the ranker before learning (repeatable; a score the stored candidates lack is computed) "
+        f"[default: {' '.join(DEFAULT_RERANKERS)}]",
+    )
     r.add_argument("--choices", type=int, default=200)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--png", type=Path, default=None)
@@ -338,7 +395,9 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.reranker = args.reranker or list(DEFAULT_RERANKERS)
         asyncio.run(_collect(args))
         return
-    pools = [load(f) for f in args.files]
+    rerankers = args.reranker or list(DEFAULT_RERANKERS)
+    scores = score_names(rerankers)
+    pools = [load(f, rerankers) for f in args.files]
     data = pools[0][0]
     pool = [x for _, logged in pools for x in logged]
     if args.command == "bounds":
@@ -348,7 +407,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         if len(by_split) > 1:
             by_split["all"] = pool
         for name, part in by_split.items():
-            found = bounds(part, args.directions)
+            found = bounds(part, args.directions, scores=scores)
             print(f"{data} {name}: {found['results']} Results")
             print(f"  default {_pct(found['default'])}   best mix {_pct(found['best_mix'])}   oracle {_pct(found['oracle'])}")
             print("  alone: " + ", ".join(f"{k} {_pct(v)}" for k, v in found["alone"].items()))
@@ -357,7 +416,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not 0 <= args.noise <= 1:
         p.error("--noise: a probability in [0, 1]")
     checkpoints = [c for c in CHECKPOINTS if c <= args.choices]
-    rerankers = args.reranker or list(DEFAULT_RERANKERS)
     curves = []
     for f, (train, held) in enumerate(folds(pool, args.folds, args.heldout or None, args.seed)):
         person = Person(args.noise, args.seed + f, skip_none=args.when_none == "skip")
