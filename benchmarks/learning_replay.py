@@ -28,13 +28,19 @@ server would use):
     splits, or ``--folds`` random halves of one split).
 
     python benchmarks/learning_replay.py collect --split tuning --strategy ladder:0.2-1.0 --seed 7 --seed 1007 -o /tmp/r.jsonl
-    python benchmarks/learning_replay.py bounds /tmp/r.jsonl
+    python benchmarks/learning_replay.py bounds /tmp/r.jsonl [--reranker logprob --reranker arithmetic=0 ...]
     python benchmarks/learning_replay.py replay /tmp/r.jsonl [--folds 8] [--noise 0.1] [--png PATH]
 
 ``benchmarks/data/reasoning_tuning_n8_ladder0.3-0.7.jsonl.gz`` holds the 81 Results of the
 word problems' ``tuning`` split the README's figures for ``--data reasoning`` were chosen on
 (n = 8 over ``ladder:0.3-0.7``, 80 tokens, stop ``Question:``, seed 7): ``bounds`` and
 ``replay`` run on it without an engine.
+
+``bounds`` and ``replay`` take ``--reranker`` (repeatable; default ``logprob mbr vote=0``):
+the score columns of ``bounds`` and the ranker ``replay`` starts from. A score the stored
+candidates lack (``arithmetic`` on a file collected before it existed) is computed once
+per Result when the file is loaded (:func:`fill_scores`), so the columns and the logged
+choices the Learner fits on carry it.
 
 ``replay`` ends with ``ratio: A`` = mean held-out agreement after the last checkpoint /
 before learning.
