@@ -616,7 +616,7 @@ CLI: list[Cli] = [
         "serve wave of 10**30",
         ["serve", "--db", "{tmp}/p.db", "--until", "esc:4", "--wave", "1" + "0" * 30],
         2,
-        "--wave: wave: at most max_n",
+        "--wave: at most max_n",
     ),
     Cli(
         "serve negative wave",

@@ -16,9 +16,9 @@ BAD_INPUT = [
     (["run", "hi", "--until", "confidence:0.9:most"], "use answer or candidate"),
     (["run", "hi", "--until", "betta:0.9"], "unknown stopping rule 'betta'"),
     (["run", "hi", "--until", "beta:0.9", "--until", "confidence:0.8"], "at most one stopping rule"),
-    (["run", "hi", "--wave", "4"], "wave: only used with a stopping rule"),
-    (["run", "hi", "--wave", "4", "--stop", "\n"], "wave: only used with a stopping rule"),
-    (["run", "hi", "--wave", "0", "--until", "beta:0.9"], "wave: must be a whole number >= 1"),
+    (["run", "hi", "--wave", "4"], "--wave: only used with a stopping rule"),
+    (["run", "hi", "--wave", "4", "--stop", "\n"], "--wave: only used with a stopping rule"),
+    (["run", "hi", "--wave", "0", "--until", "beta:0.9"], "--wave: must be a whole number >= 1 (got 0)"),
     (["run", "hi", "--wave", "x", "--until", "beta:0.9"], "'x' is not a valid integer"),
     (["run", "hi", "--reranker", "judgee"], "unknown reranker 'judgee'"),
     # --stop takes stop strings only: a rule there is a mistake, not a silent stop string

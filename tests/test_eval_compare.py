@@ -169,7 +169,9 @@ def test_temperature_fitted_on_one_split_applies_to_another() -> None:
         (["--compare", "vote", "--reranker", "logprob"], "--reranker: with --compare the methods name their rerankers"),
         (["--compare", "vote", "--prune", "0.9"], "--prune: with --compare put the policy in a method"),
         (["--compare", "vote", "--greedy"], "--greedy: with --compare the greedy baseline is a method"),
-        (["--compare", "vote+until:beta:2"], "--compare 'vote+until:beta:2'"),
+        (["--compare", "vote+until:beta:2"], "--compare 'vote+until:beta:2': until 'beta:2': threshold"),
+        (["--compare", "vote", "--wave", "2"], "--wave: only used with a stopping rule (--compare vote+until:beta:0.95)"),
+        (["--compare", "vote+until:esc:2", "--wave", "0"], "--wave: must be a whole number >= 1 (got 0)"),
         (["--split", "dev"], "is in split 'dev'; its splits: heldout, tuning"),
         (["--split", ""], "--split: a split's name"),
         (["--prune", "0.9:0"], "--prune '0.9:0': prune.warmup: must be a whole number"),
@@ -185,6 +187,20 @@ def test_cli_errors_exit_2_with_one_line(
     assert run_cli(argv, confident_evens([])) == 2
     err = capsys.readouterr().err
     assert len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+@pytest.mark.parametrize("wave", [2, 4])
+def test_compare_takes_wave_with_a_method_that_stops(tmp_path: Path, capsys: pytest.CaptureFixture[str], wave: int) -> None:
+    """--wave goes with the methods' own rules (+until:RULE), without --until: esc:1 stops after
+    the first wave, so the stopped method's row is at N = --wave."""
+    data = write_set(tmp_path / "set.jsonl")
+    argv = ["eval", str(data), "--answer-field", "answer", "-n", "8", "--seed", "0", "--compare", "vote",
+            "--compare", "vote+until:esc:1", "--wave", str(wave), "--report", str(tmp_path / "r.json")]  # fmt: skip
+    code = run_cli(argv, confident_evens([]))
+    assert code == 0, capsys.readouterr().err
+    report = CompareReport.model_validate_json((tmp_path / "r.json").read_text())
+    assert [r.n for r in report.rows if r.method == "vote+until:esc:1"] == [wave]
+    assert [r.n for r in report.rows if r.method == "vote"] == [1, 2, 4, 8]  # the shared generation: no rule, no wave
 
 
 def _strip_maps(value: Any) -> Any:

@@ -29,7 +29,7 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--max-n", "0"], "--max-n: max_n: Input should be greater than or equal to 1"),
+        (["--max-n", "0"], "--max-n: Input should be greater than or equal to 1 (got 0)"),
         (["--max-concurrent", "-1"], "--max-concurrent"),
         (["--strategy", "zigzag"], "unknown strategy"),
         (["--reranker", "nope"], "unknown reranker 'nope'"),
@@ -42,7 +42,7 @@ ROOT = Path(__file__).resolve().parent.parent
         (["--model", "./no/such/folder"], "model: './no/such/folder' is neither an existing folder nor a Hugging Face id"),
         (["--until", "forever"], "--until 'forever': unknown stopping rule 'forever'; use beta:P"),
         (["--wave", "3"], "--wave: only used with a stopping rule"),
-        (["--until", "esc:4", "--wave", "100"], "--wave: wave: at most max_n = 64"),
+        (["--until", "esc:4", "--wave", "100"], "--wave: at most max_n = 64"),
         (["--prune", "2"], "--prune '2': prune.keep: must be a share in (0, 1]"),
         (["--prune", "0.9", "--max-top-logprobs", "2"], "max_top_logprobs is 2: raise it to at least 5"),
     ],

@@ -373,7 +373,7 @@ def test_hot_swap_under_concurrent_requests(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "words"),
     [
-        (["--learn", "--learn-every", "0"], "--learn-every: learn_every: Input should be greater than or equal to 1"),
+        (["--learn", "--learn-every", "0"], "--learn-every: Input should be greater than or equal to 1"),
         (["--learn", "--learn-min", "1"], "--learn-min"),
         (["--learn", "--learn-interval", "-1"], "--learn-interval"),
         (["--learn", "--learn-scope", "team"], "Invalid value for '--learn-scope'"),

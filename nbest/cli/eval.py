@@ -40,6 +40,7 @@ from nbest.cli.options import (
     build_request,
     build_strategy,
     build_until,
+    check_wave,
     engine_options,
     quiet_vllm,
     ray_options,
@@ -170,10 +171,13 @@ def eval_command(
         raise ConfigError(f"--subsamples: must be at least 1 (got {subsamples})", parameter="subsamples", value=subsamples)
     if concurrency < 1:
         raise ConfigError(f"--concurrency: must be at least 1 (got {concurrency})", parameter="concurrency", value=concurrency)
-    rule, wave = build_until(until, wave)
-    policy = build_prune(prune)
     methods = _methods(compare_texts, reranker_texts=reranker_texts, until=until, prune=prune, ray=ray is not None,
                        translation=reference_field is not None, greedy=greedy)  # fmt: skip
+    if methods:  # the rules are the methods' own (+until:RULE); _compare checks --wave against them
+        rule, policy = None, None
+    else:
+        rule, wave = build_until(until, wave)
+        policy = build_prune(prune)
     temperatures = _calibrations(calibration_path) if calibration_path is not None else None
     base = build_request("(per item)", n, system, **sampling)
     strategy = build_strategy(strategy_text)
@@ -372,7 +376,6 @@ def _compare(
     from nbest.evaluation.plots import write_compare_plot, write_plots
     from nbest.evaluation.table import print_compare
     from nbest.orchestrator import Orchestrator, stopping
-    from nbest.orchestrator.adaptive import check_adaptive
     from nbest.orchestrator.pruning import check_prune
 
     judge_engine = next(iter(engines.values()))
@@ -391,12 +394,13 @@ def _compare(
         if method.until is not None and method.until not in rules:
             try:
                 rule = stopping.parse_rule(method.until, name="until")  # the method's own part, +until:RULE
-                check_adaptive(rule, wave)
             except ConfigError as exc:
                 raise ConfigError(f"--compare {method.text!r}: {exc}", parameter="compare", value=method.text) from None
             rules[method.until] = rule
-    if wave is not None and not rules:
-        raise ConfigError("--wave: only used with a stopping rule (--compare vote+until:beta:0.95)", parameter="wave")
+    if wave is not None:
+        check_wave(wave)
+        if not rules:
+            raise ConfigError("--wave: only used with a stopping rule (--compare vote+until:beta:0.95)", parameter="wave")
     probe = Orchestrator(engines, close_engines=False)
     specs = probe.plan(base, strategy)[1]
     for method in methods:

@@ -48,6 +48,7 @@ __all__ = [
     "build_request",
     "build_strategy",
     "build_until",
+    "check_wave",
     "engine_options",
     "quiet_vllm",
     "ray_options",
@@ -199,22 +200,36 @@ def until_options(func: Any) -> Any:
 
 def build_until(texts: tuple[str, ...], wave: int | None) -> tuple[StoppingRule | None, int | None]:
     """``--until`` and ``--wave`` as the stopping rule and the wave size (both
-    None: generate the whole plan at once).
+    None: generate the whole plan at once). Every error names the flag as typed
+    (``--until``, ``--wave``), as :func:`build_prune` does for ``--prune``.
 
     Raises:
-        ConfigError: a bad rule, several rules, or ``--wave`` without a rule.
+        ConfigError: a bad rule, several rules, a ``--wave`` below 1, or ``--wave``
+            without a rule.
     """
     from nbest.orchestrator import stopping
     from nbest.orchestrator.adaptive import check_adaptive
 
     if len(texts) > 1:
         raise ConfigError("--until: give at most one stopping rule", parameter="until", value=list(texts))
+    if wave is not None:  # the value first: a bad one is wrong with or without a rule
+        check_wave(wave)
     if not texts:
         if wave is not None:
             raise ConfigError("--wave: only used with a stopping rule (--until beta:0.95)", parameter="wave", value=wave)
         return None, None
     rule = stopping.parse_rule(texts[0], name="--until")
     return rule, check_adaptive(rule, wave)
+
+
+def check_wave(wave: int) -> None:
+    """``--wave`` is a whole number of candidates, at least 1.
+
+    Raises:
+        ConfigError: naming ``--wave`` and what was given.
+    """
+    if wave < 1:
+        raise ConfigError(f"--wave: must be a whole number >= 1 (got {wave})", parameter="wave", value=wave)
 
 
 def build_prune(text: str | None) -> Prune | None:

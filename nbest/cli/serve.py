@@ -26,6 +26,16 @@ from nbest.errors import ConfigError
 __all__ = ["serve_command"]
 
 
+def _as_flag(exc: ConfigError) -> ConfigError:
+    """A :class:`~nbest.server.settings.ServerSettings` error as the flag's: its message
+    starts with the field (``wave: at most max_n ...``, as every nbest model's does), and
+    the command line names the flag instead (``--wave: at most max_n ...``), once."""
+    field = str(exc.parameter or "")
+    flag = "--" + field.split(".")[0].removesuffix("_s").replace("_", "-")
+    reason = str(exc).removeprefix(f"{field}: ")
+    return ConfigError(f"{flag}: {reason}", parameter=exc.parameter, value=exc.value)
+
+
 @click.command("serve")
 @engine_options
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
@@ -190,8 +200,7 @@ def serve_command(
                                   allowed_hosts=allowed_hosts_for(host, allowed_hosts),
                                   **{k: v for k, v in given.items() if v is not None})  # fmt: skip
     except ConfigError as exc:
-        option = str(exc.parameter).removesuffix("_s").replace("_", "-")
-        raise ConfigError(f"--{option}: {exc}", parameter=exc.parameter) from None
+        raise _as_flag(exc) from None
     strategy = build_strategy(strategy_text)
     if ranker_file and reranker_texts:
         raise ConfigError("give --ranker or --reranker, not both", parameter="ranker")
@@ -209,7 +218,7 @@ def serve_command(
     try:
         settings.check_engines(built[0][0])  # --prune on an engine without token updates: refused now
     except ConfigError as exc:
-        raise ConfigError(f"--{exc}", parameter=exc.parameter, value=exc.value) from None
+        raise _as_flag(exc) from None
     try:
         prefs = PreferenceStore(settings.preferences)
     except StorageError as exc:
