@@ -179,7 +179,7 @@ async def test_api_key(scripted: ScriptedEngine) -> None:
         assert (await c.get("/healthz")).status_code == 200  # open
         for headers in ({}, {"authorization": "Bearer wrong"}, {"x-api-key": "wrong"}):
             for method, path in (("POST", "/v1/nbest"), ("GET", "/v1/models"), ("GET", "/metrics"), ("GET", "/"),
-                                 ("GET", "/v1/choices")):  # fmt: skip
+                                 ("GET", "/v1/choices"), ("GET", "/v1/settings")):  # fmt: skip
                 r = await c.request(method, path, headers=headers, json={"prompt": "x"})
                 assert r.status_code == 401, (path, headers)
                 assert "API key" in r.json()["error"]["message"]
@@ -448,6 +448,30 @@ def _first_wave_agrees(engine: ScriptedEngine) -> None:
 
 
 DEFAULT_UNTIL = ServerSettings(max_n=8, until="beta:0.95", wave=4)
+
+
+@pytest.mark.parametrize(
+    ("settings", "expected"),
+    [
+        (ServerSettings(), {"until": None, "wave": None, "prune": None}),
+        (DEFAULT_UNTIL, {"until": "beta:0.95", "wave": 4, "prune": None}),
+        (ServerSettings(until="esc:4", prune="low:8"), {"until": "esc:4", "wave": None, "prune": "low:8"}),
+    ],
+)
+async def test_settings_route_reports_the_servers_defaults(
+    scripted: ScriptedEngine, settings: ServerSettings, expected: dict[str, object]
+) -> None:
+    """What `nbest serve --until/--wave/--prune` set is readable, as given (null: unset), and
+    documented in the OpenAPI schema."""
+    async with serving(scripted, settings) as client:
+        r = await client.get("/v1/settings")
+        assert r.status_code == 200, r.text
+        assert r.json() == expected
+        schema = (await client.get("/openapi.json")).json()
+        reply = schema["paths"]["/v1/settings"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+        assert reply == {"$ref": "#/components/schemas/ServerDefaults"}
+        assert set(schema["components"]["schemas"]["ServerDefaults"]["properties"]) == {"until", "wave", "prune"}
+    assert scripted.history == []  # reading them generates nothing
 
 
 @pytest.mark.parametrize(

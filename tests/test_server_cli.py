@@ -174,10 +174,11 @@ def test_serve_applies_its_until_unless_the_request_sets_its_own(
     argv = ["serve", "--db", str(tmp_path / "p.db"), "--until", "beta:0.95", "--wave", "4", "--reranker", "vote"]
     main(argv, engine_factory=engines)
     assert (
-        "nbest: by default --until beta:0.95 --wave 4 (a request's own until/wave/prune wins; null: off)"
+        "nbest: by default --until beta:0.95 --wave 4 (a request's own until/wave/prune wins; null: off; see /v1/settings)"
         in capsys.readouterr().err
     )
     with running(apps[0]) as url, httpx.Client(base_url=url, timeout=30) as client:
+        assert client.get("/v1/settings").json() == {"until": "beta:0.95", "wave": 4, "prune": None}
         served = client.post("/v1/nbest", json={"prompt": "2+2?", "n": 8})
         assert served.status_code == 200, served.text
         assert served.json()["samples_used"] == 4

@@ -163,8 +163,8 @@ def serve_command(
 
     --until, --wave and --prune set adaptive sampling and online pruning for
     every generation request that does not set its own `until`/`wave`/`prune`
-    (a request's value wins; null turns it off). With --prune every engine must
-    stream tokens, checked before the server starts.
+    (a request's value wins; null turns it off); GET /v1/settings reports them.
+    With --prune every engine must stream tokens, checked before the server starts.
     """
     import uvicorn
 
@@ -239,7 +239,10 @@ def serve_command(
         adaptive = [f"--until {settings.until}"] if settings.until else []
         adaptive += [f"--wave {settings.wave}"] if settings.wave else []
         adaptive += [f"--prune {settings.prune}"] if settings.prune else []
-        click.echo(f"nbest: by default {' '.join(adaptive)} (a request's own until/wave/prune wins; null: off)", err=True)
+        click.echo(
+            f"nbest: by default {' '.join(adaptive)} (a request's own until/wave/prune wins; null: off; see /v1/settings)",
+            err=True,
+        )
     if settings.learn:
         timer = f", and every {settings.learn_interval_s:g} s" if settings.learn_interval_s else ""
         click.echo(

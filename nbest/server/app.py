@@ -15,8 +15,9 @@ is dead, or when the server gave up restarting it.
 
 Routes: ``/v1/nbest`` and ``/v1/nbest/stream`` (native), ``/v1/chat/completions``,
 ``/v1/completions``, ``/v1/models`` (OpenAI-compatible), ``/v1/choices``
-(preference log), ``/v1/ranker`` (the ranker and what it learned), ``/`` (the
-choice page), ``/healthz``, ``/metrics``.
+(preference log), ``/v1/ranker`` (the ranker and what it learned), ``/v1/settings``
+(the defaults a generation request gets), ``/`` (the choice page), ``/healthz``,
+``/metrics``.
 
 With ``settings.learn`` the app also refits the ranker from the choices in the
 background for as long as it runs (see :mod:`nbest.server.ranker_api`).
@@ -45,7 +46,7 @@ from nbest.server.metrics import CONTENT_TYPE_LATEST
 from nbest.server.prefs import PreferenceStore
 from nbest.server.schema import install_openapi
 from nbest.server.service import Service
-from nbest.server.settings import ServerSettings
+from nbest.server.settings import ServerDefaults, ServerSettings
 from nbest.server.supervisor import RestartPolicy, Supervisor
 
 __all__ = ["create_app"]
@@ -130,6 +131,12 @@ def create_app(
             return JSONResponse(body)
         headers = {"retry-after": str(policy.retry_after_s)} if status in ("starting", "restarting") else None
         return JSONResponse(body, status_code=503, headers=headers)
+
+    @app.get("/v1/settings", summary="The server's until, wave and prune: what a request that leaves them out gets")
+    async def server_defaults() -> ServerDefaults:
+        """Set by ``nbest serve --until/--wave/--prune`` (null: unset); a request's own value wins,
+        and null in a request turns one off. Behind ``--api-key`` like every route but ``/healthz``."""
+        return settings.defaults()
 
     @app.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
     async def metrics() -> Response:

@@ -25,7 +25,7 @@ from nbest.orchestrator.pruning import PRUNE_TOP_LOGPROBS, Prune, parse_prune
 from nbest.orchestrator.stopping import MAX_RULE_CHARS, StoppingRule, parse_rule
 from nbest.types import DEFAULT_MAX_N, NbestModel
 
-__all__ = ["MAX_RULE_CHARS", "ServerSettings", "parse_until"]
+__all__ = ["MAX_RULE_CHARS", "ServerDefaults", "ServerSettings", "parse_until"]
 
 
 def parse_until(text: str) -> StoppingRule:
@@ -43,6 +43,19 @@ def parse_until(text: str) -> StoppingRule:
         ConfigError: an unknown rule or a bad threshold (``parameter="until"``).
     """
     return parse_rule(text, name="until")
+
+
+class ServerDefaults(NbestModel):
+    """What a generation request gets when it leaves ``until``, ``wave`` or ``prune`` out
+    (``GET /v1/settings``): the server's own, as ``nbest serve --until/--wave/--prune``
+    set them. A client reads them to know what it will get, or what to turn off with null."""
+
+    until: str | None = None
+    """The stopping rule's short form (``beta:0.95``); None: all ``n`` at once."""
+    wave: int | None = None
+    """Candidates per wave with that rule; None: 4, or the ``esc`` window (and None without a rule)."""
+    prune: str | None = None
+    """The pruning policy's short form (``0.9``, ``low:8``); None: no pruning."""
 
 
 class ServerSettings(NbestModel):
@@ -147,6 +160,14 @@ class ServerSettings(NbestModel):
                 value=self.prune,
             )
         return self
+
+    def defaults(self) -> ServerDefaults:
+        """The request defaults these settings give (``until``, ``wave``, ``prune``, as given).
+
+        >>> ServerSettings(until="esc:4", prune="low").defaults()
+        ServerDefaults(until='esc:4', wave=None, prune='low')
+        """
+        return ServerDefaults(until=self.until, wave=self.wave, prune=self.prune)
 
     def stopping_rule(self) -> StoppingRule | None:
         """``until`` parsed (None: no default rule).
