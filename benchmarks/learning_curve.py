@@ -102,6 +102,11 @@ DEFAULT_RERANKERS = ("logprob", "mbr", "vote=0")
 and the vote at weight 0: it ranks nothing until learning raises it, but it clusters the
 candidates by meaning, so the Result's answers (the page's cards) put "Paris." and "The capital
 of France is Paris." on one card, and a pick says "this answer", not "this phrasing"."""
+REASONING_RERANKERS = (*DEFAULT_RERANKERS, "arithmetic=0")
+"""The word problems' ranker before learning: the same, plus the arithmetic check at weight 0 (whether
+a candidate's written calculations hold, its answer follows from them, it uses the question's
+numbers): logged with every candidate, so choices can teach its weight, while the ranking before
+learning stays that of the log-probability and MBR."""
 
 
 @dataclass(frozen=True)
@@ -206,12 +211,23 @@ class Dataset:
     seeds: int
     stop: tuple[str, ...] = ()
     n: int = 4
+    rerankers: tuple[str, ...] = DEFAULT_RERANKERS
+    """The server's ranker when ``--reranker`` is not given."""
 
 
 DATASETS: dict[str, Dataset] = {
     "capitals": Dataset(load_capitals, split, "naming the capital", DEFAULT_STRATEGY, 16, 40, 2),
     "reasoning": Dataset(
-        load_reasoning, split_reasoning, "whose final number is the answer", REASONING_STRATEGY, 80, 60, 1, ("Question:",), 8
+        load_reasoning,
+        split_reasoning,
+        "whose final number is the answer",
+        REASONING_STRATEGY,
+        80,
+        60,
+        1,
+        ("Question:",),
+        8,
+        REASONING_RERANKERS,
     ),
 }
 """``--data``: the capitals (short answers in words) and the word problems (a worked solution
@@ -479,7 +495,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         "--reranker",
         action="append",
         default=None,
-        help=f"the server's ranker (repeatable) [default: {' '.join(DEFAULT_RERANKERS)}]",
+        help=f"the server's ranker (repeatable) [capitals: {' '.join(DEFAULT_RERANKERS)}; "
+        f"reasoning: {' '.join(REASONING_RERANKERS)}]",
     )
     p.add_argument("--heldout", type=int, default=None, help="questions held out for measuring [capitals 40, reasoning 60]")
     p.add_argument("--seeds", type=int, default=None, help="seeds each held-out question is asked with [capitals 2, reasoning 1]")
@@ -494,8 +511,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if not 0 <= args.noise <= 1:
         p.error("--noise: a probability in [0, 1]")
-    args.reranker = args.reranker or list(DEFAULT_RERANKERS)
     data = DATASETS[args.data]
+    args.reranker = args.reranker or list(data.rerankers)
     args.n = data.n if args.n is None else args.n
     args.max_tokens = data.max_tokens if args.max_tokens is None else args.max_tokens
     args.strategy = data.strategy if args.strategy is None else args.strategy
