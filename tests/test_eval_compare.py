@@ -16,6 +16,7 @@ from nbest.errors import ConfigError
 from nbest.evaluation import EvalSample, Fields, Matcher, read_dataset, score_samples
 from nbest.evaluation.calibration import fit_confidence_temperature, scale_confidence
 from nbest.evaluation.compare import CompareReport, compare_methods, pareto_front, parse_method
+from nbest.evaluation.table import applied_map
 from nbest.rerankers import MajorityVote, Ranker
 from nbest.types import Prompt, SamplingParams
 from tests.scripted import ScriptedEngine, Step, toks
@@ -218,7 +219,10 @@ def test_calibration_from_a_tuning_report(tmp_path: Path, capsys: pytest.Capture
     data = write_set(tmp_path / "set.jsonl", 6)
     common = ["eval", str(data), "--answer-field", "answer", "-n", "4", "--seed", "0", "--compare", "logprob"]
     assert run_cli([*common, "--split", "tuning", "--report", str(tmp_path / "t.json")], confident_evens([])) == 0
+    tuning_table = capsys.readouterr().out
     tuning = CompareReport.model_validate_json((tmp_path / "t.json").read_text())
+    assert all(applied_map(tuning, row) == "–" for row in tuning.rows)  # nothing applied without --calibration
+    assert "ECE calibrated" in tuning_table and "T fit" not in tuning_table
     at2 = next(r for r in tuning.rows if r.n == 2)  # seeds 0, 1 answer 4 and 5: some right, some wrong
     assert at2.fitted_temperature is not None and at2.fitted_calibration is not None
     if old:
@@ -237,7 +241,17 @@ def test_calibration_from_a_tuning_report(tmp_path: Path, capsys: pytest.Capture
     assert row2.ece_calibrated is not None and row2.ece_calibrated_interval is not None
     assert row2.ece_calibrated_interval.resamples == 1000
     assert row2.fitted_calibration == result.fitted_calibration  # the rows carry what the levels fitted
-    capsys.readouterr()
+    # the table shows the map behind "ECE calibrated": the one applied, not the one fitted here
+    table = capsys.readouterr().out
+    line = next(ln for ln in table.splitlines() if ln.split("│")[2:3] == [" 2 "])
+    if old:
+        assert at2.fitted_temperature is not None
+        shown = f"T={at2.fitted_temperature:.2f}"
+    else:
+        assert at2.fitted_calibration is not None
+        shown = f"{at2.fitted_calibration.scale:.2f},{at2.fitted_calibration.bias:.2f}"
+    assert applied_map(held, row2) == shown and f" {shown} " in line, table
+    assert f"{row2.ece_calibrated:.2f}" in line
 
 
 def _generator() -> Any:

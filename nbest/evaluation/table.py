@@ -10,9 +10,9 @@ from rich.table import Table
 from nbest.evaluation.report import EvalReport, Quality
 
 if TYPE_CHECKING:
-    from nbest.evaluation.compare import CompareReport
+    from nbest.evaluation.compare import CompareReport, MethodRow
 
-__all__ = ["compare_table", "print_compare", "print_report", "report_table"]
+__all__ = ["applied_map", "compare_table", "print_compare", "print_report", "report_table"]
 
 
 def _fmt(value: float | None, percent: bool = False) -> str:
@@ -84,15 +84,38 @@ def print_report(report: EvalReport, console: Console | None = None) -> None:
     console.print(report_table(report))
 
 
+def applied_map(report: CompareReport, row: MethodRow) -> str:
+    """The calibration behind ``row``'s "ECE calibrated": the map ``--calibration`` applied
+    to that method at that N, as ``scale,bias`` (``0.22,-1.64``: ``sigmoid(0.22 logit(c) - 1.64)``),
+    or ``T=1.85`` for a temperature read from a report that holds temperatures only; "–"
+    when nothing was applied (no ``--calibration``, none fitted for it, or a baseline).
+
+    The row itself keeps what was *fitted* on this run (to carry to another); what was
+    *applied* is on its generation's level (``applied_calibration``, ``applied_temperature``).
+    """
+    generation = report.generations.get(row.generation)
+    level = next((lv for lv in generation.levels if lv.n == row.n), None) if generation is not None else None
+    result = level.rerankers.get(row.method) if level is not None else None
+    if result is None:
+        return "–"
+    if result.applied_calibration is not None:
+        scale, bias = result.applied_calibration.scale, result.applied_calibration.bias
+        return f"{scale:.2f},{bias:.2f}" if scale >= 0.005 else f"{scale:.0e},{bias:.2f}"  # a near-flat map is not 0
+    if result.applied_temperature is not None:
+        return f"T={result.applied_temperature:.2f}"
+    return "–"
+
+
 def compare_table(report: CompareReport) -> Table:
     """One row per method and N: accuracy, tokens per prompt and engine seconds (the
-    cost), ECE (raw and after ``--calibration``), AUROC, PRR; ``*`` marks the Pareto
-    front of accuracy against tokens. The warnings are the caption."""
+    cost), ECE (raw, and after ``--calibration`` with the map it applied: :func:`applied_map`),
+    AUROC, PRR; ``*`` marks the Pareto front of accuracy against tokens. The warnings are
+    the caption."""
     title = f"{report.dataset or 'eval'}" + (f" · split {report.split}" if report.split else "")
     title += f" · {report.prompts} prompts · N up to {report.n} · accuracy per token"
     caption = "\n".join(f"warning: {w}" for w in report.warnings) or None
     table = Table(title=title, caption=caption, caption_style="bold red")
-    for header in ("method", "N", "accuracy", "tokens/prompt", "engine s", "ECE", "ECE fitted", "T fit", "AUROC", "PRR",
+    for header in ("method", "N", "accuracy", "tokens/prompt", "engine s", "ECE", "ECE calibrated", "map", "AUROC", "PRR",
                    "front"):  # fmt: skip
         table.add_column(header, justify="left" if header == "method" else "right")
     previous = None
@@ -103,7 +126,7 @@ def compare_table(report: CompareReport) -> Table:
         previous = row.method
         table.add_row(
             row.method if first else "", str(row.n), _fmt(row.accuracy, percent=True), f"{row.tokens:.1f}",
-            _seconds(row.engine_s), _fmt(row.ece), _fmt(row.ece_calibrated), _fmt(row.fitted_temperature),
+            _seconds(row.engine_s), _fmt(row.ece), _fmt(row.ece_calibrated), applied_map(report, row),
             _fmt(row.auroc), _fmt(row.prr), "*" if row.pareto else "",
         )  # fmt: skip
     return table
