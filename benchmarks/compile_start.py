@@ -47,7 +47,7 @@ warm-noaot 645 s then 282 s, eager 133 s (no warm-up phase at all); decode
 The last line is ``ratio:`` warm compiled start / eager start (the goal: the
 warm compiled start within ~15 s of eager while decoding >= 1.2x eager).
 
-    VLLM_CPU_KVCACHE_SPACE=1 python benchmarks/compile_start.py [--arms eager,cold,warm] [--rounds 3]
+    VLLM_CPU_KVCACHE_SPACE=1 python benchmarks/compile_start.py [--arms eager,cold,warm,warm-noaot,warm-noaot] [--rounds 3]
 """
 
 from __future__ import annotations
@@ -148,7 +148,7 @@ def cpu_name() -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arms", default="eager,cold,warm,warm")
+    parser.add_argument("--arms", default="eager,cold,warm,warm-noaot,warm-noaot")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--cache", type=Path, default=None, help="compile cache root (default: a fresh temp dir)")
     parser.add_argument("--logs", type=Path, default=None, help="keep each arm's vLLM log here")
