@@ -86,6 +86,8 @@ from typing import Any
 import httpx
 
 from nbest.evaluation.matching import Matcher
+from nbest.rerankers.registry import RankerConfig
+from nbest.types import Request, Result
 
 DATA = Path(__file__).resolve().parent / "data" / "capitals.tsv"
 REASONING = Path(__file__).resolve().parent.parent / "examples" / "data" / "reasoning.jsonl"
@@ -310,6 +312,11 @@ class Point:
     kept_out: int
     alone: dict[str, float] = field(default_factory=dict)
     """Agreement of each logged score alone on the same held-out Results."""
+    fixed: float | None = None
+    """Agreement of the server's current ranker on the *first* checkpoint's held-out candidates,
+    re-ranked here with the config ``/v1/ranker`` reports: every checkpoint judged on the same
+    candidates, so only the ranking differs (generating them again moves them a little: seeded
+    sampling on the CPU build varies with the batch)."""
 
 
 @dataclass
@@ -352,15 +359,39 @@ async def _gather(client: httpx.AsyncClient, jobs: Sequence[tuple[Item, int]], s
     return list(await asyncio.gather(*(one(item, seed) for item, seed in jobs)))
 
 
-async def measure(client: httpx.AsyncClient, heldout: Sequence[Item], s: Settings, choices: int) -> Point:
-    """Agreement on the held-out questions now (nothing logged)."""
+async def rerank_agreement(jobs: Sequence[tuple[Item, int]], results: Sequence[dict[str, Any]], config: dict[str, Any]) -> float:
+    """Share of ``results`` (Result JSON) whose top candidate, re-ranked by the ranker ``config``
+    (a RankerConfig as JSON, what ``/v1/ranker`` reports) builds, the person accepts."""
+    ranker = RankerConfig.parse(config).to_ranker()
+    hits = 0
+    for (item, _), raw in zip(jobs, results, strict=True):
+        result = Result.model_validate(raw)
+        ok = [c for c in result.candidates if c.ok]
+        ranked = await ranker.rank(Request(prompt=result.prompt, n=result.n), ok) if ok else None
+        top = next((c for c in ranked.candidates if c.rank == 1), None) if ranked else None
+        hits += top is not None and accepts(item, top.text)
+    return hits / len(jobs)
+
+
+async def measure(
+    client: httpx.AsyncClient,
+    heldout: Sequence[Item],
+    s: Settings,
+    choices: int,
+    first: tuple[Sequence[tuple[Item, int]], Sequence[dict[str, Any]]] | None = None,
+) -> tuple[Point, list[dict[str, Any]]]:
+    """Agreement on the held-out questions now (nothing logged), and the Results it was measured on;
+    with ``first`` (the first checkpoint's jobs and Results) also the current ranker's on those."""
     jobs = [(item, 1_000_000 + 1_000 * i + 100 * k) for i, item in enumerate(heldout) for k in range(s.seeds)]
     results = await _gather(client, jobs, s)
     hits = [top_accepted(item, r) for (item, _), r in zip(jobs, results, strict=True)]
     oracle = [any_accepted(item, r) for (item, _), r in zip(jobs, results, strict=True)]
     versions = {r.get("ranker_version") for r in results}
     ranker = (await client.get("/v1/ranker")).json()
-    return Point(
+    base_jobs, base_results = first if first is not None else (jobs, results)
+    config = ranker.get("config")
+    fixed = await rerank_agreement(base_jobs, base_results, config) if config else None
+    point = Point(
         choices=choices,
         agreement=sum(hits) / len(hits),
         oracle=sum(oracle) / len(oracle),
@@ -368,7 +399,9 @@ async def measure(client: httpx.AsyncClient, heldout: Sequence[Item], s: Setting
         weights=ranker.get("weights", []),
         kept_out=len(ranker.get("kept_out", [])),
         alone=alone(jobs, results),
+        fixed=fixed,
     )
+    return point, results
 
 
 async def settled(client: httpx.AsyncClient, timeout: float = 120.0) -> None:
@@ -393,7 +426,10 @@ async def run_curve(
 ) -> list[Point]:
     """The person's choices through ``client`` (a learning server), with the held-out
     agreement before learning and at each checkpoint (a number of choices)."""
-    points = [await measure(client, heldout, s, 0)]
+    point, results = await measure(client, heldout, s, 0)
+    jobs = [(item, 1_000_000 + 1_000 * i + 100 * k) for i, item in enumerate(heldout) for k in range(s.seeds)]
+    first = (jobs, results)
+    points = [point]
     log(_row(points[-1]))
     made = asked = 0
     for target in sorted(checkpoints):
@@ -412,14 +448,15 @@ async def run_curve(
                 r.raise_for_status()
                 made += 1
         await settled(client)
-        points.append(await measure(client, heldout, s, made))
+        points.append((await measure(client, heldout, s, made, first))[0])
         log(_row(points[-1]))
     return points
 
 
 def _row(p: Point) -> str:
     version = "-" if p.version is None else str(p.version)
-    return f"{p.choices:>7}  {100 * p.agreement:>8.1f} %  {100 * p.oracle:>6.1f} %  {version:>7}  {p.kept_out:>8}"
+    fixed = "-" if p.fixed is None else f"{100 * p.fixed:.1f} %"
+    return f"{p.choices:>7}  {100 * p.agreement:>8.1f} %  {fixed:>10}  {100 * p.oracle:>6.1f} %  {version:>7}  {p.kept_out:>8}"
 
 
 def describe_weights(weights: Sequence[dict[str, Any]]) -> list[str]:
@@ -558,7 +595,10 @@ async def _main(args: argparse.Namespace, base: str) -> list[Point]:
     stop = f", stop {s.stop}" if s.stop else ""
     print(f"requests: n={s.n}, {plan}, max_tokens {s.max_tokens}{stop}; server ranker: {' + '.join(args.reranker)}")
     print()
-    print(f"{'choices':>7}  {'agreement':>10}  {'oracle':>8}  {'version':>7}  {'kept-out':>8}  (kept-out: the last 3 at most)")
+    print(
+        f"{'choices':>7}  {'agreement':>10}  {'same cands':>10}  {'oracle':>8}  {'version':>7}  {'kept-out':>8}"
+        "  (same cands: re-ranking the first checkpoint's candidates; kept-out: the last 3 at most)"
+    )
     async with httpx.AsyncClient(base_url=base, timeout=600) as client:
         person = Person(args.noise, args.seed, skip_none=args.when_none == "skip")
         points = await run_curve(client, train, heldout, person, s, checkpoints_for(args.choices))
@@ -593,6 +633,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     at = {p.choices: p.agreement for p in points}
     if 100 in at:
         print(f"after 100 choices: {100 * (at[100] - before):+.1f} points (goal: +10)")
+        fixed = {p.choices: p.fixed for p in points}
+        if fixed.get(0) is not None and fixed.get(100) is not None:
+            print(f"after 100 choices, on the same candidates: {100 * (fixed[100] - fixed[0]):+.1f} points")
     print(f"ratio: {points[-1].agreement / before:.3f}" if before > 0 else "ratio: nan")
 
 

@@ -104,6 +104,8 @@ async def test_curve_rises_when_the_features_carry_the_persons_taste(scripted: S
     assert points[0].agreement == 0.0 and points[0].version == 0
     assert points[-1].agreement == 1.0 and points[-1].version and points[-1].version >= 1
     assert all(p.oracle == 1.0 for p in points)
+    # the same first candidates re-ranked with each checkpoint's config from /v1/ranker agree with the served figure
+    assert [p.fixed for p in points] == [p.agreement for p in points] == [0.0, points[1].agreement, 1.0]
     tokens = next(w for w in points[-1].weights if w["name"] == "feature:tokens")
     assert tokens["weight"] < 0 and "shorter" in tokens["meaning"]
     assert "current" in lc.history(tmp_path / "prefs.db")
