@@ -94,5 +94,8 @@ def test_ctrl_c_mid_generation_leaves_no_engine_process() -> None:
     reader.join(timeout=10)
     err = "".join(lines)
     assert proc.returncode == 130, err[-2000:]
-    assert err.strip().splitlines()[-1] == "nbest: error: interrupted"
+    # nbest's last word is its one line; multiprocessing's resource tracker (a process of its own, which
+    # outlives ours by a moment) may print a "leaked semaphore" warning about vLLM's objects after it
+    ours = [line for line in err.strip().splitlines() if "resource_tracker" not in line]
+    assert ours[-1] == "nbest: error: interrupted", err[-2000:]
     assert not wait_gone(procs), "engine processes survived Ctrl-C"
