@@ -3,12 +3,7 @@ question numbers used, its config, and bounded work for hostile text."""
 
 from __future__ import annotations
 
-import asyncio
-import importlib.util
-import sys
 from fractions import Fraction
-from pathlib import Path
-from types import ModuleType
 
 import pytest
 
@@ -16,8 +11,6 @@ from nbest.errors import ConfigError
 from nbest.rerankers import ArithmeticCheck, ArithmeticConfig, MeanLogProb, Ranker, build_ranker, reranker_config
 from nbest.rerankers.arithmetic import MAX_CHARS, MAX_OPERANDS, MAX_STATEMENTS, check_text, last_paragraph, statements
 from nbest.types import Candidate, CandidateSpec, ChatMessage, Request, SamplingParams
-
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def cand(index: int, text: str, mean: float | None = None) -> Candidate:
@@ -197,26 +190,3 @@ def test_hostile_statements_stop_at_the_cap() -> None:
     found = statements("1+1=2 " * 20_000)
     assert len(found) == MAX_STATEMENTS
     assert all(s.holds for s in found)
-
-
-def _replay_module() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("learning_replay", ROOT / "benchmarks" / "learning_replay.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["learning_replay"] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-def test_replay_scores_stored_results_that_lack_the_check() -> None:
-    """The stored word-problem Results predate the check: the loader scores them, and the
-    bounds list it as a column (alone it picks a right answer more often than the default ranker)."""
-    lr = _replay_module()
-    rerankers = ["logprob", "arithmetic=0"]
-    _, pool = lr.load(ROOT / "benchmarks" / "data" / "reasoning_tuning_n8_ladder0.3-0.7.jsonl.gz", rerankers)
-    assert all("arithmetic" in c.scores for x in pool for c in x.result.candidates if c.ok)
-    assert lr.score_names(rerankers) == ("mean_logprob", "arithmetic")
-    found = lr.bounds(pool, directions=20, scores=lr.score_names(rerankers))
-    assert set(found["alone"]) >= {"mean_logprob", "arithmetic"} and "vote" not in found["alone"]
-    assert found["alone"]["arithmetic"] > found["default"]
-    assert asyncio.run(lr.fill_scores(pool, rerankers)) == 0  # nothing left to fill

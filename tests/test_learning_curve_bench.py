@@ -3,6 +3,7 @@ over a scripted engine (the benchmark itself runs ``nbest serve --learn`` on the
 
 from __future__ import annotations
 
+import asyncio
 import doctest
 import importlib.util
 import sys
@@ -229,3 +230,17 @@ def test_the_stored_word_problem_results_load_and_bound() -> None:
     found = lr.bounds(pool, directions=20)
     assert found["default"] <= found["alone"]["mean_logprob"] <= found["oracle"]
     assert round(found["default"], 3) == 0.321 and round(found["oracle"], 3) == 0.642
+
+
+def test_replay_scores_stored_results_that_lack_the_check() -> None:
+    """The stored word-problem Results predate the arithmetic check: the loader scores them, and the
+    bounds list it as a column (alone it picks a right answer more often than the default ranker)."""
+    lr = _replay_module()
+    rerankers = ["logprob", "arithmetic=0"]
+    _, pool = lr.load(ROOT / "benchmarks" / "data" / "reasoning_tuning_n8_ladder0.3-0.7.jsonl.gz", rerankers)
+    assert all("arithmetic" in c.scores for x in pool for c in x.result.candidates if c.ok)
+    assert lr.score_names(rerankers) == ("mean_logprob", "arithmetic")
+    found = lr.bounds(pool, directions=20, scores=lr.score_names(rerankers))
+    assert set(found["alone"]) >= {"mean_logprob", "arithmetic"} and "vote" not in found["alone"]
+    assert found["alone"]["arithmetic"] > found["default"]
+    assert asyncio.run(lr.fill_scores(pool, rerankers)) == 0  # nothing left to fill
