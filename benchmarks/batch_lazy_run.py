@@ -18,15 +18,10 @@ a few MiB.
 
     python benchmarks/batch_lazy_run.py [--lines 50000] [--concurrency 8] [-n 2]
 
-Measured (Intel Xeon, 2 cores, AVX-512 + AMX, shared with other engines: load
-average 6-44, so wall times are noisy) when the batch runner's own worker pool
-gave way to ``Orchestrator.as_completed`` over the lazy input (each request then
-also checked as it is taken, and each Result handed from the pool to the loop
-that writes it): 50,000 lines, peak 8.15 -> 8.12 MiB of Python allocations over
-the whole run, peak RSS 66 -> 66 MiB, 579, 486, 471 -> 451 lines/s, 732, 720 ->
-680 lines per CPU second; 10,000 lines, runs interleaved: 453, 471, 469 -> 439,
-433, 466 lines/s, 693, 707, 711 -> 669, 668, 686 lines per CPU second (about 4 %
-fewer: one more event-loop turn per Result, the hand-off).
+Measured with the batch runner's own worker pool (Intel Xeon, 2 cores, AVX-512 +
+AMX, shared with other engines: load average 6-44, so wall times are noisy):
+50,000 lines, peak 8.15 MiB of Python allocations over the whole run, peak RSS
+66 MiB, 471-579 lines/s, 720-732 lines per CPU second.
 """
 
 from __future__ import annotations
