@@ -31,6 +31,12 @@ collect_ignore = ["plugins", "plugin_engine.py"]
 # several engines (the in-process one, vllm serve processes) within memory.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
 
+# A shell starts a background job (`make test &`) with SIGINT ignored, and every process below it
+# inherits that: the Ctrl-C tests' `nbest` subprocesses would run to the end. Python's own handler
+# is not inherited across exec, so the subprocesses get the default disposition back.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 @pytest.fixture
 def scripted() -> ScriptedEngine:
