@@ -6,15 +6,18 @@ orchestrator's ``max_in_flight``, with each Result appended to an
 :class:`~nbest.batch.output.OutputLog` as it arrives, so a crash loses only the
 prompts in progress.
 
-Given a list it is :meth:`Orchestrator.as_completed
-<nbest.orchestrator.core.Orchestrator.as_completed>` (every request checked
-before any runs). Given an iterator (``CheckedInput.requests()`` of
-:mod:`nbest.batch.inputs`, parsing the input one line at a time) it takes each
-request only when a prompt slot is free (:func:`run_requests`), so memory is
-O(in-flight window): ``concurrency`` requests and their Results, whatever the
-number of lines. An iterator's requests are checked as each starts; check them
+It is :meth:`Orchestrator.as_completed
+<nbest.orchestrator.core.Orchestrator.as_completed>` feeding :func:`write_results`,
+given a list (every request checked before any runs) or an iterator
+(``CheckedInput.requests()`` of :mod:`nbest.batch.inputs`, parsing the input one
+line at a time): one pool of workers (:func:`nbest.orchestrator.many.run_many`)
+takes each request only when a prompt slot is free, so memory is O(in-flight
+window): ``concurrency`` requests and their Results, whatever the number of
+lines. An iterator's requests are checked as each is taken; check them
 beforehand with :func:`plan_check` (``nbest batch`` does, while it reads the
 input) so a bad one stops the run before anything is generated.
+:func:`run_requests` is the same pool over any ``run`` function (``nbest batch
+--ray`` runs it over the replicas).
 """
 
 from __future__ import annotations
@@ -26,13 +29,12 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable, Seque
 from dataclasses import dataclass, field
 
 import anyio
-import anyio.to_thread
 
 from nbest.batch.output import OutputLog
 from nbest.errors import ConfigError
 from nbest.orchestrator import Orchestrator
-from nbest.orchestrator.core import Rerankers, as_ranker, check_run_settings
-from nbest.orchestrator.many import check_count
+from nbest.orchestrator.core import Rerankers
+from nbest.orchestrator.many import check_count, run_many
 from nbest.orchestrator.pruning import Prune, check_prune
 from nbest.orchestrator.stopping import StoppingRule
 from nbest.strategies.base import Strategy
@@ -96,43 +98,33 @@ async def run_batch(
     write (progress display). ``requests`` is a list (every request checked
     before any runs) or an iterator, taken one request at a time as prompt
     slots free up (memory O(``concurrency``), see the module docs; ``total``
-    then says how many it yields, for the stats; ids must be unique).
+    then says how many it yields, for the stats).
 
     Raises:
         ConfigError: a bad setting, or a request the orchestrator cannot serve
             (a list's: before anything is generated; an iterator's: when it
-            starts, so check them first with :func:`plan_check`); no ``total``
-            for an iterator.
+            is taken, so check them first with :func:`plan_check`); no
+            ``total`` for an iterator.
         EngineDeadError: an engine died; results written so far are kept.
     """
     if isinstance(requests, Sequence):
-        finished = orch.as_completed(
-            requests,
-            strategy=strategy,
-            rerankers=rerankers,
-            timeout=timeout,
-            concurrency=concurrency,
-            diversity=diversity,
-            until=until,
-            wave=wave,
-            prune=prune,
-        )
-        return await write_results(finished, log, total=len(requests), on_result=on_result)
-    if total is None:
+        total = len(requests)
+    elif total is None:
         raise ConfigError("total: give the number of requests an iterator yields (for the progress)", parameter="total")
-    check_run_settings(concurrency=concurrency, timeout=timeout, until=until, wave=wave, prune=prune)  # once, as for a list
-    ranker = rerankers if rerankers is None else as_ranker(rerankers)
-    run = functools.partial(
-        orch.run,
+    else:
+        _check_total(total)
+    finished = orch.as_completed(
+        requests,
         strategy=strategy,
-        rerankers=ranker,
+        rerankers=rerankers,
         timeout=timeout,
+        concurrency=concurrency,
         diversity=diversity,
         until=until,
         wave=wave,
         prune=prune,
     )
-    return await run_requests(requests, run, log, concurrency=concurrency, total=total, on_result=on_result)
+    return await write_results(finished, log, total=total, on_result=on_result)
 
 
 async def run_requests(
@@ -147,18 +139,16 @@ async def run_requests(
     """``run`` each request, at most ``concurrency`` at once, appending each
     Result to ``log`` as it arrives; ``total`` is the number of requests.
 
-    ``concurrency`` workers take the requests from one iterator, in input
-    order, each only when it is free: the iterator is never read ahead, so a
-    lazy one (an input file parsed line by line) keeps memory at
-    ``concurrency`` requests and Results. It is advanced in a worker thread,
-    one step at a time, so parsing a long line does not hold up the event
-    loop. :func:`run_batch` is this over an orchestrator; ``nbest batch
-    --ray`` runs it over the replicas
-    (:meth:`ReplicaPool.run <nbest.distributed.ReplicaPool.run>`). A worker's
-    error (an engine died, the iterator raised) stops the others, whose
-    ``run`` is cancelled (aborting its engine requests), and is raised;
-    results written by then are kept. Ids should be unique (``nbest batch``
-    refuses a file with two equal ones).
+    The pool of :meth:`Orchestrator.as_completed` (:func:`nbest.orchestrator.many.run_many`)
+    over any ``run``: the requests are taken in input order, each only when a
+    worker is free, so a lazy iterator (an input file parsed line by line)
+    keeps memory at ``concurrency`` requests and Results; it is advanced in a
+    worker thread, so parsing a long line does not hold up the event loop.
+    ``nbest batch --ray`` runs it over the replicas
+    (:meth:`ReplicaPool.run <nbest.distributed.ReplicaPool.run>`); nothing
+    here checks a request (the replicas do). A worker's error (an engine died,
+    the iterator raised) stops the others, whose ``run`` is cancelled (aborting
+    its engine requests), and is raised; results written by then are kept.
 
     Raises:
         ConfigError: ``concurrency`` not a whole number >= 1, ``total`` not a
@@ -166,40 +156,15 @@ async def run_requests(
         Exception: what ``run`` or the iterator raised first.
     """
     check_count(concurrency, "concurrency")
+    _check_total(total)
+    async with anyio.create_task_group() as tg:  # the pool's workers; run_many waits for them on its way out
+        stats = await write_results(run_many(tg, requests, run, concurrency), log, total=total, on_result=on_result)
+    return stats
+
+
+def _check_total(total: object) -> None:
     if isinstance(total, bool) or not isinstance(total, int) or total < 0:
         raise ConfigError(f"total: must be a whole number >= 0 (got {total!r})", parameter="total", value=total)
-    stats = BatchStats(total=total)
-    todo = iter(requests)
-    taking = anyio.Lock()  # one next() at a time: a generator cannot run in two threads
-    failure: list[Exception] = []
-
-    async def take() -> Request | None:
-        async with taking:  # parsing a line (up to MAX_LINE_BYTES) stays off the event loop
-            return await anyio.to_thread.run_sync(next, todo, None)
-
-    async def worker(scope: anyio.CancelScope) -> None:
-        try:
-            while (request := await take()) is not None:  # each request taken once, by a free worker
-                result = await run(request)
-                await log.write(result)
-                stats.add(result)
-                if on_result is not None:
-                    on_result(result, stats)
-        except Exception as exc:  # stop every worker; the first error is the one raised
-            failure.append(exc)
-            scope.cancel()
-
-    try:
-        async with anyio.create_task_group() as tg:
-            for _ in range(max(1, min(concurrency, total))):  # no more workers than requests
-                tg.start_soon(worker, tg.cancel_scope)
-    finally:
-        close = getattr(todo, "close", None)
-        if close is not None:  # a generator left early: let it close its file now
-            close()
-    if failure:
-        raise failure[0]
-    return stats
 
 
 def plan_check(orch: Orchestrator, *, strategy: Strategy | None = None, prune: Prune | None = None) -> Callable[[Request], None]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
@@ -531,7 +531,7 @@ class Orchestrator:
 
     def as_completed(
         self,
-        requests: Sequence[Request],
+        requests: Iterable[Request],
         *,
         strategy: Strategy | None = None,
         rerankers: Rerankers | None = None,
@@ -549,21 +549,30 @@ class Orchestrator:
         Each request runs as :meth:`run` runs it, with these keywords.
         Requests start in input order, at most ``concurrency`` in progress at
         once; the candidates in flight over all of them stay under
-        ``max_in_flight``. The settings, every request and its plan are
-        checked by this call, before anything is generated. Leaving the loop
-        early (close the iterator, e.g. with ``contextlib.aclosing``), or being
-        cancelled, aborts the requests still running (see
-        :mod:`nbest.orchestrator.many`)::
+        ``max_in_flight``. The settings are checked by this call. Given a list
+        (any ``Sequence``), so is every request and its plan, before anything
+        is generated. Given any other iterable (a generator parsing a file a
+        line at a time), a request is taken only when a slot frees, so at most
+        ``concurrency`` are held, and checked as it is taken
+        (:meth:`check_request`): one that fails stops the run as a dead engine
+        does, with the same ``requests[i]: ...`` error a list would get, and
+        nothing after it starts. Leaving the loop early (close the iterator,
+        e.g. with ``contextlib.aclosing``), or being cancelled, aborts the
+        requests still running (see :mod:`nbest.orchestrator.many`)::
 
             async for i, result in orch.as_completed(requests, concurrency=16):
                 print(requests[i].id, result.best.text if result.best else "(all failed)")
 
         Raises:
             ConfigError: a bad setting, or ``requests[i]: ...`` for a request
-                that cannot be served.
+                that cannot be served (a list's: before anything runs; an
+                iterable's: when it is taken, the requests still running
+                aborted).
             EngineDeadError: an engine died; the requests still running are
                 aborted and nothing more is yielded.
             NbestError: the orchestrator closed before every request finished.
+            Exception: what a lazy iterable raised while it was read (the
+                requests still running aborted).
         """
         return self._as_completed(
             requests,
@@ -580,7 +589,7 @@ class Orchestrator:
 
     def _as_completed(
         self,
-        requests: Sequence[Request],
+        requests: Iterable[Request],
         *,
         strategy: Strategy | None,
         rerankers: Rerankers | None,
@@ -595,13 +604,11 @@ class Orchestrator:
         tg = self._require_open()
         check_run_settings(concurrency=concurrency, timeout=timeout, until=until, wave=wave, prune=prune)
         ranker = as_ranker(rerankers) if rerankers is not None else self.ranker
-        for i, request in enumerate(requests):
-            if not isinstance(request, Request):
-                raise ConfigError(f"{name}[{i}]: not a Request (got {type(request).__name__}); build one with request()")
-            try:
-                self.check_request(request, strategy, prune)
-            except ConfigError as exc:
-                raise _at(f"{name}[{i}]", exc) from None
+        if isinstance(requests, Sequence):
+            for i, request in enumerate(requests):
+                self._check_at(i, request, strategy, prune, name)
+        else:
+            requests = self._checked_lazily(requests, strategy, prune, name)
 
         async def run(request: Request) -> Result:
             return await self.run(
@@ -616,6 +623,34 @@ class Orchestrator:
             )
 
         return run_many(tg, requests, run, concurrency)
+
+    def _check_at(self, i: int, request: object, strategy: Strategy | None, prune: Prune | None, name: str) -> Request:
+        """``request``, the ``i``-th of ``name``, when this orchestrator can serve it.
+
+        Raises:
+            ConfigError: ``name[i]: ...``: not a Request, or what :meth:`check_request` raised.
+        """
+        if not isinstance(request, Request):
+            raise ConfigError(f"{name}[{i}]: not a Request (got {type(request).__name__}); build one with request()")
+        try:
+            self.check_request(request, strategy, prune)
+        except ConfigError as exc:
+            raise _at(f"{name}[{i}]", exc) from None
+        return request
+
+    def _checked_lazily(
+        self, requests: Iterable[Request], strategy: Strategy | None, prune: Prune | None, name: str
+    ) -> Iterator[Request]:
+        """``requests``, each checked as it is taken (:meth:`_check_at`); closing this
+        closes ``requests`` too (a generator holding a file lets it go)."""
+        source = iter(requests)
+        try:
+            for i, request in enumerate(source):
+                yield self._check_at(i, request, strategy, prune, name)
+        finally:
+            close = getattr(source, "close", None)
+            if close is not None:
+                close()
 
     async def rank(
         self,
