@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import anyio
@@ -14,7 +14,7 @@ import pytest
 from nbest import ConfigError, EngineDeadError, NbestError, Orchestrator, rerankers, stopping, strategies
 from nbest.batch import open_output, run_batch
 from nbest.evaluation import EvalItem, generate_samples
-from nbest.types import Prompt, Request, SamplingParams
+from nbest.types import Prompt, Request, Result, SamplingParams
 from tests.scripted import ScriptedEngine, Step
 
 pytestmark = pytest.mark.asyncio(loop_scope="session")
@@ -171,6 +171,163 @@ async def test_closing_the_orchestrator_meanwhile_is_not_a_silent_short_result(s
         await anyio.sleep(0.1)
     assert len(got) == 1 and "closed with 2 request(s) unfinished" in str(got[0])
     assert len(scripted.aborted) == 2
+
+
+# -- a lazy iterable: taken as slots free, each request checked as it is taken -------------------
+
+
+def lazily(requests: list[Request | str], taken: list[int] | None = None, closed: list[bool] | None = None) -> Iterator[Request]:
+    """``requests`` one at a time, noting each position taken and whether the generator was closed."""
+    try:
+        for i, request in enumerate(requests):
+            if taken is not None:
+                taken.append(i)
+            yield request  # type: ignore[misc]
+    finally:
+        if closed is not None:
+            closed.append(True)
+
+
+async def test_a_lazy_iterable_is_taken_only_as_slots_free(scripted: ScriptedEngine) -> None:
+    scripted.respond = lambda prompt, params, rid: Step(delay=0.001 * ((params.seed or 0) % 7))
+    requests = requests_for([f"p{i}" for i in range(30)])
+    taken: list[int] = []
+    ahead: list[int] = []
+    async with Orchestrator(scripted, close_engines=False) as orch:
+        got = []
+        async for i, result in orch.as_completed(lazily(requests, taken), concurrency=3):
+            ahead.append(len(taken) - len(got))  # taken, not yet handed back (this one included)
+            got.append((i, result))
+    assert taken == list(range(30)) and sorted(i for i, _ in got) == list(range(30))
+    assert all(result.id == requests[i].id for i, result in got)
+    assert max(ahead) <= 3 + 1  # the running ones and the one just handed back
+    started = list(dict.fromkeys(call.request_id.rsplit("-", 1)[0] for call in scripted.history))
+    assert started == [r.id for r in requests]  # in input order
+
+
+async def test_a_lazy_request_that_fails_its_check_stops_the_run_naming_its_position(scripted: ScriptedEngine) -> None:
+    """As for a list, the same ConfigError; what ran before it is yielded, what
+    still runs is aborted, nothing after it is taken."""
+    scripted.respond = by_prompt({"slow": SLOW})
+    requests: list[Request | str] = list(requests_for(["fast", "slow", "bad", "never"]))
+    requests[2] = requests[2].model_copy(update={"n": 5})  # type: ignore[union-attr]
+    taken: list[int] = []
+    closed: list[bool] = []
+    yielded = []
+    async with Orchestrator(scripted, close_engines=False, max_n=4) as orch:
+        with anyio.fail_after(5), pytest.raises(ConfigError, match=r"^requests\[2\]: n: at most 4 candidates") as info:
+            async for i, _ in orch.as_completed(lazily(requests, taken, closed), concurrency=2):
+                yielded.append(i)
+        assert info.value.parameter == "requests[2].n"
+        assert not scripted.running
+        with pytest.raises(ConfigError, match=r"^requests\[1\]: not a Request \(got str\)"):
+            async for _ in orch.as_completed(lazily([requests[0], "b"])):
+                pass
+    assert yielded == [0] and taken[:3] == [0, 1, 2] and 3 not in taken and closed == [True]
+    slow = [c.request_id for c in scripted.history if "slow" in str(c.prompt)]
+    assert len(slow) == 2 and set(slow) <= set(scripted.aborted)  # "slow" was aborted, not awaited
+    assert not any("bad" in str(c.prompt) or "never" in str(c.prompt) for c in scripted.history)
+
+
+async def test_an_iterable_that_raises_ends_the_run_with_its_error(scripted: ScriptedEngine) -> None:
+    scripted.respond = by_prompt({"slow": SLOW})
+
+    def broken() -> Iterator[Request]:
+        yield from requests_for(["fast", "slow"])
+        raise OSError("input gone")
+
+    async with Orchestrator(scripted, close_engines=False) as orch:
+        with anyio.fail_after(5), pytest.raises(OSError, match="input gone"):
+            async for _ in orch.as_completed(broken(), concurrency=3):
+                pass
+        assert not scripted.running and len(scripted.aborted) == 2
+
+
+async def test_leaving_a_lazy_loop_early_closes_the_iterable_and_aborts_the_rest(scripted: ScriptedEngine) -> None:
+    scripted.respond = by_prompt({"slow1": SLOW, "slow2": SLOW})
+    taken: list[int] = []
+    closed: list[bool] = []
+    source = lazily(list(requests_for(["fast", "slow1", "slow2", "later", "last"])), taken, closed)
+    async with Orchestrator(scripted, close_engines=False) as orch:
+        with anyio.fail_after(5):
+            async with contextlib.aclosing(orch.as_completed(source, concurrency=3)) as finished:
+                async for i, _ in finished:
+                    assert i == 0
+                    break
+        assert not scripted.running and closed == [True]
+    assert len(taken) <= 4  # three running, at most one more taken when "fast" freed its slot
+
+
+async def test_repeated_ids_of_a_lazy_input_never_share_an_engine_request_id(scripted: ScriptedEngine) -> None:
+    scripted.respond = by_prompt({"first": 0.1})
+    same = Request(id="dup", prompt="first", n=2, params=SamplingParams(seed=1), chat=False)
+    stand_in = same.model_copy(update={"id": "dup~2", "prompt": "second"})  # an id like the stand-in's
+    inputs = [same, same, stand_in, same]
+    async with Orchestrator(scripted, close_engines=False) as orch:
+        got = {i: result async for i, result in orch.as_completed(iter(inputs), concurrency=4)}
+    assert [got[i].id for i in range(4)] == ["dup", "dup", "dup~2", "dup"]
+    ids = [c.request_id for c in scripted.history]
+    assert len(ids) == len(set(ids)) == 8  # all four at once, each under an id of its own
+
+
+async def test_a_huge_concurrency_over_a_short_lazy_input_starts_no_idle_workers(scripted: ScriptedEngine) -> None:
+    """Workers start as requests come: 10**9 of them would never finish starting."""
+    async with Orchestrator(scripted, close_engines=False) as orch:
+        with anyio.fail_after(10):
+            got = [i async for i, _ in orch.as_completed(iter(requests_for(["a", "b", "c"])), concurrency=10**9)]
+            listed = [i async for i, _ in orch.as_completed(requests_for(["a", "b"]), concurrency=10**9)]
+    assert (sorted(got), sorted(listed)) == ([0, 1, 2], [0, 1])
+
+
+async def test_closing_the_orchestrator_during_a_lazy_run_is_not_a_silent_short_result(scripted: ScriptedEngine) -> None:
+    scripted.respond = lambda prompt, params, rid: Step(delay=SLOW)
+    got: list[BaseException] = []
+    orch = Orchestrator(scripted, close_engines=False)
+
+    async def consume() -> None:
+        try:
+            async for _ in orch.as_completed(iter(requests_for(["a", "b", "c"])), concurrency=2):
+                pass
+        except NbestError as exc:
+            got.append(exc)
+
+    async with anyio.create_task_group() as tg, orch:
+        tg.start_soon(consume)
+        await anyio.sleep(0.1)
+    assert len(got) == 1
+    assert "closed with 2 request(s) unfinished, the rest of the input not started" in str(got[0])
+
+
+async def test_run_requests_runs_any_function_over_a_lazy_input(tmp_path: Path) -> None:
+    """What ``nbest batch --ray`` runs over the replicas (``ReplicaPool.run``): the
+    same pool, no orchestrator; a request is taken only when a worker frees."""
+    from nbest.batch import run_requests
+    from nbest.types import Candidate, CandidateSpec
+
+    taken: list[int] = []
+    running: set[str] = set()
+    most = 0
+
+    async def run(request: Request) -> Result:
+        nonlocal most
+        running.add(request.id)
+        most = max(most, len(running))
+        await anyio.sleep(0.001 * (int(request.id[1:]) % 5))
+        running.discard(request.id)
+        spec = CandidateSpec(index=0, params=request.params)
+        candidate = Candidate(index=0, text=f"{request.prompt}!", spec=spec, finish_reason="stop", num_tokens=1)
+        return Result(id=request.id, prompt=request.prompt, n=1, candidates=[candidate], best=candidate)
+
+    requests = [Request(id=f"q{i}", prompt=f"p{i}", n=1) for i in range(20)]
+    log, _ = open_output(tmp_path / "out.jsonl")
+    with log:
+        with pytest.raises(ConfigError, match=r"total: must be a whole number >= 0 \(got -1\)"):
+            await run_requests(lazily(requests, taken), run, log, concurrency=4, total=-1)
+        assert taken == []
+        stats = await run_requests(lazily(requests, taken), run, log, concurrency=4, total=20)
+    assert (stats.done, stats.total, most) == (20, 20, 4) and taken == list(range(20))
+    lines = [json.loads(line) for line in (tmp_path / "out.jsonl").read_text().splitlines()]
+    assert sorted(line["id"] for line in lines) == sorted(r.id for r in requests)
 
 
 # -- the wrappers: run_batch and the evaluation's generate_samples --------------------------------
