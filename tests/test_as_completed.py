@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 import anyio
@@ -176,7 +176,9 @@ async def test_closing_the_orchestrator_meanwhile_is_not_a_silent_short_result(s
 # -- a lazy iterable: taken as slots free, each request checked as it is taken -------------------
 
 
-def lazily(requests: list[Request | str], taken: list[int] | None = None, closed: list[bool] | None = None) -> Iterator[Request]:
+def lazily(
+    requests: Sequence[Request | str], taken: list[int] | None = None, closed: list[bool] | None = None
+) -> Iterator[Request]:
     """``requests`` one at a time, noting each position taken and whether the generator was closed."""
     try:
         for i, request in enumerate(requests):
@@ -194,7 +196,7 @@ async def test_a_lazy_iterable_is_taken_only_as_slots_free(scripted: ScriptedEng
     taken: list[int] = []
     ahead: list[int] = []
     async with Orchestrator(scripted, close_engines=False) as orch:
-        got = []
+        got: list[tuple[int, Result]] = []
         async for i, result in orch.as_completed(lazily(requests, taken), concurrency=3):
             ahead.append(len(taken) - len(got))  # taken, not yet handed back (this one included)
             got.append((i, result))
