@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import secrets
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Iterator, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
 from types import TracebackType
 from typing import Any, TypedDict, Unpack
 
@@ -604,11 +604,14 @@ class Orchestrator:
         tg = self._require_open()
         check_run_settings(concurrency=concurrency, timeout=timeout, until=until, wave=wave, prune=prune)
         ranker = as_ranker(rerankers) if rerankers is not None else self.ranker
+        check = None
         if isinstance(requests, Sequence):
             for i, request in enumerate(requests):
                 self._check_at(i, request, strategy, prune, name)
-        else:
-            requests = self._checked_lazily(requests, strategy, prune, name)
+        else:  # each as it is taken
+
+            def check(i: int, request: Request) -> Request:
+                return self._check_at(i, request, strategy, prune, name)
 
         async def run(request: Request) -> Result:
             return await self.run(
@@ -622,7 +625,7 @@ class Orchestrator:
                 prune=prune,
             )
 
-        return run_many(tg, requests, run, concurrency)
+        return run_many(tg, requests, run, concurrency, check)
 
     def _check_at(self, i: int, request: object, strategy: Strategy | None, prune: Prune | None, name: str) -> Request:
         """``request``, the ``i``-th of ``name``, when this orchestrator can serve it.
@@ -637,20 +640,6 @@ class Orchestrator:
         except ConfigError as exc:
             raise _at(f"{name}[{i}]", exc) from None
         return request
-
-    def _checked_lazily(
-        self, requests: Iterable[Request], strategy: Strategy | None, prune: Prune | None, name: str
-    ) -> Iterator[Request]:
-        """``requests``, each checked as it is taken (:meth:`_check_at`); closing this
-        closes ``requests`` too (a generator holding a file lets it go)."""
-        source = iter(requests)
-        try:
-            for i, request in enumerate(source):
-                yield self._check_at(i, request, strategy, prune, name)
-        finally:
-            close = getattr(source, "close", None)
-            if close is not None:
-                close()
 
     async def rank(
         self,

@@ -9,7 +9,7 @@ takes the next request only when it is free, so a lazy iterable (an input file
 parsed a line at a time) is never read more than ``concurrency`` requests
 ahead, and memory stays O(``concurrency``) whatever its length. An iterable
 that is not a list is advanced in a worker thread, one step at a time, so
-parsing (and checking) a long line does not hold up the event loop.
+parsing a long line does not hold up the event loop.
 
 The workers run in a task group the caller owns (the orchestrator's), not in
 the caller's loop, so the caller never yields from inside a cancel scope.
@@ -85,20 +85,23 @@ async def run_many(
     requests: Iterable[Request],
     run: Callable[[Request], Awaitable[Result]],
     concurrency: int,
+    check: Callable[[int, Request], Request] | None = None,
 ) -> AsyncGenerator[tuple[int, Result], None]:
     """Yield ``(i, run(request))`` for the ``i``-th of ``requests`` as each
     finishes, at most ``concurrency`` running at once, the workers in ``tg``.
 
     ``requests`` is a list or any iterable, taken one request at a time as a
-    worker frees (see the module docs); an iterable's errors (a line that
-    cannot be parsed, a request that fails its check) end the run as a failed
-    ``run`` does. An iterator left unfinished is closed (a generator's
+    worker frees (see the module docs). ``check(i, request)``, when given, is
+    called on each as it is taken (on the event loop: cheap checks only) and
+    returns the request to run. An iterable's error (a line that cannot be
+    parsed) or ``check``'s ends the run as a failed ``run`` does, and nothing
+    after it starts. An iterator left unfinished is closed (a generator's
     ``close``) once every worker has stopped.
 
     Raises:
         ConfigError: ``concurrency`` is not a whole number >= 1.
-        Exception: what ``run`` or the iterable raised first (the other
-            requests are cancelled).
+        Exception: what ``run``, ``check`` or the iterable raised first (the
+            other requests are cancelled).
         NbestError: ``tg`` was cancelled (the orchestrator closed) before every
             request finished.
     """
@@ -132,8 +135,10 @@ async def run_many(
     async def worker(more: Callable[[], None]) -> None:
         try:
             while (step := await take()) is not None:  # each request taken once, by a free worker
-                more()  # this worker is busy now: another may take the next request
                 i, request = step
+                if check is not None:
+                    request = check(i, request)
+                more()  # this worker is busy now: another may take the next request
                 runs = running.enter(request)
                 try:
                     result = await run(runs)
