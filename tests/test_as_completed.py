@@ -332,6 +332,18 @@ async def test_run_requests_runs_any_function_over_a_lazy_input(tmp_path: Path) 
     assert sorted(line["id"] for line in lines) == sorted(r.id for r in requests)
 
 
+async def test_run_requests_raises_a_workers_error_itself_not_an_exception_group(tmp_path: Path) -> None:
+    """The CLI maps an EngineDeadError to one line and exit 1: a group around it would be a traceback."""
+    from nbest.batch import run_requests
+
+    async def run(request: Request) -> Result:
+        raise EngineDeadError("every replica died and no restart is left")
+
+    log, _ = open_output(tmp_path / "out.jsonl")
+    with log, pytest.raises(EngineDeadError, match="no restart is left"):
+        await run_requests(iter([Request(id="q0", prompt="p", n=1)]), run, log, concurrency=2, total=1)
+
+
 # -- the wrappers: run_batch and the evaluation's generate_samples --------------------------------
 
 

@@ -157,8 +157,14 @@ async def run_requests(
     """
     check_count(concurrency, "concurrency")
     _check_total(total)
+    failure: Exception | None = None
     async with anyio.create_task_group() as tg:  # the pool's workers; run_many waits for them on its way out
-        stats = await write_results(run_many(tg, requests, run, concurrency), log, total=total, on_result=on_result)
+        try:
+            stats = await write_results(run_many(tg, requests, run, concurrency), log, total=total, on_result=on_result)
+        except Exception as exc:  # re-raised below, outside the task group (no ExceptionGroup)
+            failure = exc
+    if failure is not None:
+        raise failure
     return stats
 
 
