@@ -62,6 +62,7 @@ from the first 4,000 characters), 0.13 ms for 100,000 digits.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -366,6 +367,12 @@ def _numbers(tokens: Sequence[_Tok]) -> set[str]:
     return {t.num.key for t in tokens if t.num is not None}
 
 
+@functools.lru_cache(maxsize=64)
+def _asked(question: str) -> frozenset[str]:
+    """The distinct numbers of ``question``: the same for every candidate of a request, so read once."""
+    return frozenset(_numbers(_tokens(question[:MAX_CHARS])))
+
+
 def check_text(text: str, question: str) -> Score:
     """The checks of one candidate's ``text`` against the ``question`` (its last paragraph).
 
@@ -387,7 +394,7 @@ def check_text(text: str, question: str) -> Score:
         follows = Fraction(final) == found[-1].result
         parts.append(float(follows))
     grounding: float | None = None
-    asked = _numbers(_tokens(question[:MAX_CHARS]))
+    asked = _asked(question)
     if asked:
         grounding = len(asked & _numbers(tokens)) / len(asked)
         parts.append(grounding)
@@ -429,13 +436,8 @@ class ArithmeticCheck:
         (a worker thread costs more than the check), in a worker thread past
         :data:`INLINE_CHARS` characters."""
         key = cache_key(request, candidate)
-        if key in self._checked:
-            return
-        question = last_paragraph(request.prompt)
-        if len(candidate.text) <= INLINE_CHARS:
-            self._checked.put(key, check_text(candidate.text, question))
-        else:
-            self._checked.put(key, await anyio.to_thread.run_sync(check_text, candidate.text, question))
+        if key not in self._checked:
+            self._checked.put(key, await _check(candidate.text, last_paragraph(request.prompt)))
 
     def release(self, request: Request) -> None:
         """Drop the checks cached for ``request``."""
@@ -449,9 +451,17 @@ class ArithmeticCheck:
             if got is None:
                 if question is None:
                     question = last_paragraph(request.prompt)
-                got = check_text(c.text, question)
+                got = await _check(c.text, question)
             scores.append(got)
         return scores
+
+
+async def _check(text: str, question: str) -> Score:
+    """:func:`check_text`, on the event loop for a short text (a worker thread costs more than
+    the check), in a worker thread past :data:`INLINE_CHARS` characters."""
+    if len(text) <= INLINE_CHARS:
+        return check_text(text, question)
+    return await anyio.to_thread.run_sync(check_text, text, question)
 
 
 @RERANKERS.register("arithmetic")
