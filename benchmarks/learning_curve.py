@@ -365,6 +365,11 @@ async def _gather(client: httpx.AsyncClient, jobs: Sequence[tuple[Item, int]], s
     return list(await asyncio.gather(*(one(item, seed) for item, seed in jobs)))
 
 
+def heldout_jobs(heldout: Sequence[Item], s: Settings) -> list[tuple[Item, int]]:
+    """(question, seed) of every held-out request: the same seeds at every checkpoint."""
+    return [(item, 1_000_000 + 1_000 * i + 100 * k) for i, item in enumerate(heldout) for k in range(s.seeds)]
+
+
 async def rerank_agreement(jobs: Sequence[tuple[Item, int]], results: Sequence[dict[str, Any]], config: dict[str, Any]) -> float:
     """Share of ``results`` (Result JSON) whose top candidate, re-ranked by the ranker ``config``
     (a RankerConfig as JSON, what ``/v1/ranker`` reports) builds, the person accepts."""
@@ -388,7 +393,7 @@ async def measure(
 ) -> tuple[Point, list[dict[str, Any]]]:
     """Agreement on the held-out questions now (nothing logged), and the Results it was measured on;
     with ``first`` (the first checkpoint's jobs and Results) also the current ranker's on those."""
-    jobs = [(item, 1_000_000 + 1_000 * i + 100 * k) for i, item in enumerate(heldout) for k in range(s.seeds)]
+    jobs = heldout_jobs(heldout, s)
     results = await _gather(client, jobs, s)
     hits = [top_accepted(item, r) for (item, _), r in zip(jobs, results, strict=True)]
     oracle = [any_accepted(item, r) for (item, _), r in zip(jobs, results, strict=True)]
@@ -433,8 +438,7 @@ async def run_curve(
     """The person's choices through ``client`` (a learning server), with the held-out
     agreement before learning and at each checkpoint (a number of choices)."""
     point, results = await measure(client, heldout, s, 0)
-    jobs = [(item, 1_000_000 + 1_000 * i + 100 * k) for i, item in enumerate(heldout) for k in range(s.seeds)]
-    first = (jobs, results)
+    first = (heldout_jobs(heldout, s), results)
     points = [point]
     log(_row(points[-1]))
     made = asked = 0
