@@ -26,14 +26,19 @@ from nbest.errors import ConfigError
 __all__ = ["serve_command"]
 
 
+def _flag(field: str) -> str:
+    """The flag that sets a :class:`~nbest.server.settings.ServerSettings` field
+    (``learn_interval_s`` -> ``--learn-interval``, ``prune.keep`` -> ``--prune``)."""
+    return "--" + field.split(".")[0].removesuffix("_s").replace("_", "-")
+
+
 def _as_flag(exc: ConfigError) -> ConfigError:
     """A :class:`~nbest.server.settings.ServerSettings` error as the flag's: its message
     starts with the field (``wave: at most max_n ...``, as every nbest model's does), and
     the command line names the flag instead (``--wave: at most max_n ...``), once."""
     field = str(exc.parameter or "")
-    flag = "--" + field.split(".")[0].removesuffix("_s").replace("_", "-")
     reason = str(exc).removeprefix(f"{field}: ")
-    return ConfigError(f"{flag}: {reason}", parameter=exc.parameter, value=exc.value)
+    return ConfigError(f"{_flag(field)}: {reason}", parameter=exc.parameter, value=exc.value)
 
 
 @click.command("serve")
@@ -192,7 +197,7 @@ def serve_command(
     build_prune(prune)
     learn_given = [name for name in ("learn_every", "learn_min", "learn_interval_s", "learn_scope") if given[name] is not None]
     if learn_given and not learn:
-        option = "--" + learn_given[0].removesuffix("_s").replace("_", "-")
+        option = _flag(learn_given[0])
         raise ConfigError(f"{option}: only with --learn (learning is off)", parameter=learn_given[0])
     served = model or ("nbest" if endpoints or engines_file else DEFAULT_MODEL)
     try:
