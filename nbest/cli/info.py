@@ -31,7 +31,7 @@ def _folder_size(path: Any) -> int:
 def info_report() -> dict[str, Any]:
     """What ``nbest info`` shows, as data."""
     from nbest._models import default_home, embedding_model_path
-    from nbest.engines.cpu import DEFAULT_KV_CACHE_GIB, cpu_engine_defaults, read_cpu_info
+    from nbest.engines.cpu import cpu_engine_defaults, cpu_environment, read_cpu_info
     from nbest.engines.models import default_model_path
     from nbest.errors import ConfigError
 
@@ -57,8 +57,9 @@ def info_report() -> dict[str, Any]:
             "memory_available_gib": None if cpu.memory_gib is None else round(cpu.memory_gib, 1),
         },
         "cpu_engine_args": {
-            **cpu_engine_defaults(cpu),
-            "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KV_CACHE_GIB),
+            **(defaults := cpu_engine_defaults(cpu)),
+            # what an engine would start with: nbest's choice unless the environment has one
+            **{name: os.environ.get(name, value) for name, value in cpu_environment(defaults).items()},
         },
         "home": str(default_home()),
         "default_model": {
