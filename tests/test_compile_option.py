@@ -47,5 +47,6 @@ def test_compile_with_an_endpoint_exits_2_with_one_line(capsys: pytest.CaptureFi
     err = capsys.readouterr().err
     assert info.value.code == 2
     assert err == (
-        "nbest: error: --compile: only for the in-process engine (--model); in an engines file set args: {enforce_eager: false}\n"
+        "nbest: error: --compile/--eager: only for the in-process engine (--model); in an engines file set args: "
+        "{enforce_eager: false} (compiled), true (eager) or auto\n"
     )

@@ -112,7 +112,7 @@ class _ErrorsFile:
 @click.option("-o", "--output", "output_path", required=True, type=click.Path(path_type=Path, dir_okay=False),
               help="Results, one JSON line per prompt (appended; ids already there are skipped).")  # fmt: skip
 @sampling_options
-@engine_options
+@engine_options(compile_auto=True)
 @click.option("--timeout", type=float, default=None, help="Seconds before a prompt's unfinished candidates are dropped.")
 @until_options
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once (per replica, --ray).")

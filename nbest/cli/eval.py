@@ -97,7 +97,7 @@ __all__ = ["eval_command"]
               help="Write the full report as JSON.")  # fmt: skip
 @click.option("--plots", "plots_dir", type=click.Path(path_type=Path, file_okay=False), default=None,
               help="Write PNG plots into this folder.")  # fmt: skip
-@engine_options
+@engine_options(compile_auto=True)
 @click.option("--concurrency", type=int, default=8, show_default=True, help="Prompts in progress at once (per replica, --ray).")
 @ray_options
 def eval_command(

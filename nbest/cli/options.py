@@ -19,13 +19,14 @@ import inspect
 import os
 import sys
 import types
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, Union, get_args, get_origin, overload
 
 import click
 
 from nbest.engines.base import Engine
+from nbest.engines.cpu import AUTO
 from nbest.errors import ConfigError
 from nbest.rerankers.ranker import Ranker
 from nbest.strategies.base import StrategyConfig
@@ -49,6 +50,7 @@ __all__ = [
     "build_strategy",
     "build_until",
     "check_wave",
+    "compile_engine_args",
     "engine_options",
     "quiet_vllm",
     "ray_options",
@@ -278,44 +280,72 @@ def build_engines(model: str | None, endpoints: tuple[str, ...] = (), engines_fi
     """
     ctx = click.get_current_context(silent=True)
     settings = ctx.find_object(CliSettings) if ctx is not None else None
-    compiled = _COMPILE.get()
     if settings is not None and settings.engine_factory is not None:
-        engines = settings.engine_factory(EngineOptions(model, tuple(endpoints), engines_file, compiled))
+        engines = settings.engine_factory(EngineOptions(model, tuple(endpoints), engines_file, _COMPILE.get() is True))
         if not engines or not all(isinstance(e, Engine) for e in engines.values()):
             raise TypeError(f"the engine factory must return engines by route, not {engines!r}")
         return engines
     from nbest.engines.config import engines_from_options
 
     return engines_from_options(
-        model, endpoints, engines_file, os.environ, engine_args={"enforce_eager": False} if compiled else None
+        model, endpoints, engines_file, os.environ, engine_args=compile_engine_args(endpoints, engines_file)
     )
 
 
-_COMPILE: contextvars.ContextVar[bool] = contextvars.ContextVar("nbest_compile", default=False)
-"""``--compile`` of the running command (read by :func:`build_engines`, also when a server rebuilds its engines)."""
+_COMPILE: contextvars.ContextVar[bool | str | None] = contextvars.ContextVar("nbest_compile", default=None)
+"""``--compile`` (True) / ``--eager`` (False) of the running command, else its default (``"auto"``
+for the long-running commands, None for ``nbest run``); read by :func:`build_engines`, also
+when a server rebuilds its engines."""
 
 
-def engine_options(func: Any) -> Any:
-    """``--model``, ``--endpoint``, ``--engines`` and ``--compile``, as ``nbest run`` has them."""
+def compile_engine_args(endpoints: Sequence[str] = (), engines_file: str | None = None) -> dict[str, Any] | None:
+    """The in-process engine's ``enforce_eager`` as the running command's ``--compile``/``--eager``
+    (or its default) asks: explicit flags go to :func:`~nbest.engines.config.engine_configs`, which
+    refuses them beside ``--endpoint``/``--engines``; the long-running commands' ``"auto"`` applies
+    to the ``--model`` engine only (an engines file says ``enforce_eager`` per engine)."""
+    choice = _COMPILE.get()
+    if choice is None or (choice == AUTO and (endpoints or engines_file is not None)):
+        return None
+    return {"enforce_eager": AUTO if choice == AUTO else not choice}
 
+
+@overload
+def engine_options(func: None = None, *, compile_auto: bool = False) -> Callable[[Any], Any]: ...
+@overload
+def engine_options(func: Callable[..., Any], *, compile_auto: bool = False) -> Any: ...
+def engine_options(func: Any = None, *, compile_auto: bool = False) -> Any:
+    """``--model``, ``--endpoint``, ``--engines`` and ``--compile``/``--eager``, as ``nbest run`` has them.
+
+    ``compile_auto``: without either flag the in-process engine compiles once the compile
+    cache is warm (``enforce_eager="auto"``), for commands that run long enough to gain
+    from it (``serve``, ``batch``, ``eval``); otherwise it runs eager on the CPU.
+    """
+    if func is None:
+        return functools.partial(engine_options, compile_auto=compile_auto)
     wrapped = func
 
     @functools.wraps(wrapped)
-    def command(*args: Any, compile_model: bool = False, **kwargs: Any) -> Any:
-        token = _COMPILE.set(compile_model)
+    def command(*args: Any, compile_model: bool | None = None, **kwargs: Any) -> Any:
+        token = _COMPILE.set(compile_model if compile_model is not None else (AUTO if compile_auto else None))
         try:
             return wrapped(*args, **kwargs)
         finally:
             _COMPILE.reset(token)
 
     signature = inspect.signature(wrapped)
-    extra = inspect.Parameter("compile_model", inspect.Parameter.KEYWORD_ONLY, default=False, annotation=bool)
+    extra = inspect.Parameter("compile_model", inspect.Parameter.KEYWORD_ONLY, default=None, annotation=bool | None)
     params = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
     params += [extra] + [p for p in signature.parameters.values() if p.kind is inspect.Parameter.VAR_KEYWORD]
     command.__signature__ = signature.replace(parameters=params)  # type: ignore[attr-defined]  # what the command takes
-    func = click.option("--compile", "compile_model", is_flag=True, default=False,
-                        help="Compile the model with torch.compile (vLLM enforce_eager=False): minutes to start "
-                        "the first time, less once vLLM's compile cache holds it; faster decoding.")(command)  # fmt: skip
+    default = (
+        "default: compiled once the compile cache is warm and the CPU computes bf16 natively, else eager"
+        if compile_auto
+        else "default: eager on the CPU"
+    )
+    func = click.option("--compile/--eager", "compile_model", default=None,
+                        help="Compile the model with torch.compile (vLLM enforce_eager=False; the first start "
+                        "takes a minute or more, later ones ~10 s more than eager; faster decoding) or not "
+                        f"({default}).")(command)  # fmt: skip
     func = click.option("--engines", "engines_file", default=None,
                         help="Engines file (.yaml/.json/.toml) naming local and remote engines.")(func)  # fmt: skip
     func = click.option("--endpoint", "endpoints", multiple=True,
@@ -460,6 +490,5 @@ def build_replica_spec(
                 parameter="ray",
             )
         return ReplicaSpec(engine_factory=f"{module}:{name}", **common)
-    compiled = _COMPILE.get()
-    configs = engine_configs(model, endpoints, engines_file, os.environ, {"enforce_eager": False} if compiled else None)
+    configs = engine_configs(model, endpoints, engines_file, os.environ, compile_engine_args(endpoints, engines_file))
     return ReplicaSpec(engines=configs, environ=environ_for(configs, os.environ), **common)

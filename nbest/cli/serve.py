@@ -42,7 +42,7 @@ def _as_flag(exc: ConfigError) -> ConfigError:
 
 
 @click.command("serve")
-@engine_options
+@engine_options(compile_auto=True)
 @click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind (0.0.0.0 exposes the server).")
 @click.option("--port", default=8000, show_default=True, type=click.IntRange(0, 65535), help="Port.")
 @click.option(

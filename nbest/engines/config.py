@@ -293,7 +293,8 @@ def engine_configs(
     environ = environ or {}
     if engine_args and (engines_file is not None or endpoints):
         raise ConfigError(
-            "--compile: only for the in-process engine (--model); in an engines file set args: {enforce_eager: false}",
+            "--compile/--eager: only for the in-process engine (--model); in an engines file set args: "
+            "{enforce_eager: false} (compiled), true (eager) or auto",
             parameter="compile",
         )
     if engines_file is not None:

@@ -11,6 +11,7 @@ vLLM starts worker processes: scripts that use this engine need an
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from pathlib import Path
@@ -21,7 +22,7 @@ import anyio.lowlevel
 
 from nbest.engines._reaper import Reaper, reap
 from nbest.engines.base import Health
-from nbest.engines.cpu import cpu_engine_defaults, cpu_environment
+from nbest.engines.cpu import AUTO, choose_compile, cpu_engine_defaults, cpu_environment, record_compiled_start
 from nbest.engines.models import DEFAULT_MODEL, default_model_path, resolve_model
 from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError
 from nbest.types import CandidateUpdate, ChatMessage, Prompt, SamplingParams
@@ -38,7 +39,9 @@ class VLLMEngine:
     The engine starts on first use (or ``await engine.start()``), so building
     one is cheap and bad input can be rejected before a model loads. Engine
     arguments (``tensor_parallel_size``, ``dtype``, ``max_model_len``,
-    ``enforce_eager``, ...) pass through to ``AsyncEngineArgs``.
+    ``enforce_eager``, ...) pass through to ``AsyncEngineArgs``, but for
+    ``enforce_eager="auto"``: on the CPU, compile once this configuration's compile
+    cache is warm (:func:`nbest.engines.cpu.choose_compile`); on a GPU, vLLM's default.
 
     >>> engine = VLLMEngine.default()
     >>> engine.name, engine.started
@@ -87,6 +90,11 @@ class VLLMEngine:
         self.engine_args = engine_args
         self.started_args: dict[str, Any] = {}
         """The engine arguments it started with: the caller's plus the platform defaults (CPU dtype ...)."""
+        self.compile_reason: str | None = None
+        """Why it runs compiled or eager, when nbest chose (``enforce_eager="auto"``)."""
+        self.start_s: float | None = None
+        """Seconds the last start took (model conversion excluded)."""
+        self._on_cpu = False
         self._llm: AsyncLLM | None = None
         self._tokenizer: Any = None
         self._start_lock = anyio.Lock()
@@ -124,14 +132,39 @@ class VLLMEngine:
                 self.model = await anyio.to_thread.run_sync(resolve_model, None, self._home)
             before = _children()
             self._reaper = await anyio.to_thread.run_sync(Reaper.start)
+            started = time.perf_counter()
             try:
                 self._llm = await anyio.to_thread.run_sync(self._build)
+                self.start_s = time.perf_counter() - started
             finally:
                 self.engine_pids = sorted(_children() - before - {self._reaper.proc.pid})
                 self._engine_tree = self._reaper.watch(self.engine_pids)
                 if self._llm is None:  # vLLM failed to start: nothing of it may outlive this call
                     await anyio.to_thread.run_sync(self._stop_reaper)
             self._tokenizer = self._llm.get_tokenizer()
+            if self._on_cpu and self.started_args.get("enforce_eager") is False:  # the next start finds the cache warm
+                await anyio.to_thread.run_sync(record_compiled_start, self.model, self.started_args, self.start_s)
+
+    def resolved_args(self, *, on_cpu: bool) -> tuple[dict[str, Any], str | None]:
+        """The arguments vLLM gets, and why it compiles or not when nbest chose: the
+        caller's, then the CPU defaults (on the CPU platform), ``enforce_eager="auto"`` resolved.
+
+        >>> VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct", enforce_eager="auto").resolved_args(on_cpu=False)
+        ({'disable_log_stats': True}, "vLLM's default on this platform")
+        """
+        args = dict(self.engine_args)
+        reason = None
+        if on_cpu:
+            for key, value in cpu_engine_defaults().items():  # dtype from the CPU's bf16 support
+                args.setdefault(key, value)
+            if args.get("enforce_eager") == AUTO:
+                choice = choose_compile(self.model, args)
+                args["enforce_eager"], reason = choice.enforce_eager, choice.reason
+        elif args.get("enforce_eager") == AUTO:  # a GPU: vLLM compiles and captures CUDA graphs by default
+            del args["enforce_eager"]
+            reason = "vLLM's default on this platform"
+        args.setdefault("disable_log_stats", True)
+        return args, reason
 
     def _build(self) -> AsyncLLM:
         try:
@@ -142,13 +175,11 @@ class VLLMEngine:
             raise EngineError(
                 "vLLM is not installed: pip install 'nbest[cpu]' (CPU) or 'nbest[gpu]' (GPU)", engine=self.name
             ) from exc
-        args = dict(self.engine_args)
-        if current_platform.is_cpu():
-            for key, value in cpu_engine_defaults().items():  # dtype from the CPU's bf16 support
-                args.setdefault(key, value)
+        self._on_cpu = current_platform.is_cpu()
+        args, self.compile_reason = self.resolved_args(on_cpu=self._on_cpu)
+        if self._on_cpu:
             for name, value in cpu_environment(args).items():  # KV cache; a compiled model's cache that loads
                 os.environ.setdefault(name, value)
-        args.setdefault("disable_log_stats", True)
         self.started_args = dict(args)
         try:
             return AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.model, **args))
