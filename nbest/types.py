@@ -452,6 +452,12 @@ class Result(NbestModel):
     """The version of the learned ranker that ranked these candidates, when the server
     learns from choices (``nbest serve --learn``; 0: the base ranker, nothing learned yet);
     None otherwise."""
+    engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    """By route (``CandidateSpec.engine``), what each engine that generated these candidates
+    ran with (:func:`nbest.engines.base.describe_engine`): ``kind`` and, for ``vllm``, the
+    ``model``, the engine ``args`` vLLM got, why it compiles or not (``compile``) and its
+    ``start_s``; for ``openai``, the ``model`` and the ``endpoints``. Empty in a Result from
+    before this field."""
 
     @field_validator("candidates")
     @classmethod

@@ -31,6 +31,7 @@ __all__ = ["run_command"]
 @engine_options
 @click.option("--timeout", type=float, default=None, help="Seconds before unfinished candidates are dropped.")
 @click.option("--json", "as_json", is_flag=True, help="Print the Result as JSON.")
+@click.option("-v", "--verbose", is_flag=True, help="After the run, print on stderr what each engine ran with (one line each).")
 @until_options
 def run_command(
     prompt: str,
@@ -43,6 +44,7 @@ def run_command(
     engines_file: str | None,
     timeout: float | None,
     as_json: bool,
+    verbose: bool,
     until: tuple[str, ...],
     prune: str | None,
     wave: int | None,
@@ -54,6 +56,7 @@ def run_command(
     early-stopping rule: sample in waves of --wave, stop once the answer is
     clear. --stop takes stop strings. --prune KEEP[:WARMUP[:WINDOW]] stops weak
     candidates while they generate; they are listed as pruned and do not vote.
+    -v prints on stderr what each engine ran with (the Result's ``engines``).
     """
     import anyio
 
@@ -86,5 +89,38 @@ def run_command(
         from nbest.cli.render import print_result
 
         print_result(result)
+    if verbose:
+        for route, info in result.engines.items():
+            click.echo(engine_line(route, info), err=True)
     if result.best is None:
         raise EngineError(f"all {len(result.candidates)} candidates failed; first error: {result.candidates[0].error}")
+
+
+def engine_line(route: str, info: dict[str, Any]) -> str:
+    """One line for ``nbest run -v``: what the engine of ``route`` ran with (``Result.engines``).
+
+    >>> engine_line("default", {"kind": "vllm", "model": "/m", "args": {"dtype": "bfloat16", "enforce_eager": True},
+    ...                         "compile": None, "start_s": 12.3})
+    'engine default: vllm /m (dtype=bfloat16, enforce_eager=True) started in 12.3 s'
+    >>> engine_line("big", {"kind": "openai", "model": "q", "endpoints": ["http://h:8000/v1"], "chat": True, "stream": True})
+    'engine big: openai q at http://h:8000/v1 (chat=True, stream=True)'
+    >>> engine_line("x", {"kind": "Mine"})
+    'engine x: Mine'
+    """
+    rest = dict(info)
+    words = [f"engine {route}:", str(rest.pop("kind", "?"))]
+    if rest.get("model") is not None:
+        words.append(str(rest.pop("model")))
+    if rest.get("endpoints"):
+        words.append("at " + ", ".join(map(str, rest.pop("endpoints"))))
+    args = rest.pop("args", None)
+    compile_reason = rest.pop("compile", None)
+    start_s = rest.pop("start_s", None)
+    settings = dict(args) if isinstance(args, dict) else {}
+    settings.update({k: v for k, v in rest.items() if v is not None and k != "model"})
+    if settings:
+        words.append("(" + ", ".join(f"{k}={v}" for k, v in settings.items()) + ")")
+    if start_s is not None:
+        words.append(f"started in {start_s:g} s")
+    line = " ".join(words)
+    return f"{line}; {compile_reason}" if compile_reason else line

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from nbest.types import CandidateUpdate, Prompt, SamplingParams
 
-__all__ = ["Engine", "Health", "HealthReporting", "Startable", "streams_tokens"]
+__all__ = ["Engine", "Health", "HealthReporting", "Startable", "describe_engine", "streams_tokens"]
 
 
 @runtime_checkable
@@ -49,6 +49,30 @@ def streams_tokens(engine: object) -> bool:
     False
     """
     return getattr(engine, "token_updates", False) is True
+
+
+def describe_engine(engine: object) -> dict[str, Any]:
+    """What ``engine`` runs with, for :attr:`Result.engines <nbest.types.Result.engines>`:
+    its ``describe()`` when it has one (a few JSON-serialisable keys, ``kind`` first,
+    never a secret), else its class name as ``kind``.
+
+    Describing is optional for an engine: the orchestrator asks for it once per
+    Result, so it must be cheap and must not block.
+
+    >>> class Quiet:
+    ...     name = "quiet"
+    >>> describe_engine(Quiet())
+    {'kind': 'Quiet'}
+    >>> class Told:
+    ...     def describe(self):
+    ...         return {"kind": "told", "model": "m"}
+    >>> describe_engine(Told())
+    {'kind': 'told', 'model': 'm'}
+    """
+    describe = getattr(engine, "describe", None)
+    if callable(describe):
+        return dict(describe())
+    return {"kind": type(engine).__name__}
 
 
 @runtime_checkable

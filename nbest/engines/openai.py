@@ -48,6 +48,7 @@ import logging
 import re
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 import httpx
@@ -192,6 +193,23 @@ class OpenAIEngine(AnswerReading):
     def endpoints(self) -> list[Endpoint]:
         """The endpoints with their live state (in flight, sent, health)."""
         return self.fleet.endpoints
+
+    def describe(self) -> dict[str, Any]:
+        """What it runs with (:func:`nbest.engines.base.describe_engine`): the served model
+        (None until :meth:`start` asked the servers, when none was given), the endpoint URLs
+        (without any user:password in them), and whether it asks for chat and streaming.
+        Never the API key, headers or ``extra_body``.
+
+        >>> OpenAIEngine("http://10.0.0.1:8000", model="m", api_key="sk-secret").describe()
+        {'kind': 'openai', 'model': 'm', 'endpoints': ['http://10.0.0.1:8000/v1'], 'chat': True, 'stream': True}
+        """
+        return {
+            "kind": "openai",
+            "model": self.model,
+            "endpoints": [_without_credentials(e.url) for e in self.endpoints],
+            "chat": self.chat,
+            "stream": self.stream,
+        }
 
     # -- lifecycle -----------------------------------------------------------
 
@@ -539,6 +557,16 @@ class OpenAIEngine(AnswerReading):
             if response is not None and not attempt.reading:
                 with anyio.CancelScope(shield=True), anyio.move_on_after(self.connect_timeout):
                     await response.aclose()
+
+
+def _without_credentials(url: str) -> str:
+    """``url`` without the ``user:password@`` part of its host, if it has one.
+
+    >>> _without_credentials("https://me:pw@10.0.0.1:8000/v1")
+    'https://10.0.0.1:8000/v1'
+    """
+    parts = urlsplit(url)
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
 
 
 def _check_api_key(api_key: str | None) -> str | None:

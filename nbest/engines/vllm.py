@@ -32,6 +32,9 @@ if TYPE_CHECKING:
 
 __all__ = ["VLLMEngine"]
 
+_JSON_TYPES = (str, int, float, bool, type(None), list, tuple, dict)
+"""Engine argument values :meth:`VLLMEngine.describe` passes as they are."""
+
 
 class VLLMEngine:
     """Generates candidates with vLLM's ``AsyncLLM``, in this process.
@@ -227,6 +230,23 @@ class VLLMEngine:
         if llm.errored:
             return Health(ok=False, detail=f"vLLM engine {self.name} died (its engine core exited)", restart=True)
         return Health(ok=True)
+
+    def describe(self) -> dict[str, Any]:
+        """What it runs with (:func:`nbest.engines.base.describe_engine`): the model, the
+        engine arguments vLLM got (empty before it started; a value JSON cannot hold, such
+        as a config object, as its ``repr``), why it compiles or not when nbest chose, and
+        the seconds its start took.
+
+        >>> VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct", dtype="bfloat16").describe()
+        {'kind': 'vllm', 'model': 'Qwen/Qwen2.5-1.5B-Instruct', 'args': {}, 'compile': None, 'start_s': None}
+        """
+        return {
+            "kind": "vllm",
+            "model": self.model,
+            "args": {k: v if isinstance(v, _JSON_TYPES) else repr(v) for k, v in self.started_args.items()},
+            "compile": self.compile_reason,
+            "start_s": None if self.start_s is None else round(self.start_s, 2),
+        }
 
     async def __aenter__(self) -> VLLMEngine:
         await self.start()

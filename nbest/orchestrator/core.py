@@ -12,7 +12,7 @@ from typing import Any, TypedDict, Unpack
 import anyio
 from anyio.abc import TaskGroup
 
-from nbest.engines.base import Engine, Startable
+from nbest.engines.base import Engine, Startable, describe_engine
 from nbest.errors import ConfigError, NbestError
 from nbest.metrics.diversity import add_diversity
 from nbest.orchestrator.adaptive import OnCandidate, check_adaptive, run_adaptive
@@ -682,7 +682,14 @@ class Orchestrator:
             warnings=ranked.warnings,
             metadata=request.metadata,
             ranker=ranker_config(ranker),
+            engines=self._describe_routes(c.spec.engine for c in candidates),
         )
+
+    def _describe_routes(self, routes: Iterable[str]) -> dict[str, dict[str, Any]]:
+        """What ``Result.engines`` records: what the engine of each of ``routes`` runs with
+        (:func:`~nbest.engines.base.describe_engine`), by route; a route this orchestrator
+        does not have is left out."""
+        return {route: describe_engine(self.engines[route]) for route in sorted(set(routes)) if route in self.engines}
 
     def _require_open(self) -> TaskGroup:
         if self._tg is None:
