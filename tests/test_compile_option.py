@@ -3,10 +3,14 @@ a remote engine or an engines file refuses it with one line (exit 2)."""
 
 from __future__ import annotations
 
-import pytest
+from pathlib import Path
 
-from nbest.cli import main
+import pytest
+from click.testing import CliRunner
+
+from nbest.cli import cli, main
 from nbest.cli.options import EngineOptions
+from nbest.engines import config
 from nbest.engines.base import Engine
 from nbest.engines.config import engines_from_options
 from nbest.engines.vllm import VLLMEngine
@@ -50,3 +54,43 @@ def test_compile_with_an_endpoint_exits_2_with_one_line(capsys: pytest.CaptureFi
         "nbest: error: --compile/--eager: only for the in-process engine (--model); in an engines file set args: "
         "{enforce_eager: false} (compiled), true (eager) or auto\n"
     )
+
+
+class _Built(Exception):
+    """Raised by the engine builder below once it saw what it was asked for."""
+
+
+@pytest.mark.parametrize(
+    ("command", "flags", "engine_args"),
+    [
+        ("run", [], None),  # a one-off run starts fastest eager
+        ("run", ["--compile"], {"enforce_eager": False}),
+        ("run", ["--eager"], {"enforce_eager": True}),
+        ("batch", [], {"enforce_eager": "auto"}),  # long-running: compiled once the cache is warm
+        ("batch", ["--eager"], {"enforce_eager": True}),
+        ("eval", [], {"enforce_eager": "auto"}),
+        ("eval", ["--compile"], {"enforce_eager": False}),
+        ("serve", [], {"enforce_eager": "auto"}),
+        ("serve", ["--endpoint", "http://127.0.0.1:9/v1"], None),  # "auto" is the in-process engine's only
+    ],
+)
+def test_each_command_asks_for_compiled_eager_or_auto(
+    command: str, flags: list[str], engine_args: dict[str, object] | None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seen: list[object] = []
+
+    def engines_from_options(*args: object, engine_args: object = None) -> dict[str, Engine]:
+        seen.append(engine_args)
+        raise _Built
+
+    monkeypatch.setattr(config, "engines_from_options", engines_from_options)
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"prompt": "hi", "answer": "1"}\n')
+    argv = {
+        "run": ["run", "hi"],
+        "batch": ["batch", str(data), "-o", str(tmp_path / "out.jsonl")],
+        "eval": ["eval", str(data), "--answer-field", "answer"],
+    }
+    result = CliRunner().invoke(cli, [*argv.get(command, [command]), *flags])
+    assert isinstance(result.exception, _Built), result.output
+    assert seen == [engine_args]

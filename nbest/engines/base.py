@@ -68,10 +68,18 @@ def describe_engine(engine: object) -> dict[str, Any]:
     ...         return {"kind": "told", "model": "m"}
     >>> describe_engine(Told())
     {'kind': 'told', 'model': 'm'}
+    >>> class Broken:
+    ...     def describe(self):
+    ...         raise RuntimeError("no")
+    >>> describe_engine(Broken())
+    {'kind': 'Broken', 'error': 'describe() failed: RuntimeError'}
     """
     describe = getattr(engine, "describe", None)
     if callable(describe):
-        return dict(describe())
+        try:
+            return dict(describe())
+        except Exception as exc:  # a plugin's report must not cost the Result its candidates
+            return {"kind": type(engine).__name__, "error": f"describe() failed: {type(exc).__name__}"}
     return {"kind": type(engine).__name__}
 
 

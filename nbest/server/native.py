@@ -28,6 +28,10 @@ __all__ = ["NbestBody", "router"]
 
 router = APIRouter()
 
+PRIVATE_FIELDS = {"engines"}
+"""Result fields the server keeps to itself: what its engines run with (model folders, engine
+arguments, backend URLs) is the operator's business, not a client's (``nbest info`` shows it)."""
+
 
 class NbestBody(Request, Options):
     """A Request plus how to plan and rank it (the fields of :class:`Options`)."""
@@ -61,7 +65,7 @@ async def nbest(http: HttpRequest) -> Response:
         raise from_config_error(exc) from None
     if result is None:  # the client went away; nobody reads this
         return Response(status_code=499)
-    return Response(result.model_dump_json(), media_type="application/json")
+    return Response(result.model_dump_json(exclude=PRIVATE_FIELDS), media_type="application/json")
 
 
 @router.post("/v1/nbest/stream", summary="Stream candidates as Server-Sent Events, then the ranked Result", response_model=None)
@@ -84,7 +88,7 @@ async def nbest_stream(http: HttpRequest) -> EventStream:
                         dropped = [index for index in sent if index not in counted]
                         if dropped:  # streamed from the wave the stopping rule cancelled
                             yield format_event({"indices": dropped, "samples_used": event.samples_used}, "dropped")
-                        yield format_event(event.model_dump_json(), "ranked")
+                        yield format_event(event.model_dump_json(exclude=PRIVATE_FIELDS), "ranked")
                     else:
                         sent.append(event.index)
                         yield format_event(event.model_dump_json(), "candidate")
