@@ -3,12 +3,15 @@ one real vLLM OpenAI-compatible server per session."""
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -30,6 +33,13 @@ collect_ignore = ["plugins", "plugin_engine.py"]
 # The embedded model is small: 1 GiB of KV cache holds ~45k tokens, and keeps
 # several engines (the in-process one, vllm serve processes) within memory.
 os.environ.setdefault("VLLM_CPU_KVCACHE_SPACE", "1")
+
+# serve, batch and eval compile the model once torch's compile cache holds it: the tests' engines
+# start from a compile cache of their own, cold as on a fresh machine (so they run eager, whatever
+# this machine compiled before), removed when the session ends.
+if "TORCHINDUCTOR_CACHE_DIR" not in os.environ:
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="nbest-tests-inductor-")
+    atexit.register(shutil.rmtree, os.environ["TORCHINDUCTOR_CACHE_DIR"], True)
 
 # A shell starts a background job (`make test &`) with SIGINT ignored, and every process below it
 # inherits that: the Ctrl-C tests' `nbest` subprocesses would run to the end. Python's own handler
