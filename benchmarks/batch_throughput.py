@@ -79,12 +79,14 @@ def run_nbest(prompts: int, n: int, tokens: int) -> dict[str, Any]:
 def _engine_args() -> dict[str, Any]:
     from vllm.platforms import current_platform
 
-    from nbest.engines.cpu import cpu_engine_defaults
+    from nbest.engines.cpu import cpu_engine_defaults, cpu_environment
     from nbest.engines.models import resolve_model
 
     args: dict[str, Any] = {"model": resolve_model(None), "max_model_len": 4096, "disable_log_stats": True}
     if current_platform.is_cpu():
         args.update(cpu_engine_defaults())
+        for name, value in cpu_environment(args).items():  # the threads and KV cache nbest's engine gets
+            os.environ.setdefault(name, value)
     return args
 
 

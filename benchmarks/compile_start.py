@@ -1,8 +1,9 @@
 """Compiled start: where a warm compiled vLLM start spends its time, and what cuts it.
 
-nbest's CPU default is eager (``enforce_eager=True``) because a compiled start
-took 74-89 s even with a warm compile cache, against ~23 s eager, although the
-compiled model decodes 1.2-1.7x faster. This script measures each arm in its
+A compiled start once took 74-89 s even with a warm compile cache, against ~23 s
+eager, although the compiled model decodes faster; this script found why (below),
+and what nbest now does: ``nbest serve``, ``batch`` and ``eval`` compile once the
+cache is warm, ``nbest run`` stays eager. This script measures each arm in its
 own process (one engine at a time), on the embedded model:
 
   start   ``vllm.LLM(model=DIR, dtype=..., enforce_eager=..., enable_chunked_prefill=False)``
@@ -43,6 +44,9 @@ warm-up (until "Warming up done") cold 714 s, warm 504 s (13 s of it the
 failed load), warm-noaot first 527 s then 151 s; start cold 879 s, warm 620 s,
 warm-noaot 645 s then 282 s, eager 133 s (no warm-up phase at all); decode
 34.8-37.8 tok/s in every compiled arm, eager 27.6 (1.26-1.37x). ratio: 2.12.
+The same Xeon idle (load average 0-1.5): start eager 29.9 s, cold 82.2 s, warm
+60.0 s, warm-noaot 58.2 s then 30.7 s; decode eager 166.9 tok/s, compiled
+196.7-209.0. ratio: 1.03.
 
 The last line is ``ratio:`` warm compiled start / eager start (the goal: the
 warm compiled start within ~15 s of eager while decoding >= 1.2x eager).

@@ -308,8 +308,9 @@ def choose_compile(
 ) -> CompileChoice:
     """``enforce_eager="auto"`` on the CPU: compile when both hold
 
-    - the CPU computes bfloat16 natively (the compiled model measured 1.2-2x faster there;
-      in float32 on the same Xeon compiling gained nothing measurable), and
+    - the CPU computes bfloat16 natively (measured there: see the README's "Real models on
+      GPUs"; in float32 compiling gained 5 % on the same Xeon and is not measured on a CPU
+      without native bf16, where nbest computes in float32), and
     - this configuration compiled here before (its :func:`compile_marker` exists), so the
       start costs ~10 s more than eager instead of a minute or more;
 
