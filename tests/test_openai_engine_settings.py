@@ -48,6 +48,8 @@ async def test_keys_that_fit_a_header_are_sent_as_bearer_tokens(key: str | None)
 @pytest.mark.parametrize(
     ("extra_body", "fragment"),
     [
+        ({"n": 4}, "extra_body: n is set by nbest for each candidate .*; extra_body adds other request fields"),
+        ({"stream": False, "temperature": 0, "ignore_eos": True}, "extra_body: stream, temperature are set by nbest"),
         ({"x": math.nan}, "extra_body: must be JSON .* ValueError: Out of range float values"),
         ({"x": [1.0, -math.inf]}, "extra_body: must be JSON .* ValueError: Out of range float values"),
         ({"x": {1, 2}}, "extra_body: must be JSON .* TypeError: Object of type set"),

@@ -87,6 +87,15 @@ which httpx cannot encode), at most 8192 of them."""
 EXTRA_BODY_BYTES = 1_048_576
 """Most bytes ``extra_body`` may take as JSON (it travels with every request)."""
 
+NBEST_FIELDS = frozenset({
+    "model", "n", "stream", "stream_options", "prompt", "messages", "logprobs", "top_logprobs", "max_tokens",
+    "temperature", "top_p", "top_k", "min_p", "seed", "stop", "presence_penalty", "frequency_penalty",
+    "repetition_penalty",
+})  # fmt: skip
+"""Request fields :meth:`OpenAIEngine.body` sets for each candidate, which ``extra_body`` may not
+replace: every candidate would get the same sampling (defeating the strategy), or a body nbest
+cannot read (``n`` above 1, a stream it did not ask for)."""
+
 
 class OpenAIEngine(AnswerReading):
     """Generates candidates on OpenAI-compatible servers, balanced and failed over.
@@ -594,8 +603,8 @@ def _check_extra_body(extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
     checked here because a bad value would otherwise fail every candidate.
 
     Raises:
-        ConfigError: not a mapping, not JSON (a set, an object, NaN, nested too
-            deep), or too long.
+        ConfigError: not a mapping, a field nbest sets (:data:`NBEST_FIELDS`), not JSON
+            (a set, an object, NaN, nested too deep), or too long.
     """
     if extra_body is None:
         return {}
@@ -604,6 +613,15 @@ def _check_extra_body(extra_body: Mapping[str, Any] | None) -> dict[str, Any]:
             f"extra_body: must be a mapping of request fields, not {type(extra_body).__name__}", parameter="extra_body"
         )
     body = dict(extra_body)
+    taken = sorted(str(key) for key in body if key in NBEST_FIELDS)
+    if taken:
+        raise ConfigError(
+            f"extra_body: {', '.join(taken)} {'is' if len(taken) == 1 else 'are'} set by nbest for each candidate "
+            "(from the engine's model, the candidate's SamplingParams and prompt); extra_body adds other request "
+            "fields (e.g. ignore_eos)",
+            parameter="extra_body",
+            value=taken,
+        )
     try:
         size = len(json.dumps(body, ensure_ascii=False, separators=(",", ":"), allow_nan=False).encode("utf-8"))
     except (TypeError, ValueError, RecursionError) as exc:
