@@ -10,6 +10,8 @@ Tables, one per boundary:
   user mistake) and words on its one line of stderr.
 - ``BATCH_LINES``: one line of a batch input file; it must land in the errors file with
   the reason, while the good line beside it runs.
+- ``CANDIDATE_TEXTS``: a hostile text a model writes, scored by a reranker that reads
+  it; nothing is rejected, but the reranker's bounds hold and it answers in ``CHECK_FAST``.
 
 Every rejection must take well under a second (``FAST``), measured around the call:
 a limit is checked before any work starts. Rows are grouped by the part of the
@@ -26,13 +28,18 @@ from pathlib import Path
 import pytest
 
 from nbest.cli import main
+from nbest.rerankers import ArithmeticCheck
+from nbest.rerankers.arithmetic import MAX_STATEMENTS
 from nbest.server.settings import ServerSettings
+from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
 from tests.batch_engines import seed_answers
 from tests.scripted import ScriptedEngine
 from tests.test_server import serving
 
 FAST = 1.0
 """Seconds a rejection may take (the point: no work is done before the limit is checked)."""
+CHECK_FAST = 0.1
+"""Seconds a reranker may take over one hostile candidate (about 10 ms is usual)."""
 
 SETTINGS = ServerSettings(
     max_n=8, max_body_bytes=200_000, max_prompt_chars=2_000, allowed_hosts=("nbest.test",), max_total_tokens=30_000
@@ -77,6 +84,21 @@ class Cli:
     status: int
     words: str
     files: dict[str, bytes] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class CandidateText:
+    """One hostile candidate text (most padded to 100,000 characters) and what the arithmetic
+    check must make of it: how many calculations it checks, and that none is false."""
+
+    name: str
+    text: str
+    statements: int
+
+
+def _padded(unit: str, chars: int = 100_000) -> str:
+    """``unit`` repeated to ``chars`` characters."""
+    return (unit * (chars // len(unit) + 1))[:chars]
 
 
 @dataclass(frozen=True)
@@ -664,6 +686,24 @@ BATCH_LINES: list[BatchLine] = [
 ]
 
 
+CANDIDATE_TEXTS: list[CandidateText] = [
+    # -- powers past their bounds are not checked, and cost nothing (rerankers/arithmetic.py)
+    CandidateText("power of 99,999,999", _padded("9^99999999 = 1 "), 0),
+    CandidateText("tower of seven 2s", _padded("2^2^2^2^2^2^2 = 4\n"), 0),
+    CandidateText("superscript power of 99,999,999", _padded("9⁹⁹⁹⁹⁹⁹⁹⁹ = 1 "), 0),
+    CandidateText("Python power tower", _padded("9**9**9**9 = 9, "), 0),
+    CandidateText("power of a power", _padded("((9^9)^9)^9 = 1; "), 0),
+    CandidateText("small base, 64th power", _padded("0.9999999^64 = 1 "), 0),
+    CandidateText("a 3,000-character power chain", "2^" * 1_500 + "2 = 4", 0),
+    CandidateText("negative towers", _padded("-2^-2^-2^-2 = 1 "), 0),
+    CandidateText(
+        "hostile powers between true ones",
+        _padded("9^99999999 = 1, 2^2^2^2^2^2^2 = 4, 2^3 = 8. "),
+        MAX_STATEMENTS,  # 90 true ones in the first 4,000 characters, up to the cap
+    ),
+]
+
+
 @pytest.mark.asyncio(loop_scope="session")
 @pytest.mark.parametrize("case", HTTP, ids=[c.name for c in HTTP])
 async def test_http(case: Http, scripted: ScriptedEngine) -> None:
@@ -708,6 +748,18 @@ def test_batch_line(case: BatchLine, tmp_path: Path) -> None:
     assert [json.loads(line)["id"] for line in out.read_text().splitlines()] == ["good"]
     errors = [json.loads(line) for line in (tmp_path / "out.jsonl.errors.jsonl").read_text().splitlines()]
     assert len(errors) == 1 and errors[0]["line"] == 1 and case.words in errors[0]["reason"], errors
+
+
+@pytest.mark.asyncio(loop_scope="session")
+@pytest.mark.parametrize("case", CANDIDATE_TEXTS, ids=[c.name for c in CANDIDATE_TEXTS])
+async def test_candidate_text(case: CandidateText) -> None:
+    request = Request(prompt="What is 2 cubed?")
+    candidate = Candidate(index=0, spec=CandidateSpec(index=0, params=SamplingParams()), text=case.text)
+    started = time.perf_counter()
+    [score] = await ArithmeticCheck().score(request, [candidate])
+    elapsed = time.perf_counter() - started
+    assert (score.details["statements"], score.details["false"]) == (case.statements, 0)
+    assert elapsed < CHECK_FAST, f"{case.name}: checked in {elapsed * 1000:.1f} ms"
 
 
 def test_the_table_covers_every_boundary() -> None:

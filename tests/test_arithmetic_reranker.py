@@ -9,7 +9,16 @@ import pytest
 
 from nbest.errors import ConfigError
 from nbest.rerankers import ArithmeticCheck, ArithmeticConfig, MeanLogProb, Ranker, build_ranker, reranker_config
-from nbest.rerankers.arithmetic import MAX_CHARS, MAX_OPERANDS, MAX_STATEMENTS, check_text, last_paragraph, statements
+from nbest.rerankers.arithmetic import (
+    MAX_CHARS,
+    MAX_DIGITS,
+    MAX_EXPONENT,
+    MAX_OPERANDS,
+    MAX_STATEMENTS,
+    check_text,
+    last_paragraph,
+    statements,
+)
 from nbest.types import Candidate, CandidateSpec, ChatMessage, Request, SamplingParams
 
 
@@ -57,11 +66,102 @@ def cand(index: int, text: str, mean: float | None = None) -> Candidate:
         ("x = 5", []),
         ("Step 1 = 5", []),  # no operator: not a calculation
         ("= (3 + 4", []),
-        ("2 ^ 10 = 1024", []),  # powers are not read
     ],
 )
 def test_statements(text: str, holds: list[bool]) -> None:
     assert [s.holds for s in statements(text)] == holds
+
+
+@pytest.mark.parametrize(
+    ("text", "holds"),
+    [
+        ("2^3 = 8", [True]),
+        ("2 ^ 10 = 1024", [True]),
+        ("2^3 = 6", [False]),
+        ("3**2 = 9", [True]),
+        ("3 ** 2 = 9", [True]),
+        ("3**2 = 6", [False]),
+        ("5² = 25", [True]),
+        ("5² = 10", [False]),
+        ("2³ = 8", [True]),
+        ("10¹² = 1,000,000,000,000", [True]),  # several superscript digits are one exponent
+        ("(1 + 2)² = 9", [True]),
+        ("2 × 3² = 18", [True]),  # tighter than ×: not 36
+        ("2 × 3^2 = 36", [False]),
+        ("12 / 2^2 = 3", [True]),
+        ("2^3^2 = 512", [True]),  # right to left: 2^9
+        ("2^3^2 = 64", [False]),
+        ("-3^2 = -9", [True]),  # tighter than the sign
+        ("(-3)^2 = 9", [True]),
+        ("0.5^3 = 0.125", [True]),
+        ("1.5^2 = 2.25", [True]),
+        ("7^0 = 1", [True]),
+        ("10^14 = 100,000,000,000,000", [True]),
+        ("4 × 16 = 2^6 = 64", [True]),  # "= 2^6" is not the written result 2: only 2^6 = 64 is read
+        ("2^-1 = 0.5", []),  # negative exponent: not checked
+        ("2^0.5 = 1.41", []),  # fractional exponent: not checked
+        ("2^(1 / 2) = 1.41", []),
+        (f"1^{MAX_EXPONENT + 1} = 1", []),  # exponent past the bound, however small the base
+        (f"1^{MAX_EXPONENT} = 1", [True]),
+        (f"10^{MAX_DIGITS - 1} = 1{'0' * (MAX_DIGITS - 1)}", [True]),
+        (f"10^{MAX_DIGITS} = 1{'0' * MAX_DIGITS}", []),  # a result of more than MAX_DIGITS digits
+        ("0.1^16 = 0", []),  # ... in its denominator too
+        ("2^64 = 1", []),
+        ("2^100 = 1, 2 + 2 = 5", [False]),  # the unchecked power does not stop the next calculation
+        ("**4 + 4 = 8**", [True]),  # Markdown bold around a calculation is still not a power
+        ("**5** **3 + 3 = 6**", [True]),
+        ("x² + 1 = 10", []),  # algebra
+        ("5 m² = 5", []),  # a unit
+        ("Note² = 4", []),  # a footnote mark after a word
+    ],
+)
+def test_powers(text: str, holds: list[bool]) -> None:
+    assert [s.holds for s in statements(text)] == holds
+
+
+@pytest.mark.parametrize(
+    ("text", "holds"),
+    [
+        ("-3 + 5 = 2", [True]),
+        ("-3 + 5 = 8", [False]),
+        ("−3 + 5 = 2", [True]),  # Unicode minus
+        ("-$3 + $5 = $2", [True]),
+        ("-(2 + 1) × 2 = -6", [True]),
+        ("(-4) × 2 = -8", [True]),
+        ("(-4) × 2 = 8", [False]),
+        ("10 - -2 = 12", [True]),
+        ("10 - -2 = 8", [False]),
+        ("5 - 8 = -3", [True]),  # a negative result
+        ("5 - 8 = 3", [False]),
+        ("So -3 + 5 = 2", [True]),  # after a word and a space
+        ("Then:\n-3 × -3 = 9", [True]),
+        ("x - 3 = 2", []),  # algebra: an operator after a word
+        ("3x - 2 = 7", []),
+        ("n - 1 = 4", []),
+        ("a-3=5", []),  # a minus right after a word
+        ("x -3 + 5 = 2", []),  # after a lone letter: a variable
+        ("3x -2 + 5 = 10", []),
+        ("- 3 + 5 = 8", []),  # a bullet, not a sign
+        ("--3 + 5 = 8", []),
+    ],
+)
+def test_leading_negatives(text: str, holds: list[bool]) -> None:
+    assert [s.holds for s in statements(text)] == holds
+
+
+def test_powers_and_negatives_are_counted_in_the_details() -> None:
+    score = check_text("5² = 25, -3 + 25 = 22, 2^3 = 6, 9^99999999 = 1. The answer is 22.", "")
+    assert score.details == {"statements": 3, "false": 1, "follows": False, "grounding": None}
+    algebra = check_text("3x - 2 = 7, so 3x = 9 and x = 3.", "")
+    assert algebra.details == {"statements": 0, "false": 0, "follows": None, "grounding": None}
+    assert check_text("-3 + 5 = 2. The answer is 2.", "").details["statements"] == 1
+
+
+def test_power_values_are_exact() -> None:
+    assert [(s.value, s.result) for s in statements("(2 / 3)^2 = 0.44, -2^3 = -8")] == [
+        (Fraction(4, 9), Fraction(44, 100)),
+        (Fraction(-8), Fraction(-8)),
+    ]
 
 
 def test_statement_values_are_exact() -> None:

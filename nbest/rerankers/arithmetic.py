@@ -13,19 +13,30 @@ for the others.
 A candidate's score, in [0, 1], is the mean of the checks that apply to it:
 
 * ``statements`` — the share of its written calculations ``EXPR = NUMBER`` that
-  hold. EXPR is numbers joined by ``+ - − × x * / ÷`` with parentheses, under
-  the usual precedence; numbers may carry thousands separators, decimals, a
-  leading ``$`` or a trailing ``%`` (``50%`` is 0.5 inside an expression). A
-  chain ``5 + 4 = 9 - 2 = 7`` is two calculations, each later one starting from
-  the result written before it. Evaluation is exact (:class:`fractions.Fraction`,
-  never ``eval``). A whole-number result must be exact; a result written with
-  ``d`` decimals holds when the exact value rounds to it at ``d`` decimals
-  (``10 / 3 = 3.33`` holds, ``10 / 3 = 3`` does not); a result written with
-  ``%`` holds as the percentage or as the plain number (``1 / 4 = 25%``,
-  ``15 / 60 × 100 = 25%``). Division by zero makes the calculation false.
-  ``x`` is *times* only between two numbers (``2 x 3``), so algebra (``3x + 2``)
-  is not read as a calculation, and neither is an expression that starts right
-  after a word or with an operator.
+  hold. EXPR is numbers joined by ``+ - − × x * / ÷`` and powers (``2^3``,
+  ``3**2``, ``5²``, ``2³``) with parentheses, under the usual precedence: a
+  power binds tighter than ``×``, ``/`` and a sign (``-3^2`` is -9) and groups
+  to the right (``2^3^2`` is ``2^9``). Numbers may carry thousands separators,
+  decimals, a leading ``$`` or a trailing ``%`` (``50%`` is 0.5 inside an
+  expression), and a minus sign (``10 - -2 = 12``, ``(-4) × 2 = -8``,
+  ``5 - 8 = -3``). A chain ``5 + 4 = 9 - 2 = 7`` is two calculations, each later
+  one starting from the result written before it (``= 8^2`` is not a written
+  result). Evaluation is exact (:class:`fractions.Fraction`, never ``eval``).
+  A whole-number result must be exact; a result written with ``d`` decimals
+  holds when the exact value rounds to it at ``d`` decimals (``10 / 3 = 3.33``
+  holds, ``10 / 3 = 3`` does not); a result written with ``%`` holds as the
+  percentage or as the plain number (``1 / 4 = 25%``, ``15 / 60 × 100 = 25%``).
+  Division by zero makes the calculation false. A power is computed only when
+  its exponent is a whole number from 0 to :data:`MAX_EXPONENT` and its result
+  fits in :data:`MAX_DIGITS` digits; any other power (``2^-1``, ``2^0.5``,
+  ``9^99999999``) leaves its calculation unchecked, neither true nor false.
+  ``x`` is *times* and ``**`` a power only between two numbers (``2 x 3``,
+  ``3**2``; ``**5**`` is Markdown bold), so algebra (``3x + 2``) is not read as
+  a calculation, and neither is an expression that starts right after a word or
+  with an operator — save a minus sign written onto its number or ``(``
+  (``-3 + 5 = 2``, ``-(2 + 1) × 2 = -6``) at the start of the text or after a
+  space or ``(``, but not after a lone letter. So ``x - 3 = 2``, ``n - 1 = 4``,
+  ``a-3=5``, ``3x -2 + 5 = 10`` and a bullet ``- 3 + 5 = 8`` are not read.
 * ``follows`` — with at least one calculation and a final answer (the last
   number, what ``vote:number`` extracts): whether the final answer is the last
   calculation's result.
@@ -41,12 +52,16 @@ parts: ``{"statements": 3, "false": 1, "follows": True, "grounding": 0.67}``
 
 Bounded work for any text: only the first :data:`MAX_CHARS` characters are
 read, at most :data:`MAX_STATEMENTS` calculations are checked, a number of more
-than :data:`MAX_DIGITS` digits is not a number here, and an expression of more
-than :data:`MAX_OPERANDS` numbers is not checked. Pure Python, measured on a
-2-core Intel Xeon (AVX-512 + AMX) at load average 4: about 0.2 ms for a
-60-token candidate (0.17 ms on average over 648 stored word-problem
-candidates), about 10 ms for 100,000 characters of ``1+1=2 `` (64 calculations
-from the first 4,000 characters), 0.13 ms for 100,000 digits.
+than :data:`MAX_DIGITS` digits is not a number here, an expression of more than
+:data:`MAX_OPERANDS` numbers is not checked, and neither is one with a power
+whose exponent or result is past its bound (judged before the power is
+computed). Pure Python, measured on a 2-core Intel Xeon (AVX-512 + AMX) at load
+average 4: about 0.2 ms for a 60-token candidate (0.17 ms on average over 648
+stored word-problem candidates), about 10 ms for 100,000 characters of
+``1+1=2 `` (64 calculations from the first 4,000 characters), 0.13 ms for
+100,000 digits. Powers past their bounds cost no more than other unread text:
+at load average 1.3, 100,000 characters of ``9^99999999 = 1`` take about 4 ms
+and of ``2^2^2^2^2^2^2 = 4`` about 11 ms, against 5.6 ms for ``1+1=2``.
 
 >>> import anyio
 >>> from nbest.types import Candidate, CandidateSpec, Request, SamplingParams
@@ -63,6 +78,7 @@ from the first 4,000 characters), 0.13 ms for 100,000 digits.
 from __future__ import annotations
 
 import functools
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -81,6 +97,7 @@ __all__ = [
     "INLINE_CHARS",
     "MAX_CHARS",
     "MAX_DIGITS",
+    "MAX_EXPONENT",
     "MAX_OPERANDS",
     "MAX_STATEMENTS",
     "ArithmeticCheck",
@@ -99,6 +116,11 @@ MAX_STATEMENTS = 64
 MAX_DIGITS = 15
 """Most digits (before and after the decimal point) a number may have; a longer one is not a
 number for this check, so no calculation can grow past a few hundred digits."""
+MAX_EXPONENT = 64
+"""Largest exponent of a power that is evaluated (``2^64``); a larger, negative or fractional
+exponent leaves the calculation unchecked. A power is evaluated only when its result also
+fits in :data:`MAX_DIGITS` digits (numerator and denominator), estimated before computing it,
+so ``9^99999999`` or ``2^2^2^2^2^2^2`` costs no more than ``2^3``."""
 MAX_OPERANDS = 16
 """Most numbers in one calculation's expression; a longer expression is not checked."""
 _MAX_TOKENS = 4 * MAX_OPERANDS
@@ -112,15 +134,31 @@ _TOKEN = re.compile(
     r"[ \t]*(?:"
     r"(?P<num>\$?(?:\d{1,3}(?:,\d{3})+(?!\d)|\d+)(?:\.\d+)?%?)"
     r"|(?P<bold>\*\*)"
-    r"|(?P<op>[-+−*×/÷])"
+    r"|(?P<op>[-+−*×/÷^])"
     r"|(?P<sym>[()=])"
     r"|(?P<latex>\\(?:times|cdot|div)(?![^\W\d_]))"
+    r"|(?P<sup>[⁰¹²³⁴⁵⁶⁷⁸⁹]+)"
     r"|(?P<word>[^\W\d_]+(?:[ \t,.;:!?'\"]+[^\W\d_]+)*)"
     r"|(?P<other>[\s\S]))"
 )
 """One token of a text, after spaces; every character falls in exactly one group (a run of
 words and the punctuation between them is one token), so scanning is linear."""
-_OPERATORS = {"+": "+", "-": "-", "−": "-", "*": "*", "×": "*", "/": "/", "÷": "/", "\\times": "*", "\\cdot": "*", "\\div": "/"}
+_OPERATORS = {
+    "+": "+",
+    "-": "-",
+    "−": "-",
+    "*": "*",
+    "×": "*",
+    "/": "/",
+    "÷": "/",
+    "^": "^",
+    "\\times": "*",
+    "\\cdot": "*",
+    "\\div": "/",
+}
+_SUPERSCRIPTS = str.maketrans("⁰¹²³⁴⁵⁶⁷⁸⁹", "0123456789")
+_LIMIT = 10**MAX_DIGITS
+"""A power's result must have a numerator and a denominator below this."""
 _BLANK_LINE = re.compile(r"\n[ \t\r\f\v]*\n")
 
 
@@ -145,9 +183,12 @@ class _Num(NamedTuple):
 
 class _Tok(NamedTuple):
     kind: str
-    """``n`` number, ``o`` operator, ``(``, ``)``, ``=``, ``x`` (times or a word), ``b`` break."""
+    """``n`` number, ``o`` operator, ``(``, ``)``, ``=``, ``x`` (times or a word), ``p`` (``**``:
+    a power or Markdown bold), ``b`` break."""
     op: str = ""
     num: _Num | None = None
+    lead: bool = False
+    """A minus sign that may start an expression (see :func:`_leading_minus`)."""
 
 
 _BREAK = _Tok("b")
@@ -178,8 +219,10 @@ def _tokens(text: str) -> list[_Tok]:
 
     Spaces and tabs separate nothing; a word, a newline and any other
     character are breaks (several in a row are one). ``x``/``X`` is the
-    operator ``*`` only between a number (or ``)``) and a number (or ``(``);
-    ``**`` (Markdown bold) is a break.
+    operator ``*`` and ``**`` the operator ``^`` only between a number (or
+    ``)``) and a number (or ``(``); elsewhere ``x`` is a word and ``**``
+    Markdown bold, both breaks. Superscript digits right after a number (or
+    ``)``) are ``^`` and their number (``5²`` is ``5^2``); elsewhere a break.
     """
     out: list[_Tok] = []
     for m in _TOKEN.finditer(text):
@@ -187,7 +230,18 @@ def _tokens(text: str) -> list[_Tok]:
         if group == "num":
             out.append(_number(m.group(group)))
         elif group == "op" or group == "latex":
-            out.append(_Tok("o", op=_OPERATORS[m.group(group)]))
+            op = _OPERATORS[m.group(group)]
+            lead = op == "-" and _leading_minus(text, m.start(group))
+            out.append(_Tok("o", op=op, lead=lead))
+        elif group == "bold":
+            out.append(_Tok("p"))
+        elif (
+            group == "sup"
+            and out
+            and out[-1].kind in ("n", ")")
+            and (exp := _number(m.group(group).translate(_SUPERSCRIPTS))) is not _BREAK
+        ):
+            out.extend((_Tok("o", op="^"), exp))
         elif group == "sym":
             out.append(_Tok(m.group(group)))
         elif group == "word" and m.group(group) in ("x", "X"):
@@ -195,16 +249,34 @@ def _tokens(text: str) -> list[_Tok]:
         elif not out or out[-1] is not _BREAK:
             out.append(_BREAK)
     for i, tok in enumerate(out):
-        if tok.kind == "x":
+        if tok.kind in ("x", "p"):
             between = 0 < i < len(out) - 1 and out[i - 1].kind in ("n", ")") and out[i + 1].kind in ("n", "(")
-            out[i] = _Tok("o", op="*") if between else _BREAK
+            out[i] = _Tok("o", op="*" if tok.kind == "x" else "^") if between else _BREAK
     return out
 
 
+def _leading_minus(text: str, at: int) -> bool:
+    """Whether the ``-`` at ``text[at]`` may be the sign that starts an expression: at the start
+    of the text, after a space or ``(``, written onto a number or ``(`` (``-3``, ``-$3``,
+    ``-(``, not the bullet ``- 3``), and not after a lone letter (``x -3``, ``3x -2``: algebra).
+    """
+    after = text[at + 1 : at + 2]
+    if not (after.isdecimal() and after.isascii()) and after not in ("$", "("):
+        return False
+    if at == 0 or text[at - 1] == "(":
+        return True
+    if not text[at - 1].isspace():
+        return False
+    before = text[max(0, at - 64) : at].rstrip()
+    return not (before and before[-1].isalpha() and (len(before) == 1 or not before[-2].isalpha()))
+
+
 class _Parser:
-    """A recursive-descent evaluator over one segment's tokens (``+ -`` below ``* /``,
-    unary minus, parentheses), exact with Fractions. ``parse`` gives None for a division
-    by zero; ``ok`` is False when the tokens are not one whole expression."""
+    """A recursive-descent evaluator over one segment's tokens (``+ -`` below ``* /`` below
+    unary minus below ``^``, which groups to the right; parentheses), exact with Fractions.
+    ``parse`` gives None for a division by zero; ``ok`` is False when the tokens are not one
+    whole expression; ``unchecked`` is True when a power was past its bounds (its value,
+    and so the expression's, is then meaningless)."""
 
     def __init__(self, tokens: Sequence[_Tok]) -> None:
         self.tokens = tokens
@@ -212,6 +284,7 @@ class _Parser:
         self.binary = 0
         self.ok = True
         self.zero_division = False
+        self.unchecked = False
 
     def parse(self) -> Fraction | None:
         value = self._sum()
@@ -250,6 +323,37 @@ class _Parser:
         if tok is not None and tok.kind == "o" and tok.op == "-":
             self.i += 1
             return -self._unary()
+        return self._power()
+
+    def _power(self) -> Fraction:
+        base = self._atom()
+        tok = self._peek()
+        if not self.ok or tok is None or tok.kind != "o" or tok.op != "^":
+            return base
+        self.i += 1
+        self.binary += 1
+        exponent = self._unary()  # right-associative: 2^3^2 is 2^(3^2); 2^-1 parses
+        return self._raise(base, exponent)
+
+    def _raise(self, base: Fraction, exponent: Fraction) -> Fraction:
+        """``base ** exponent`` when the exponent is a whole number in [0, MAX_EXPONENT] and the
+        result fits in MAX_DIGITS digits, judged before computing it; else ``unchecked``."""
+        if self.unchecked or exponent.denominator != 1 or not 0 <= exponent <= MAX_EXPONENT:
+            self.unchecked = True
+            return Fraction(0)
+        e = int(exponent)
+        size = max(abs(base.numerator), base.denominator)  # >= 1
+        if e * math.log10(size) > MAX_DIGITS + 1:  # over by more than the estimate could be off
+            self.unchecked = True
+            return Fraction(0)
+        value = base**e  # at most about MAX_DIGITS + 2 digits
+        if abs(value.numerator) >= _LIMIT or value.denominator >= _LIMIT:
+            self.unchecked = True
+            return Fraction(0)
+        return value
+
+    def _atom(self) -> Fraction:
+        tok = self._peek()
         if tok is not None and tok.kind == "(":
             self.i += 1
             value = self._sum()
@@ -286,6 +390,8 @@ def statements(text: str) -> list[Statement]:
     [('9', True), ('7', True), ('15', False), ('10/3', True)]
     >>> [s.holds for s in statements("2 x 3 = 6, 3x + 2 = 11, 7 / 0 = 7, $1,200 − $200 = $1,000")]
     [True, False, True]
+    >>> [s.holds for s in statements("5² = 25, 2^3^2 = 64, -3 + 5 = 2; 3x - 2 = 7, 9^99999999 = 1")]
+    [True, False, True]
     """
     return _statements(_tokens(text[:MAX_CHARS]))
 
@@ -320,14 +426,14 @@ def _run_statements(run: list[list[_Tok]], room: int) -> list[Statement]:
         if len(found) >= room:
             break
         lhs, rhs = run[k], run[k + 1]
-        if not lhs or (k == 0 and lhs[0].kind == "o"):  # right after a word ("3x - 2 = 7") or a bare sign
+        if not lhs or (k == 0 and lhs[0].kind == "o" and not lhs[0].lead):  # after a word ("3x - 2 = 7"), a bare sign
             continue
         written = _written_result(rhs)
         if written is None or len(lhs) > _MAX_TOKENS or sum(1 for t in lhs if t.kind == "n") > MAX_OPERANDS:
             continue
         parser = _Parser(lhs)
         value = parser.parse()
-        if not parser.ok or parser.binary == 0:
+        if not parser.ok or parser.unchecked or parser.binary == 0:
             continue
         num, negative = written
         found.append(Statement(value=value, result=-num.value if negative else num.value, holds=_holds(value, num, negative)))
@@ -335,13 +441,13 @@ def _run_statements(run: list[list[_Tok]], room: int) -> list[Statement]:
 
 
 def _written_result(segment: Sequence[_Tok]) -> tuple[_Num, bool] | None:
-    """The result written right after ``=``: ``[-]NUMBER``, then nothing or an operator
-    (a chain goes on); None otherwise (``= (3``)."""
+    """The result written right after ``=``: ``[-]NUMBER``, then nothing or an operator other
+    than ``^`` (a chain goes on); None otherwise (``= (3``, ``= 8^2``)."""
     negative = bool(segment) and segment[0].kind == "o" and segment[0].op == "-"
     i = 1 if negative else 0
     if i >= len(segment) or segment[i].num is None:
         return None
-    if i + 1 < len(segment) and segment[i + 1].kind != "o":
+    if i + 1 < len(segment) and (segment[i + 1].kind != "o" or segment[i + 1].op == "^"):
         return None
     num = segment[i].num
     assert num is not None
