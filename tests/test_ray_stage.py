@@ -193,7 +193,7 @@ def test_closed_stage_refuses_work(stage: NBestStage) -> None:
         ({"engine_factory": FACTORY, "rerankers": "vote"}, "rerankers", "give a list of short forms"),
         ({"engine_factory": FACTORY, "strategy": "ladder:9-1"}, "strategy", "^strategy: low: must be <= high"),
         ({"engine_factory": FACTORY, "strategy": "nosuch"}, "strategy", "^strategy: unknown strategy"),
-        ({"engine_factory": FACTORY, "until": "beta:2"}, "until", "^until: 'beta:2': threshold"),
+        ({"engine_factory": FACTORY, "until": "beta:2"}, "until", "^until 'beta:2': threshold"),
         ({"engine_factory": FACTORY, "wave": 4}, "wave", "only used with a stopping rule"),
         ({"engine_factory": FACTORY, "concurrency": 0}, "concurrency", "concurrency"),
         ({"engine_factory": FACTORY, "prompt_column": ""}, "prompt_column", "give a column name"),
@@ -328,3 +328,15 @@ async def test_embedded_model_in_a_ray_data_actor_matches_in_process(ray_data: A
     # the actor's engine processes end with the actor (Ray Data retires it when the dataset is done)
     started = [p for p in engine_processes() if p.pid not in before]
     assert not await anyio.to_thread.run_sync(wait_gone, started, 30.0)
+
+
+def test_a_replica_spec_names_its_own_fields_in_errors() -> None:
+    from nbest.distributed.replica import ReplicaSpec, run_options
+    from nbest.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=r"^until 'beta:2': threshold") as info:
+        run_options(ReplicaSpec(engine_factory=FACTORY, until="beta:2"))
+    assert info.value.parameter == "until"
+    with pytest.raises(ConfigError, match=r"^prune") as info:
+        run_options(ReplicaSpec(engine_factory=FACTORY, prune="lots"))
+    assert info.value.parameter == "prune"

@@ -148,7 +148,7 @@ def run_options(spec: ReplicaSpec) -> dict[str, Any]:
     until: StoppingRule | None = None
     wave = spec.wave
     if spec.until is not None:
-        until = stopping.parse_rule(spec.until)
+        until = stopping.parse_rule(spec.until, name="until")  # the spec's field, not the CLI flag
         wave = check_adaptive(until, wave)
     elif wave is not None:
         raise ConfigError("wave: only used with a stopping rule (until)", parameter="wave", value=wave)

@@ -102,10 +102,7 @@ def _check_parts(fields: Mapping[str, Any]) -> None:
             except ConfigError as exc:
                 raise _named(f"rerankers[{i}]", exc) from None
     if isinstance(fields.get("until"), str):
-        try:
-            parse_rule(fields["until"])
-        except ConfigError as exc:
-            raise ConfigError(f"until: {exc}".replace("until: --until ", "until: "), parameter="until") from None
+        parse_rule(fields["until"], name="until")
 
 
 def _engines_of(key: str, value: Any) -> tuple[EnginesFile | None, str | None]:
