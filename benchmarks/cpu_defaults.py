@@ -31,7 +31,11 @@ default, then the long-running commands' (without ``--quick``); the lines above
 it compare nbest's default with the best eager configuration (same start-up
 cost) and nbest ``--compile`` with the best configuration.
 
-    python benchmarks/cpu_defaults.py [--quick] [--rounds 5]
+``--isa avx2`` runs every arm as on a CPU without AVX-512 or AMX: vLLM's AVX2
+kernels, oneDNN capped at AVX2, torch's AVX2 kernels (``benchmarks/avx2_only``),
+an emulation of such a CPU on this one (its clock, caches and memory stay).
+
+    python benchmarks/cpu_defaults.py [--quick] [--rounds 5] [--isa avx2]
 """
 
 from __future__ import annotations
@@ -129,6 +133,16 @@ def run_nbest(rounds: int, mode: str) -> dict[str, Any]:
     return anyio.run(main, backend="asyncio")
 
 
+AVX2_ONLY = {
+    "NBEST_BENCH_ISA": "avx2",
+    "ONEDNN_MAX_CPU_ISA": "AVX2",
+    "ATEN_CPU_CAPABILITY": "avx2",
+    "PYTHONPATH": os.pathsep.join(filter(None, [os.path.join(os.path.dirname(os.path.abspath(__file__)), "avx2_only"),
+                                                os.environ.get("PYTHONPATH")])),
+}  # fmt: skip
+"""The environment of ``--isa avx2`` (see ``benchmarks/avx2_only/sitecustomize.py``)."""
+
+
 def _arm(argv: list[str], bind: str | None) -> dict[str, Any]:
     from nbest.engines.cpu import DEFAULT_KV_CACHE_GIB
 
@@ -148,6 +162,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="Leave out the compiled arms (~3 min to start each).")
     parser.add_argument("--rounds", type=int, default=5, help="Timed rounds per arm; the median counts [default: 5].")
+    parser.add_argument("--isa", choices=["native", "avx2"], default="native",
+                        help="avx2: run as on a CPU without AVX-512 or AMX (an emulation) [default: native].")  # fmt: skip
     parser.add_argument("--arm", choices=["raw", "nbest"], default=None, help=argparse.SUPPRESS)
     parser.add_argument("--dtype", default="float32", help=argparse.SUPPRESS)
     parser.add_argument("--compiled", action="store_true", help=argparse.SUPPRESS)
@@ -162,9 +178,12 @@ def main() -> None:
 
     from nbest.engines.cpu import read_cpu_info
 
+    if args.isa == "avx2":
+        os.environ.update(AVX2_ONLY)  # every arm's process inherits it
     info = read_cpu_info()
     features = sorted(info.flags & {"avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile"}) or ["none"]
-    print(f"CPU defaults: {info.model}, {info.cores} CPUs, {info.isa} ({' '.join(features)}); "
+    emulated = f", emulated: AVX-512 and AMX hidden ({info.isa_cap})" if args.isa == "avx2" else ""
+    print(f"CPU defaults: {info.model}, {info.cores} CPUs, {info.isa} ({' '.join(features)}){emulated}; "
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"workload: 1 chat prompt x {N} candidates x {TOKENS} tokens (ignore_eos), temperature {TEMPERATURE}, "
           f"top_p {TOP_P}, seeded; median of {args.rounds} rounds per arm, one process per arm", flush=True)  # fmt: skip

@@ -51,8 +51,28 @@ def test_dtype_follows_native_bf16(tmp_path: Path, cpuinfo: str, model: str, isa
     assert defaults == {"enable_chunked_prefill": False, "enforce_eager": True, "dtype": dtype}
 
 
+@pytest.mark.parametrize(
+    ("cap", "isa", "dtype", "reported"),
+    [
+        ("AVX2", "AVX2", "float32", "ONEDNN_MAX_CPU_ISA=AVX2"),
+        ("avx512_core", "AVX-512", "float32", "ONEDNN_MAX_CPU_ISA=AVX512_CORE"),
+        ("AVX512_CORE_BF16", "AVX-512", "bfloat16", "ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16"),
+        ("ALL", "AMX", "bfloat16", None),
+        ("NOT_AN_ISA", "AMX", "bfloat16", None),  # oneDNN ignores a value it does not know
+    ],
+)
+def test_a_onednn_isa_cap_takes_the_flags_it_forbids(
+    tmp_path: Path, cap: str, isa: str, dtype: str, reported: str | None
+) -> None:
+    (tmp_path / "cpuinfo").write_text(XEON)
+    info = read_cpu_info(tmp_path / "cpuinfo", tmp_path / "none", environ={"ONEDNN_MAX_CPU_ISA": cap})
+    assert (info.isa, info.isa_cap) == (isa, reported)
+    assert cpu_engine_defaults(info)["dtype"] == dtype
+    assert "avx2" in info.flags
+
+
 def test_unreadable_proc_files_give_a_plain_cpu(tmp_path: Path) -> None:
-    info = read_cpu_info(tmp_path / "none", tmp_path / "none")
+    info = read_cpu_info(tmp_path / "none", tmp_path / "none", environ={})
     assert info == CpuInfo(model="unknown", flags=frozenset(), cores=info.cores, memory_gib=None, core_ids=info.core_ids)
     assert cpu_engine_defaults(info)["dtype"] == "float32"
 
@@ -67,6 +87,17 @@ def test_nbest_info_reports_the_choice_without_loading_anything() -> None:
     assert set(report["default_model"]) == {"folder", "prepared", "size_mib"}
     text = CliRunner().invoke(cli, ["info"]).output
     assert f"dtype={expected}" in text and "native bf16" in text
+
+
+def test_nbest_info_under_a_onednn_cap_says_so(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    report = json.loads(CliRunner().invoke(cli, ["info", "--json"]).output)
+    assert report["cpu_engine_args"]["dtype"] == "float32"
+    assert report["cpu"]["native_bf16"] is False
+    assert report["compile"]["long_running"] == "eager"
+    if "avx512f" in Path("/proc/cpuinfo").read_text():
+        assert report["cpu"]["isa_cap"] == "ONEDNN_MAX_CPU_ISA=AVX2"
+        assert "(ONEDNN_MAX_CPU_ISA=AVX2)" in CliRunner().invoke(cli, ["info"]).output
 
 
 @pytest.mark.slow

@@ -59,6 +59,7 @@ def info_report() -> dict[str, Any]:
             "model": cpu.model,
             "isa": cpu.isa,
             "native_bf16": cpu.native_bf16,
+            "isa_cap": cpu.isa_cap,
             "cores": cpu.cores,
             "memory_available_gib": None if cpu.memory_gib is None else round(cpu.memory_gib, 1),
         },
@@ -92,11 +93,12 @@ def info_command(as_json: bool) -> None:
         return
     cpu, model = report["cpu"], report["default_model"]
     args = ", ".join(f"{k}={v}" for k, v in report["cpu_engine_args"].items())
+    isa = f"{cpu['isa']} ({cpu['isa_cap']})" if cpu["isa_cap"] else cpu["isa"]
     state = f"prepared, {model['size_mib']} MiB" if model["prepared"] else "not prepared: nbest models prepare"
     lines = [
         f"nbest          {report['nbest']} (Python {report['python']}, {report['os']})",
         f"vLLM           {report['vllm'] or 'not installed'} ({report['vllm_build'] or '-'} build), torch {report['torch']}",
-        f"CPU            {cpu['model']}: {cpu['isa']}, native bf16: {'yes' if cpu['native_bf16'] else 'no'}, "
+        f"CPU            {cpu['model']}: {isa}, native bf16: {'yes' if cpu['native_bf16'] else 'no'}, "
         f"{cpu['cores']} cores, {cpu['memory_available_gib']} GiB available",
         f"engine args    {args} (on the CPU platform; your own arguments win)",
         f"compile        serve, batch and eval: {report['compile']['reason']}",

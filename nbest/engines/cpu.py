@@ -13,6 +13,10 @@ follows the CPU; a caller's explicit ``dtype`` always wins.
 'float32'
 >>> cpu_engine_defaults(CpuInfo(model="Xeon", flags=frozenset({"avx512f", "avx512_bf16", "amx_bf16"}), cores=2))["dtype"]
 'bfloat16'
+
+The matrix products run in oneDNN, so a ``ONEDNN_MAX_CPU_ISA`` below bf16's
+instructions (``AVX2``, ``AVX512_CORE``...) makes bf16 emulated on any CPU:
+:func:`read_cpu_info` leaves out the flags such a cap forbids.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ __all__ = [
     "BIND_ALL_BELOW",
     "DEFAULT_KV_CACHE_GIB",
     "NATIVE_BF16_FLAGS",
+    "ONEDNN_ISA_CAPS",
     "CompileChoice",
     "CpuInfo",
     "choose_compile",
@@ -53,6 +58,17 @@ AUTO = "auto"
 
 NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
 """CPU flags (as ``/proc/cpuinfo`` names them) that compute bfloat16 natively."""
+
+_AVX512 = ("avx512", "amx")
+_BF16 = ("avx512_bf16", "avx512_fp16", "amx")
+_AMX = ("amx",)
+ONEDNN_ISA_CAPS: dict[str, tuple[str, ...]] = {
+    **dict.fromkeys(["SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2"], _AVX512),
+    **dict.fromkeys(["AVX512_CORE", "AVX512_CORE_VNNI"], _BF16),
+    **dict.fromkeys(["AVX512_CORE_BF16", "AVX512_CORE_FP16", "AVX10_1_512"], _AMX),
+}
+"""``ONEDNN_MAX_CPU_ISA`` values (oneDNN's names) -> prefixes of the CPU flags oneDNN will not use
+under that cap. Values not listed (``AVX512_CORE_AMX``, ``ALL``...) take nothing away."""
 
 DEFAULT_KV_CACHE_GIB = "2"
 """KV-cache size on CPU (``VLLM_CPU_KVCACHE_SPACE``) unless the environment sets one."""
@@ -75,6 +91,8 @@ class CpuInfo:
     """Available memory (``MemAvailable``), if known."""
     core_ids: tuple[int, ...] = ()
     """One logical CPU per physical core, of those this process may run on (empty: unknown)."""
+    isa_cap: str | None = None
+    """``ONEDNN_MAX_CPU_ISA=...`` when that cap took flags away (they are not in ``flags``)."""
 
     @property
     def native_bf16(self) -> bool:
@@ -94,9 +112,16 @@ class CpuInfo:
 
 
 def read_cpu_info(
-    cpuinfo: Path = Path("/proc/cpuinfo"), meminfo: Path = Path("/proc/meminfo"), sysfs: Path = Path("/sys/devices/system/cpu")
+    cpuinfo: Path = Path("/proc/cpuinfo"),
+    meminfo: Path = Path("/proc/meminfo"),
+    sysfs: Path = Path("/sys/devices/system/cpu"),
+    environ: Mapping[str, str] | None = None,
 ) -> CpuInfo:
-    """Read the CPU's model, flags, usable cores and available memory (Linux; elsewhere what can be known)."""
+    """Read the CPU's model, flags, usable cores and available memory (Linux; elsewhere what can be known).
+
+    The flags are those oneDNN may use: a ``ONEDNN_MAX_CPU_ISA`` cap in ``environ``
+    (default: this process's environment) removes the ones above it (:data:`ONEDNN_ISA_CAPS`).
+    """
     model, flags = "unknown", frozenset[str]()
     try:
         for line in cpuinfo.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -117,7 +142,22 @@ def read_cpu_info(
     except (OSError, ValueError, IndexError):
         pass
     usable = sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else list(range(os.cpu_count() or 1))
-    return CpuInfo(model=model, flags=flags, cores=len(usable), memory_gib=memory, core_ids=_one_per_core(usable, sysfs))
+    flags, cap = _capped(flags, os.environ if environ is None else environ)
+    return CpuInfo(
+        model=model, flags=flags, cores=len(usable), memory_gib=memory, core_ids=_one_per_core(usable, sysfs), isa_cap=cap
+    )
+
+
+def _capped(flags: frozenset[str], environ: Mapping[str, str]) -> tuple[frozenset[str], str | None]:
+    """``flags`` without those a ``ONEDNN_MAX_CPU_ISA`` cap forbids, and the cap if it took any.
+
+    >>> _capped(frozenset({"avx2", "avx512f", "amx_bf16"}), {"ONEDNN_MAX_CPU_ISA": "avx2"})
+    (frozenset({'avx2'}), 'ONEDNN_MAX_CPU_ISA=AVX2')
+    """
+    value = environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    removed = ONEDNN_ISA_CAPS.get(value, ())
+    kept = frozenset(flag for flag in flags if not flag.startswith(removed)) if removed else flags
+    return kept, (f"ONEDNN_MAX_CPU_ISA={value}" if kept != flags else None)
 
 
 def _one_per_core(cpus: list[int], sysfs: Path) -> tuple[int, ...]:
@@ -317,8 +357,8 @@ def choose_compile(
     """``enforce_eager="auto"`` on the CPU: compile when both hold
 
     - the CPU computes bfloat16 natively (measured there: see the README's "Real models on
-      GPUs"; in float32 compiling gained 5 % on the same Xeon and is not measured on a CPU
-      without native bf16, where nbest computes in float32), and
+      GPUs"; in float32 compiling gained 5 % on the same Xeon, and 3 % raw, nothing through
+      nbest, with the Xeon run as a CPU without AVX-512, where nbest computes in float32), and
     - this configuration compiled here before (its :func:`compile_marker` exists), so the
       start costs ~10 s more than eager instead of a minute or more;
 
