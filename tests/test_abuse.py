@@ -696,6 +696,8 @@ CANDIDATE_TEXTS: list[CandidateText] = [
     CandidateText("small base, 64th power", _padded("0.9999999^64 = 1 "), 0),
     CandidateText("a 3,000-character power chain", "2^" * 1_500 + "2 = 4", 0),
     CandidateText("negative towers", _padded("-2^-2^-2^-2 = 1 "), 0),
+    # -- list markers and parentheses around a calculation are dropped in one pass
+    CandidateText("bulleted calculations in parentheses", _padded("\n- (1+1=2) "), MAX_STATEMENTS),
     CandidateText(
         "hostile powers between true ones",
         _padded("9^99999999 = 1, 2^2^2^2^2^2^2 = 4, 2^3 = 8. "),

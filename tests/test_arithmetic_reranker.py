@@ -89,10 +89,49 @@ LEADING_MINUS = [
     ("a-3=5", []),  # a minus right after a word
     ("x -3 + 5 = 2", []),  # after a lone letter: a variable
     ("3x -2 + 5 = 10", []),
-    ("- 3 + 5 = 8", []),  # a bullet, not a sign
+    ("- 3 + 5 = 8", [True]),  # a bullet, not a sign: 3 + 5 = 8
+    ("so - 3 + 5 = 8", []),  # a lone minus inside a line is neither
     ("--3 + 5 = 8", []),
 ]
 """A minus that starts an expression, and the algebra that must stay unread."""
+
+LISTS_AND_PARENTHESES = [
+    ("- 12 × 4 = 48", [True]),  # a bullet at the start of a line is not part of the calculation
+    ("- 12 × 4 = 46", [False]),
+    ("* 12 × 4 = 48", [True]),
+    ("* 12 × 4 = 46", [False]),
+    ("+ 12 × 4 = 48", [True]),
+    ("• 12 × 4 = 46", [False]),
+    ("1) 12 × 4 = 48", [True]),  # a numbered list
+    ("1) 12 × 4 = 47", [False]),
+    ("1. 12 × 4 = 48", [True]),
+    ("2. 12 × 4 = 47", [False]),
+    ("So:\n  - 3 × 4 = 12\n  - 12 + 5 = 18", [True, False]),  # indented, after a newline
+    ("1) 2 + 2 = 4\n2) 4 × 3 = 12", [True, True]),
+    ("-3 + 5 = 2\n- 3 + 5 = 8", [True, True]),  # a minus written onto its number is a sign
+    ("5 - 1 = 4 - 2 = 2", [True, True]),  # a minus inside a line is not a bullet
+    ("- x - 3 = 2", []),  # algebra after a bullet stays unread
+    ("- 3x - 2 = 7", []),
+    ("(3 + 5 = 8)", [True]),  # a calculation inside parentheses
+    ("(3 + 5 = 9)", [False]),
+    ("so (that is 3 × 4 = 12).", [True]),
+    ("so (that is 3 × 4 = 13).", [False]),
+    ("(-3 + 5 = 2)", [True]),
+    ("((2 + 3) × 4 = 20)", [True]),  # the unmatched ( goes, the matched pair stays
+    ("((2 + 3) × 4 = 25)", [False]),
+    ("12 × 4 = 48 (correct)", [True]),  # a remark after the result
+    ("12 × 4 = 46 (correct)", [False]),
+    ("5 + 4 = 9 - 2 = 7 (check)", [True, True]),
+    ("The cost is 3 × 17 = 51 dollars (3 × 17 = 51).", [True, True]),
+    ("The cost is 3 × 17 = 51 dollars (3 × 17 = 41).", [True, False]),
+    ("(3 + 5) = 8", [True]),  # balanced parentheses keep their meaning
+    ("(3 + 5) = 9", [False]),
+    ("3 × (4 + 1) = 15", [True]),
+    ("3 × (4 + 1) = 13", [False]),
+    ("(x - 3 = 2)", []),  # algebra in parentheses stays unread
+    ("f(2) = 4", []),
+]
+"""List markers and parentheses around or after a calculation, which are not part of it."""
 
 
 @pytest.mark.parametrize(
@@ -136,6 +175,7 @@ LEADING_MINUS = [
         ("= (3 + 4", []),
         *POWERS,
         *LEADING_MINUS,
+        *LISTS_AND_PARENTHESES,
     ],
 )
 def test_statements(text: str, holds: list[bool]) -> None:
@@ -264,6 +304,8 @@ async def test_logprob_plus_arithmetic_puts_the_sound_candidate_first() -> None:
         "9" * 99 + "*9" * 10_000,
         "(" * 1_900 + "1+1" + ")" * 1_900 + "=2",
         "-" * 3_900 + "1+1=2",
+        "\n- (1+1=2) " * 10_000,
+        "(" * 3_990 + "1+1=2" + ")" * 100_000,
     ],
 )
 def test_hostile_text_is_read_only_up_to_the_bound(text: str) -> None:
