@@ -51,7 +51,7 @@ lint: install
 bench: install
 	@# every benchmark that exists, one after the other; then their last `ratio:` lines as a table
 	@rm -f .bench-summary; \
-	for name in cpu_defaults compile_start fanout_overhead token_updates rerank_cost prompt_sharing remote_overhead batch_throughput ray_batch load learning_curve semantic_vote server_adaptive confidence_methods; do \
+	for name in cpu_defaults compile_start engine_sharing fanout_overhead token_updates rerank_cost prompt_sharing remote_overhead batch_throughput ray_batch load learning_curve semantic_vote server_adaptive confidence_methods; do \
 	  script=benchmarks/$$name.py; \
 	  if [ ! -f $$script ]; then echo "== $$name: not present, skipped"; continue; fi; \
 	  echo "== $$name"; \

@@ -9,10 +9,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from nbest import VLLMEngine
+from nbest import Orchestrator, VLLMEngine
 from nbest.cli import cli
 from nbest.engines import cpu
 from nbest.engines import vllm as vllm_module
+from nbest.engines.base import SharesCpu
 from nbest.engines.cpu import (
     CpuInfo,
     choose_compile,
@@ -22,6 +23,9 @@ from nbest.engines.cpu import (
     read_cpu_info,
     record_compiled_start,
 )
+from nbest.engines.openai import OpenAIEngine
+from nbest.errors import ConfigError
+from tests.scripted import ScriptedEngine
 
 VLLM_VERSION = cpu.vllm_version()
 TORCH_VERSION = version("torch")
@@ -133,6 +137,67 @@ def test_a_small_cpu_computes_on_every_physical_core(tmp_path: Path) -> None:
         {}, CpuInfo(model="big", flags=frozenset(), cores=16, core_ids=tuple(range(8)))
     )
     assert "VLLM_CPU_OMP_THREADS_BIND" not in cpu_environment({}, CpuInfo(model="?", flags=frozenset(), cores=2))
+
+
+TWO = CpuInfo(model="Xeon", flags=frozenset(), cores=2, core_ids=(0, 1))
+BIG = CpuInfo(model="big", flags=frozenset(), cores=32, core_ids=tuple(range(0, 32, 2)))  # 16 cores, SMT siblings left out
+
+
+@pytest.mark.parametrize(
+    ("info", "args", "share", "bind"),
+    [
+        (TWO, {}, (0, 1), "0-1"),
+        (TWO, {}, (0, 2), "0"),
+        (TWO, {}, (1, 2), "1"),
+        (TWO, {}, (2, 3), "0"),  # more engines than cores: one core each, round robin
+        (BIG, {}, (0, 1), None),  # one engine on a big machine: vLLM's "auto"
+        (BIG, {}, (0, 2), "0,2,4,6,8,10,12,14"),
+        (BIG, {}, (1, 2), "16,18,20,22,24,26,28,30"),
+        (BIG, {}, (2, 3), "20,22,24,26,28,30"),
+        (TWO, {"tensor_parallel_size": 2}, (1, 2), None),  # several workers: the user's to place
+    ],
+)
+def test_engines_sharing_the_cpu_get_a_block_of_cores_each(
+    info: CpuInfo, args: dict[str, int], share: tuple[int, int], bind: str | None
+) -> None:
+    assert cpu_environment(args, info, share).get("VLLM_CPU_OMP_THREADS_BIND") == bind
+
+
+def test_share_cpu_takes_an_index_within_its_count() -> None:
+    engine = VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct")
+    assert engine.cpu_share == (0, 1)
+    for index, count in [(2, 2), (-1, 2), (0, 0)]:
+        with pytest.raises(ConfigError, match="share_cpu"):
+            engine.share_cpu(index, count)
+    assert engine.cpu_share == (0, 1)
+
+
+class LocalEngine(ScriptedEngine):
+    """A scripted engine that takes a CPU share, as VLLMEngine does, and notes it when it starts."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.share = (0, 1)
+        self.started_with: list[tuple[int, int]] = []
+
+    def share_cpu(self, index: int, count: int) -> None:
+        self.share = (index, count)
+
+    async def start(self) -> None:
+        self.started_with.append(self.share)
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_the_orchestrator_shares_the_cpu_among_its_local_engines_before_starting_them() -> None:
+    assert isinstance(VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct"), SharesCpu)
+    assert not isinstance(OpenAIEngine("http://127.0.0.1:9/v1", model="m"), SharesCpu)  # not on this CPU
+    shared, other = LocalEngine(), LocalEngine()
+    async with Orchestrator({"a": shared, "b": other, "again": shared, "far": ScriptedEngine()}) as orch:
+        result = await orch.generate("hi", n=2, seed=1)
+    assert len(result.candidates) == 2
+    assert (shared.started_with, other.started_with) == ([(0, 2)], [(1, 2)])
+    async with Orchestrator(LocalEngine()) as alone:
+        assert alone.engines["default"].started_with == [(0, 1)]  # type: ignore[attr-defined]
 
 
 # -- compiling once the compile cache is warm (enforce_eager="auto") ---------------------------

@@ -22,6 +22,7 @@ VLLM_LIKE = {
     "model": "/models/smollm2",
     "args": {"dtype": "bfloat16", "enforce_eager": True, "max_model_len": 4096},
     "compile": "eager: no compile cache yet",
+    "env": {"VLLM_CPU_OMP_THREADS_BIND": "0-1"},
     "start_s": 11.5,
 }
 
@@ -70,7 +71,9 @@ def test_describe_engine_falls_back_to_the_class_name() -> None:
 
 def test_a_vllm_engine_describes_no_arguments_before_it_starts() -> None:
     info = VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct", dtype="bfloat16").describe()
-    assert info == {"kind": "vllm", "model": "Qwen/Qwen2.5-1.5B-Instruct", "args": {}, "compile": None, "start_s": None}
+    assert info == {
+        "kind": "vllm", "model": "Qwen/Qwen2.5-1.5B-Instruct", "args": {}, "compile": None, "env": {}, "start_s": None
+    }  # fmt: skip
 
 
 def test_a_vllm_engine_argument_json_cannot_hold_is_described_by_its_repr() -> None:
@@ -115,8 +118,8 @@ def test_run_verbose_prints_each_engine_on_stderr(capsys: pytest.CaptureFixture[
     out, err = capsys.readouterr()
     assert "answer 1" in out and "engine default" not in out  # stdout stays the result
     assert err.splitlines()[-1] == (
-        "engine default: vllm /models/smollm2 (dtype=bfloat16, enforce_eager=True, max_model_len=4096) "
-        "started in 11.5 s; eager: no compile cache yet"
+        "engine default: vllm /models/smollm2 (dtype=bfloat16, enforce_eager=True, max_model_len=4096, "
+        "VLLM_CPU_OMP_THREADS_BIND=0-1) started in 11.5 s; eager: no compile cache yet"
     )
 
 
@@ -143,3 +146,4 @@ async def test_the_real_engine_records_the_arguments_it_ran_with(vllm_engine: VL
     assert info["args"]["enable_chunked_prefill"] is False
     assert info["start_s"] is not None and info["start_s"] > 0
     assert info["args"] == vllm_engine.started_args
+    assert info["env"] == vllm_engine.started_env and "VLLM_CPU_KVCACHE_SPACE" in info["env"]

@@ -100,8 +100,8 @@ def engine_line(route: str, info: dict[str, Any]) -> str:
     """One line for ``nbest run -v``: what the engine of ``route`` ran with (``Result.engines``).
 
     >>> engine_line("default", {"kind": "vllm", "model": "/m", "args": {"dtype": "bfloat16", "enforce_eager": True},
-    ...                         "compile": None, "start_s": 12.3})
-    'engine default: vllm /m (dtype=bfloat16, enforce_eager=True) started in 12.3 s'
+    ...                         "compile": None, "env": {"VLLM_CPU_OMP_THREADS_BIND": "0-1"}, "start_s": 12.3})
+    'engine default: vllm /m (dtype=bfloat16, enforce_eager=True, VLLM_CPU_OMP_THREADS_BIND=0-1) started in 12.3 s'
     >>> engine_line("big", {"kind": "openai", "model": "q", "endpoints": ["http://h:8000/v1"], "chat": True, "stream": True})
     'engine big: openai q at http://h:8000/v1 (chat=True, stream=True)'
     >>> engine_line("x", {"kind": "Mine"})
@@ -116,7 +116,9 @@ def engine_line(route: str, info: dict[str, Any]) -> str:
     args = rest.pop("args", None)
     compile_reason = rest.pop("compile", None)
     start_s = rest.pop("start_s", None)
+    env = rest.pop("env", None)
     settings = dict(args) if isinstance(args, dict) else {}
+    settings.update(env if isinstance(env, dict) else {})
     settings.update({k: v for k, v in rest.items() if v is not None and k != "model"})
     if settings:
         words.append("(" + ", ".join(f"{k}={v}" for k, v in settings.items()) + ")")

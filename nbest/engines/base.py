@@ -8,7 +8,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from nbest.types import CandidateUpdate, Prompt, SamplingParams
 
-__all__ = ["Engine", "Health", "HealthReporting", "Startable", "describe_engine", "streams_tokens"]
+__all__ = ["Engine", "Health", "HealthReporting", "SharesCpu", "Startable", "describe_engine", "streams_tokens"]
 
 
 @runtime_checkable
@@ -93,6 +93,18 @@ class Startable(Protocol):
     """
 
     async def start(self) -> None: ...
+
+
+@runtime_checkable
+class SharesCpu(Protocol):
+    """An engine that computes on this machine's CPU cores and can take a share of them.
+
+    :class:`~nbest.orchestrator.Orchestrator` calls ``share_cpu(i, k)`` on each of its
+    ``k`` such engines before it starts them (see
+    :meth:`nbest.engines.vllm.VLLMEngine.share_cpu`).
+    """
+
+    def share_cpu(self, index: int, count: int) -> None: ...
 
 
 @dataclass(frozen=True)

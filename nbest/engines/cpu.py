@@ -219,9 +219,12 @@ def cpu_engine_defaults(info: CpuInfo | None = None) -> dict[str, Any]:
     }
 
 
-def cpu_environment(engine_args: Mapping[str, Any], info: CpuInfo | None = None) -> dict[str, str]:
+def cpu_environment(
+    engine_args: Mapping[str, Any], info: CpuInfo | None = None, share: tuple[int, int] = (0, 1)
+) -> dict[str, str]:
     """Environment variables vLLM's CPU platform reads, for an engine started with ``engine_args``
-    (the caller sets each only where the environment has none: the user's own setting wins).
+    as engine ``share[0]`` of ``share[1]`` local CPU engines in this process (the caller sets
+    each only where the environment has none: the user's own setting wins).
 
     - ``VLLM_CPU_KVCACHE_SPACE``: :data:`DEFAULT_KV_CACHE_GIB` GiB of KV cache;
     - ``VLLM_CPU_OMP_THREADS_BIND``: on fewer than :data:`BIND_ALL_BELOW` physical cores, one
@@ -229,7 +232,13 @@ def cpu_environment(engine_args: Mapping[str, Any], info: CpuInfo | None = None)
       vLLM's ``auto`` keeps one core for its other processes, which on 2 cores halves the
       compute: measured on an idle 2-core Xeon (``benchmarks/cpu_defaults.py``), nbest's default
       engine 117 tok/s with ``auto``, 173 with both cores; on bigger machines ``auto`` (which
-      also knows NUMA nodes and SMT siblings) stays;
+      also knows NUMA nodes and SMT siblings) stays. Several engines of one worker in one
+      process (:meth:`nbest.engines.vllm.VLLMEngine.share_cpu`, which the orchestrator calls
+      for its engines) split the physical cores into contiguous blocks, one block each, on any
+      number of cores (more engines than cores: one core each, round robin). Bound to the same
+      cores, their OpenMP threads wait on each other: two engines of one orchestrator, each
+      with 4 of 8 candidates, made 39-46 tok/s in all bound to both cores of a 2-core Xeon,
+      95-111 with one core each (``benchmarks/engine_sharing.py``);
     - ``VLLM_USE_AOT_COMPILE=0`` for a compiled engine (``enforce_eager`` false): vllm-cpu
       0.32 saves its ahead-of-time compiled model but cannot load it on the CPU ("Compiling
       model again due to a load failure ... 'function' object has no attribute
@@ -245,15 +254,33 @@ def cpu_environment(engine_args: Mapping[str, Any], info: CpuInfo | None = None)
     '0'
     >>> cpu_environment({"tensor_parallel_size": 2}, two)
     {'VLLM_CPU_KVCACHE_SPACE': '2'}
+    >>> cpu_environment({}, two, share=(1, 2))["VLLM_CPU_OMP_THREADS_BIND"]
+    '1'
     """
     info = info or read_cpu_info()
     env = {"VLLM_CPU_KVCACHE_SPACE": DEFAULT_KV_CACHE_GIB}
     one_worker = all(int(engine_args.get(k) or 1) == 1 for k in ("tensor_parallel_size", "pipeline_parallel_size"))
-    if one_worker and 0 < len(info.core_ids) < BIND_ALL_BELOW:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = _id_list(info.core_ids)
+    index, count = share
+    if one_worker and info.core_ids and (count > 1 or len(info.core_ids) < BIND_ALL_BELOW):
+        env["VLLM_CPU_OMP_THREADS_BIND"] = _id_list(_block(info.core_ids, index, count))
     if not engine_args.get("enforce_eager", True):
         env["VLLM_USE_AOT_COMPILE"] = "0"
     return env
+
+
+def _block(cores: tuple[int, ...], index: int, count: int) -> tuple[int, ...]:
+    """Block ``index`` of ``cores`` split into ``count`` contiguous blocks as even as can be
+    (one core each, round robin, when there are more blocks than cores).
+
+    >>> [_block((0, 1, 2, 3, 4), i, 2) for i in range(2)]
+    [(0, 1), (2, 3, 4)]
+    >>> [_block((0, 1), i, 3) for i in range(3)]
+    [(0,), (1,), (0,)]
+    """
+    n = len(cores)
+    if count >= n:
+        return (cores[index % n],)
+    return cores[index * n // count : (index + 1) * n // count]
 
 
 # -- compiling once the cache is warm ------------------------------------------

@@ -11,9 +11,10 @@ vLLM starts worker processes: scripts that use this engine need an
 from __future__ import annotations
 
 import os
+import threading
 import time
-from collections.abc import AsyncGenerator, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Iterator, Mapping, Sequence
+from contextlib import aclosing, contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -41,6 +42,8 @@ if TYPE_CHECKING:
 __all__ = ["VLLMEngine"]
 
 _JSON_TYPES = (str, int, float, bool, type(None), list, tuple, dict)
+_ENVIRON_LOCK = threading.Lock()
+"""Held while an engine starts with its own environment variables (see :func:`_environment`)."""
 """Engine argument values :meth:`VLLMEngine.describe` passes as they are."""
 
 
@@ -103,6 +106,11 @@ class VLLMEngine:
         """The engine arguments it started with: the caller's plus the platform defaults (CPU dtype ...)."""
         self.compile_reason: str | None = None
         """Why it runs compiled or eager, when nbest chose (``enforce_eager="auto"``)."""
+        self.started_env: dict[str, str] = {}
+        """The environment variables of vLLM's CPU platform it started with (yours or nbest's)."""
+        self.cpu_share = (0, 1)
+        """``(index, count)``: engine ``index`` of ``count`` local engines that share this
+        machine's CPU cores (see :meth:`share_cpu`)."""
         self.start_s: float | None = None
         """Seconds the last start took (model conversion excluded)."""
         self._on_cpu = False
@@ -122,6 +130,27 @@ class VLLMEngine:
         return cls(None, home=home, **engine_args)
 
     # -- lifecycle -----------------------------------------------------------
+
+    def share_cpu(self, index: int, count: int) -> None:
+        """Start as engine ``index`` of ``count`` local engines sharing this machine's CPU: on
+        the CPU platform its OpenMP threads get block ``index`` of the physical cores split in
+        ``count`` (:func:`nbest.engines.cpu.cpu_environment`), so engines that generate at the
+        same time do not wait on each other's threads. The orchestrator calls it for its
+        engines before it starts them; it takes effect at the next start, and
+        ``VLLM_CPU_OMP_THREADS_BIND`` in the environment still wins.
+
+        >>> engine = VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct")
+        >>> engine.share_cpu(1, 2); engine.cpu_share
+        (1, 2)
+
+        Raises:
+            ConfigError: ``count`` below 1 or ``index`` outside ``[0, count)``.
+        """
+        if not (isinstance(count, int) and isinstance(index, int) and count >= 1 and 0 <= index < count):
+            raise ConfigError(
+                f"share_cpu: index must be in [0, count) and count >= 1, not {index}, {count}", parameter="share_cpu"
+            )
+        self.cpu_share = (index, count)
 
     @property
     def started(self) -> bool:
@@ -191,12 +220,12 @@ class VLLMEngine:
         self._on_cpu = current_platform.is_cpu()
         cpu = read_cpu_info() if self._on_cpu else None  # once: defaults, the compile choice, threads
         args, self.compile_reason = self.resolved_args(on_cpu=self._on_cpu, cpu=cpu)
-        if self._on_cpu:
-            for name, value in cpu_environment(args, cpu).items():  # KV cache, threads, a compiled model's cache that loads
-                os.environ.setdefault(name, value)
+        # KV cache, threads, a compiled model's cache that loads: for this engine's processes only
+        chosen = cpu_environment(args, cpu, self.cpu_share) if self._on_cpu else {}
         self.started_args = dict(args)
         try:
-            return AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.model, **args))
+            with _environment(chosen) as self.started_env:
+                return AsyncLLM.from_engine_args(AsyncEngineArgs(model=self.model, **args))
         except TypeError as exc:
             raise ConfigError(f"engine_args: {exc}", parameter="engine_args") from exc
         except Exception as exc:
@@ -245,17 +274,19 @@ class VLLMEngine:
     def describe(self) -> dict[str, Any]:
         """What it runs with (:func:`nbest.engines.base.describe_engine`): the model, the
         engine arguments vLLM got (empty before it started; a value JSON cannot hold, such
-        as a config object, as its ``repr``), why it compiles or not when nbest chose, and
-        the seconds its start took.
+        as a config object, as its ``repr``), why it compiles or not when nbest chose, the
+        environment variables of vLLM's CPU platform it started with (threads, KV cache),
+        and the seconds its start took.
 
         >>> VLLMEngine("Qwen/Qwen2.5-1.5B-Instruct", dtype="bfloat16").describe()
-        {'kind': 'vllm', 'model': 'Qwen/Qwen2.5-1.5B-Instruct', 'args': {}, 'compile': None, 'start_s': None}
+        {'kind': 'vllm', 'model': 'Qwen/Qwen2.5-1.5B-Instruct', 'args': {}, 'compile': None, 'env': {}, 'start_s': None}
         """
         return {
             "kind": "vllm",
             "model": self.model,
             "args": {k: v if isinstance(v, _JSON_TYPES) else repr(v) for k, v in self.started_args.items()},
             "compile": self.compile_reason,
+            "env": dict(self.started_env),
             "start_s": None if self.start_s is None else round(self.start_s, 2),
         }
 
@@ -489,6 +520,31 @@ class _Deltas:
             new_token_logprobs=new,
             new_top_logprobs=new_top,
         )
+
+
+@contextmanager
+def _environment(chosen: Mapping[str, str]) -> Iterator[dict[str, str]]:
+    """Set the ``chosen`` variables this environment lacks while vLLM starts its processes
+    (they inherit them), then take them out again, so the next engine's choice is its own
+    and a variable set here never passes for the user's. Yields what the engine gets: the
+    user's value where there is one, else nbest's. Engines starting in several threads
+    take turns (:data:`_ENVIRON_LOCK`).
+
+    >>> with _environment({"NBEST_DOCTEST_VAR": "1", "PATH": "/nowhere"}) as got:
+    ...     os.environ["NBEST_DOCTEST_VAR"], got["PATH"] == os.environ["PATH"] != "/nowhere"
+    ('1', True)
+    >>> "NBEST_DOCTEST_VAR" in os.environ
+    False
+    """
+    with _ENVIRON_LOCK:
+        added = {name: value for name, value in chosen.items() if name not in os.environ}
+        got = {name: os.environ.get(name, value) for name, value in chosen.items()}
+        os.environ.update(added)
+        try:
+            yield got
+        finally:
+            for name in added:
+                os.environ.pop(name, None)
 
 
 def _children() -> set[int]:

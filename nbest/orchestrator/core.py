@@ -12,7 +12,7 @@ from typing import Any, TypedDict, Unpack
 import anyio
 from anyio.abc import TaskGroup
 
-from nbest.engines.base import Engine, Startable, describe_engine
+from nbest.engines.base import Engine, SharesCpu, Startable, describe_engine
 from nbest.errors import ConfigError, NbestError
 from nbest.metrics.diversity import add_diversity
 from nbest.orchestrator.adaptive import OnCandidate, check_adaptive, run_adaptive
@@ -118,10 +118,16 @@ class Orchestrator:
     # -- lifecycle -----------------------------------------------------------
 
     async def __aenter__(self) -> Orchestrator:
-        """Start engines that have a ``start()`` (e.g. load the model), then accept work."""
-        for engine in {id(e): e for e in self.engines.values()}.values():
-            if isinstance(engine, Startable):
-                await engine.start()
+        """Start engines that have a ``start()`` (e.g. load the model), then accept work.
+        Engines that compute on this machine's CPU (:class:`~nbest.engines.base.SharesCpu`)
+        get a share of its cores each first, so they do not wait on each other's threads."""
+        unique = list({id(e): e for e in self.engines.values()}.values())
+        local = [engine for engine in unique if isinstance(engine, SharesCpu)]
+        for index, engine in enumerate(local):
+            engine.share_cpu(index, len(local))
+        for one in unique:
+            if isinstance(one, Startable):
+                await one.start()
         tg = anyio.create_task_group()
         await tg.__aenter__()
         self._tg = tg
