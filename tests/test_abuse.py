@@ -757,11 +757,15 @@ def test_batch_line(case: BatchLine, tmp_path: Path) -> None:
 async def test_candidate_text(case: CandidateText) -> None:
     request = Request(prompt="What is 2 cubed?")
     candidate = Candidate(index=0, spec=CandidateSpec(index=0, params=SamplingParams()), text=case.text)
-    started = time.perf_counter()
-    [score] = await ArithmeticCheck().score(request, [candidate])
-    elapsed = time.perf_counter() - started
-    assert (score.details["statements"], score.details["false"]) == (case.statements, 0)
-    assert elapsed < CHECK_FAST, f"{case.name}: checked in {elapsed * 1000:.1f} ms"
+    times = []
+    for _ in range(3):  # the fastest of 3: bounded work is fast every time, a pause of the machine's is not
+        started = time.perf_counter()
+        [score] = await ArithmeticCheck().score(request, [candidate])
+        times.append(time.perf_counter() - started)
+        assert (score.details["statements"], score.details["false"]) == (case.statements, 0)
+        if times[-1] < CHECK_FAST:
+            break
+    assert min(times) < CHECK_FAST, f"{case.name}: checked in {min(times) * 1000:.1f} ms at best"
 
 
 def test_the_table_covers_every_boundary() -> None:
