@@ -32,10 +32,10 @@ import argparse
 import json
 import os
 import resource
-import subprocess
-import sys
 import time
 from typing import Any
+
+from arms import run_arm
 
 PROMPT = "Write a short note about the number {i} and why someone might like it."
 TEMPERATURE = 0.8
@@ -154,14 +154,7 @@ def run_asyncllm(prompts: int, n: int, tokens: int) -> dict[str, Any]:
 
 
 def _arm(name: str, argv: list[str]) -> dict[str, Any]:
-    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"),
-           "VLLM_LOGGING_LEVEL": "WARNING", "TQDM_DISABLE": "1"}  # fmt: skip
-    proc = subprocess.run([sys.executable, __file__, "--arm", name, *argv], env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"arm {name} failed with status {proc.returncode}")
-    return dict(json.loads(lines[-1]))
+    return run_arm(__file__, ["--arm", name, *argv], {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")})
 
 
 def main() -> None:

@@ -44,10 +44,10 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
+
+from arms import run_arm
 
 N = 8
 TOKENS = 64
@@ -146,16 +146,10 @@ AVX2_ONLY = {
 def _arm(argv: list[str], bind: str | None) -> dict[str, Any]:
     from nbest.engines.cpu import DEFAULT_KV_CACHE_GIB
 
-    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "TQDM_DISABLE": "1",
-           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KV_CACHE_GIB)}  # fmt: skip
+    env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", DEFAULT_KV_CACHE_GIB)}
     if bind is not None:
         env["VLLM_CPU_OMP_THREADS_BIND"] = bind
-    proc = subprocess.run([sys.executable, __file__, *argv], env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"arm {argv} failed with status {proc.returncode}")
-    return dict(json.loads(lines[-1]))
+    return run_arm(__file__, argv, env)
 
 
 def main() -> None:

@@ -29,17 +29,17 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
-import sys
 import time
 from typing import Any
+
+from arms import run_arm
 
 N = 8
 TOKENS = 64
 PROMPT = "Write a short story about a lighthouse keeper who finds a message in a bottle."
 
 
-def run_arm(rounds: int) -> dict[str, Any]:
+def measure(rounds: int) -> dict[str, Any]:
     import anyio
 
     from nbest import Orchestrator, VLLMEngine
@@ -88,17 +88,8 @@ def run_arm(rounds: int) -> dict[str, Any]:
 
 
 def _arm(bind: str | None, rounds: int) -> dict[str, Any]:
-    env = {**os.environ, "VLLM_LOGGING_LEVEL": "WARNING", "TQDM_DISABLE": "1",
-           "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}  # fmt: skip
-    env.pop("VLLM_CPU_OMP_THREADS_BIND", None)
-    if bind is not None:
-        env["VLLM_CPU_OMP_THREADS_BIND"] = bind
-    proc = subprocess.run([sys.executable, __file__, "--arm", "--rounds", str(rounds)], env=env, capture_output=True, text=True)
-    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        sys.stderr.write(proc.stderr[-4000:])
-        raise SystemExit(f"arm bind={bind} failed with status {proc.returncode}")
-    return dict(json.loads(lines[-1]))
+    env = {"VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1"), "VLLM_CPU_OMP_THREADS_BIND": bind}
+    return run_arm(__file__, ["--arm", "--rounds", str(rounds)], env)
 
 
 def main() -> None:
@@ -107,15 +98,15 @@ def main() -> None:
     parser.add_argument("--arm", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.arm:
-        print(json.dumps(run_arm(args.rounds)), flush=True)
+        print(json.dumps(measure(args.rounds)), flush=True)
         return
 
-    from nbest.engines.cpu import _id_list, read_cpu_info
+    from nbest.engines.cpu import read_cpu_info
 
     info = read_cpu_info()
     if not info.core_ids:
         raise SystemExit("engine sharing: this machine's physical cores are unknown (no sysfs topology)")
-    every = _id_list(info.core_ids)
+    every = ",".join(map(str, info.core_ids))
     print(f"engine sharing: {info.model}, {len(info.core_ids)} physical cores ({every}), {info.isa}; "
           f"load average {os.getloadavg()[0]:.2f}")  # fmt: skip
     print(f"workload: 2 engines (the embedded model twice), {N} candidates x {TOKENS} tokens, seeded top-p; "
