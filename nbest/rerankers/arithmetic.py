@@ -462,21 +462,8 @@ def _run_statements(run: list[list[_Tok]], room: int) -> list[Statement]:
 
 def _unopened(segment: list[_Tok]) -> list[_Tok]:
     """A run's first segment without the ``(`` it starts with that no ``)`` in it closes
-    (``(3 + 5 = 8)``, ``so (3 × 4 = 12)``); balanced parentheses stay (``(3 + 5) = 8``).
-
-    Of the ``k`` ``(`` it starts with, the first ``d`` are unclosed, ``d`` the lowest depth
-    from the ``k``-th on; one pass."""
-    k = 0
-    while k < len(segment) and segment[k].kind == "(":
-        k += 1
-    if k == 0:
-        return segment
-    depth = lowest = k
-    for tok in segment[k:]:
-        depth += tok.kind == "("
-        depth -= tok.kind == ")"
-        lowest = min(lowest, depth)
-    return segment[max(lowest, 0) :]
+    (``(3 + 5 = 8)``, ``so (3 × 4 = 12)``); balanced parentheses stay (``(3 + 5) = 8``)."""
+    return segment[_unmatched([t.kind for t in segment], "(", ")") :]
 
 
 def _unclosed(segment: list[_Tok]) -> list[_Tok]:
@@ -484,17 +471,25 @@ def _unclosed(segment: list[_Tok]) -> list[_Tok]:
     (``= 8)``), and without a ``(`` at its end, which opens a remark (``= 48 (correct)``)."""
     if segment and segment[-1].kind == "(":
         return segment[:-1]
+    return segment[: len(segment) - _unmatched([t.kind for t in reversed(segment)], ")", "(")]
+
+
+def _unmatched(kinds: Sequence[str], opening: str, closing: str) -> int:
+    """How many of the ``opening`` brackets ``kinds`` starts with nothing after them closes:
+    of the ``k`` it starts with, the first ``d``, ``d`` the lowest depth from the ``k``-th on; one pass.
+
+    >>> _unmatched(["(", "(", "n", ")", "="], "(", ")"), _unmatched(["(", "n", ")"], "(", ")")
+    (1, 0)
+    """
     k = 0
-    while k < len(segment) and segment[-1 - k].kind == ")":
+    while k < len(kinds) and kinds[k] == opening:
         k += 1
-    if k == 0:
-        return segment
     depth = lowest = k
-    for tok in reversed(segment[: len(segment) - k]):
-        depth += tok.kind == ")"
-        depth -= tok.kind == "("
+    for kind in kinds[k:]:
+        depth += kind == opening
+        depth -= kind == closing
         lowest = min(lowest, depth)
-    return segment[: len(segment) - max(lowest, 0)]
+    return max(lowest, 0)
 
 
 def _written_result(segment: Sequence[_Tok]) -> tuple[_Num, bool] | None:
