@@ -455,9 +455,9 @@ class Result(NbestModel):
     engines: dict[str, dict[str, Any]] = Field(default_factory=dict)
     """By route (``CandidateSpec.engine``), what each engine that generated these candidates
     ran with (:func:`nbest.engines.base.describe_engine`): ``kind`` and, for ``vllm``, the
-    ``model``, the engine ``args`` vLLM got, why it compiles or not (``compile``) and its
-    ``start_s``; for ``openai``, the ``model`` and the ``endpoints``. Empty in a Result from
-    before this field."""
+    ``model``, the engine ``args`` vLLM got, why it compiles or not (``compile``), the ``env``
+    of vLLM's CPU platform it started with and its ``start_s``; for ``openai``, the ``model``
+    and the ``endpoints``. Empty in a Result from before this field."""
 
     @field_validator("candidates")
     @classmethod

@@ -28,6 +28,7 @@ def info_report() -> dict[str, Any]:
         AUTO,
         cpu_engine_defaults,
         cpu_environment,
+        effective_environment,
         inductor_cache_dir,
         package_version,
         read_cpu_info,
@@ -66,7 +67,7 @@ def info_report() -> dict[str, Any]:
         "cpu_engine_args": {
             **(defaults := cpu_engine_defaults(cpu)),
             # what an engine would start with: nbest's choice unless the environment has one
-            **{name: os.environ.get(name, value) for name, value in cpu_environment(defaults, cpu).items()},
+            **effective_environment(cpu_environment(defaults, cpu)),
         },
         "compile": {
             "long_running": "eager" if auto_args["enforce_eager"] else "compiled",

@@ -46,6 +46,7 @@ __all__ = [
     "compile_marker",
     "cpu_engine_defaults",
     "cpu_environment",
+    "effective_environment",
     "inductor_cache_dir",
     "package_version",
     "read_cpu_info",
@@ -266,6 +267,18 @@ def cpu_environment(
     if not engine_args.get("enforce_eager", True):
         env["VLLM_USE_AOT_COMPILE"] = "0"
     return env
+
+
+def effective_environment(chosen: Mapping[str, str], environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """What an engine started with ``chosen`` (:func:`cpu_environment`) gets: the value
+    ``environ`` (default: this process's environment) has, where it has one, else nbest's.
+
+    >>> effective_environment({"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0-1"},
+    ...                       {"VLLM_CPU_OMP_THREADS_BIND": "auto"})
+    {'VLLM_CPU_KVCACHE_SPACE': '2', 'VLLM_CPU_OMP_THREADS_BIND': 'auto'}
+    """
+    environ = os.environ if environ is None else environ
+    return {name: environ.get(name, value) for name, value in chosen.items()}
 
 
 def _block(cores: tuple[int, ...], index: int, count: int) -> tuple[int, ...]:

@@ -29,6 +29,7 @@ from nbest.engines.cpu import (
     choose_compile,
     cpu_engine_defaults,
     cpu_environment,
+    effective_environment,
     read_cpu_info,
     record_compiled_start,
 )
@@ -538,7 +539,7 @@ def _environment(chosen: Mapping[str, str]) -> Iterator[dict[str, str]]:
     """
     with _ENVIRON_LOCK:
         added = {name: value for name, value in chosen.items() if name not in os.environ}
-        got = {name: os.environ.get(name, value) for name, value in chosen.items()}
+        got = effective_environment(chosen)
         os.environ.update(added)
         try:
             yield got
